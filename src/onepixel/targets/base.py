@@ -1,0 +1,80 @@
+"""The black-box interface: anything that maps a batch of uint8 RGB images to scores.
+
+Attacks see only this: ``predict(images)`` with images (N, H, W, 3) uint8 -> scores (N,)
+float64 in [0, 1], the probability of ``info.positive``; a query counter; and metadata.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class TargetError(RuntimeError):
+    """A target that cannot answer (unreachable endpoint, rejected request, bad output)."""
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a target says about itself: its name, labels and expected image size."""
+
+    name: str
+    positive: str
+    negative: str
+    input_size: int = 64
+
+
+def check_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """Return ``images`` as an (N, size, size, 3) uint8 array, or raise ValueError saying why."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be (N, {size}, {size}, 3), got {images.shape}")
+    return images
+
+
+class Target(ABC):
+    """Base class of black-box targets; subclasses implement :meth:`_predict`.
+
+    ``batch_size`` is the largest batch the target scores in one call (predict splits larger
+    batches); ``queries`` counts every image scored since creation or :meth:`reset_queries`.
+    """
+
+    info: TargetInfo
+    batch_size: int = 1024
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Return the positive-class scores (N,) float64 of uint8 images (N, H, W, 3)."""
+        images = check_batch(images, self.info.input_size)
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.float64)
+        parts = [
+            self._predict(images[i : i + self.batch_size])
+            for i in range(0, len(images), self.batch_size)
+        ]
+        scores = np.concatenate(parts).astype(np.float64, copy=False)
+        if scores.shape != (len(images),):
+            raise TargetError(f"target returned {scores.shape} scores for {len(images)} images")
+        self.queries += len(images)
+        return scores
+
+    __call__ = predict
+
+    def reset_queries(self) -> None:
+        """Set the query counter back to zero."""
+        self.queries = 0
+
+    def close(self) -> None:
+        """Release resources (connections, threads); the default holds none."""
+
+    @abstractmethod
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        """Return scores (n,) for a validated batch no larger than ``batch_size``."""
