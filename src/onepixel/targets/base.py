@@ -74,6 +74,7 @@ class Target(ABC):
 
     def close(self) -> None:
         """Release resources (connections, threads); the default holds none."""
+        return None
 
     @abstractmethod
     def _predict(self, images: np.ndarray) -> np.ndarray:

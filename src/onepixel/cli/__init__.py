@@ -1,0 +1,1 @@
+"""The ``onepixel`` command line."""
