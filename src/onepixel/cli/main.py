@@ -27,7 +27,6 @@ app = typer.Typer(
 AREAS = ("data", "models", "serve", "attack", "analysis", "defense", "report", "demo")
 
 
-
 @app.command()
 def version() -> None:
     """Print the onepixel version."""

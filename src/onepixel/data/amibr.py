@@ -52,9 +52,7 @@ def load_amibr(
     rows = read_train_rows(root)
     full = load_folder(root, classes=CLASSES, positive=POSITIVE, size=size, resize=resize)
     in_train = np.array([n in rows for n in full.names])
-    groups = np.array(
-        [rows.get(n, f"{n.split('_')[0]}:unknown") for n in full.names], dtype=object
-    )
+    groups = np.array([rows.get(n, f"{n.split('_')[0]}:unknown") for n in full.names], dtype=object)
     full = PatchSet(
         images=full.images,
         labels=full.labels,

@@ -55,8 +55,7 @@ class PatchSet:
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise DataError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} "
-                            f"{self.images.shape}")
+            raise DataError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
         if len(self.labels) != n or len(self.names) != n:
             raise DataError("images, labels and names must have the same length")
         if self.positive not in self.classes:

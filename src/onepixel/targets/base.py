@@ -57,8 +57,7 @@ class Target(ABC):
         if len(images) == 0:
             return np.zeros(0, dtype=np.float64)
         parts = [
-            self._predict(images[i : i + self.batch_size])
-            for i in range(0, len(images), self.batch_size)
+            self._predict(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)
         ]
         scores = np.concatenate(parts).astype(np.float64, copy=False)
         if scores.shape != (len(images),):
@@ -74,6 +73,7 @@ class Target(ABC):
 
     def close(self) -> None:
         """Release resources (connections, threads); the default holds none."""
+        return None
         return None
 
     @abstractmethod

@@ -26,7 +26,9 @@ class TorchTarget(Target):
         self.meta = meta
         self.batch_size = batch_size
         self.info = TargetInfo(
-            name=meta.name, positive=meta.positive, negative=meta.negative,
+            name=meta.name,
+            positive=meta.positive,
+            negative=meta.negative,
             input_size=meta.input_size,
         )
 
