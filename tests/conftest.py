@@ -1,0 +1,39 @@
+"""Shared fixtures: the real data in ../shared/data (or $ONEPIXEL_DATA) and the bundled model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from onepixel.data.amibr import load_amibr
+from onepixel.data.patches import PatchSet
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests share two cores with whatever else runs; one intra-op thread keeps timings sane.
+torch.set_num_threads(int(os.environ.get("ONEPIXEL_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def amibr_root() -> Path:
+    """Return the AMi-Br folder: $ONEPIXEL_DATA, else ../shared/data/ami-br."""
+    root = Path(os.environ.get("ONEPIXEL_DATA", SHARED_DATA / "ami-br"))
+    if not root.is_dir():
+        pytest.fail(f"AMi-Br data not found at {root}; set ONEPIXEL_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def max_samples() -> Path:
+    """Return the folder with MAX's sample images true.png and false.png."""
+    return SHARED_DATA / "max-samples"
+
+
+@pytest.fixture(scope="session")
+def test_split(amibr_root: Path) -> PatchSet:
+    """Return the AMi-Br test split at 64x64 (centre crop)."""
+    return load_amibr(amibr_root, "test")
