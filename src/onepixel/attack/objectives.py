@@ -1,0 +1,164 @@
+"""Objectives: turn target scores of perturbed images into energies for the DE engine to minimise.
+
+An objective is batched over images: rows of one call may belong to many problems (images),
+named by ``problem_ids``. ``PlainObjective`` is the paper's: the score itself (lower direction)
+or 1 - score (raise direction). Other objectives (colour, detector-aware) implement the same
+:class:`Objective` protocol in their own modules.
+
+:func:`make_fitness` glues a target, the clean images and an objective into the function the
+DE engine calls.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from onepixel.attack.perturb import apply_pixels, iter_perturbed
+from onepixel.targets.base import Target
+
+DIRECTIONS = ("lower", "raise")
+SUCCESS_THRESHOLD = 0.5
+
+
+def check_direction(direction: str) -> str:
+    """Return ``direction`` if it is "lower" or "raise", else raise ValueError."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    return direction
+
+
+def score_to_energy(scores: np.ndarray, direction: str) -> np.ndarray:
+    """Return the energy to minimise for scores: score (lower) or 1 - score (raise)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores if check_direction(direction) == "lower" else 1.0 - scores
+
+
+def energy_to_score(energies: np.ndarray, direction: str) -> np.ndarray:
+    """Return the scores whose plain energies are ``energies`` (the inverse of score_to_energy)."""
+    return score_to_energy(energies, direction)  # both maps are involutions
+
+
+def crossed(score: np.ndarray | float, direction: str, threshold: float = SUCCESS_THRESHOLD) -> np.ndarray:
+    """Return whether scores crossed ``threshold``: below it (lower) or above it (raise), as bool array."""
+    score = np.asarray(score, dtype=np.float64)
+    return score < threshold if check_direction(direction) == "lower" else score > threshold
+
+
+def strong_threshold(direction: str) -> float:
+    """Return the strong-success threshold: 0.05 (lower) or 0.95 (raise)."""
+    return 0.05 if check_direction(direction) == "lower" else 0.95
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """Maps target scores of perturbed images to energies (lower is better for the attacker)."""
+
+    name: str
+    direction: str
+
+    def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
+        """Return energies (B,) for scores (B,), vectors (B, D) and problem ids (B,)."""
+        ...
+
+    def init_population(
+        self, rng: np.random.Generator, n_problems: int, popsize: int, bounds: np.ndarray
+    ) -> np.ndarray | None:
+        """Return an initial population (n_problems, popsize, D), or None for Latin hypercube."""
+        ...
+
+
+class PlainObjective:
+    """The paper's objective: minimise the score (lower) or 1 - score (raise)."""
+
+    name = "plain"
+
+    def __init__(self, direction: str = "lower"):
+        self.direction = check_direction(direction)
+
+    def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
+        """Return score_to_energy(scores) (B,); vectors and problem ids are not used."""
+        return score_to_energy(scores, self.direction)
+
+    def init_population(
+        self, rng: np.random.Generator, n_problems: int, popsize: int, bounds: np.ndarray
+    ) -> np.ndarray | None:
+        """Return None: the solver's Latin hypercube initialisation is used."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"PlainObjective({self.direction!r})"
+
+
+class Fitness:
+    """The DE engine's function for a set of images: perturb, score with the target, apply the objective.
+
+    ``fitness(vectors (B, D), problem_ids (B,)) -> energies (B,)``. Every call scores all rows with
+    ONE ``target.predict`` call (the target splits by its batch size), or, with ``chunk_size``,
+    perturbs and scores ``chunk_size`` rows at a time to bound memory.
+
+    It remembers, per problem, the lowest energy evaluated so far with its score and vector
+    (``best_energies``, ``best_scores``, ``best_vectors``; the first one wins ties) and the scores of
+    the last call (``last_scores``). DE is elitist, so the solver's ``best_energy`` equals
+    ``best_energies``; a campaign records ``best_scores`` as the score after the attack without
+    re-querying (re-query once only if ``best_vectors[k]`` differs from the solver's ``best_x[k]``,
+    which can happen on exact energy ties of a non-plain objective).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        images: np.ndarray,
+        objective: Objective,
+        k: int = 1,
+        chunk_size: int | None = None,
+    ):
+        self.target = target
+        self.images = np.asarray(images)
+        self.objective = objective
+        self.k = k
+        self.chunk_size = chunk_size
+        n, d = len(self.images), 5 * k
+        self.best_energies = np.full(n, np.inf)
+        self.best_scores = np.full(n, np.nan)
+        self.best_vectors = np.zeros((n, d), dtype=np.int64)
+        self.last_scores = np.zeros(0)
+
+    def scores(self, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
+        """Return the target's scores (B,) of the images perturbed by vectors (B, D)."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != 5 * self.k:
+            raise ValueError(f"vectors must be (B, {5 * self.k}) for k={self.k}, got {vectors.shape}")
+        if self.chunk_size is None:
+            return self.target.predict(apply_pixels(self.images, vectors, problem_ids))
+        out = np.empty(len(vectors))
+        for rows, batch in iter_perturbed(self.images, vectors, problem_ids, self.chunk_size):
+            out[rows] = self.target.predict(batch)
+        return out
+
+    def __call__(self, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
+        """Return energies (B,) of vectors (B, D) for problems (B,), updating the per-problem bests."""
+        problem_ids = np.asarray(problem_ids)
+        scores = self.scores(vectors, problem_ids)
+        energies = np.asarray(self.objective.energies(scores, vectors, problem_ids), dtype=np.float64)
+        self.last_scores = scores
+        # Lowest energy per problem within this call (first row wins ties), then merge.
+        order = np.lexsort((np.arange(len(energies)), energies, problem_ids))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = problem_ids[order][1:] != problem_ids[order][:-1]
+        rows = order[first]
+        ids = problem_ids[rows]
+        better = energies[rows] < self.best_energies[ids]
+        rows, ids = rows[better], ids[better]
+        self.best_energies[ids] = energies[rows]
+        self.best_scores[ids] = scores[rows]
+        self.best_vectors[ids] = np.rint(np.asarray(vectors)[rows]).astype(np.int64)
+        return energies
+
+
+def make_fitness(
+    target: Target, images: np.ndarray, objective: Objective, k: int = 1, chunk_size: int | None = None
+) -> Fitness:
+    """Return the DE function ``f(vectors (B, D), problem_ids (B,)) -> energies (B,)`` for these images."""
+    return Fitness(target, images, objective, k=k, chunk_size=chunk_size)
