@@ -1,9 +1,325 @@
-"""CLI commands of the attack area."""
+"""CLI commands of the attack area: ``attack``, ``summary``, ``export``, ``figures``.
+
+Heavy imports (torch, matplotlib, the attack engine) happen inside the commands so that
+``onepixel --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from onepixel.cli.common import DataOption, console, fail
+
+
+class Direction(StrEnum):
+    """Attack direction."""
+
+    lower = "lower"
+    raise_ = "raise"
+
+
+class Updating(StrEnum):
+    """DE updating scheme."""
+
+    immediate = "immediate"
+    deferred = "deferred"
+
+
+ATTACK_HELP = """Attack images with the one-pixel attack (differential evolution) and store every result.
+
+\b
+Directions (labels come from the data and the target, never assumed):
+  lower  attack images whose TRUE label is the target's positive class and that it scores
+         >= 0.9; minimise the score (e.g. Atypical -> Normal, hides a malignancy marker).
+  raise  attack true negatives scored <= 0.1; minimise 1 - score (Normal -> Atypical).
+
+\b
+Defaults follow the paper (best1bin, 200 members, F 0.5, CR 0.7, <= 100 generations,
+tol 0.01) except --updating deferred (a whole generation per target call; much faster in
+batches). Pass --updating immediate for SciPy's sequential updating, as the paper used.
+Attacks converged right after the initial population count as failed (early convergence).
+
+\b
+The run folder (--out) holds attacks.sqlite (one committed row per attack), adversarial/<id>.png
+and attacks.csv. Killed? Rerun the SAME command: finished images are skipped and the results
+equal an uninterrupted run. Then: onepixel summary RUN_DIR [--figures].
+
+\b
+Examples:
+  onepixel attack --direction lower --out runs/lower --limit 100
+  onepixel attack --direction raise --target http://localhost:5000 --out runs/raise-http
+  onepixel attack --direction lower --pixels 3 --popsize 100 --maxiter 30 --out runs/k3
+"""
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise fail(f"--objective-option must be KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
+def _target_spec(spec: str) -> str:
+    """Return the target spec in the form stored in the run config (paths made absolute)."""
+    if spec.endswith(".safetensors"):
+        return str(Path(spec).expanduser().resolve())
+    return spec
+
+
+def open_target_spec(spec: str) -> Any:
+    """Return the Target for "bundled", a bundled name, a .safetensors file or an http URL."""
+    try:
+        from onepixel.targets import open_target  # type: ignore[attr-defined]
+    except ImportError:
+        open_target = None
+    if open_target is not None:
+        return open_target(spec)
+    from onepixel.targets.local import TorchTarget
+
+    if spec.startswith(("http://", "https://")):
+        raise ValueError("HTTP targets need onepixel.targets.open_target, which is not available")
+    return TorchTarget.from_pretrained() if spec == "bundled" else TorchTarget.from_pretrained(spec)
+
+
+def load_patches(data: Path | None, split: str | None, positive: str | None) -> tuple[Any, dict[str, Any]]:
+    """Return (PatchSet, data spec dict) for --data/--split/--positive (AMi-Br split by default)."""
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.patches import load_folder
+
+    root = resolve_data_dir(data)
+    if data is None and not root.exists():
+        from onepixel.data.download import ensure_amibr
+
+        root = ensure_amibr(root)
+    if is_amibr(root) and positive is None:
+        split = split or "test"
+        patches = load_amibr(root, split)  # type: ignore[arg-type]
+    else:
+        patches = load_folder(root, split=split, positive=positive)
+    spec = {"path": str(Path(root).resolve()), "split": split, "positive": patches.positive}
+    return patches, spec
+
+
+def attack(
+    direction: Annotated[Direction, typer.Option("--direction", help="lower or raise the target's score.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (created; rerun to resume).")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="'bundled' (the default model), a bundled weights name, a .safetensors file, or "
+            "http://host:port of a MAX-compatible API.",
+        ),
+    ] = "bundled",
+    data: DataOption = None,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="AMi-Br: train, test (default) or all; else a subfolder of --data."),
+    ] = None,
+    positive: Annotated[
+        str | None, typer.Option("--positive", help="Positive class folder name, when not inferable.")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Attack at most N images (first N of a seeded shuffle)."),
+    ] = None,
+    no_filter: Annotated[
+        bool, typer.Option("--no-filter", help="Attack every image of the label, whatever its score.")
+    ] = False,
+    lower_min: Annotated[float, typer.Option("--lower-min", help="lower: attack only scores >= this.")] = 0.9,
+    raise_max: Annotated[float, typer.Option("--raise-max", help="raise: attack only scores <= this.")] = 0.1,
+    pixels: Annotated[
+        int, typer.Option("--pixels", "-k", min=1, help="Pixels changed per image (1, 3, 5...).")
+    ] = 1,
+    objective: Annotated[
+        str, typer.Option("--objective", help="Objective: plain (the paper's), colour, or a registered one.")
+    ] = "plain",
+    objective_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--objective-option", help="KEY=VALUE passed to the objective (e.g. w_c=0.4); repeatable."
+        ),
+    ] = None,
+    popsize: Annotated[int, typer.Option("--popsize", help="Population size (TOTAL members).")] = 200,
+    maxiter: Annotated[int, typer.Option("--maxiter", min=0, help="Maximum generations.")] = 100,
+    mutation: Annotated[float, typer.Option("--mutation", help="Differential weight F.")] = 0.5,
+    recombination: Annotated[float, typer.Option("--recombination", help="Crossover probability CR.")] = 0.7,
+    tol: Annotated[float, typer.Option("--tol", help="Relative convergence tolerance.")] = 0.01,
+    updating: Annotated[
+        Updating,
+        typer.Option(
+            "--updating", help="deferred: one target call per generation; immediate: SciPy's (paper)."
+        ),
+    ] = Updating.deferred,
+    no_convergence: Annotated[
+        bool, typer.Option("--no-convergence", help="Never stop on the convergence test (run maxiter).")
+    ] = False,
+    stop_at: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-at", help="Stop an attack once its best score crosses this (off: as the paper)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Campaign seed (selection order and every attack).")
+    ] = 0,
+    images_per_batch: Annotated[
+        int, typer.Option("--images-per-batch", min=1, help="Images attacked together (one DE, one call).")
+    ] = 32,
+    force_new: Annotated[
+        bool, typer.Option("--force-new", help="Delete an existing campaign in --out and start over.")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Run or resume a one-pixel attack campaign (see the long help)."""
+    from onepixel.attack.campaign import CampaignConfig, CampaignError, attack_summary_line, run_campaign
+    from onepixel.attack.de import DEConfig
+    from onepixel.attack.selection import SelectionError
+    from onepixel.attack.store import StoreError
+    from onepixel.data.patches import DataError
+    from onepixel.targets.base import TargetError
+
+    try:
+        de = DEConfig(
+            popsize=popsize,
+            maxiter=maxiter,
+            mutation=mutation,
+            recombination=recombination,
+            tol=tol,
+            updating=updating.value,
+            convergence=not no_convergence,
+        )
+        patches, data_spec = load_patches(data, split, positive)
+        config = CampaignConfig(
+            direction=direction.value,
+            target=_target_spec(target),
+            data=data_spec,
+            objective=objective,
+            objective_options=_parse_options(objective_option or []),
+            pixels=pixels,
+            de=de,
+            seed=seed,
+            images_per_batch=images_per_batch,
+            stop_at=stop_at,
+            filter=not no_filter,
+            lower_min=lower_min,
+            raise_max=raise_max,
+            limit=limit,
+        )
+        tgt = open_target_spec(target)
+        try:
+            result = run_campaign(
+                tgt, patches, config, out, progress=progress, force_new=force_new, console=console
+            )
+        finally:
+            tgt.close()
+    except KeyboardInterrupt:
+        raise fail(
+            f"interrupted; finished attacks are stored in {out}. Rerun the same command to resume.", 130
+        ) from None
+    except (
+        CampaignError,
+        SelectionError,
+        StoreError,
+        DataError,
+        TargetError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        raise fail(str(exc)) from None
+    console.print(attack_summary_line(result))
+    console.print(
+        f"results: {out}/attacks.sqlite, {out}/attacks.csv, {out}/adversarial/; next: onepixel summary {out}"
+    )
+
+
+def summary(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of `onepixel attack`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    figures: Annotated[
+        bool, typer.Option("--figures", help="Also write the figures to RUN_DIR/figures.")
+    ] = False,
+) -> None:
+    """Print the paper's numbers of a campaign: counts, success shares, score statistics.
+
+    Shares of (strong) success are of the non-early attacks and the before/after statistics are
+    over the non-early attacks, as in the paper's tables.
+    """
+    from onepixel.attack.store import StoreError
+    from onepixel.attack.summary import render_summary, summarize_run
+
+    try:
+        result = summarize_run(run_dir)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        out = Console()
+        for table in render_summary(result):
+            out.print(table)
+    if figures:
+        _figures(run_dir, None)
+
+
+def _figures(run_dir: Path, ids: list[str] | None) -> None:
+    from onepixel.attack.figures import make_figures
+    from onepixel.attack.store import StoreError
+
+    try:
+        paths = make_figures(run_dir, ids)
+    except (StoreError, KeyError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+def figures(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of `onepixel attack`.")],
+    image_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id", help="Attack to plot (convergence + pair); repeatable. Default: best few + a failure."
+        ),
+    ] = None,
+) -> None:
+    """Write campaign figures to RUN_DIR/figures: score box plot, convergence, image pairs, colours."""
+    _figures(run_dir, image_id or None)
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of `onepixel attack`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="CSV path (default RUN_DIR/attacks.csv).")] = None,
+) -> None:
+    """Rewrite the campaign's CSV (every record field, vector split into x1, y1, r1, g1, b1...)."""
+    from onepixel.attack.store import CampaignStore, StoreError
+
+    try:
+        with CampaignStore.open(run_dir, create=False) as store:
+            path = store.export_csv(out)
+            n = store.count()
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {n} attacks to {path}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("attack", help=ATTACK_HELP)(attack)
+    app.command("summary")(summary)
+    app.command("export")(export)
+    app.command("figures")(figures)

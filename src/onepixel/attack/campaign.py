@@ -1,0 +1,479 @@
+"""Attack campaigns: many images attacked at once, every finished attack stored as it finishes.
+
+``run_campaign(target, patches, config, run_dir)``:
+
+1. selects the images (true label, confidence filter, seeded order, limit; see ``selection``),
+   or, when ``run_dir`` already holds the same campaign, reads the stored selection and resumes;
+2. cuts the selection into fixed batches of ``images_per_batch`` images and runs ONE
+   :class:`~onepixel.attack.de.BatchedDE` per batch, so one target call scores the trial
+   vectors of every image of the batch;
+3. after every generation, stores each problem that has just finished (converged, hit
+   ``maxiter`` or crossed ``stop_at``): re-queries the target once on its best adversarial
+   image, writes the PNG, commits the row.
+
+Determinism and resume: each batch's DE seed is derived from the campaign seed and the ids of
+the images in the batch, and batches are fixed slices of the stored selection. A resumed run
+re-runs a partly finished batch in full (storing only its missing rows), so killed + resumed
+gives exactly the rows of an uninterrupted run, at the cost of at most one batch of repeated
+queries.
+
+Wall time per attack (``wall_time_s``): each generation's wall time is shared equally among
+the problems active in it (so the sum over attacks is the campaign's attack time);
+``extra["latency_s"]`` holds the time from the batch start until that attack finished.
+``evaluations`` counts the DE's target queries for the image; the clean score (from the
+selection) and the final re-query are not included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from onepixel.attack.colour import ColourObjective, colour_error
+from onepixel.attack.de import CALLBACK, CONVERGED, MAXITER, BatchedDE, DEConfig
+from onepixel.attack.objectives import (
+    Objective,
+    PlainObjective,
+    check_direction,
+    crossed,
+    make_fitness,
+    strong_threshold,
+)
+from onepixel.attack.perturb import apply_pixels, bounds_for, pixels_of
+from onepixel.attack.records import AttackRecord
+from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
+from onepixel.attack.store import CampaignStore, StoreError, remove_run
+from onepixel.data.patches import PatchSet
+from onepixel.targets.base import Target
+
+# An objective factory gets the direction, the batch's clean images (K, H, W, 3) and the
+# campaign's objective options, and returns an Objective for those K problems.
+ObjectiveFactory = Callable[..., Objective]
+
+OBJECTIVES: dict[str, ObjectiveFactory] = {
+    "plain": lambda direction, images, **options: PlainObjective(direction, **options),
+    "colour": lambda direction, images, **options: ColourObjective(direction, images, **options),
+}
+
+
+def register_objective(name: str, factory: ObjectiveFactory) -> None:
+    """Make ``--objective name`` build its objective with ``factory(direction, images, **options)``."""
+    OBJECTIVES[name] = factory
+
+
+def make_objective(name: str, direction: str, images: np.ndarray, options: dict[str, Any]) -> Objective:
+    """Return the objective ``name`` for these images; raises ValueError for unknown names."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](direction, images, **options)
+
+
+STOP_REASONS = {CONVERGED: "converged", MAXITER: "maxiter", CALLBACK: "stop_at"}
+
+
+class CampaignError(RuntimeError):
+    """A campaign that cannot run as asked (bad config, data and store that do not match)."""
+
+
+def paper_de_config(**overrides: Any) -> DEConfig:
+    """Return the paper's DE settings (best1bin, 200 members, F 0.5, CR 0.7, 100 generations,
+    tol 0.01) with deferred updating, changed by ``overrides``."""
+    values: dict[str, Any] = {
+        "strategy": "best1bin",
+        "popsize": 200,
+        "mutation": 0.5,
+        "recombination": 0.7,
+        "maxiter": 100,
+        "tol": 0.01,
+        "atol": 0.0,
+        "updating": "deferred",
+        "convergence": True,
+    }
+    values.update(overrides)
+    return DEConfig(**values)
+
+
+@dataclass
+class CampaignConfig:
+    """Everything that decides a campaign's results; stored in the run folder and compared on resume."""
+
+    direction: str
+    target: str = "bundled"  # target spec: bundled name, .safetensors path or http URL
+    data: dict[str, Any] = field(default_factory=dict)  # where the images came from (path, split)
+    objective: str = "plain"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    pixels: int = 1
+    de: DEConfig = field(default_factory=paper_de_config)
+    seed: int = 0
+    images_per_batch: int = 32
+    stop_at: float | None = None
+    filter: bool = True
+    lower_min: float = 0.9
+    raise_max: float = 0.1
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check_direction(self.direction)
+        if self.pixels < 1:
+            raise CampaignError(f"pixels must be >= 1, got {self.pixels}")
+        if self.images_per_batch < 1:
+            raise CampaignError(f"images_per_batch must be >= 1, got {self.images_per_batch}")
+        if self.stop_at is not None and not 0.0 <= self.stop_at <= 1.0:
+            raise CampaignError(f"stop_at must lie in [0, 1], got {self.stop_at}")
+        if self.objective not in OBJECTIVES:
+            raise CampaignError(f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+
+    def selection(self) -> SelectionConfig:
+        """Return the selection part of the config."""
+        return SelectionConfig(
+            direction=self.direction,
+            filter=self.filter,
+            lower_min=self.lower_min,
+            raise_max=self.raise_max,
+            limit=self.limit,
+            seed=self.seed,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """Return the attack settings every record carries: DE settings and campaign knobs."""
+        return {
+            **self.de.to_dict(),
+            "pixels": self.pixels,
+            "objective": self.objective,
+            "objective_options": dict(self.objective_options),
+            "images_per_batch": self.images_per_batch,
+            "stop_at": self.stop_at,
+            "campaign_seed": self.seed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-ready dict (DE settings nested under ``de``)."""
+        out = dataclasses.asdict(self)
+        out["de"] = self.de.to_dict()
+        return json.loads(json.dumps(out))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CampaignConfig:
+        """Return the config stored by :meth:`to_dict`."""
+        raw = dict(raw)
+        de = dict(raw.pop("de"))
+        if isinstance(de.get("mutation"), list):
+            de["mutation"] = tuple(de["mutation"])
+        return cls(de=DEConfig(**de), **raw)
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign run did: the run folder, every stored record, and this run's share."""
+
+    run_dir: Path
+    records: list[AttackRecord]
+    selected: int
+    resumed: int  # attacks already stored before this run
+    new: int  # attacks stored by this run
+    wall_time_s: float  # this run's wall time (selection + attacks)
+    queries: int  # target queries made by this run (selection, attacks, re-queries)
+
+    @property
+    def successes(self) -> int:
+        """Return the number of successful attacks among all stored records."""
+        return sum(r.success for r in self.records)
+
+
+def derive_seed(seed: int, *keys: str) -> int:
+    """Return a 63-bit seed determined by ``seed`` and the string ``keys`` (stable across runs)."""
+    digest = hashlib.sha256(json.dumps([int(seed), *keys]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("[green]{task.fields[successes]} successes"),
+        TextColumn("{task.fields[qps]:.0f} queries/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        transient=False,
+    )
+
+
+@dataclass
+class _Tally:
+    """Counters for the progress bar."""
+
+    successes: int = 0
+    queries: int = 0
+    attack_time: float = 0.0
+
+
+def run_campaign(
+    target: Target,
+    patches: PatchSet,
+    config: CampaignConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    force_new: bool = False,
+    info: dict[str, Any] | None = None,
+    console: Console | None = None,
+) -> CampaignResult:
+    """Run (or resume) the campaign ``config`` on ``patches`` against ``target``; return its result.
+
+    Stores into ``run_dir`` (see :mod:`onepixel.attack.store`). A run folder holding a different
+    config raises :class:`~onepixel.attack.store.StoreError`, unless ``force_new`` deletes it first.
+    ``info`` is extra run metadata stored alongside (not compared on resume).
+    """
+    started = time.perf_counter()
+    queries_start = target.queries
+    run_dir = Path(run_dir)
+    if force_new:
+        remove_run(run_dir)
+    if len(set(patches.names)) != len(patches.names):
+        raise CampaignError("image ids (file stems) of the data are not unique; rename the duplicates")
+    label = attacked_label(patches, target.info, config.direction)
+    stored_config = config.to_dict()
+    with CampaignStore.open(run_dir) as store:
+        if store.has_run():
+            store.check_config(stored_config)
+            image_ids, scores_before = store.selected()
+        else:
+            selection = select_images(patches, target, config.selection())
+            image_ids, scores_before = list(selection.image_ids), selection.scores.tolist()
+            run_info = {
+                "positive": target.info.positive,
+                "negative": target.info.negative,
+                "attacked_label": label,
+                "target_name": target.info.name,
+                "candidates": selection.candidates,
+                "scored": selection.scored,
+                **(info or {}),
+            }
+            store.create_run(stored_config, image_ids, scores_before, info=run_info)
+        position = {name: i for i, name in enumerate(patches.names)}
+        missing = [i for i in image_ids if i not in position]
+        if missing:
+            raise CampaignError(
+                f"{len(missing)} selected images are not in the data (e.g. {missing[:3]}); "
+                "resume with the same --data and --split"
+            )
+        done = store.done_ids()
+        resumed = len(done)
+        tally = _Tally(successes=sum(r.success for r in store.records()) if done else 0)
+        batches = [
+            list(range(s, min(s + config.images_per_batch, len(image_ids))))
+            for s in range(0, len(image_ids), config.images_per_batch)
+        ]
+        todo = [b for b in batches if any(image_ids[i] not in done for i in b)]
+        bar = _progress(console) if progress else None
+        task = None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task(
+                f"attack {config.direction} ({label})",
+                total=len(image_ids),
+                completed=len(done),
+                successes=tally.successes,
+                qps=0.0,
+            )
+
+        def on_stored(record: AttackRecord) -> None:
+            tally.successes += record.success
+            if bar is not None and task is not None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                qps = (target.queries - queries_start) / elapsed
+                bar.update(task, advance=1, successes=tally.successes, qps=qps)
+
+        try:
+            for batch in todo:
+                ids = [image_ids[i] for i in batch]
+                index = np.array([position[i] for i in ids])
+                _attack_batch(
+                    target=target,
+                    images=patches.images[index],
+                    ids=ids,
+                    labels=[patches.classes[patches.labels[i]] for i in index],
+                    positions=batch,
+                    scores_before=np.array([scores_before[i] for i in batch]),
+                    config=config,
+                    store=store,
+                    skip=done,
+                    on_stored=on_stored,
+                )
+        finally:
+            if bar is not None:
+                bar.stop()
+        records = store.records()
+        new = store.count() - resumed
+        store.export_csv()
+    return CampaignResult(
+        run_dir=run_dir,
+        records=records,
+        selected=len(image_ids),
+        resumed=resumed,
+        new=new,
+        wall_time_s=time.perf_counter() - started,
+        queries=target.queries - queries_start,
+    )
+
+
+def _attack_batch(
+    *,
+    target: Target,
+    images: np.ndarray,
+    ids: list[str],
+    labels: list[str],
+    positions: list[int],
+    scores_before: np.ndarray,
+    config: CampaignConfig,
+    store: CampaignStore,
+    skip: set[str],
+    on_stored: Callable[[AttackRecord], None],
+) -> None:
+    """Attack one batch of images with one BatchedDE; store each image as soon as it finishes."""
+    n = len(ids)
+    seed = derive_seed(config.seed, *ids)
+    seq = np.random.SeedSequence(seed)
+    de_rng, init_rng = (np.random.default_rng(s) for s in seq.spawn(2))
+    objective = make_objective(config.objective, config.direction, images, config.objective_options)
+    fitness = make_fitness(target, images, objective, k=config.pixels)
+    bounds = bounds_for(config.pixels, images.shape[1])
+    init = objective.init_population(init_rng, n, config.de.popsize, bounds)
+
+    callback = None
+    if config.stop_at is not None:
+        stop_at = config.stop_at
+
+        def callback(solver: Any) -> np.ndarray:
+            return crossed(fitness.best_scores, config.direction, stop_at)
+
+    batch_start = time.perf_counter()
+    solver = BatchedDE(
+        fitness, bounds, n, config=config.de, seed=de_rng, init_population=init, callback=callback
+    )
+    share = np.zeros(n)  # pro-rata wall time per problem
+    history: list[list[float]] = [[] for _ in range(n)]
+    last_nit = np.full(n, -1)
+    written = np.array([i in skip for i in ids])
+    step_start = batch_start
+
+    def after_step(was_active: np.ndarray) -> None:
+        nonlocal step_start
+        now = time.perf_counter()
+        if was_active.any():
+            share[was_active] += (now - step_start) / was_active.sum()
+        step_start = now
+        nit = np.asarray(solver.nit)
+        evaluated = np.isfinite(fitness.best_energies)
+        for i in np.flatnonzero(evaluated & (nit != last_nit)):
+            history[i].append(float(fitness.best_scores[i]))
+        last_nit[:] = np.where(evaluated, nit, last_nit)
+        finished = ~np.asarray(solver.active, dtype=bool) & ~written
+        if finished.any():
+            _store_finished(np.flatnonzero(finished), now)
+
+    def _store_finished(rows: np.ndarray, now: float) -> None:
+        best = np.rint(np.asarray(solver.best_x)[rows]).astype(np.int64)
+        adversarial = apply_pixels(images, best, rows)
+        after = target.predict(adversarial)
+        errors = colour_error(images, best, rows)
+        xs, ys, _ = pixels_of(best, images.shape[1])
+        originals = images[rows[:, None], ys, xs]  # (R, k, 3) clean colours under the pixels
+        for j, i in enumerate(rows):
+            nit = int(solver.nit[i])
+            converged = bool(solver.converged[i])
+            early = converged and nit == 1
+            score_after = float(after[j])
+            ok = bool(crossed(score_after, config.direction)) and not early
+            strong = bool(crossed(score_after, config.direction, strong_threshold(config.direction)))
+            stopped = STOP_REASONS.get(int(solver.status[i]), "unknown")
+            record = AttackRecord(
+                image_id=ids[i],
+                label=labels[i],
+                direction=config.direction,
+                objective=config.objective,
+                pixels=config.pixels,
+                seed=seed,
+                settings=config.settings(),
+                score_before=float(scores_before[i]),
+                score_after=score_after,
+                vector=[int(v) for v in best[j]],
+                generations=nit,
+                evaluations=int(solver.nfev[i]),
+                early_converged=early,
+                success=ok,
+                strong_success=strong and not early,
+                wall_time_s=float(share[i]),
+                history=list(history[i]),
+                colour_error=float(errors[j]),
+                extra={
+                    "score_during_attack": float(fitness.best_scores[i]),
+                    "requery_diff": float(score_after - fitness.best_scores[i]),
+                    "best_energy": float(np.asarray(solver.best_energy)[i]),
+                    "stopped_by": stopped,
+                    "latency_s": now - batch_start,
+                    "batch_size": n,
+                    "batch_seed": seed,
+                    "original_pixels": originals[j].astype(int).tolist(),
+                },
+            )
+            written[i] = True
+            if ids[i] in skip:
+                continue
+            store.add(record, adversarial[j], positions[i])
+            on_stored(record)
+
+    solver.initialise()
+    after_step(np.ones(n, dtype=bool))
+    while np.asarray(solver.active, dtype=bool).any():
+        was_active = np.asarray(solver.active, dtype=bool).copy()
+        solver.step()
+        after_step(was_active)
+
+
+def attack_summary_line(result: CampaignResult) -> str:
+    """Return a one-line account of a campaign run: stored attacks, successes, time, queries."""
+    per = result.wall_time_s / result.new if result.new else float("nan")
+    return (
+        f"{len(result.records)}/{result.selected} attacks stored ({result.resumed} resumed, "
+        f"{result.new} new), {result.successes} successes; {result.wall_time_s:.1f} s "
+        f"({per:.2f} s per new attack), {result.queries} queries"
+    )
+
+
+__all__ = [
+    "OBJECTIVES",
+    "CampaignConfig",
+    "CampaignError",
+    "CampaignResult",
+    "SelectionError",
+    "StoreError",
+    "attack_summary_line",
+    "derive_seed",
+    "make_objective",
+    "paper_de_config",
+    "register_objective",
+    "run_campaign",
+]

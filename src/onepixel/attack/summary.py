@@ -1,0 +1,189 @@
+"""The paper's campaign numbers from stored attack records.
+
+Counts (as in the paper's section 3): attacked, early-converged (converged at the first check,
+counted as failed), non-early; successes (crossed 0.5) and strong successes (crossed 0.05 for
+``lower``, 0.95 for ``raise``) with their share OF THE NON-EARLY ATTACKS (3,407 of 3,749 = 91%
+in the paper); mean generations of the non-early attacks.
+
+Score statistics before/after (Tables 1 and 2 of the paper: "the number of attacks is 3,749",
+i.e. the non-early ones) are computed over the NON-EARLY attacks: max, mean, median, standard
+deviation (sample, ddof=1), min, and the percentiles used by the colour paper (99th, 95th, 20th,
+10th; linear interpolation). Statistics over all attacks are given too (``all_before``,
+``all_after``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onepixel.attack.objectives import strong_threshold
+from onepixel.attack.records import AttackRecord
+from onepixel.attack.store import CampaignStore
+
+STATS = ("max", "p99", "p95", "mean", "median", "sd", "p20", "p10", "min")
+STAT_LABELS = {
+    "max": "maximum",
+    "p99": "99th percentile",
+    "p95": "95th percentile",
+    "mean": "mean",
+    "median": "median",
+    "sd": "standard deviation",
+    "p20": "20th percentile",
+    "p10": "10th percentile",
+    "min": "minimum",
+}
+
+
+def _num(value: float) -> float | None:
+    """Return ``value`` as a float, or None when it is NaN (JSON has no NaN)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def score_stats(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """Return max, percentiles (99, 95, 20, 10), mean, median, sample sd and min; None when empty."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return dict.fromkeys(STATS)
+    p99, p95, p20, p10 = np.percentile(v, [99, 95, 20, 10])
+    return {
+        "max": _num(v.max()),
+        "p99": _num(p99),
+        "p95": _num(p95),
+        "mean": _num(v.mean()),
+        "median": _num(np.median(v)),
+        "sd": _num(v.std(ddof=1)) if v.size > 1 else None,
+        "p20": _num(p20),
+        "p10": _num(p10),
+        "min": _num(v.min()),
+    }
+
+
+def _share(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def summarize(records: Sequence[AttackRecord], direction: str | None = None) -> dict[str, Any]:
+    """Return the paper's counts and before/after statistics of ``records`` as a JSON-ready dict.
+
+    ``direction`` defaults to the records' own (they must agree). Shares are of non-early attacks.
+    """
+    directions = {r.direction for r in records}
+    if direction is None:
+        if len(directions) > 1:
+            raise ValueError(f"records mix directions {sorted(directions)}; summarise them separately")
+        direction = directions.pop() if directions else "lower"
+    elif directions - {direction}:
+        raise ValueError(f"records have direction {sorted(directions)}, not {direction!r}")
+    non_early = [r for r in records if not r.early_converged]
+    n, m = len(records), len(non_early)
+    success = sum(r.success for r in records)
+    strong = sum(r.strong_success for r in records)
+    before = [r.score_before for r in non_early]
+    after = [r.score_after for r in non_early]
+    change = np.abs(np.asarray(before) - np.asarray(after)) if m else np.zeros(0)
+    early_change = [abs(r.score_before - r.score_after) for r in records if r.early_converged]
+    return {
+        "direction": direction,
+        "attacked": n,
+        "early_converged": n - m,
+        "early_converged_share": _share(n - m, n),
+        "non_early": m,
+        "success": {"threshold": 0.5, "count": success, "share": _share(success, m)},
+        "strong_success": {
+            "threshold": strong_threshold(direction),
+            "count": strong,
+            "share": _share(strong, m),
+        },
+        "mean_generations_non_early": _num(np.mean([r.generations for r in non_early])) if m else None,
+        "median_score_change_non_early": _num(np.median(change)) if m else None,
+        "mean_score_change_early": _num(np.mean(early_change)) if early_change else None,
+        "stats_over": "non-early attacks",
+        "before": score_stats(before),
+        "after": score_stats(after),
+        "all_before": score_stats([r.score_before for r in records]),
+        "all_after": score_stats([r.score_after for r in records]),
+        "evaluations_total": int(sum(r.evaluations for r in records)),
+        "mean_evaluations": _num(np.mean([r.evaluations for r in records])) if n else None,
+        "wall_time_total_s": float(sum(r.wall_time_s for r in records)),
+        "mean_wall_time_s": _num(np.mean([r.wall_time_s for r in records])) if n else None,
+    }
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any]:
+    """Return :func:`summarize` of a run folder plus its labels, config and progress."""
+    with CampaignStore.open(run_dir, create=False) as store:
+        records = store.records()
+        config = store.config()
+        info = store.info()
+        selected, _ = store.selected()
+    summary = summarize(records, config["direction"])
+    summary.update(
+        run_dir=str(run_dir),
+        selected=len(selected),
+        complete=len(records) == len(selected),
+        positive=info.get("positive"),
+        negative=info.get("negative"),
+        attacked_label=info.get("attacked_label"),
+        target=config.get("target"),
+        objective=config.get("objective"),
+        pixels=config.get("pixels"),
+        de=config.get("de"),
+        seed=config.get("seed"),
+    )
+    return summary
+
+
+def direction_title(summary: dict[str, Any]) -> str:
+    """Return e.g. "Atypical → Normal" for a run summary (labels from the run, never assumed)."""
+    pos, neg = summary.get("positive") or "positive", summary.get("negative") or "negative"
+    return f"{pos} → {neg}" if summary["direction"] == "lower" else f"{neg} → {pos}"
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def render_summary(summary: dict[str, Any]) -> list[Any]:
+    """Return rich renderables (two tables) of a run summary: counts and score statistics."""
+    from rich.table import Table
+
+    sign = "<" if summary["direction"] == "lower" else ">"
+    counts = Table(title=f"One-pixel attack {direction_title(summary)} ({summary['direction']} the score)")
+    counts.add_column("")
+    counts.add_column("count", justify="right")
+    counts.add_column("share", justify="right")
+    counts.add_row("attacked", str(summary["attacked"]), "")
+    if summary.get("selected") and summary["selected"] != summary["attacked"]:
+        counts.add_row("selected (campaign not finished)", str(summary["selected"]), "")
+    counts.add_row(
+        "early-converged (failed)", str(summary["early_converged"]), _pct(summary["early_converged_share"])
+    )
+    counts.add_row("non-early", str(summary["non_early"]), "")
+    s, st = summary["success"], summary["strong_success"]
+    counts.add_row(f"success (score {sign} {s['threshold']})", str(s["count"]), _pct(s["share"]))
+    counts.add_row(f"strong success (score {sign} {st['threshold']})", str(st["count"]), _pct(st["share"]))
+    counts.add_row("mean generations (non-early)", _fmt(summary["mean_generations_non_early"], 3), "")
+    counts.add_row("median |score change| (non-early)", _fmt(summary["median_score_change_non_early"]), "")
+    counts.add_row("mean evaluations per attack", _fmt(summary["mean_evaluations"], 5), "")
+    counts.add_row("mean wall time per attack (s)", _fmt(summary["mean_wall_time_s"], 3), "")
+    counts.caption = "shares of success are of the non-early attacks, as in the paper"
+
+    stats = Table(title=f"Scores before / after attack ({summary['stats_over']}, n = {summary['non_early']})")
+    stats.add_column("")
+    stats.add_column("before", justify="right")
+    stats.add_column("after", justify="right")
+    for key in STATS:
+        stats.add_row(STAT_LABELS[key], _fmt(summary["before"][key]), _fmt(summary["after"][key]))
+    return [counts, stats]
