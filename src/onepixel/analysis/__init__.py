@@ -1,0 +1,1 @@
+"""Analysis of attack runs: chromatic, spatial and periodicity statistics; brute-force confidence maps."""

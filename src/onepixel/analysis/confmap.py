@@ -1,0 +1,330 @@
+"""Brute-force one-pixel confidence maps: every pixel x every colour of a grid, reduced per pixel.
+
+For one image and a grid of ``levels`` values per channel (52 levels = the paper's 0, 5, ..., 255),
+every pixel is set to every grid colour and scored by the target. Scores are folded on the fly into
+per-pixel min / max / sum (and the colour reaching the min and the max); no full score array is
+ever built. Work proceeds one row of pixels at a time; after each row the partial state is saved
+to ``<out>/confmap_state.npz`` so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onepixel.targets.base import Target
+
+STATE_FILE = "confmap_state.npz"
+
+
+class ConfmapError(ValueError):
+    """A confidence-map request that cannot run (bad levels, mismatched saved state, ...)."""
+
+
+def colour_grid(levels: int) -> np.ndarray:
+    """Return the (levels**3, 3) uint8 grid of colours with ``levels`` evenly spaced values per channel.
+
+    Channel values are ``round(linspace(0, 255, levels))`` (52 levels gives 0, 5, ..., 255);
+    rows are ordered with red slowest and blue fastest.
+    """
+    if not isinstance(levels, int | np.integer) or levels < 2 or levels > 256:
+        raise ConfmapError(f"levels must be an integer in [2, 256], got {levels!r}")
+    values = np.rint(np.linspace(0, 255, int(levels))).astype(np.uint8)
+    r, g, b = np.meshgrid(values, values, values, indexing="ij")
+    return np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
+
+
+@dataclass
+class ConfidenceMap:
+    """Per-pixel results of a brute-force map (arrays (H, W), indexed [y, x]).
+
+    ``min`` / ``max`` / ``mean`` scores over all grid colours at that pixel; ``argmin`` /
+    ``argmax`` the grid colour (uint8 RGB, (H, W, 3)) reaching them; ``done`` marks finished rows.
+    """
+
+    image: np.ndarray
+    levels: int
+    score_before: float
+    min: np.ndarray
+    max: np.ndarray
+    mean: np.ndarray
+    argmin: np.ndarray
+    argmax: np.ndarray
+    done: np.ndarray
+    evaluations: int
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """Return True when every row has been computed."""
+        return bool(self.done.all())
+
+    def best(self, direction: str) -> dict[str, object]:
+        """Return the most extreme pixel in ``direction`` ("lower": lowest min; "raise": highest max).
+
+        The dict holds x, y, the colour (r, g, b), the score reached and the score before.
+        """
+        if direction not in ("lower", "raise"):
+            raise ConfmapError(f"direction must be 'lower' or 'raise', got {direction!r}")
+        if not self.done.any():
+            raise ConfmapError("no row of the map has been computed yet")
+        if direction == "lower":
+            field = np.where(self.done[:, None], self.min, np.inf)
+            y, x = np.unravel_index(np.argmin(field), field.shape)
+            colour = self.argmin[y, x]
+        else:
+            field = np.where(self.done[:, None], self.max, -np.inf)
+            y, x = np.unravel_index(np.argmax(field), field.shape)
+            colour = self.argmax[y, x]
+        return {
+            "direction": direction,
+            "x": int(x),
+            "y": int(y),
+            "colour": [int(c) for c in colour],
+            "score": float(field[y, x]),
+            "score_before": self.score_before,
+        }
+
+    def summary(self, direction: str) -> dict[str, object]:
+        """Return the JSON-ready headline numbers: levels, evaluations, time, best pixel."""
+        done = self.done
+        return {
+            "levels": self.levels,
+            "colours": self.levels**3,
+            "complete": self.complete,
+            "rows_done": int(done.sum()),
+            "evaluations": self.evaluations,
+            "seconds": self.seconds,
+            "evaluations_per_s": self.evaluations / self.seconds if self.seconds > 0 else None,
+            "score_before": self.score_before,
+            "min_score": float(self.min[done].min()) if done.any() else None,
+            "max_score": float(self.max[done].max()) if done.any() else None,
+            "best": self.best(direction) if done.any() else None,
+        }
+
+
+def _image_key(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _save_state(path: Path, cmap: ConfidenceMap, sums: np.ndarray, key: str, target_name: str) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        image_key=np.array(key),
+        target=np.array(target_name),
+        levels=np.array(cmap.levels),
+        score_before=np.array(cmap.score_before),
+        min=cmap.min,
+        max=cmap.max,
+        sum=sums,
+        argmin=cmap.argmin,
+        argmax=cmap.argmax,
+        done=cmap.done,
+        evaluations=np.array(cmap.evaluations),
+        seconds=np.array(cmap.seconds),
+    )
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, key: str, levels: int, target_name: str, shape: tuple[int, int]) -> dict:
+    try:
+        with np.load(path) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfmapError(f"{path}: cannot read saved confidence-map state ({exc}); delete it") from exc
+    problems = []
+    if str(state.get("image_key")) != key:
+        problems.append("a different image")
+    if int(state.get("levels", -1)) != levels:
+        problems.append(f"levels={int(state.get('levels', -1))}, not {levels}")
+    if str(state.get("target")) != target_name:
+        problems.append(f"target {str(state.get('target'))!r}, not {target_name!r}")
+    if state.get("min", np.zeros(0)).shape != shape:
+        problems.append("a different image size")
+    if problems:
+        raise ConfmapError(
+            f"{path} holds a map for {', '.join(problems)}; use another --out folder or delete the file"
+        )
+    return state
+
+
+def _fold(
+    scores: np.ndarray,
+    starts: np.ndarray,
+    pix: np.ndarray,
+    cidx: np.ndarray,
+    colours: np.ndarray,
+    row: dict[str, np.ndarray],
+) -> None:
+    """Fold one batch's scores into the row accumulators (segments = runs of one pixel)."""
+    seg_min = np.minimum.reduceat(scores, starts)
+    seg_max = np.maximum.reduceat(scores, starts)
+    seg_sum = np.add.reduceat(scores, starts)
+    seg_pix = pix[starts]
+    lengths = np.diff(np.append(starts, len(scores)))
+    seg_of = np.repeat(np.arange(len(starts)), lengths)
+    for name, seg_val, better in (("min", seg_min, np.less), ("max", seg_max, np.greater)):
+        hits = np.flatnonzero(scores == seg_val[seg_of])
+        _, first = np.unique(seg_of[hits], return_index=True)
+        winner = cidx[hits[first]]
+        improve = better(seg_val, row[name][seg_pix])
+        row[name][seg_pix[improve]] = seg_val[improve]
+        row["arg" + name][seg_pix[improve]] = colours[winner[improve]]
+    row["sum"][seg_pix] += seg_sum
+
+
+def compute_confmap(
+    target: Target,
+    image: np.ndarray,
+    levels: int = 6,
+    *,
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    max_rows: int | None = None,
+    rows: Sequence[int] | None = None,
+    progress: bool = True,
+    on_row: Callable[[int, ConfidenceMap], None] | None = None,
+) -> ConfidenceMap:
+    """Return the brute-force confidence map of ``image`` (H, W, 3) uint8 for ``target``.
+
+    Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
+    min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
+    perturbed images are built in one reused buffer. With ``out_dir``, the state is saved after
+    every row and finished rows of an earlier run (same image, levels and target) are skipped.
+    ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
+    rows; the map is then partial (see ``done``; unfinished rows hold inf / -inf / nan).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ConfmapError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    size = target.info.input_size
+    if image.shape[:2] != (size, size):
+        raise ConfmapError(f"image is {image.shape[1]}x{image.shape[0]}, the target takes {size}x{size}")
+    colours = colour_grid(levels)
+    n_col = len(colours)
+    h, w = image.shape[:2]
+    batch = int(batch_size or target.batch_size)
+    if batch < 1:
+        raise ConfmapError(f"batch_size must be >= 1, got {batch}")
+    key, target_name = _image_key(image), target.info.name
+
+    state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+    saved = None
+    if state_path is not None and state_path.exists():
+        saved = _load_state(state_path, key, int(levels), target_name, (h, w))
+    if saved is not None:
+        score_before = float(saved["score_before"])
+        cmap = ConfidenceMap(
+            image=image,
+            levels=int(levels),
+            score_before=score_before,
+            min=saved["min"].astype(np.float64),
+            max=saved["max"].astype(np.float64),
+            mean=np.where(saved["done"][:, None], saved["sum"] / n_col, np.nan),
+            argmin=saved["argmin"].astype(np.uint8),
+            argmax=saved["argmax"].astype(np.uint8),
+            done=saved["done"].astype(bool),
+            evaluations=int(saved["evaluations"]),
+            seconds=float(saved["seconds"]),
+        )
+        sums = saved["sum"].astype(np.float64)
+    else:
+        score_before = float(target.predict(image[None])[0])
+        cmap = ConfidenceMap(
+            image=image,
+            levels=int(levels),
+            score_before=score_before,
+            min=np.full((h, w), np.inf),
+            max=np.full((h, w), -np.inf),
+            mean=np.full((h, w), np.nan),
+            argmin=np.zeros((h, w, 3), dtype=np.uint8),
+            argmax=np.zeros((h, w, 3), dtype=np.uint8),
+            done=np.zeros(h, dtype=bool),
+            evaluations=0,
+            seconds=0.0,
+        )
+        sums = np.zeros((h, w), dtype=np.float64)
+
+    todo = [int(r) for r in np.flatnonzero(~cmap.done)]
+    if rows is not None:
+        wanted = {int(r) for r in rows}
+        bad = sorted(r for r in wanted if not 0 <= r < h)
+        if bad:
+            raise ConfmapError(f"rows {bad} are outside the image (0..{h - 1})")
+        todo = [r for r in todo if r in wanted]
+    if max_rows is not None:
+        todo = todo[: max(int(max_rows), 0)]
+    per_row = w * n_col
+    buffer = np.broadcast_to(image, (batch, h, w, 3)).copy()
+    lanes = np.arange(batch)
+
+    bar, task = _progress(progress, len(todo) * per_row, levels)
+    try:
+        for y in todo:
+            start = time.perf_counter()
+            row = {
+                "min": np.full(w, np.inf),
+                "max": np.full(w, -np.inf),
+                "sum": np.zeros(w),
+                "argmin": np.zeros((w, 3), dtype=np.uint8),
+                "argmax": np.zeros((w, 3), dtype=np.uint8),
+            }
+            for lo in range(0, per_row, batch):
+                flat = np.arange(lo, min(lo + batch, per_row))
+                m = len(flat)
+                pix, cidx = flat // n_col, flat % n_col
+                buffer[lanes[:m], y, pix] = colours[cidx]
+                scores = target.predict(buffer[:m])
+                buffer[lanes[:m], y, pix] = image[y, pix]
+                starts = np.flatnonzero(np.diff(pix, prepend=-1))
+                _fold(scores, starts, pix, cidx, colours, row)
+                if bar is not None:
+                    bar.advance(task, m)
+            cmap.min[y], cmap.max[y], sums[y] = row["min"], row["max"], row["sum"]
+            cmap.argmin[y], cmap.argmax[y] = row["argmin"], row["argmax"]
+            cmap.mean[y] = row["sum"] / n_col
+            cmap.done[y] = True
+            cmap.evaluations += per_row
+            cmap.seconds += time.perf_counter() - start
+            if state_path is not None:
+                state_path.parent.mkdir(parents=True, exist_ok=True)
+                _save_state(state_path, cmap, sums, key, target_name)
+            if on_row is not None:
+                on_row(y, cmap)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return cmap
+
+
+def _progress(enabled: bool, total: int, levels: int):
+    """Return a started rich progress bar and its task (or (None, None) when disabled)."""
+    if not enabled or total == 0:
+        return None, None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn(f"confmap L={levels}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    bar.start()
+    return bar, bar.add_task("evaluations", total=total)
