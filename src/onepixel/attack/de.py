@@ -309,8 +309,9 @@ class BatchedDE:
         for i in range(self._n_samples):
             v = self.rng.integers(0, self.M - 1 - i, size=candidates.shape)
             # Skip over the excluded indices in ascending order: uniform over the rest.
-            for e in np.moveaxis(np.sort(excluded, axis=-1), -1, 0):
-                v = v + (v >= e)
+            ordered = np.sort(excluded, axis=-1)
+            for j in range(i + 1):
+                v += v >= ordered[..., j]
             picks.append(v)
             excluded = np.concatenate([excluded, v[..., None]], axis=-1)
         return np.stack(picks, axis=-1)

@@ -11,12 +11,14 @@ DE engine calls.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from onepixel.attack.perturb import apply_pixels, iter_perturbed
-from onepixel.targets.base import Target
+
+if TYPE_CHECKING:
+    from onepixel.targets.base import Target
 
 DIRECTIONS = ("lower", "raise")
 SUCCESS_THRESHOLD = 0.5
