@@ -1,9 +1,105 @@
-"""CLI commands of the data area."""
+"""CLI commands of the data area: ``download`` and ``data-info``."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from onepixel.cli.common import DataOption, console, fail
+
+
+def data_root(data: Path | None) -> Path:
+    """Return the data folder for a command: ``--data`` > $ONEPIXEL_DATA > cache (downloaded if absent)."""
+    from onepixel.config import default_data_dir, resolve_data_dir
+    from onepixel.data.download import ensure_amibr
+
+    root = resolve_data_dir(data)
+    if root == default_data_dir():
+        return ensure_amibr(root)
+    return root
+
+
+def download(data: DataOption = None) -> None:
+    """Download AMi-Br (pinned GitHub commit) into the cache or --data, and verify every file.
+
+    The URL can be overridden with $ONEPIXEL_AMIBR_URL (e.g. a local mirror of the tarball).
+    An existing verified copy is left as it is.
+    """
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.download import ensure_amibr
+    from onepixel.data.patches import DataError
+
+    root = resolve_data_dir(data)
+    try:
+        path = ensure_amibr(root)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"AMi-Br ready and verified at [bold]{path}[/]")
+
+
+def data_info(
+    data: DataOption = None,
+    split: Annotated[
+        str | None, typer.Option(help="For <split>/<label>/ layouts: the split folder to describe.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show images per class and split of a data folder, and whether AMi-Br matches its manifest."""
+    from rich.table import Table
+
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.download import verify_dataset
+    from onepixel.data.patches import DataError, load_folder
+
+    root = resolve_data_dir(data)
+    try:
+        if not root.is_dir():
+            raise DataError(f"data folder {root} does not exist; run `onepixel download` or pass --data")
+        info: dict = {"root": str(root)}
+        rows: list[tuple[str, str, int]] = []
+        if is_amibr(root) and split is None:
+            report = verify_dataset(root)
+            info["dataset"] = "AMi-Br"
+            info["verified"] = report.ok
+            info["verification"] = report.summary()
+            for part in ("train", "test"):
+                s = load_amibr(root, part, size=None, verify=False)
+                counts = Counter(s.label_names())
+                rows += [(part, c, counts.get(c, 0)) for c in s.classes]
+                if part == "train":
+                    info["train_slides"] = int(len(set(s.groups)))
+            info["positive"] = s.positive
+        else:
+            s = load_folder(root, split=split, size=None)
+            counts = Counter(s.label_names())
+            rows += [(split or "-", c, counts.get(c, 0)) for c in s.classes]
+            info["dataset"] = "folder"
+            info["positive"] = s.positive
+            info["image_size"] = list(s.images.shape[1:3])
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    info["counts"] = [{"split": sp, "label": c, "n": n} for sp, c, n in rows]
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{info['dataset']} at {root}")
+    for col in ("split", "label", "images"):
+        table.add_column(col, justify="right" if col == "images" else "left")
+    for sp, c, n in rows:
+        table.add_row(sp, c + (" (positive)" if c == info["positive"] else ""), str(n))
+    table.add_row("all", "", str(sum(n for _, _, n in rows)), style="bold")
+    console.print(table)
+    if "verified" in info:
+        style = "green" if info["verified"] else "bold red"
+        console.print(f"[{style}]{info['verification']}[/]")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("download")(download)
+    app.command("data-info")(data_info)

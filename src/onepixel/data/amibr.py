@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from onepixel.config import IMAGE_SIZE
-from onepixel.data.patches import DataError, PatchSet, Resize, load_folder
+from onepixel.data.patches import IMAGE_SUFFIXES, DataError, PatchSet, Resize, load_folder
 
 SPLIT_CSV = "amibr_train_split.csv"
 CLASSES = ("Atypical", "Normal")
@@ -30,6 +30,27 @@ def read_train_rows(root: Path) -> dict[str, str]:
         return {Path(row["dataset_uid"]).stem: row["slide"] for row in reader}
 
 
+def is_published_csv(root: Path) -> bool:
+    """Return True when ``root``'s split CSV is byte-identical to the benchmark's (per the manifest)."""
+    from onepixel.data.download import load_manifest, sha256_file
+
+    return sha256_file(Path(root) / SPLIT_CSV) == load_manifest().get(SPLIT_CSV)
+
+
+def check_amibr(root: Path) -> None:
+    """Raise :class:`DataError` unless ``root`` matches the AMi-Br manifest.
+
+    Extra files count only when the loader would read them (PNGs in the label folders).
+    """
+    from onepixel.data.download import verify_dataset
+
+    report = verify_dataset(root)
+    report.extra = [
+        f for f in report.extra if f.split("/")[0] in CLASSES and f.lower().endswith(IMAGE_SUFFIXES)
+    ]
+    report.raise_for_errors()
+
+
 def is_amibr(root: str | Path) -> bool:
     """Return True when ``root`` looks like the AMi-Br layout (split CSV and both label folders)."""
     root = Path(root)
@@ -42,30 +63,39 @@ def load_amibr(
     *,
     size: int | None = IMAGE_SIZE,
     resize: Resize = "crop",
+    verify: bool | None = None,
 ) -> PatchSet:
     """Return the AMi-Br ``split`` as a :class:`PatchSet` with slide groups.
 
     Train images carry their slide as group; test images (not in the CSV) carry
     ``"<dataset>:unknown"`` since the benchmark publishes no slide for them.
+
+    ``verify`` checks the folder against the committed SHA-256 manifest first (missing, changed
+    or extra images raise :class:`DataError`). ``None`` (default) verifies when the folder's split
+    CSV is the published one, i.e. when it claims to be the benchmark; a derived folder with its
+    own CSV is loaded as it is.
     """
     root = Path(root)
+    if split not in ("train", "test", "all"):
+        raise DataError(f"unknown split {split!r}: use train, test or all")
     rows = read_train_rows(root)
-    full = load_folder(root, classes=CLASSES, positive=POSITIVE, size=size, resize=resize)
-    in_train = np.array([n in rows for n in full.names])
-    groups = np.array([rows.get(n, f"{n.split('_')[0]}:unknown") for n in full.names], dtype=object)
-    full = PatchSet(
-        images=full.images,
-        labels=full.labels,
-        classes=full.classes,
-        names=full.names,
-        positive=full.positive,
-        groups=groups,
-        paths=full.paths,
-    )
-    if split == "all":
-        return full
+    if verify or (verify is None and is_published_csv(root)):
+        check_amibr(root)
+    # Decode only the split's images: the split is known from file names alone.
+    names: set[str] | None = None
     if split == "train":
-        return full.subset(in_train)
-    if split == "test":
-        return full.subset(~in_train)
-    raise DataError(f"unknown split {split!r}: use train, test or all")
+        names = set(rows)
+    elif split == "test":
+        stems = {p.stem for c in CLASSES if (root / c).is_dir() for p in (root / c).iterdir()}
+        names = stems - set(rows)
+    data = load_folder(root, classes=CLASSES, positive=POSITIVE, size=size, resize=resize, names=names)
+    groups = np.array([rows.get(n, f"{n.split('_')[0]}:unknown") for n in data.names], dtype=object)
+    return PatchSet(
+        images=data.images,
+        labels=data.labels,
+        classes=data.classes,
+        names=data.names,
+        positive=data.positive,
+        groups=groups,
+        paths=data.paths,
+    )
