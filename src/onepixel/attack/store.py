@@ -242,6 +242,9 @@ class CampaignStore:
 
     def add(self, record: AttackRecord, adversarial: np.ndarray, position: int) -> Path:
         """Write the adversarial PNG atomically, then commit the record's row; return the PNG path."""
+        exists = self.db.execute("SELECT 1 FROM attacks WHERE image_id = ?", (record.image_id,)).fetchone()
+        if exists:
+            raise StoreError(f"{self.path}: image {record.image_id!r} is already stored")
         png = self.png_path(record.image_id)
         _atomic_write(png, png_bytes(adversarial))
         values = record.to_dict()

@@ -1,0 +1,222 @@
+"""Campaigns on real AMi-Br test images with the bundled model: records, resume, config checks.
+
+Tiny DE settings keep this fast; $ONEPIXEL_TEST_TARGET swaps the target spec (default: bundled).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.objectives import crossed, strong_threshold
+from onepixel.attack.perturb import apply_pixels
+from onepixel.attack.selection import SelectionConfig, SelectionError, select_images
+from onepixel.attack.store import CampaignStore, StoreError
+from onepixel.cli.attack import open_target_spec
+from onepixel.cli.main import app
+from onepixel.data.patches import PatchSet, load_folder, read_png
+from onepixel.targets.local import TorchTarget
+
+TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def target() -> TorchTarget:
+    """Return the bundled model as a black-box target."""
+    return open_target_spec(TARGET)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> Path:
+    """Return a class-per-folder copy of 8 + 8 real AMi-Br test images (64x64)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("small_amibr")
+    for label in test_split.classes:
+        idx = np.flatnonzero(test_split.labels == test_split.classes.index(label))[:8]
+        (root / label).mkdir()
+        for i in idx:
+            Image.fromarray(test_split.images[i]).save(root / label / f"{test_split.names[i]}.png")
+    return root
+
+
+def tiny_config(direction: str, **kw: object) -> CampaignConfig:
+    """Return a fast campaign config (20 members, <= 5 generations, no confidence filter)."""
+    de = {"popsize": 20, "maxiter": 5}
+    de.update(kw.pop("de", {}))  # type: ignore[arg-type]
+    base: dict[str, object] = {"filter": False, "images_per_batch": 4, "limit": 6, "target": TARGET}
+    base.update(kw)
+    return CampaignConfig(direction=direction, de=paper_de_config(**de), **base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("direction", "pixels"), [("lower", 1), ("raise", 3)])
+def test_campaign_records_complete_and_consistent(
+    tmp_path: Path, target: TorchTarget, small_data: Path, direction: str, pixels: int
+) -> None:
+    patches = load_folder(small_data)
+    config = tiny_config(direction, pixels=pixels, limit=5 if pixels == 1 else 3)
+    result = run_campaign(target, patches, config, tmp_path, progress=False)
+    records = result.records
+    with CampaignStore.open(tmp_path, create=False) as store:
+        ids, scores_before = store.selected()
+        pngs = store.png_paths()
+    assert [r.image_id for r in records] == ids and len(ids) == config.limit == result.new
+    by_name = {n: i for i, n in enumerate(patches.names)}
+    originals = patches.images[[by_name[i] for i in ids]]
+    vectors = np.array([r.vector for r in records])
+    assert vectors.shape == (len(ids), 5 * pixels)
+    adversarial = np.stack([read_png(pngs[i]) for i in ids])
+    # The PNG is exactly the original with the vector applied, and the target scores it as stored.
+    np.testing.assert_array_equal(adversarial, apply_pixels(originals, vectors, np.arange(len(ids))))
+    np.testing.assert_allclose(target.predict(adversarial), [r.score_after for r in records], atol=1e-6)
+    np.testing.assert_allclose(target.predict(originals), [r.score_before for r in records], atol=1e-6)
+    np.testing.assert_allclose(scores_before, [r.score_before for r in records])
+    positive = patches.positive if direction == "lower" else patches.negative
+    for r, orig, adv in zip(records, originals, adversarial, strict=True):
+        assert r.label == positive and r.direction == direction and r.pixels == pixels
+        changed = np.argwhere((orig != adv).any(axis=-1))
+        px = np.array(r.vector).reshape(-1, 5)
+        differs = {(int(y), int(x)) for x, y, *rgb in px if tuple(orig[y, x]) != tuple(rgb)}
+        assert {tuple(c) for c in changed.tolist()} == differs and 0 < len(differs) <= pixels
+        assert r.extra["original_pixels"] == orig[px[:, 1], px[:, 0]].tolist()
+        assert 1 <= r.generations <= 5 and r.evaluations == 20 * (r.generations + 1)
+        assert len(r.history) == r.generations + 1
+        steps = np.diff(r.history) if direction == "lower" else -np.diff(r.history)
+        assert np.all(steps <= 0), "best score must never get worse"
+        assert r.history[-1] == pytest.approx(r.score_after, abs=1e-6)
+        assert r.early_converged == (r.extra["stopped_by"] == "converged" and r.generations == 1)
+        assert r.success == (bool(crossed(r.score_after, direction)) and not r.early_converged)
+        strong = bool(crossed(r.score_after, direction, strong_threshold(direction)))
+        assert r.strong_success == (strong and not r.early_converged)
+        assert r.settings["popsize"] == 20 and r.settings["updating"] == "deferred" and r.wall_time_s > 0
+        assert 0.0 <= r.colour_error <= 1.0
+    csv_lines = (tmp_path / "attacks.csv").read_text().splitlines()
+    assert len(csv_lines) == len(ids) + 1 and csv_lines[0].startswith("image_id,label,direction")
+
+
+def test_stop_at_ends_attacks_once_the_score_crossed(
+    tmp_path: Path, target: TorchTarget, small_data: Path
+) -> None:
+    patches = load_folder(small_data)
+    # Every score is below 1.0, so the attacker's early stop fires right after generation 1.
+    config = tiny_config("lower", limit=2, stop_at=1.0, de={"maxiter": 50})
+    records = run_campaign(target, patches, config, tmp_path, progress=False).records
+    assert [r.generations for r in records] == [1, 1]
+    assert {r.extra["stopped_by"] for r in records} == {"stop_at"}
+    assert not any(r.early_converged for r in records)
+
+
+def test_selection_filter_order_and_limit(target: TorchTarget, small_data: Path) -> None:
+    patches = load_folder(small_data)
+    scores = target.predict(patches.images)
+    pos = patches.y == 1
+    cut = float(np.median(scores[pos]))
+    config = SelectionConfig(direction="lower", lower_min=cut, seed=3)
+    sel = select_images(patches, target, config, chunk=3)
+    expected = {patches.names[i] for i in np.flatnonzero(pos & (scores >= cut))}
+    assert set(sel.image_ids) == expected and set(sel.labels) == {patches.positive}
+    np.testing.assert_allclose(sel.scores, scores[sel.indices])
+    again = select_images(patches, target, config, chunk=100)  # order does not depend on chunking
+    assert again.image_ids == sel.image_ids
+    limited = select_images(patches, target, SelectionConfig("lower", lower_min=cut, seed=3, limit=2))
+    assert limited.image_ids == sel.image_ids[:2]
+    neg = ~pos
+    raise_cut = float(np.median(scores[neg]))
+    raised = select_images(patches, target, SelectionConfig("raise", raise_max=raise_cut))
+    assert set(raised.image_ids) == {patches.names[i] for i in np.flatnonzero(neg & (scores <= raise_cut))}
+    with pytest.raises(SelectionError, match="no-filter"):
+        select_images(patches, target, SelectionConfig("lower", lower_min=1.0))
+
+
+def test_selection_rejects_a_target_with_other_labels(target: TorchTarget, small_data: Path) -> None:
+    from dataclasses import replace
+
+    patches = load_folder(small_data)
+    other = TorchTarget(target.model, replace(target.meta, classes=("mitosis", "normal"), positive="mitosis"))
+    with pytest.raises(SelectionError, match="'mitosis' is not a class of the data"):
+        select_images(patches, other, SelectionConfig("lower", filter=False))
+
+
+def test_resume_with_another_config_is_a_clear_error(
+    tmp_path: Path, target: TorchTarget, small_data: Path
+) -> None:
+    patches = load_folder(small_data)
+    run_campaign(target, patches, tiny_config("lower", limit=1, de={"maxiter": 1}), tmp_path, progress=False)
+    changed = tiny_config("lower", limit=1, de={"maxiter": 1, "popsize": 30})
+    with pytest.raises(StoreError, match=r"de\.popsize: stored 20, now 30"):
+        run_campaign(target, patches, changed, tmp_path, progress=False)
+    result = run_campaign(target, patches, changed, tmp_path, progress=False, force_new=True)
+    assert result.new == 1 and result.records[0].settings["popsize"] == 30
+    # The CLI reports it as an error naming the option, exit code 2.
+    args = ["attack", "--direction", "lower", "--target", TARGET, "--data", str(small_data), "--no-filter"]
+    args += ["--limit", "1", "--popsize", "40", "--maxiter", "1", "--out", str(tmp_path), "--no-progress"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2 and "different config" in " ".join(out.output.split())
+
+
+def _attack_args(data: Path, out: Path) -> list[str]:
+    return [
+        "attack", "--direction", "lower", "--target", TARGET, "--data", str(data), "--no-filter",
+        "--limit", "8", "--popsize", "20", "--maxiter", "12", "--images-per-batch", "2",
+        "--seed", "7", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def _rows(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM attacks").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def _comparable(run_dir: Path) -> list[dict[str, object]]:
+    with CampaignStore.open(run_dir, create=False) as store:
+        rows = [r.to_dict() for r in store.records()]
+        pngs = store.png_paths()
+    for row in rows:
+        row.pop("wall_time_s")
+        row["extra"].pop("latency_s")
+        row["png"] = pngs[row["image_id"]].read_bytes()
+    return rows
+
+
+def test_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, small_data: Path) -> None:
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    cmd = [sys.executable, "-m", "onepixel.cli.main", *_attack_args(small_data, killed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _rows(killed / "attacks.sqlite") < 2:
+        assert proc.poll() is None, f"campaign exited early: {proc.stderr.read().decode()[-2000:]}"
+        assert time.monotonic() < deadline, "no attack committed within 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at_kill = _rows(killed / "attacks.sqlite")
+    assert 2 <= at_kill < 8, "the campaign must be killed part-way"
+    with CampaignStore.open(killed, create=False) as store:  # no row without its PNG
+        assert all(read_png(p).shape == (64, 64, 3) for p in store.png_paths().values())
+
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({at_kill} resumed, {8 - at_kill} new)" in " ".join(resumed.stderr.split())
+
+    out = CliRunner().invoke(app, _attack_args(small_data, clean))
+    assert out.exit_code == 0, out.output
+    with CampaignStore.open(killed, create=False) as store:
+        ids, _ = store.selected()
+        assert store.count() == 8 and sorted(store.done_ids()) == sorted(ids)
+        assert sorted(p.name for p in (killed / "adversarial").iterdir()) == sorted(f"{i}.png" for i in ids)
+    assert _comparable(killed) == _comparable(clean)

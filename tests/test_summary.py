@@ -1,0 +1,148 @@
+"""Summary numbers on a synthetic store with known values, and `summary --json` on a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.figures import make_figures, original_image
+from onepixel.attack.store import CampaignStore
+from onepixel.attack.summary import summarize, summarize_run
+from onepixel.cli.attack import open_target_spec
+from onepixel.cli.main import app
+from onepixel.data.patches import PatchSet, read_png
+from test_store import make_record
+
+TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
+
+# (score_before, score_after, generations, early_converged) of a lower-direction campaign.
+ROWS = [
+    (0.99, 0.01, 10, False),
+    (0.95, 0.03, 20, False),
+    (0.93, 0.20, 30, False),
+    (0.91, 0.40, 40, False),
+    (0.97, 0.60, 50, False),
+    (0.96, 0.04, 60, False),
+    (0.92, 0.90, 70, False),
+    (0.94, 0.93, 1, True),
+    (0.98, 0.30, 1, True),  # crossed 0.5 but converged early: a failure
+    (0.90, 0.89, 1, True),
+]
+
+
+def synthetic(direction: str = "lower") -> list:
+    """Return records built from ROWS, with success flags derived as the campaign derives them."""
+    records = []
+    for i, (before, after, gens, early) in enumerate(ROWS):
+        if direction == "raise":
+            before, after = 1 - before, 1 - after
+        crossed = after < 0.5 if direction == "lower" else after > 0.5
+        strong = after < 0.05 if direction == "lower" else after > 0.95
+        records.append(
+            make_record(
+                f"img{i}",
+                after,
+                [i, i, 255, 255, 0],
+                direction=direction,
+                score_before=before,
+                generations=gens,
+                early_converged=early,
+                success=crossed and not early,
+                strong_success=strong and not early,
+            )
+        )
+    return records
+
+
+def test_counts_and_shares_follow_the_paper() -> None:
+    s = summarize(synthetic())
+    assert (s["attacked"], s["early_converged"], s["non_early"]) == (10, 3, 7)
+    assert s["success"] == {"threshold": 0.5, "count": 5, "share": 5 / 7}
+    assert s["strong_success"] == {"threshold": 0.05, "count": 3, "share": 3 / 7}
+    assert s["mean_generations_non_early"] == pytest.approx(40.0)
+    assert s["early_converged_share"] == pytest.approx(0.3)
+    # |before - after| of the non-early: .98 .92 .73 .51 .37 .92 .02 -> median .73
+    assert s["median_score_change_non_early"] == pytest.approx(0.73)
+    r = summarize(synthetic("raise"))
+    assert (r["success"]["count"], r["strong_success"]["count"]) == (5, 3)
+    assert r["strong_success"]["threshold"] == 0.95
+
+
+def test_statistics_are_over_non_early_attacks() -> None:
+    s = summarize(synthetic())
+    after = [row[1] for row in ROWS if not row[3]]
+    before = [row[0] for row in ROWS if not row[3]]
+    assert s["stats_over"] == "non-early attacks"
+    for key, values in (("after", after), ("before", before)):
+        stats = s[key]
+        assert stats["max"] == max(values) and stats["min"] == min(values)
+        assert stats["mean"] == pytest.approx(statistics.fmean(values))
+        assert stats["median"] == pytest.approx(statistics.median(values))
+        assert stats["sd"] == pytest.approx(statistics.stdev(values))  # sample sd
+        q = statistics.quantiles(values, n=100, method="inclusive")  # linear interpolation
+        assert [stats["p99"], stats["p95"], stats["p20"], stats["p10"]] == pytest.approx(
+            [q[98], q[94], q[19], q[9]]
+        )
+    assert s["after"]["median"] == pytest.approx(0.20) and s["after"]["max"] == pytest.approx(0.90)
+    assert s["all_after"]["max"] == pytest.approx(0.93)  # the early ones only count in all_*
+
+
+def test_empty_and_mixed_inputs() -> None:
+    empty = summarize([], "raise")
+    assert empty["attacked"] == 0 and empty["success"]["share"] is None and empty["after"]["max"] is None
+    with pytest.raises(ValueError, match="mix directions"):
+        summarize(synthetic("lower") + synthetic("raise"))
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> Path:
+    """Return a run folder with a tiny real campaign (3 images, 20 members, <= 4 generations)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    config = CampaignConfig(
+        direction="lower", target=TARGET, filter=False, limit=3, de=paper_de_config(popsize=20, maxiter=4)
+    )
+    run_campaign(open_target_spec(TARGET), test_split, config, run_dir, progress=False)
+    return run_dir
+
+
+def test_summary_json_on_a_real_run(real_run: Path) -> None:
+    out = CliRunner().invoke(app, ["summary", str(real_run), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    with CampaignStore.open(real_run, create=False) as store:
+        records = store.records()
+    assert data["attacked"] == data["selected"] == 3 and data["complete"]
+    assert data["positive"] == "Atypical" and data["negative"] == "Normal" and data["direction"] == "lower"
+    assert data["success"]["count"] == sum(r.success for r in records)
+    assert data["early_converged"] == sum(r.early_converged for r in records)
+    assert data == summarize_run(real_run)
+    table = CliRunner().invoke(app, ["summary", str(real_run)])
+    assert (
+        table.exit_code == 0 and "Atypical → Normal" in table.stdout and "standard deviation" in table.stdout
+    )
+    missing = CliRunner().invoke(app, ["summary", str(real_run / "nope")])
+    assert missing.exit_code == 2 and "holds no campaign" in " ".join(missing.output.split())
+
+
+def test_figures_and_rebuilt_originals(real_run: Path, test_split: PatchSet) -> None:
+    paths = make_figures(real_run)
+    names = {p.name for p in paths}
+    assert {"scores_boxplot.png", "convergence.png", "colours.png"} <= names
+    assert any(n.startswith("pair_") for n in names)
+    for path in paths:  # decodable, real-sized figures
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+    with CampaignStore.open(real_run, create=False) as store:
+        pngs = store.png_paths()
+        by_name = {n: i for i, n in enumerate(test_split.names)}
+        for record in store.records():
+            clean = original_image(read_png(pngs[record.image_id]), record)
+            np.testing.assert_array_equal(clean, test_split.images[by_name[record.image_id]])
