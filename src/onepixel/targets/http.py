@@ -1,0 +1,225 @@
+"""HTTP target: a MAX-style REST classifier (IBM MAX, ``onepixel serve``) as a black box.
+
+Contract (see ``docs`` and SPEC section 2): ``GET /model/metadata``; ``POST /model/predict`` with
+one PNG in multipart field ``image`` answering ``{"status": "ok", "predictions":
+[{"probability": p}]}``. ``onepixel serve`` adds ``POST /model/predict_batch`` (field ``images``
+repeated) and the metadata fields ``positive``, ``negative``, ``input_size``, ``max_batch``;
+the client finds the batch route in the server's ``/swagger.json`` or ``/openapi.json``.
+
+Connection errors, timeouts and 5xx answers are retried with exponential backoff, within a
+bounded total time; then a :class:`TargetError` names the URL. A 4xx answer raises at once
+with the server's message.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from onepixel.targets.base import Target, TargetError, TargetInfo
+
+# Labels of the real MAX mitosis detector, whose metadata names none.
+MAX_POSITIVE = "mitosis"
+MAX_NEGATIVE = "normal"
+BATCH_ROUTE = "/model/predict_batch"
+SPEC_ROUTES = ("/swagger.json", "/openapi.json")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Return the PNG bytes of one (H, W, 3) uint8 image (lossless, fast compression)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def error_message(response: httpx.Response) -> str:
+    """Return the server's explanation of an error answer (JSON ``message``/``errors``, else text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    if not isinstance(body, dict):
+        return str(body)[:500]
+    parts = [str(body.get("message") or body.get("detail") or "")]
+    if isinstance(body.get("errors"), dict):
+        parts += [f"{field}: {text}" for field, text in body["errors"].items()]
+    return "; ".join(p for p in parts if p) or str(body)[:500]
+
+
+class HttpTarget(Target):
+    """Scores images through a MAX-style HTTP endpoint.
+
+    ``timeout`` bounds one request (seconds); ``retries`` is how many times a failed request
+    (connection error, timeout, 5xx) is tried again, waiting ``backoff * 2**k`` seconds (capped
+    at ``max_wait``) and never past ``max_total`` seconds in all. ``positive``/``negative``
+    override the labels (else the server's metadata, else MAX's mitosis/normal).
+    ``use_batch`` forces the batch route on or off (default: use it when the server has it);
+    ``concurrency`` is how many single-image requests run at once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        backoff: float = 0.25,
+        max_wait: float = 4.0,
+        max_total: float = 60.0,
+        positive: str | None = None,
+        negative: str | None = None,
+        use_batch: bool | None = None,
+        concurrency: int = 4,
+        batch_size: int = 256,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        super().__init__()
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"target URL must start with http:// or https://, got {url!r}")
+        if retries < 0 or backoff < 0 or timeout <= 0 or concurrency < 1 or batch_size < 1:
+            raise ValueError(
+                "need timeout > 0, retries >= 0, backoff >= 0, concurrency >= 1, batch_size >= 1; got "
+                f"timeout={timeout}, retries={retries}, backoff={backoff}, concurrency={concurrency}, "
+                f"batch_size={batch_size}"
+            )
+        self.url = url.rstrip("/")
+        self.retries, self.backoff, self.max_wait, self.max_total = retries, backoff, max_wait, max_total
+        self._sleep = sleep
+        self.concurrency = concurrency
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max(concurrency, 4), max_keepalive_connections=None),
+        )
+        self._pool: ThreadPoolExecutor | None = None
+        try:
+            self.metadata = self._request("GET", "/model/metadata").json()
+        except ValueError as exc:
+            self._client.close()
+            raise TargetError(f"{self.url}/model/metadata did not answer JSON ({exc})") from exc
+        except TargetError:
+            self._client.close()
+            raise
+        meta = self.metadata if isinstance(self.metadata, dict) else {}
+        self.info = TargetInfo(
+            name=str(meta.get("id") or meta.get("name") or self.url),
+            positive=positive or str(meta.get("positive") or MAX_POSITIVE),
+            negative=negative or str(meta.get("negative") or MAX_NEGATIVE),
+            input_size=int(meta.get("input_size") or 64),
+        )
+        self.use_batch = self._has_batch_route() if use_batch is None else use_batch
+        server_cap = meta.get("max_batch")
+        self.batch_size = min(batch_size, int(server_cap)) if self.use_batch and server_cap else batch_size
+        self.last_predictions: list[dict[str, Any]] = []
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
+        """Return the 2xx response of one request, retrying transient failures; raise TargetError."""
+        where = f"{self.url}{route}"
+        deadline = time.monotonic() + self.max_total
+        attempt = 0
+        while True:
+            try:
+                response = self._client.request(method, where, **kwargs)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code < 500:
+                    raise TargetError(
+                        f"{method} {where} rejected the request (HTTP {response.status_code}): "
+                        f"{error_message(response)}"
+                    )
+                problem = f"HTTP {response.status_code}: {error_message(response)}"
+            wait = min(self.backoff * 2**attempt, self.max_wait)
+            if attempt >= self.retries or time.monotonic() + wait > deadline:
+                raise TargetError(f"{method} {where} failed after {attempt + 1} attempt(s): {problem}")
+            self._sleep(wait)
+            attempt += 1
+
+    def _has_batch_route(self) -> bool:
+        """Return True when the server's OpenAPI/Swagger document lists the batch route."""
+        for route in SPEC_ROUTES:
+            try:
+                response = self._client.get(f"{self.url}{route}")
+                paths = response.json().get("paths", {}) if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                continue
+            if isinstance(paths, dict):
+                return BATCH_ROUTE in paths
+        return False
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _probability(prediction: Any, where: str) -> float:
+        try:
+            p = float(prediction["probability"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise TargetError(f"{where}: prediction without a numeric 'probability': {prediction!r}") from exc
+        if not 0.0 <= p <= 1.0:
+            raise TargetError(f"{where}: probability {p} is outside [0, 1]")
+        return p
+
+    def _predictions(self, response: httpx.Response, route: str, expected: int) -> list[dict[str, Any]]:
+        where = f"{self.url}{route}"
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise TargetError(f"{where} answered non-JSON: {response.text[:200]!r}") from exc
+        ok = isinstance(body, dict) and body.get("status") == "ok"
+        predictions = body.get("predictions") if ok else None
+        if not isinstance(predictions, list):
+            raise TargetError(f"{where} answered no status 'ok' with a predictions list: {str(body)[:300]}")
+        if len(predictions) != expected:
+            raise TargetError(f"{where} returned {len(predictions)} predictions for {expected} images")
+        return predictions
+
+    def _predict_one(self, image: np.ndarray) -> dict[str, Any]:
+        files = {"image": ("image.png", encode_png(image), "image/png")}
+        response = self._request("POST", "/model/predict", files=files)
+        return self._predictions(response, "/model/predict", 1)[0]
+
+    def _predict_batch(self, images: np.ndarray) -> list[dict[str, Any]]:
+        files = [("images", (f"{i}.png", encode_png(img), "image/png")) for i, img in enumerate(images)]
+        response = self._request("POST", BATCH_ROUTE, files=files)
+        return self._predictions(response, BATCH_ROUTE, len(images))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Return positive-class scores (N,) float64; raw predictions go to ``last_predictions``."""
+        self.last_predictions = []
+        return super().predict(images)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        if self.use_batch:
+            predictions = self._predict_batch(images)
+        elif self.concurrency == 1 or len(images) == 1:
+            predictions = [self._predict_one(img) for img in images]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="onepixel-http")
+            predictions = list(self._pool.map(self._predict_one, images))
+        self.last_predictions.extend(predictions)
+        route = BATCH_ROUTE if self.use_batch else "/model/predict"
+        return np.array([self._probability(p, f"{self.url}{route}") for p in predictions], dtype=np.float64)
+
+    def close(self) -> None:
+        """Close the connection pool and the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._client.close()
+
+    def __enter__(self) -> HttpTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
