@@ -1,9 +1,126 @@
-"""CLI commands of the defense area."""
+"""CLI commands of the defense area: train-detector, evaluate-detector."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from onepixel.cli.common import DataOption, console, fail
+
+
+def train_detector(
+    data: DataOption = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Weights file to write (.safetensors). Default: the bundled vae_amibr."),
+    ] = None,
+    heldout: Annotated[
+        float, typer.Option(help="Fraction of train-split slides held out as clean validation.")
+    ] = 0.1,
+    threads: Annotated[int, typer.Option(help="PyTorch CPU threads.")] = 1,
+    kl_weight: Annotated[float, typer.Option(help="Lambda, the KL weight of the loss.")] = 1e-3,
+    mse_reduction: Annotated[
+        str,
+        typer.Option(
+            help="Reconstruction term per image: keras (sum over pixels of channel mean), mean, sum."
+        ),
+    ] = "keras",
+) -> None:
+    """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.patches import DataError, load_folder
+    from onepixel.defense.train import (
+        DEFAULT_DETECTOR,
+        WEIGHTS_DIR,
+        TrainConfig,
+        save_vae,
+        split_heldout_slides,
+        train_vae,
+        vae_info,
+    )
+
+    root = resolve_data_dir(data)
+    try:
+        patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
+    except DataError as exc:
+        raise fail(str(exc)) from exc
+    held = (
+        split_heldout_slides(patches.groups, heldout, seed)
+        if patches.groups is not None and heldout > 0
+        else None
+    )
+    train = patches.subset(~held) if held is not None else patches
+    heldout_names = [patches.names[i] for i in range(len(patches)) if held is not None and held[i]]
+    cfg = TrainConfig(
+        epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
+    )
+    path = out or WEIGHTS_DIR / f"{DEFAULT_DETECTOR}.safetensors"
+    console.print(
+        f"training VAE on {len(train)} clean patches from {root} ({len(heldout_names)} held out), "
+        f"{epochs} epochs -> {path}"
+    )
+    command = (
+        f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
+        f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
+    )
+    with Progress(
+        TextColumn("[bold]VAE[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.5f} mse {task.fields[mse]:.5f} kl {task.fields[kl]:.1f}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("train", total=epochs * len(train), epoch=0, loss=0.0, mse=0.0, kl=0.0)
+
+        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            progress.update(task, epoch=epoch, loss=stats["loss"], mse=stats["mse"], kl=stats["kl"])
+            info = {"command": command, "history": history, "partial_epochs": epoch}
+            save_vae(state["model"], path, info)
+
+        history: list[dict[str, float]] = []
+        state: dict[str, object] = {}
+
+        def record(epoch: int, stats: dict[str, float]) -> None:
+            history.append(stats)
+            on_epoch(epoch, stats)
+
+        from onepixel.defense.vae import VAE
+
+        state["model"] = VAE()
+        result = train_vae(
+            train.images,
+            cfg,
+            model=state["model"],  # type: ignore[arg-type]
+            on_epoch=record,
+            on_step=lambda n: progress.advance(task, n),
+        )
+    info = vae_info(
+        result,
+        cfg,
+        command=command,
+        data=str(root),
+        n_train=len(train),
+        heldout_fraction=heldout,
+        heldout_slides=sorted({str(g) for g, h in zip(patches.groups, held, strict=True) if h})
+        if held is not None and patches.groups is not None
+        else [],
+        history=result.history,
+    )
+    save_vae(result.model, path, info)
+    console.print(
+        f"wrote {path}: {info['parameters']:,} parameters, {result.seconds:.0f} s "
+        f"({result.images_per_second:.0f} images/s), final mse {result.history[-1]['mse']:.5f}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("train-detector")(train_detector)

@@ -1,0 +1,149 @@
+"""A detector in front of a classifier: the deployed system of paper 001, as a ``Target``.
+
+:class:`Guard` inspects images (verdict, anomaly score, suspected pixel). :class:`GuardedTarget`
+wraps any target with a guard:
+
+- ``mode="reject"``: images go to the classifier unchanged and the classifier's score is returned
+  (so the guarded target stays label-agnostic: no fake score is invented for rejected images);
+  the detector's verdicts of the LAST ``predict`` call are in ``last_verdicts`` (True = the
+  deployed system would set the image aside). Attack code counts a rejected query as failed by
+  reading ``last_verdicts`` (see :class:`onepixel.defense.adaptive.AdaptiveObjective`); campaigns
+  that ignore it measure the undefended classifier, which is what the paper's table separates.
+  ``on_reject="nan"`` returns NaN instead for rejected images, for callers that want the hard
+  black-box view.
+- ``mode="repair"``: flagged images get their most suspicious pixel (residual locator) replaced
+  by the median of its 8 neighbours before the classifier sees them; ``last_verdicts`` as above.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from onepixel.defense.residual import ResidualDetector
+from onepixel.targets.base import Target, TargetInfo, check_batch
+
+Mode = Literal["reject", "repair"]
+
+
+class Detector(Protocol):
+    """What a guard needs from a detector: ``predict`` with verdicts and scores, a threshold."""
+
+    threshold: float | None
+
+    def predict(self, images: np.ndarray) -> dict[str, Any]:
+        """Return at least ``is_adversarial`` (N,) bool and ``score`` (N,)."""
+        ...
+
+
+class Guard:
+    """Inspects images with ``detector`` (verdict, score) and ``locator`` (suspected pixel)."""
+
+    def __init__(
+        self, detector: Detector, locator: ResidualDetector | None = None, threshold: float | None = None
+    ):
+        if threshold is not None:
+            detector.threshold = float(threshold)
+        if detector.threshold is None:
+            raise ValueError("the guard's detector has no threshold: pass threshold= or infer one first")
+        self.detector = detector
+        self.locator = locator or ResidualDetector()
+
+    @property
+    def threshold(self) -> float:
+        """Return the detector's decision threshold."""
+        return float(self.detector.threshold)  # type: ignore[arg-type]
+
+    def check(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(is_adversarial (N,) bool, anomaly scores (N,), suspected pixels (N, 2) [x, y])``."""
+        out = self.detector.predict(images)
+        return (
+            np.asarray(out["is_adversarial"], dtype=bool),
+            np.asarray(out["score"], dtype=np.float64),
+            self.locator.locate(images),
+        )
+
+    def inspect(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Return one dict per image: ``adversarial`` (bool), ``anomaly_score``, ``threshold``,
+        ``suspected_pixel`` [x, y] (the most deviant pixel; meaningful when adversarial)."""
+        flags, scores, where = self.check(images)
+        return [
+            {
+                "adversarial": bool(f),
+                "anomaly_score": float(s),
+                "threshold": self.threshold,
+                "suspected_pixel": [int(w[0]), int(w[1])],
+            }
+            for f, s, w in zip(flags, scores, where, strict=True)
+        ]
+
+
+class GuardedTarget(Target):
+    """A target behind a guard (see the module doc for the two modes)."""
+
+    def __init__(
+        self,
+        target: Target,
+        detector: Detector | Guard,
+        mode: Mode = "reject",
+        threshold: float | None = None,
+        *,
+        on_reject: Literal["score", "nan"] = "score",
+    ):
+        super().__init__()
+        if mode not in ("reject", "repair"):
+            raise ValueError(f"mode must be 'reject' or 'repair', got {mode!r}")
+        if on_reject not in ("score", "nan"):
+            raise ValueError(f"on_reject must be 'score' or 'nan', got {on_reject!r}")
+        self.target = target
+        self.guard = detector if isinstance(detector, Guard) else Guard(detector, threshold=threshold)
+        if isinstance(detector, Guard) and threshold is not None:
+            detector.detector.threshold = float(threshold)
+        self.mode = mode
+        self.on_reject = on_reject
+        self.batch_size = target.batch_size
+        self.info = TargetInfo(
+            name=f"{target.info.name}+guard-{mode}",
+            positive=target.info.positive,
+            negative=target.info.negative,
+            input_size=target.info.input_size,
+        )
+        self.last_verdicts = np.zeros(0, dtype=bool)
+        self.last_anomaly_scores = np.zeros(0)
+        self.rejected = 0
+        self._verdicts: list[np.ndarray] = []
+        self._anomaly: list[np.ndarray] = []
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Return the classifier's scores (N,) (after repair in repair mode); sets ``last_verdicts``."""
+        self._verdicts, self._anomaly = [], []
+        try:
+            scores = super().predict(images)
+        finally:
+            self.last_verdicts = np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
+            self.last_anomaly_scores = np.concatenate(self._anomaly) if self._anomaly else np.zeros(0)
+        self.rejected += int(self.last_verdicts.sum())
+        return scores
+
+    __call__ = predict
+
+    def inspect(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Return the guard's per-image verdicts (see :meth:`Guard.inspect`)."""
+        return self.guard.inspect(images)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        flags, anomaly, where = self.guard.check(images)
+        self._verdicts.append(flags)
+        self._anomaly.append(anomaly)
+        if self.mode == "repair" and flags.any():
+            images = images.copy()
+            images[flags] = self.guard.locator.repair(images[flags], where[flags])
+        scores = self.target.predict(check_batch(images, self.info.input_size))
+        if self.mode == "reject" and self.on_reject == "nan":
+            scores = np.where(flags, np.nan, scores)
+        return scores
+
+    def close(self) -> None:
+        """Close the wrapped target."""
+        self.target.close()

@@ -1,0 +1,142 @@
+"""A one-pixel residual baseline: how far does any pixel stray from its 8 neighbours' median?
+
+Per pixel, the residual is the colour distance (Euclidean over R, G, B, divided by sqrt(3), in
+[0, 1] units) between the pixel and the channel-wise median of its 8 neighbours (borders are
+edge-padded). With ``normalise=True`` the residual is divided by the local contrast (the
+neighbours' median absolute deviation from their median, same colour distance) plus ``eps``, so
+a pixel that breaks an otherwise smooth neighbourhood counts more than one in busy texture.
+The image score is the largest residual; :meth:`locate` returns where it sits and
+:meth:`repair` replaces that pixel with the neighbour median. No training needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from onepixel.defense.scores import fpr_threshold, youden_threshold
+from onepixel.targets.base import check_batch
+
+_NEIGHBOURS = np.array([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions without the centre
+
+
+def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
+    and their median absolute deviation from it, for uint8 NHWC images."""
+    x = images.astype(np.float32) / 255.0
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    win = sliding_window_view(padded, (3, 3), axis=(1, 2))  # (N, H, W, 3, 3, 3)
+    win = win.reshape(*win.shape[:4], 9)[..., _NEIGHBOURS]  # (N, H, W, C, 8)
+    med = np.median(win, axis=-1)
+    mad = np.median(np.abs(win - med[..., None]), axis=-1)
+    return med, mad
+
+
+def _colour_norm(d: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.sum(d * d, axis=-1) / 3.0)
+
+
+class ResidualDetector:
+    """Scores images by their most deviant pixel; same score/infer_threshold/predict API as the VAE."""
+
+    def __init__(
+        self,
+        *,
+        normalise: bool = False,
+        eps: float = 0.02,
+        threshold: float | None = None,
+        batch_size: int = 256,
+        image_size: int = 64,
+    ):
+        self.normalise = normalise
+        self.eps = eps
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.p = float("inf")
+
+    @property
+    def name(self) -> str:
+        """Return a short name for tables: ``residual`` or ``residual-norm``."""
+        return "residual-norm" if self.normalise else "residual"
+
+    def residual_map(self, images: np.ndarray) -> np.ndarray:
+        """Return the per-pixel residual (N, H, W) float32 of uint8 NHWC images."""
+        images = check_batch(images, self.image_size)
+        out = np.empty(images.shape[:3], dtype=np.float32)
+        for i in range(0, len(images), self.batch_size):
+            chunk = images[i : i + self.batch_size]
+            med, mad = neighbour_median(chunk)
+            dev = _colour_norm(chunk.astype(np.float32) / 255.0 - med)
+            if self.normalise:
+                dev = dev / (_colour_norm(mad) + self.eps)
+            out[i : i + len(chunk)] = dev
+        return out
+
+    def score(self, images: np.ndarray, p: float | None = None) -> np.ndarray:
+        """Return the anomaly scores (N,) float64: the largest pixel residual of each image."""
+        return (
+            self.residual_map(images)
+            .reshape(len(images) if np.ndim(images) == 4 else 1, -1)
+            .max(1)
+            .astype(np.float64)
+        )
+
+    def locate(self, images: np.ndarray) -> np.ndarray:
+        """Return (N, 2) int64 ``[x, y]`` (column, row) of each image's most suspicious pixel."""
+        res = self.residual_map(images)
+        flat = res.reshape(len(res), -1).argmax(axis=1)
+        rows, cols = np.divmod(flat, res.shape[2])
+        return np.stack([cols, rows], axis=1).astype(np.int64)
+
+    def repair(self, images: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Return copies of uint8 images with the suspicious pixel (or ``where`` (N, 2) [x, y])
+        replaced by the median of its 8 neighbours."""
+        images = check_batch(images, self.image_size)
+        xy = self.locate(images) if where is None else np.asarray(where, dtype=np.int64).reshape(-1, 2)
+        if len(xy) != len(images):
+            raise ValueError(f"where holds {len(xy)} positions for {len(images)} images")
+        n = np.arange(len(images))
+        x, y = xy[:, 0], xy[:, 1]
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float32)
+        dy, dx = np.divmod(_NEIGHBOURS, 3)  # offsets into the padded image (0..2)
+        neigh = padded[n[:, None], y[:, None] + dy[None], x[:, None] + dx[None]]  # (N, 8, 3)
+        out = images.copy()
+        out[n, y, x] = np.clip(np.rint(np.median(neigh, axis=1)), 0, 255).astype(np.uint8)
+        return out
+
+    def infer_threshold(
+        self, clean: np.ndarray, adversarial: np.ndarray | None = None, *, fpr: float | None = None
+    ) -> float:
+        """Set and return the threshold: Youden's J with ``adversarial``, else the ``fpr`` quantile."""
+        clean_scores = self.score(clean)
+        if adversarial is not None:
+            if fpr is not None:
+                raise ValueError("give either adversarial images (Youden) or fpr, not both")
+            self.threshold = youden_threshold(clean_scores, self.score(adversarial))
+        elif fpr is not None:
+            self.threshold = fpr_threshold(clean_scores, fpr)
+        else:
+            raise ValueError("infer_threshold needs adversarial images or fpr=")
+        return self.threshold
+
+    def predict(self, images: np.ndarray) -> dict[str, Any]:
+        """Return ``{"is_adversarial", "score", "threshold", "p", "location"}`` for uint8 images;
+        ``location`` is (N, 2) [x, y] of the most suspicious pixel."""
+        if self.threshold is None:
+            raise RuntimeError("detector has no threshold: call infer_threshold() or pass threshold=")
+        images = check_batch(images, self.image_size)
+        res = self.residual_map(images)
+        flat = res.reshape(len(res), -1)
+        arg = flat.argmax(axis=1)
+        rows, cols = np.divmod(arg, res.shape[2])
+        scores = flat.max(axis=1).astype(np.float64)
+        return {
+            "is_adversarial": scores > self.threshold,
+            "score": scores,
+            "threshold": float(self.threshold),
+            "p": self.p,
+            "location": np.stack([cols, rows], axis=1).astype(np.int64),
+        }

@@ -1,0 +1,210 @@
+"""Train the VAE detector on clean patches (seeded, Adam lr 1e-3, batch 100 as in paper 001).
+
+Training images are the clean AMi-Br TRAIN split minus a seeded set of held-out slides (kept as
+clean validation data for choosing detector thresholds). Each step takes 64x64 crops around the
+patch centre (jittered by up to ``jitter`` px when the originals are larger than 64 px), random
+horizontal/vertical flips and transposes (together: the 8 rotations/reflections).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from onepixel.data.patches import DataError
+from onepixel.defense.vae import VAE, VAEConfig, count_parameters, vae_loss
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_DETECTOR = "vae_amibr"
+META_KEY = "onepixel_vae"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a VAE training run (paper defaults)."""
+
+    epochs: int = 40
+    batch_size: int = 100
+    lr: float = 1e-3
+    kl_weight: float = 1e-3
+    mse_reduction: str = "keras"
+    seed: int = 0
+    jitter: int = 8
+    augment: bool = True
+    threads: int = 1
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the model and per-epoch means of loss, reconstruction term,
+    KL and the per-value MSE (in [0, 1] units)."""
+
+    model: VAE
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def crop_batch(images: torch.Tensor, size: int, jitter: int, gen: torch.Generator | None) -> torch.Tensor:
+    """Return (N, size, size, 3) crops of uint8 NHWC ``images``: centre, shifted by up to ``jitter``.
+
+    The shift is drawn per image (vectorised gather); it shrinks to what the image border allows.
+    """
+    n, h, w, _ = images.shape
+    top0, left0 = (h - size) // 2, (w - size) // 2
+    jy, jx = min(jitter, top0), min(jitter, left0)
+    dy = torch.randint(-jy, jy + 1, (n,), generator=gen) if jy > 0 else torch.zeros(n, dtype=torch.long)
+    dx = torch.randint(-jx, jx + 1, (n,), generator=gen) if jx > 0 else torch.zeros(n, dtype=torch.long)
+    ar = torch.arange(size)
+    rows = (top0 + dy)[:, None] + ar  # (n, size)
+    cols = (left0 + dx)[:, None] + ar
+    idx = torch.arange(n)[:, None, None]
+    return images[idx, rows[:, :, None], cols[:, None, :]]
+
+
+def augment_dihedral(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Return NCHW ``x`` with each image randomly flipped and/or transposed (8 symmetries)."""
+    n = len(x)
+    masks = torch.rand((3, n, 1, 1, 1), generator=gen) < 0.5
+    x = torch.where(masks[0], x.flip(-1), x)
+    x = torch.where(masks[1], x.flip(-2), x)
+    return torch.where(masks[2], x.transpose(-1, -2), x)
+
+
+def to_unit(images_nhwc: torch.Tensor) -> torch.Tensor:
+    """Return uint8 NHWC as float32 NCHW in [0, 1]."""
+    return images_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def train_vae(
+    images: np.ndarray,
+    config: TrainConfig | None = None,
+    vae_config: VAEConfig | None = None,
+    *,
+    model: VAE | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a VAE on clean uint8 NHWC ``images`` (size >= 64) and return a :class:`TrainResult`.
+
+    ``on_step(n_images)`` is called after every batch, ``on_epoch(epoch, stats)`` after every epoch.
+    """
+    cfg = config or TrainConfig()
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"training images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    vcfg = model.config if model is not None else (vae_config or VAEConfig())
+    if min(images.shape[1:3]) < vcfg.image_size:
+        raise DataError(f"training images of {images.shape[1:3]} are smaller than {vcfg.image_size}")
+    if len(images) == 0:
+        raise DataError("no training images")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    model = model if model is not None else VAE(vcfg)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    data = torch.from_numpy(np.ascontiguousarray(images))
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    seen = 0
+    try:
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(data), generator=gen)
+            sums = np.zeros(4)
+            for i in range(0, len(order), cfg.batch_size):
+                batch = data[order[i : i + cfg.batch_size]]
+                crops = crop_batch(batch, vcfg.image_size, cfg.jitter if cfg.augment else 0, gen)
+                x = to_unit(crops)
+                if cfg.augment:
+                    x = augment_dihedral(x, gen)
+                recon, mu, logvar = model(x, generator=gen)
+                loss, rec, kl = vae_loss(x, recon, mu, logvar, cfg.kl_weight, cfg.mse_reduction)  # type: ignore[arg-type]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                mse = (recon.detach() - x).pow(2).mean()  # per value, for reporting
+                sums += np.array([loss.item(), rec.item(), kl.item(), mse.item()]) * len(x)
+                seen += len(x)
+                if on_step is not None:
+                    on_step(len(x))
+            stats = dict(zip(("loss", "rec", "kl", "mse"), (sums / len(order)).tolist(), strict=True))
+            stats["epoch"] = epoch + 1
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, stats)
+    finally:
+        torch.set_num_threads(previous_threads)
+    model.eval()
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        model=model, history=history, seconds=seconds, images_per_second=seen / max(seconds, 1e-9)
+    )
+
+
+def split_heldout_slides(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Return a boolean mask (N,) of images whose group (slide) is in a seeded held-out set."""
+    unique = np.array(sorted(set(groups.tolist())), dtype=object)
+    rng = np.random.default_rng(seed)
+    n_hold = int(round(fraction * len(unique)))
+    held = set(rng.choice(unique, size=n_hold, replace=False).tolist()) if n_hold else set()
+    return np.array([g in held for g in groups])
+
+
+def save_vae(model: VAE, path: str | Path, info: dict[str, object]) -> Path:
+    """Write the VAE weights (float32) and metadata (config + ``info``) to a safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": model.config.to_dict(), "info": info}
+    save_file(state, str(path), metadata={META_KEY: json.dumps(meta)})
+    return path
+
+
+def vae_weights_path(name_or_path: str | Path = DEFAULT_DETECTOR) -> Path:
+    """Return the weights file for a bundled detector name or an explicit ``.safetensors`` path."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"detector weights file {path} does not exist")
+        return path
+    bundled = WEIGHTS_DIR / f"{name_or_path}.safetensors"
+    if not bundled.is_file():
+        known = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+        raise FileNotFoundError(f"no bundled detector named {name_or_path!r}; known: {known}")
+    return bundled
+
+
+def load_vae(name_or_path: str | Path = DEFAULT_DETECTOR) -> tuple[VAE, dict[str, object]]:
+    """Return ``(VAE in eval mode, metadata dict with 'config' and 'info')`` from weights."""
+    path = vae_weights_path(name_or_path)
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if META_KEY not in header:
+        raise ValueError(f"{path}: not a onepixel VAE weights file (no {META_KEY!r} metadata)")
+    meta = json.loads(header[META_KEY])
+    model = VAE(VAEConfig.from_dict(meta["config"]))
+    model.load_state_dict(load_file(str(path)))
+    model.eval()
+    return model, meta
+
+
+def vae_info(result: TrainResult, cfg: TrainConfig, **extra: object) -> dict[str, object]:
+    """Return the metadata describing a finished training run."""
+    return {
+        "train": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "parameters": count_parameters(result.model),
+        "seconds": round(result.seconds, 1),
+        "images_per_second": round(result.images_per_second, 1),
+        "final": result.history[-1] if result.history else {},
+        **extra,
+    }
