@@ -52,7 +52,7 @@ def data_info(
     from rich.table import Table
 
     from onepixel.config import resolve_data_dir
-    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.amibr import CLASSES, POSITIVE, is_amibr, read_train_rows
     from onepixel.data.download import verify_dataset
     from onepixel.data.patches import DataError, load_folder
 
@@ -67,13 +67,14 @@ def data_info(
             info["dataset"] = "AMi-Br"
             info["verified"] = report.ok
             info["verification"] = report.summary()
+            rows_csv = read_train_rows(root)
             for part in ("train", "test"):
-                s = load_amibr(root, part, size=None, verify=False)
-                counts = Counter(s.label_names())
-                rows += [(part, c, counts.get(c, 0)) for c in s.classes]
-                if part == "train":
-                    info["train_slides"] = int(len(set(s.groups)))
-            info["positive"] = s.positive
+                for label in CLASSES:
+                    stems = [p.stem for p in (root / label).iterdir() if p.suffix.lower() == ".png"]
+                    n = sum((stem in rows_csv) == (part == "train") for stem in stems)
+                    rows.append((part, label, n))
+            info["train_slides"] = len(set(rows_csv.values()))
+            info["positive"] = POSITIVE
         else:
             s = load_folder(root, split=split, size=None)
             counts = Counter(s.label_names())

@@ -170,6 +170,8 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0)
 
     try:
         response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http/https only, checked)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"cannot download AMi-Br from {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(
             f"cannot download AMi-Br from {url}: {getattr(exc, 'reason', exc)}. Without network, "
@@ -246,5 +248,12 @@ def ensure_amibr(root: str | Path | None = None, *, progress: bool = True) -> Pa
     root = Path(root) if root is not None else default_data_dir()
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
         return download_amibr(root, progress=progress)
+    from onepixel.data.amibr import is_amibr
+
+    if not is_amibr(root):
+        raise DataError(
+            f"{root} exists but is not an AMi-Br folder (no Atypical/, Normal/ and amibr_train_split.csv); "
+            "remove it to download there, or pass --data to another folder"
+        )
     verify_dataset(root).raise_for_errors()
     return root
