@@ -1,9 +1,52 @@
-"""CLI commands of the serve area."""
+"""CLI commands of the serve area: ``onepixel serve`` (the MAX-compatible HTTP service)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from onepixel.cli.common import fail
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Bundled weights name, a .safetensors file, or the URL of another MAX-style service.",
+        ),
+    ] = "bundled",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (MAX uses 5000).")] = 5000,
+    mode: Annotated[str, typer.Option(help="In-process inference path: auto, eager, jit, ...")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="Torch intra-op threads (default: torch's).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Most images per /model/predict_batch request.")] = 1024,
+    max_upload: Annotated[int, typer.Option(help="Largest single upload in bytes (413 past it).")] = 1 << 20,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a classifier with the IBM MAX REST API (plus a batch route) on HOST:PORT."""
+    import uvicorn
+
+    from onepixel.serve import create_app
+    from onepixel.targets import TargetError, open_target
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    remote = model.startswith(("http://", "https://"))
+    try:
+        target = open_target(model) if remote else open_target(model, mode=mode)
+    except (FileNotFoundError, ValueError, TypeError, TargetError) as exc:
+        raise fail(f"cannot open model {model!r}: {exc}") from exc
+    app = create_app(target, max_batch=max_batch, max_upload_bytes=max_upload)
+    typer.echo(
+        f"serving {target.info.name} (positive: {target.info.positive}) on http://{host}:{port}", err=True
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("serve")(serve)

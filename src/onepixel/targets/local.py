@@ -38,21 +38,28 @@ TOLERANCE = 1e-5
 _PROBE_IMAGES = 16
 
 
+def _uint8_nchw(images: np.ndarray) -> torch.Tensor:
+    """Return a uint8 NCHW view (channels-last memory) of NHWC images, copying only if needed."""
+    array = np.ascontiguousarray(images)
+    if not array.flags.writeable:  # torch warns on read-only buffers (e.g. decoded PNGs)
+        array = array.copy()
+    return torch.from_numpy(array).permute(0, 3, 1, 2)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """Return uint8 NHWC images as a float32 NCHW tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    """Return uint8 NHWC images as a float32 NCHW (contiguous) tensor in [0, 1]."""
+    return _uint8_nchw(images).contiguous().float().div_(255.0)
 
 
 def to_normalised(images: np.ndarray) -> torch.Tensor:
     """Return uint8 NHWC images as a channels-last float32 NCHW tensor in [-1, 1]."""
     # permute of NHWC memory is already the channels-last layout; .float() keeps the strides.
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return x.mul_(2.0 / 255.0).sub_(1.0)
+    return _uint8_nchw(images).float().mul_(2.0 / 255.0).sub_(1.0)
 
 
 def to_channels_last(images: np.ndarray) -> torch.Tensor:
     """Return uint8 NHWC images as a channels-last float32 NCHW tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return _uint8_nchw(images).float().div_(255.0)
 
 
 Runner = Callable[[np.ndarray], torch.Tensor]

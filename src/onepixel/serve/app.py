@@ -1,0 +1,213 @@
+"""The MAX-compatible HTTP service around any :class:`~onepixel.targets.Target`.
+
+Routes (IBM MAX contract, SPEC section 2): ``GET /model/metadata``, ``POST /model/predict``
+(multipart ``image``), OpenAPI at ``/swagger.json`` (and ``/openapi.json``, ``/docs``). Our
+extensions: ``POST /model/predict_batch`` (``images`` repeated) and the metadata fields
+``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``.
+
+Bad input always answers 4xx with a JSON ``message`` (never 500). Inference runs in a worker
+thread under one lock, so the event loop never blocks and the model is never entered twice.
+An optional ``guard`` (``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its
+per-image fields to each prediction.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from onepixel import __version__
+from onepixel.serve.uploads import UploadError, decode_image, form_files, read_form
+from onepixel.targets.base import Target, TargetError
+
+IMAGE_HELP = "An image file encoded as PNG with the size 64*64"
+IMAGES_HELP = "Image files encoded as PNG with the size 64*64 (field repeated once per image)"
+DEFAULT_MAX_UPLOAD = 1 << 20
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_BATCH_BYTES = 32 << 20
+
+
+class Guard(Protocol):
+    """What the service needs of a detector: per-image fields to add to each prediction."""
+
+    def inspect(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Return one dict per image of (N, H, W, 3) uint8 ``images``."""
+        ...
+
+
+def _plain(value: Any) -> Any:
+    """Return ``value`` with numpy scalars and arrays turned into JSON-ready Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+class Scorer:
+    """Thread-safe scoring of decoded images by a target and an optional guard."""
+
+    def __init__(self, target: Target, guard: Guard | None = None):
+        self.target = target
+        self.guard = guard
+        self._lock = threading.Lock()
+
+    def __call__(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Return one prediction dict ``{"probability": p, **guard fields}`` per image."""
+        with self._lock:
+            scores = self.target.predict(images)
+            extras = self.guard.inspect(images) if self.guard is not None else None
+        predictions = [{"probability": float(p)} for p in scores]
+        if extras is not None:
+            if len(extras) != len(predictions):
+                raise RuntimeError(f"guard returned {len(extras)} entries for {len(predictions)} images")
+            for prediction, extra in zip(predictions, extras, strict=True):
+                prediction.update({k: _plain(v) for k, v in dict(extra).items() if k != "probability"})
+        return predictions
+
+
+def metadata(
+    target: Target, *, max_batch: int, guarded: bool, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Return the ``/model/metadata`` answer: MAX's six fields plus our extension fields."""
+    info = target.info
+    size = info.input_size
+    body: dict[str, Any] = {
+        "id": info.name,
+        "name": f"{info.name} model",
+        "description": (
+            f"{info.name}: probability that a {size}x{size} RGB H&E patch shows {info.positive} "
+            f"(vs {info.negative}); served by onepixel"
+        ),
+        "type": "image_classification",
+        "source": f"onepixel {__version__}",
+        "license": "Custom",
+        "positive": info.positive,
+        "negative": info.negative,
+        "input_size": size,
+        "max_batch": max_batch,
+        "guarded": guarded,
+    }
+    body.update(extra or {})
+    return body
+
+
+def _multipart_schema(field: str, help_text: str, many: bool) -> dict[str, Any]:
+    file_schema: dict[str, Any] = {"type": "string", "format": "binary", "description": help_text}
+    prop = {"type": "array", "items": file_schema} if many else file_schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [field], "properties": {field: prop}}
+                }
+            },
+        }
+    }
+
+
+def create_app(
+    target: Target,
+    *,
+    extra_metadata: dict[str, Any] | None = None,
+    guard: Guard | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> FastAPI:
+    """Return the FastAPI app serving ``target`` with the MAX contract (and batch extension).
+
+    ``max_upload_bytes`` caps the single-image request and every file of a batch;
+    ``max_batch``/``max_batch_bytes`` cap one batch request (HTTP 413 past any cap).
+    """
+    app = FastAPI(
+        title="Model Asset Exchange Server",
+        description="MAX-compatible classifier API served by onepixel",
+        version=__version__,
+    )
+    score = Scorer(target, guard)
+    size = target.info.input_size
+    meta = metadata(target, max_batch=max_batch, guarded=guard is not None, extra=extra_metadata)
+    app.state.scorer = score
+
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(TargetError)
+    async def target_error(_: Request, exc: TargetError) -> JSONResponse:
+        return JSONResponse({"message": f"The model behind this service failed: {exc}"}, status_code=502)
+
+    @app.get("/swagger.json", include_in_schema=False)
+    async def swagger() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/model/metadata", tags=["model"], summary="Return the metadata associated with the model")
+    async def get_metadata() -> dict[str, Any]:
+        return meta
+
+    @app.post(
+        "/model/predict",
+        tags=["model"],
+        summary="Make a prediction given input data",
+        openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
+    )
+    async def predict(request: Request) -> dict[str, Any]:
+        form = await read_form(
+            request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+        )
+        upload = form_files(form, "image", IMAGE_HELP)[0]
+        data = await upload.read()
+        image = await run_in_threadpool(decode_image, data, size, label=upload.filename or "image")
+        predictions = await run_in_threadpool(score, image[None])
+        return {"status": "ok", "predictions": predictions}
+
+    @app.post(
+        "/model/predict_batch",
+        tags=["model"],
+        summary="Score many images in one request (onepixel extension)",
+        openapi_extra=_multipart_schema("images", IMAGES_HELP, many=True),
+    )
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        form = await read_form(
+            request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
+        )
+        uploads = form_files(form, "images", IMAGES_HELP)
+        blobs: list[tuple[str, bytes]] = []
+        for index, upload in enumerate(uploads):
+            data = await upload.read()
+            label = f"images[{index}] ({upload.filename or 'unnamed'})"
+            if len(data) > max_upload_bytes:
+                raise UploadError(
+                    413, {"message": f"{label}: file larger than {max_upload_bytes} bytes.", "index": index}
+                )
+            blobs.append((label, data))
+        images = await run_in_threadpool(_decode_all, blobs, size)
+        predictions = await run_in_threadpool(score, images)
+        return {"status": "ok", "predictions": predictions}
+
+    return app
+
+
+def _decode_all(blobs: list[tuple[str, bytes]], size: int) -> np.ndarray:
+    """Return the decoded batch (N, size, size, 3); an UploadError names the first bad file."""
+    images = []
+    for index, (label, data) in enumerate(blobs):
+        try:
+            images.append(decode_image(data, size, label=label))
+        except UploadError as exc:
+            message = exc.body["message"]
+            if not message.startswith(label):
+                message = f"{label}: {message}"
+            raise UploadError(exc.status, {"message": message, "index": index}) from exc
+    return np.stack(images)

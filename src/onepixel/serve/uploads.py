@@ -1,0 +1,116 @@
+"""Reading uploads for the MAX-compatible service: size-capped multipart bodies and PNG checks.
+
+Every problem becomes an :class:`UploadError` carrying the HTTP status and the JSON body to
+answer, so the routes never answer 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import numpy as np
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from onepixel.data.patches import DataError, read_png
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+
+
+class UploadError(Exception):
+    """A request the service refuses: ``status`` and the JSON ``body`` to answer with."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+def missing_field(field: str, help_text: str) -> UploadError:
+    """Return the flask-restx style 400 for a required file field that is absent."""
+    return UploadError(
+        400,
+        {
+            "errors": {field: f"{help_text} Missing required parameter in an uploaded file"},
+            "message": "Input payload validation failed",
+        },
+    )
+
+
+async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise UploadError(413, {"message": f"Request body too large: the limit is {limit} bytes."})
+        yield chunk
+
+
+async def read_form(request: Request, *, limit: int, max_files: int, field: str, help_text: str) -> FormData:
+    """Return the multipart form of ``request``, reading at most ``limit`` body bytes.
+
+    Raises UploadError: 413 past ``limit`` bytes or ``max_files`` files, 400 (missing ``field``)
+    when the body is not multipart form data, 400 for a malformed multipart body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, {"message": f"Request body too large: the limit is {limit} bytes."})
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise missing_field(field, help_text)
+    parser = MultiPartParser(request.headers, _capped(request.stream(), limit), max_files=max_files)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if "files" in exc.message.lower() and "too many" in exc.message.lower():
+            raise UploadError(413, {"message": f"Too many files: at most {max_files} per request."}) from exc
+        raise UploadError(400, {"message": f"Malformed multipart body: {exc.message}"}) from exc
+    return form
+
+
+def form_files(form: FormData, field: str, help_text: str) -> list[UploadFile]:
+    """Return the uploaded files of ``field``; raise the flask-restx 400 when there are none."""
+    files = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+    if not files:
+        raise missing_field(field, help_text)
+    return files
+
+
+def png_bit_depth(data: bytes) -> tuple[int, str] | None:
+    """Return (bit depth, colour type name) from a PNG's IHDR, or None when it has no valid IHDR."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    depth, colour = struct.unpack(">BB", data[24:26])
+    return depth, PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
+
+
+def decode_image(data: bytes, size: int, *, label: str) -> np.ndarray:
+    """Return the (size, size, 3) uint8 image in PNG ``data``; raise UploadError 400 saying why not.
+
+    The wrong-size message is the MAX service's own text.
+    """
+    if not data:
+        raise UploadError(400, {"message": f"{label}: the uploaded file is empty."})
+    header = png_bit_depth(data)
+    if header is not None and header[0] != 8:
+        depth, colour = header
+        raise UploadError(
+            400,
+            {"message": f"{label}: {depth}-bit {colour} PNG is not supported; send an 8-bit RGB PNG."},
+        )
+    try:
+        image = read_png(data, name=label)
+    except DataError as exc:
+        raise UploadError(400, {"message": str(exc)}) from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. PIL's DecompressionBombError: still bad input
+        raise UploadError(
+            400, {"message": f"{label}: not a usable PNG ({type(exc).__name__}: {exc})"}
+        ) from exc
+    if image.shape[:2] != (size, size):
+        height, width = image.shape[:2]
+        expected = f"The input file must be a PNG image of size ({size}, {size})."
+        raise UploadError(400, {"message": f"{expected} Got PNG ({width}, {height})."})
+    return image
