@@ -117,6 +117,7 @@ class CampaignConfig:
 
     direction: str
     target: str = "bundled"  # target spec: bundled name, .safetensors path or http URL
+    target_sha256: str | None = None  # fingerprint of local weights: a retrained model is another config
     data: dict[str, Any] = field(default_factory=dict)  # where the images came from (path, split)
     objective: str = "plain"
     objective_options: dict[str, Any] = field(default_factory=dict)

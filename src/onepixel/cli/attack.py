@@ -92,6 +92,18 @@ def open_target_spec(spec: str) -> Any:
     return TorchTarget.from_pretrained() if spec == "bundled" else TorchTarget.from_pretrained(spec)
 
 
+def target_fingerprint(spec: str) -> str | None:
+    """Return the first 16 hex digits of the SHA-256 of a local target's weights (None over HTTP)."""
+    if spec.startswith(("http://", "https://")):
+        return None
+    import hashlib
+
+    from onepixel.models.registry import DEFAULT_MODEL, weights_path
+
+    path = weights_path(DEFAULT_MODEL if spec in ("", "bundled") else spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def load_patches(data: Path | None, split: str | None, positive: str | None) -> tuple[Any, dict[str, Any]]:
     """Return (PatchSet, data spec dict) for --data/--split/--positive (AMi-Br split by default)."""
     from onepixel.config import resolve_data_dir
@@ -205,6 +217,7 @@ def attack(
         config = CampaignConfig(
             direction=direction.value,
             target=_target_spec(target),
+            target_sha256=target_fingerprint(target),
             data=data_spec,
             objective=objective,
             objective_options=_parse_options(objective_option or []),
@@ -240,6 +253,11 @@ def attack(
     ) as exc:
         raise fail(str(exc)) from None
     console.print(attack_summary_line(result))
+    if progress and result.records:
+        from onepixel.attack.summary import render_summary, summarize_run
+
+        for table in render_summary(summarize_run(out)):
+            console.print(table)
     console.print(
         f"results: {out}/attacks.sqlite, {out}/attacks.csv, {out}/adversarial/; next: onepixel summary {out}"
     )
