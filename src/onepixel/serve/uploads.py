@@ -95,7 +95,8 @@ def decode_image(data: bytes, size: int, *, label: str) -> np.ndarray:
     if not data:
         raise UploadError(400, {"message": f"{label}: the uploaded file is empty."})
     header = png_bit_depth(data)
-    if header is not None and header[0] != 8:
+    # PIL silently narrows 16-bit RGB to 8 bits; refuse instead of scoring a different image.
+    if header is not None and header[0] == 16:
         depth, colour = header
         raise UploadError(
             400,
