@@ -290,7 +290,7 @@ def git_commit(path: Path | None = None) -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src/onepixel"],
+            ["git", "status", "--porcelain", "--", "../models", "../data"],
             cwd=where,
             capture_output=True,
             text=True,
