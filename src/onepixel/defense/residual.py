@@ -2,7 +2,7 @@
 
 Per pixel, the residual is the colour distance (Euclidean over R, G, B, divided by sqrt(3), in
 [0, 1] units) between the pixel and the channel-wise median of its 8 neighbours (borders are
-edge-padded). With ``normalise=True`` the residual is divided by the local contrast (the
+mirror-padded without repeating the edge, so a pixel is never its own neighbour). With ``normalise=True`` the residual is divided by the local contrast (the
 neighbours' median absolute deviation from their median, same colour distance) plus ``eps``, so
 a pixel that breaks an otherwise smooth neighbourhood counts more than one in busy texture.
 The image score is the largest residual; :meth:`locate` returns where it sits and
@@ -26,7 +26,7 @@ def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
     and their median absolute deviation from it, for uint8 NHWC images."""
     x = images.astype(np.float32) / 255.0
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
     win = sliding_window_view(padded, (3, 3), axis=(1, 2))  # (N, H, W, 3, 3, 3)
     win = win.reshape(*win.shape[:4], 9)[..., _NEIGHBOURS]  # (N, H, W, C, 8)
     med = np.median(win, axis=-1)
@@ -100,7 +100,7 @@ class ResidualDetector:
             raise ValueError(f"where holds {len(xy)} positions for {len(images)} images")
         n = np.arange(len(images))
         x, y = xy[:, 0], xy[:, 1]
-        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float32)
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect").astype(np.float32)
         dy, dx = np.divmod(_NEIGHBOURS, 3)  # offsets into the padded image (0..2)
         neigh = padded[n[:, None], y[:, None] + dy[None], x[:, None] + dx[None]]  # (N, 8, 3)
         out = images.copy()

@@ -1,0 +1,127 @@
+"""Guarded targets and the detector-aware objective, on real patches and the bundled classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onepixel.attack.objectives import Fitness, PlainObjective
+from onepixel.attack.perturb import apply_pixels
+from onepixel.data.patches import PatchSet
+from onepixel.defense.adaptive import AdaptiveObjective
+from onepixel.defense.evaluate import detection_table, evaluate_scores, split_ids
+from onepixel.defense.guard import Guard, GuardedTarget
+from onepixel.defense.residual import ResidualDetector
+from onepixel.targets.base import Target
+from onepixel.targets.local import TorchTarget
+
+
+@pytest.fixture(scope="module")
+def target() -> TorchTarget:
+    """Return the bundled classifier as a black-box target."""
+    return TorchTarget.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def images(test_split: PatchSet) -> np.ndarray:
+    """Return 24 seeded clean test patches."""
+    return test_split.images[np.random.default_rng(2).permutation(len(test_split))[:24]]
+
+
+def yellow(images: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Return copies of images with a yellow pixel at each (x, y)."""
+    vectors = np.column_stack([xy, np.tile([255, 255, 0], (len(images), 1))])
+    return apply_pixels(images, vectors, np.arange(len(images)))
+
+
+@pytest.fixture(scope="module")
+def residual(images: np.ndarray) -> ResidualDetector:
+    """Return a residual detector with a Youden threshold from half the images."""
+    det = ResidualDetector()
+    half = len(images) // 2
+    det.infer_threshold(images[:half], yellow(images[half:], np.full((len(images) - half, 2), 30)))
+    return det
+
+
+def test_reject_mode_returns_scores_and_verdicts(target, images, residual) -> None:
+    guarded = GuardedTarget(target, residual, mode="reject")
+    assert isinstance(guarded, Target)
+    assert guarded.info.positive == target.info.positive
+    attacked = yellow(images[:6], np.full((6, 2), 31))
+    batch = np.concatenate([images[:6], attacked])
+    before = target.queries
+    scores = guarded.predict(batch)
+    np.testing.assert_allclose(scores, target.predict(batch))  # classifier scores, unchanged
+    assert guarded.queries == len(batch)
+    assert target.queries == before + 2 * len(batch)
+    np.testing.assert_array_equal(guarded.last_verdicts, residual.predict(batch)["is_adversarial"])
+    assert guarded.last_verdicts[6:].all()
+    assert guarded.rejected == int(guarded.last_verdicts.sum())
+    nan_guard = GuardedTarget(target, residual, mode="reject", on_reject="nan")
+    out = nan_guard.predict(batch)
+    np.testing.assert_array_equal(np.isnan(out), nan_guard.last_verdicts)
+
+
+def test_repair_mode_classifies_the_repaired_image(target, images, residual) -> None:
+    guarded = GuardedTarget(target, residual, mode="repair")
+    xy = np.random.default_rng(4).integers(0, 64, (len(images), 2))
+    attacked = yellow(images, xy)
+    repaired = residual.repair(attacked)
+    np.testing.assert_allclose(guarded.predict(attacked), target.predict(repaired), atol=1e-6)
+    # clean images that pass the detector reach the classifier untouched
+    clean_scores = guarded.predict(images)
+    passed = ~guarded.last_verdicts
+    np.testing.assert_allclose(clean_scores[passed], target.predict(images[passed]), atol=1e-6)
+
+
+def test_guard_inspect_reports_the_planted_pixel(images, residual) -> None:
+    guard = Guard(residual)
+    xy = np.array([[5, 9], [40, 33], [63, 0]])
+    report = guard.inspect(yellow(images[:3], xy))
+    assert [r["suspected_pixel"] for r in report] == xy.tolist()
+    assert all(r["adversarial"] for r in report)
+    assert all(r["anomaly_score"] > r["threshold"] for r in report)
+    with pytest.raises(ValueError, match="no threshold"):
+        Guard(ResidualDetector())
+
+
+def test_adaptive_objective_penalises_flagged_vectors(target, images, residual) -> None:
+    n = 6
+    vectors = np.array([[30, 30, 255, 255, 0]] * n + [[30, 30, *images[k, 30, 31]] for k in range(n)])
+    ids = np.r_[np.arange(n), np.arange(n)]
+    obj = AdaptiveObjective("lower", images[:n], residual)
+    fit = Fitness(target, images[:n], obj)
+    energies = fit(vectors, ids)
+    plain = PlainObjective("lower").energies(fit.last_scores, vectors, ids)
+    flagged = obj.last_flags
+    assert flagged[:n].all()
+    np.testing.assert_array_less(plain[flagged] + 1.0 - 1e-9, energies[flagged])
+    # a near-invisible pixel (the neighbour's colour) is not penalised at all
+    np.testing.assert_allclose(energies[n:][~flagged[n:]], plain[n:][~flagged[n:]])
+    # the black-box variant reads the guard's verdicts of the same query
+    guarded = GuardedTarget(target, residual)
+    obj_bb = AdaptiveObjective("lower", guard=guarded)
+    fit_bb = Fitness(guarded, images[:n], obj_bb)
+    np.testing.assert_allclose(fit_bb(vectors, ids), energies)
+
+
+def test_evaluation_table_on_random_one_pixel_attacks(images, residual) -> None:
+    rng = np.random.default_rng(9)
+    vectors = np.column_stack([rng.integers(0, 64, (len(images), 2)), rng.integers(0, 256, (len(images), 3))])
+    attacked = apply_pixels(images, vectors, np.arange(len(images)))
+    success = rng.random(len(images)) < 0.3
+    cs, as_ = residual.score(images), residual.score(attacked)
+    inf = float("inf")
+    half = len(images) // 2
+    res = evaluate_scores(
+        {inf: cs[:half]}, {inf: as_[:half]}, {inf: cs[half:]}, {inf: as_[half:]}, success[half:]
+    )
+    table = res["table"]
+    flags = as_[half:] > res["threshold"]
+    assert table == detection_table(flags, success[half:])
+    assert table["total"] == table["detected"] + table["not_detected"]
+    assert table["detected"] == table["detected_success"] + table["detected_failure"]
+    assert 0.5 < res["auc_test"]["inf"] <= 1.0
+    ids = [f"img{i}" for i in range(40)]
+    val = split_ids(ids + ids[:10], seed=0)
+    assert len(val) == 20 and val == split_ids(ids, seed=0)
