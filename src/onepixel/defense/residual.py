@@ -2,9 +2,10 @@
 
 Per pixel, the residual is the colour distance (Euclidean over R, G, B, divided by sqrt(3), in
 [0, 1] units) between the pixel and the channel-wise median of its 8 neighbours (borders are
-mirror-padded without repeating the edge, so a pixel is never its own neighbour). With ``normalise=True`` the residual is divided by the local contrast (the
-neighbours' median absolute deviation from their median, same colour distance) plus ``eps``, so
-a pixel that breaks an otherwise smooth neighbourhood counts more than one in busy texture.
+mirror-padded without repeating the edge, so a pixel is never its own neighbour). With
+``normalise=True`` the residual is divided by the local contrast (the neighbours' median absolute
+deviation from their median, same colour distance) plus ``eps``, so a pixel that breaks an
+otherwise smooth neighbourhood counts more than one in busy texture.
 The image score is the largest residual; :meth:`locate` returns where it sits and
 :meth:`repair` replaces that pixel with the neighbour median. No training needed.
 """
