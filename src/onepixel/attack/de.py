@@ -5,10 +5,10 @@ the population lives on the unit hypercube and is scaled to the bounds for evalu
 hypercube initialisation; mutation strategies ``best1bin`` (default), ``rand1bin``,
 ``currenttobest1bin``, ``randtobest1bin``, ``best2bin``, ``rand2bin`` with a guaranteed crossover
 ``fill_point``; ``mutation=(min, max)`` dithers F once per generation; trial parameters outside
-[0, 1] are replaced by uniform random values; integrality rounds scaled parameters (bounds are
-widened by nearly 0.5 like SciPy so that every integer is equally likely); the best member is
-kept at index 0; convergence is ``std(E) <= atol + tol * |mean(E)|`` after every generation, so
-``nit >= 1``.
+[0, 1] are replaced by uniform random values; integrality rounds scaled parameters (SciPy scales
+with the unwidened bounds, so the two end values are half as likely as inner ones; same here
+unless ``uniform_integers``); the best member is kept at index 0; convergence is
+``std(E) <= atol + tol * |mean(E)|`` after every generation, so ``nit >= 1``.
 
 What is different from SciPy, by design:
 
@@ -19,18 +19,20 @@ What is different from SciPy, by design:
   lockstep: each step builds one trial per active problem, scores the K trials in one call, and
   each accepted trial replaces its parent (and the best) at once. ``updating="deferred"`` scores
   the whole generation of every active problem in one call (split by ``max_batch``).
-- Random numbers for all problems come from one ``numpy.random.Generator`` in vectorised draws,
-  so a run is reproducible for the same seed and the same set of problems, but problem k's
-  stream depends on how many problems run beside it: results of a K-problem run match K=1 runs
-  in distribution, not bit for bit (per-problem generators would need a Python loop over
-  problems in the hot path).
+- Random numbers: with one seed (int or Generator) all problems draw from ONE Generator in
+  vectorised draws; a run is reproducible for the same seed and the same set of problems, but
+  problem k's numbers depend on the problems beside it, so a K-problem run matches K=1 runs in
+  distribution, not bit for bit. With a sequence of K seeds, each problem draws from its own
+  Generator in exactly SciPy's order (a short Python loop over problems per step): every problem
+  then gives bit-for-bit the result of ``scipy.optimize.differential_evolution(rng=its seed)``
+  with the same settings, whatever else runs in the batch.
 - ``convergence=False`` disables the stop test (always ``maxiter`` generations unless stopped by
   the callback). Non-finite energies (NaN) count as +inf.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,6 +78,7 @@ class DEConfig:
     updating: str = "immediate"
     integrality: bool = True
     convergence: bool = True  # False: never stop on the convergence test
+    uniform_integers: bool = False  # True: every integer equally likely (SciPy: end values half as likely)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -114,6 +117,8 @@ class DEConfig:
         SciPy's popsize multiplies the dimension, so ``popsize`` must be a multiple of ``n_dims``.
         ``convergence=False`` maps to tol=atol=0 (SciPy then stops only on an all-equal population).
         """
+        if self.uniform_integers:
+            raise ValueError("uniform_integers has no SciPy equivalent")
         if self.popsize % n_dims:
             raise ValueError(f"popsize {self.popsize} is not a multiple of the dimension {n_dims}")
         return {
@@ -145,6 +150,121 @@ class DEResult:
     message: str = ""
 
 
+class SharedDraws:
+    """Random draws for all problems from ONE Generator, vectorised over problems and members."""
+
+    def __init__(self, rng: np.random.Generator, n_problems: int, popsize: int, n_dims: int, n_samples: int):
+        self.rng, self.K, self.M, self.D, self.n_samples = rng, n_problems, popsize, n_dims, n_samples
+
+    def lhs(self) -> np.ndarray:
+        """Return a Latin hypercube population (K, M, D) on the unit cube, one design per problem."""
+        k, m, d = self.K, self.M, self.D
+        offsets = np.linspace(0.0, 1.0, m, endpoint=False)[:, None]
+        samples = (1.0 / m) * self.rng.uniform(size=(k, m, d)) + offsets
+        order = np.argsort(self.rng.uniform(size=(k, m, d)), axis=1)  # independent shuffle per column
+        return np.take_along_axis(samples, order, axis=1)
+
+    def uniform_population(self) -> np.ndarray:
+        """Return a uniformly random population (K, M, D) on the unit cube."""
+        return self.rng.uniform(size=(self.K, self.M, self.D))
+
+    def dither(self, problems: np.ndarray, low: float, high: float) -> np.ndarray:
+        """Return one mutation constant per problem, uniform in [low, high)."""
+        return self.rng.uniform(low, high, size=problems.size)
+
+    def trial_draws(self, problems: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Return (samples (..., n_samples), fill points (...), crossover uniforms (..., D)).
+
+        ``candidates`` is (n,) for one member per problem or (n, M) for whole generations.
+        """
+        samples = self._samples(candidates)
+        fill = self.rng.integers(0, self.D, size=candidates.shape)
+        return samples, fill, self.rng.uniform(size=(*candidates.shape, self.D))
+
+    def _samples(self, candidates: np.ndarray) -> np.ndarray:
+        """Return distinct random member indices (..., n_samples), none equal to the candidate."""
+        excluded = candidates[..., None]
+        picks = []
+        for i in range(self.n_samples):
+            v = self.rng.integers(0, self.M - 1 - i, size=candidates.shape)
+            # Skip over the excluded indices in ascending order: uniform over the rest.
+            ordered = np.sort(excluded, axis=-1)
+            for j in range(i + 1):
+                v += v >= ordered[..., j]
+            picks.append(v)
+            excluded = np.concatenate([excluded, v[..., None]], axis=-1)
+        return np.stack(picks, axis=-1)
+
+    def replace_out_of_bounds(self, problems: np.ndarray, trial: np.ndarray) -> None:
+        """Replace, in place, every trial parameter outside [0, 1] by a uniform random value."""
+        out = (trial > 1) | (trial < 0)
+        if n_out := np.count_nonzero(out):
+            trial[out] = self.rng.uniform(size=n_out)
+
+
+class PerProblemDraws:
+    """One Generator per problem, drawn in exactly SciPy's order (a Python loop over problems).
+
+    Problem k's numbers never depend on the other problems, so a batch gives the same results as
+    K separate runs, and those equal ``scipy.optimize.differential_evolution(rng=Generator)``.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], popsize: int, n_dims: int, n_samples: int):
+        self.rngs, self.K, self.M, self.D, self.n_samples = rngs, len(rngs), popsize, n_dims, n_samples
+        # SciPy keeps one member index array per solver and reshuffles it for every sample draw.
+        self.index = np.tile(np.arange(popsize), (self.K, 1))
+
+    def lhs(self) -> np.ndarray:
+        """Return SciPy's Latin hypercube population for each problem (K, M, D)."""
+        m = self.M
+        offsets = np.linspace(0.0, 1.0, m, endpoint=False)[:, None]
+        out = np.empty((self.K, m, self.D))
+        for k, g in enumerate(self.rngs):
+            samples = (1.0 / m) * g.uniform(size=(m, self.D)) + offsets
+            for j in range(self.D):
+                out[k, :, j] = samples[g.permutation(range(m)), j]
+        return out
+
+    def uniform_population(self) -> np.ndarray:
+        """Return SciPy's uniformly random population for each problem (K, M, D)."""
+        return np.stack([g.uniform(size=(self.M, self.D)) for g in self.rngs])
+
+    def dither(self, problems: np.ndarray, low: float, high: float) -> np.ndarray:
+        """Return one mutation constant per problem, uniform in [low, high)."""
+        return np.array([self.rngs[k].uniform(low, high) for k in problems])
+
+    def _select(self, k: int, candidate: int) -> np.ndarray:
+        g, idx = self.rngs[k], self.index[k]
+        g.shuffle(idx)
+        first = idx[:6]  # SciPy always draws 5 samples; strategies use the first few
+        return first[first != candidate][: self.n_samples]
+
+    def trial_draws(self, problems: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Return (samples, fill points, crossover uniforms) as SciPy draws them, per problem."""
+        samples = np.empty((*candidates.shape, self.n_samples), dtype=np.int64)
+        fill = np.empty(candidates.shape, dtype=np.int64)
+        uniforms = np.empty((*candidates.shape, self.D))
+        for i, k in enumerate(problems):
+            g = self.rngs[k]
+            if candidates.ndim == 1:  # immediate: fill point, samples, crossover
+                fill[i] = g.integers(self.D)
+                samples[i] = self._select(k, candidates[i])
+                uniforms[i] = g.uniform(size=self.D)
+            else:  # deferred: samples of every member, then fill points, then crossover
+                samples[i] = [self._select(k, c) for c in candidates[i]]
+                fill[i] = g.integers(self.D, size=candidates.shape[1])
+                uniforms[i] = g.uniform(size=(candidates.shape[1], self.D))
+        return samples, fill, uniforms
+
+    def replace_out_of_bounds(self, problems: np.ndarray, trial: np.ndarray) -> None:
+        """Replace, in place, every trial parameter outside [0, 1] by a uniform random value."""
+        for i, k in enumerate(problems):
+            t = trial[i]
+            out = (t > 1) | (t < 0)
+            if n_out := np.count_nonzero(out):
+                t[out] = self.rngs[k].uniform(size=n_out)
+
+
 class BatchedDE:
     """Minimise ``n_problems`` independent problems with shared bounds by differential evolution.
 
@@ -165,7 +285,7 @@ class BatchedDE:
         bounds: np.ndarray,
         n_problems: int,
         config: DEConfig | None = None,
-        seed: int | np.random.Generator | None = None,
+        seed: int | np.random.Generator | Sequence[int | np.random.Generator] | None = None,
         init_population: np.ndarray | None = None,
         callback: Callable[[BatchedDE], np.ndarray | None] | None = None,
         max_batch: int | None = None,
@@ -178,7 +298,6 @@ class BatchedDE:
         self.max_batch = max_batch
         if int(n_problems) != n_problems or n_problems < 1:
             raise ValueError(f"n_problems must be an integer >= 1, got {n_problems}")
-        self.rng = np.random.default_rng(seed)
 
         limits = np.array(bounds, dtype=np.float64)
         if limits.ndim != 2 or limits.shape[1] != 2 or len(limits) == 0:
@@ -190,8 +309,13 @@ class BatchedDE:
             lb, ub = np.ceil(limits[:, 0]), np.floor(limits[:, 1])
             if np.any(lb > ub):
                 raise ValueError(f"bounds {limits.tolist()} hold no integer value in some dimension")
-            # Widen to (lb - 0.5, ub + 0.5) so rounding gives every integer the same mass (as SciPy).
-            limits = np.stack([np.nextafter(lb - 0.5, np.inf), np.nextafter(ub + 0.5, -np.inf)], axis=1)
+            if config.uniform_integers:
+                # Widen to (lb - 0.5, ub + 0.5): rounding then gives every integer the same mass.
+                limits = np.stack([np.nextafter(lb - 0.5, np.inf), np.nextafter(ub + 0.5, -np.inf)], axis=1)
+            else:
+                # SciPy computes its scaling before widening, so in effect it scales to [lb, ub] and
+                # rounds: the two end values get half the mass of the others. Same here.
+                limits = np.stack([lb, ub], axis=1)
         self._centre = 0.5 * (limits[:, 0] + limits[:, 1])
         self._width = np.abs(limits[:, 1] - limits[:, 0])
         with np.errstate(divide="ignore"):
@@ -200,12 +324,24 @@ class BatchedDE:
 
         self.K, self.M, self.D = int(n_problems), int(config.popsize), len(limits)
         self._n_samples = _N_SAMPLES[config.strategy]
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != self.K:
+                raise ValueError(f"seed holds {len(seed)} per-problem seeds for {self.K} problems")
+            self.rng = None
+            rngs = [np.random.default_rng(s) for s in seed]
+            self._draws: SharedDraws | PerProblemDraws = PerProblemDraws(
+                rngs, self.M, self.D, self._n_samples
+            )
+        else:
+            self.rng = np.random.default_rng(seed)
+            self._draws = SharedDraws(self.rng, self.K, self.M, self.D, self._n_samples)
         mut = np.atleast_1d(np.asarray(config.mutation, dtype=np.float64))
         self._dither = tuple(np.sort(mut)) if mut.size == 2 else None
         self.scale = np.full(self.K, mut[0])  # F per problem (dithered each generation)
 
         if init_population is None:
-            self._pop = self._init_lhs() if config.init == "latinhypercube" else self._init_random()
+            lhs = config.init == "latinhypercube"
+            self._pop = self._draws.lhs() if lhs else self._draws.uniform_population()
         else:
             init = np.asarray(init_population, dtype=np.float64)
             if init.shape != (self.K, self.M, self.D):
@@ -260,16 +396,6 @@ class BatchedDE:
 
     # ---- initialisation ------------------------------------------------------------------------
 
-    def _init_lhs(self) -> np.ndarray:
-        """Return a Latin hypercube population (K, M, D) on the unit cube, one design per problem."""
-        k, m, d = self.K, self.M, self.D
-        samples = self.rng.uniform(size=(k, m, d)) / m + np.linspace(0.0, 1.0, m, endpoint=False)[:, None]
-        order = np.argsort(self.rng.uniform(size=(k, m, d)), axis=1)  # independent shuffle per column
-        return np.take_along_axis(samples, order, axis=1)
-
-    def _init_random(self) -> np.ndarray:
-        return self.rng.uniform(size=(self.K, self.M, self.D))
-
     def initialise(self) -> None:
         """Score the initial population of every problem (one call, split by max_batch)."""
         if self.initialised:
@@ -302,25 +428,10 @@ class BatchedDE:
 
     # ---- evolution -----------------------------------------------------------------------------
 
-    def _samples(self, candidates: np.ndarray) -> np.ndarray:
-        """Return distinct random member indices (..., n_samples), none equal to the candidate."""
-        excluded = candidates[..., None]
-        picks = []
-        for i in range(self._n_samples):
-            v = self.rng.integers(0, self.M - 1 - i, size=candidates.shape)
-            # Skip over the excluded indices in ascending order: uniform over the rest.
-            ordered = np.sort(excluded, axis=-1)
-            for j in range(i + 1):
-                v += v >= ordered[..., j]
-            picks.append(v)
-            excluded = np.concatenate([excluded, v[..., None]], axis=-1)
-        return np.stack(picks, axis=-1)
-
-    def _mutants(self, problems: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Return mutant vectors (..., D) for candidates (n,) or (n, M) of ``problems`` (n,)."""
+    def _mutants(self, problems: np.ndarray, candidates: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Return mutant vectors (..., D) for candidates (n,) or (n, M) of ``problems`` (n,), samples r."""
         extra = (1,) * (candidates.ndim - 1)
         p = problems.reshape(-1, *extra)
-        r = self._samples(candidates)
 
         def g(i: int) -> np.ndarray:
             return self._pop[p, r[..., i]]
@@ -344,16 +455,13 @@ class BatchedDE:
 
     def _trials(self, problems: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Return binomial-crossover trials (..., D) in [0, 1] for candidates of ``problems``."""
-        shape = candidates.shape
-        bprime = self._mutants(problems, candidates)
-        fill = self.rng.integers(0, self.D, size=shape)
-        cross = self.rng.uniform(size=(*shape, self.D)) < self.config.recombination
+        samples, fill, uniforms = self._draws.trial_draws(problems, candidates)
+        bprime = self._mutants(problems, candidates, samples)
+        cross = uniforms < self.config.recombination
         np.put_along_axis(cross, fill[..., None], True, axis=-1)
-        p = problems.reshape(-1, *(1,) * (len(shape) - 1))
+        p = problems.reshape(-1, *(1,) * (candidates.ndim - 1))
         trial = np.where(cross, bprime, self._pop[p, candidates])
-        out = (trial > 1) | (trial < 0)
-        if n_out := np.count_nonzero(out):
-            trial[out] = self.rng.uniform(size=n_out)
+        self._draws.replace_out_of_bounds(problems, trial)
         return trial
 
     def _promote_lowest(self, problems: np.ndarray) -> None:
@@ -417,7 +525,7 @@ class BatchedDE:
         if problems.size == 0:
             return
         if self._dither is not None:
-            self.scale[problems] = self.rng.uniform(self._dither[0], self._dither[1], size=problems.size)
+            self.scale[problems] = self._draws.dither(problems, *self._dither)
         if self.config.updating == "immediate":
             self._immediate_generation(problems)
         else:
