@@ -146,3 +146,15 @@ def test_figures_and_rebuilt_originals(real_run: Path, test_split: PatchSet) -> 
         for record in store.records():
             clean = original_image(read_png(pngs[record.image_id]), record)
             np.testing.assert_array_equal(clean, test_split.images[by_name[record.image_id]])
+
+
+def test_figures_and_export_commands(real_run: Path) -> None:
+    with CampaignStore.open(real_run, create=False) as store:
+        first = store.records()[0].image_id
+    (real_run / "attacks.csv").unlink()
+    out = CliRunner().invoke(app, ["export", str(real_run)])
+    assert out.exit_code == 0 and len((real_run / "attacks.csv").read_text().splitlines()) == 4
+    fig = CliRunner().invoke(app, ["figures", str(real_run), "--id", first])
+    assert fig.exit_code == 0 and (real_run / "figures" / f"pair_{first}.png").is_file()
+    bad = CliRunner().invoke(app, ["figures", str(real_run), "--id", "not-an-image"])
+    assert bad.exit_code == 2 and "not-an-image" in bad.output
