@@ -5,19 +5,22 @@ Latin hypercube, integrality, no polishing):
 
 - ``synthetic``: test functions in 5 dimensions, ``--runs`` seeds each: our engine (all runs as
   one batch) vs SciPy, immediate and deferred; medians and two-sided Mann-Whitney p-values of
-  the final best energy, the generation count and the best energy after 10 generations.
+  the final best energy, the generation count and the best energy after 10 generations; and how
+  many runs ours with per-problem seeds reproduces bit for bit.
 - ``model``: one-pixel attacks on the bundled classifier over ``--images`` AMi-Br test images
   (confident ones first, per the paper's filter: true positives scored >= 0.9 for ``lower``,
   true negatives <= 0.1 for ``raise``; less confident ones fill up if too few): ours
   (immediate), ours (deferred), SciPy immediate (one image per call, as the paper ran it) and
-  SciPy deferred (``vectorized=True``). Success (crossing 0.5, not early-converged), strong
+  SciPy deferred (``vectorized=True``), and ours (immediate) with one seed per image equal to
+  SciPy's seeds (``-seeded``: a bit-for-bit replay of SciPy where the model's scores do not
+  depend on the batch). Success (crossing 0.5, not early-converged), strong
   success, early convergence, generations, score after, with 95% CIs; paired tests of each
   method against SciPy immediate on the same images; wall time per attack and queries/s.
 - ``overhead``: the engine's own time per generation with a trivial function (K=30, M=200, D=5).
 
     python benchmarks/de_fidelity.py [--parts synthetic,model,overhead] [--images 50] [--maxiter 100]
-        [--directions lower,raise] [--methods ours-immediate,ours-deferred,scipy-immediate,scipy-deferred]
-        [--threads 1] [--out benchmarks/results/de_fidelity.json]
+        [--directions lower,raise] [--threads 1] [--out benchmarks/results/de_fidelity.json]
+        [--methods ours-immediate,ours-deferred,scipy-immediate,scipy-deferred,ours-immediate-seeded]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from onepixel.attack.perturb import apply_pixels, bounds_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "de_fidelity.json"
-METHODS = ("ours-immediate", "ours-deferred", "scipy-immediate", "scipy-deferred")
+METHODS = ("ours-immediate", "ours-deferred", "scipy-immediate", "scipy-deferred", "ours-immediate-seeded")
 REFERENCE = "scipy-immediate"
 
 
@@ -145,7 +148,9 @@ def synthetic(runs: int, maxiter: int, seed: int) -> dict[str, Any]:
                 "nit": np.array([r.nit for r in res]),
                 "gen10": np.array([r.history[min(10, len(r.history) - 1)] for r in res]),
             }
-            ref: dict[str, list[float]] = {"fun": [], "nit": [], "gen10": []}
+            seeds = [seed + 10_000 + s for s in range(runs)]
+            replay = BatchedDE(lambda v, ids, f=f: f(v), np.array(bounds), runs, cfg, seed=seeds).solve()
+            ref: dict[str, list[Any]] = {"fun": [], "nit": [], "gen10": [], "x": []}
             vec = updating == "deferred"
             t0 = time.perf_counter()
             for s in range(runs):
@@ -153,16 +158,26 @@ def synthetic(runs: int, maxiter: int, seed: int) -> dict[str, Any]:
                 r = differential_evolution(
                     (lambda x, f=f: f(x.T)) if vec else f,
                     bounds,
-                    rng=seed + 10_000 + s,
+                    rng=np.random.default_rng(seeds[s]),
                     vectorized=vec,
                     callback=_recorder(best),
                     **cfg.scipy_kwargs(len(bounds)),
                 )
                 ref["fun"].append(r.fun)
                 ref["nit"].append(r.nit)
+                ref["x"].append(r.x)
                 ref["gen10"].append(best[min(10, len(best)) - 1])
             t_ref = time.perf_counter() - t0
-            row = {"runs": runs, "ours_s": t_ours, "scipy_s": t_ref}
+            identical = sum(
+                np.array_equal(a.x, b) and a.nit == n and a.fun == e
+                for a, b, n, e in zip(replay, ref["x"], ref["nit"], ref["fun"], strict=True)
+            )
+            row: dict[str, Any] = {
+                "runs": runs,
+                "ours_s": t_ours,
+                "scipy_s": t_ref,
+                "seeded_identical": identical,
+            }
             for key in ours:
                 row[key] = {
                     "ours_median": float(np.median(ours[key])),
@@ -170,7 +185,12 @@ def synthetic(runs: int, maxiter: int, seed: int) -> dict[str, Any]:
                     "mwu_p": mwu(ours[key], np.array(ref[key])),
                 }
             out[f"{name}/{updating}"] = row
-            print(f"synthetic {name:10s} {updating:9s}", _fmt_synth(row), flush=True)
+            print(
+                f"synthetic {name:10s} {updating:9s}",
+                _fmt_synth(row),
+                f"seeded identical {identical}/{runs}",
+                flush=True,
+            )
     return out
 
 
@@ -194,7 +214,12 @@ def _fmt_synth(row: dict[str, Any]) -> str:
 def overhead(generations: int = 5) -> dict[str, Any]:
     """Return the engine's own ms per generation (K=30, M=200, D=5) with a trivial numpy function."""
     out = {}
-    for updating in ("immediate", "deferred"):
+    for updating, seeded in [
+        ("immediate", False),
+        ("deferred", False),
+        ("immediate", True),
+        ("deferred", True),
+    ]:
         calls = [0]
 
         def f(v: np.ndarray, ids: np.ndarray, calls: list[int] = calls) -> np.ndarray:
@@ -202,17 +227,16 @@ def overhead(generations: int = 5) -> dict[str, Any]:
             return (v * v).sum(1) * 1e-6
 
         cfg = DEConfig(popsize=200, maxiter=generations + 1, updating=updating, convergence=False)
-        de = BatchedDE(f, bounds_for(1), 30, cfg, seed=0)
+        de = BatchedDE(f, bounds_for(1), 30, cfg, seed=list(range(30)) if seeded else 0)
         de.initialise()
         calls[0] = 0
         t0 = time.perf_counter()
         for _ in range(generations):
             de.step()
         ms = (time.perf_counter() - t0) / generations * 1000
-        out[updating] = {"ms_per_generation": ms, "func_calls_per_generation": calls[0] / generations}
-        print(
-            f"overhead {updating:9s} {ms:.1f} ms/generation, {calls[0] / generations:.0f} calls", flush=True
-        )
+        name = updating + ("-seeded" if seeded else "")
+        out[name] = {"ms_per_generation": ms, "func_calls_per_generation": calls[0] / generations}
+        print(f"overhead {name:16s} {ms:.1f} ms/generation, {calls[0] / generations:.0f} calls", flush=True)
     return out
 
 
@@ -237,7 +261,9 @@ def select(
     return chosen, scores[chosen], np.isin(chosen, confident)
 
 
-def attack_ours(target: Any, images: np.ndarray, direction: str, cfg: DEConfig, seed: int) -> dict[str, Any]:
+def attack_ours(
+    target: Any, images: np.ndarray, direction: str, cfg: DEConfig, seed: int | list[int]
+) -> dict[str, Any]:
     """Attack all images in one BatchedDE; return per-image outcomes and timings."""
     fitness = make_fitness(target, images, PlainObjective(direction))
     q0, t0 = target.queries, time.perf_counter()
@@ -248,6 +274,7 @@ def attack_ours(target: Any, images: np.ndarray, direction: str, cfg: DEConfig, 
         "nit": np.array([r.nit for r in res]),
         "early": np.array([r.early_converged for r in res]),
         "nfev": np.array([r.nfev for r in res]),
+        "x": np.array([r.x for r in res]),
         "wall_s": wall,
         "queries": target.queries - q0,
     }
@@ -260,7 +287,7 @@ def attack_scipy(
     bounds = [tuple(b) for b in bounds_for(1)]
     kw = cfg.scipy_kwargs(5)
     kw["updating"] = "deferred" if vectorized else "immediate"
-    out: dict[str, list[Any]] = {"score_after": [], "nit": [], "early": [], "nfev": []}
+    out: dict[str, list[Any]] = {"score_after": [], "nit": [], "early": [], "nfev": [], "x": []}
     q0, t0 = target.queries, time.perf_counter()
     for i, image in enumerate(images):
         one = image[None]
@@ -272,7 +299,9 @@ def attack_scipy(
             e = score_to_energy(target.predict(apply_pixels(one, v, np.zeros(len(v), int))), direction)
             return e if vectorized else float(e[0])
 
-        r = differential_evolution(f, bounds, rng=seed + 1 + i, vectorized=vectorized, **kw)
+        rng = np.random.default_rng(seed + 1 + i)
+        r = differential_evolution(f, bounds, rng=rng, vectorized=vectorized, **kw)
+        out["x"].append(np.rint(r.x).astype(int))
         out["score_after"].append(float(score_to_energy(r.fun, direction)))
         out["nit"].append(r.nit)
         out["early"].append(bool(r.success and r.nit == 1))
@@ -329,10 +358,13 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
         for method in args.methods.split(","):
             if method not in METHODS:
                 raise SystemExit(f"unknown method {method!r}; use {METHODS}")
-            engine, updating = method.split("-")
+            engine, updating = method.split("-")[:2]
             cfg = paper_config(args.maxiter, updating, args.popsize)
             if engine == "ours":
-                r = attack_ours(target, images, direction, cfg, args.seed)
+                # "-seeded": one seed per image, the one SciPy gets: a bit-for-bit replay of SciPy.
+                seeded = method.endswith("seeded")
+                seeds = [args.seed + 1 + i for i in range(len(images))] if seeded else args.seed
+                r = attack_ours(target, images, direction, cfg, seeds)
             else:
                 r = attack_scipy(target, images, direction, cfg, args.seed, vectorized=updating == "deferred")
             section["methods"][method] = summarise(r, direction, before)
@@ -342,7 +374,7 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
             raw[method] = r
             s = section["methods"][method]
             print(
-                f"{direction:5s} {method:16s} n={s['n']} success {s['success']['rate']:.2f} "
+                f"{direction:5s} {method:21s} n={s['n']} success {s['success']['rate']:.2f} "
                 f"early {s['early_converged']['rate']:.2f} gens {s['generations']['mean']:.1f} "
                 f"after {s['score_after']['mean']:.3f}  {s['wall_s_per_attack']:.2f} s/attack "
                 f"{s['queries_per_s']:.0f} q/s",
@@ -351,7 +383,17 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
         if REFERENCE in raw:
             for method, r in raw.items():
                 if method != REFERENCE:
-                    section["paired_vs_" + REFERENCE][method] = paired(r, raw[REFERENCE])
+                    cmp = paired(r, raw[REFERENCE])
+                    ref = raw[REFERENCE]
+                    same = (r["x"] == ref["x"]).all(axis=1) & (r["nit"] == ref["nit"])
+                    cmp["identical_attacks"] = {"k": int(same.sum()), "n": len(same)}
+                    section["paired_vs_" + REFERENCE][method] = cmp
+                    succ = cmp["success"]
+                    print(
+                        f"{direction:5s} {method:21s} vs {REFERENCE}: identical {same.sum()}/{len(same)},"
+                        f" success diff {succ['diff']:+.2f} (McNemar p={succ['mcnemar_p']:.2f})",
+                        flush=True,
+                    )
         out[direction] = section
     return out
 
