@@ -220,3 +220,17 @@ def test_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, sma
         assert store.count() == 8 and sorted(store.done_ids()) == sorted(ids)
         assert sorted(p.name for p in (killed / "adversarial").iterdir()) == sorted(f"{i}.png" for i in ids)
     assert _comparable(killed) == _comparable(clean)
+
+
+def test_each_attack_is_independent_of_its_batch(
+    tmp_path: Path, target: TorchTarget, small_data: Path
+) -> None:
+    """Per-image seeds: the same image gives the same attack alone or beside others."""
+    patches = load_folder(small_data)
+    alone = run_campaign(
+        target, patches, tiny_config("raise", limit=3, images_per_batch=1), tmp_path / "a", progress=False
+    )
+    together = run_campaign(target, patches, tiny_config("raise", limit=3), tmp_path / "b", progress=False)
+    for a, b in zip(alone.records, together.records, strict=True):
+        assert (a.image_id, a.seed, a.vector, a.history) == (b.image_id, b.seed, b.vector, b.history)
+    assert len({r.seed for r in alone.records}) == 3

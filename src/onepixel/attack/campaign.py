@@ -11,11 +11,15 @@
    ``maxiter`` or crossed ``stop_at``): re-queries the target once on its best adversarial
    image, writes the PNG, commits the row.
 
-Determinism and resume: each batch's DE seed is derived from the campaign seed and the ids of
-the images in the batch, and batches are fixed slices of the stored selection. A resumed run
-re-runs a partly finished batch in full (storing only its missing rows), so killed + resumed
-gives exactly the rows of an uninterrupted run, at the cost of at most one batch of repeated
-queries.
+Determinism and resume: every attack has its own DE seed, derived from the campaign seed and
+its image id (``record.seed``); with per-problem seeds the engine draws each image's random
+numbers exactly as ``scipy.optimize.differential_evolution(rng=seed)`` would, whatever else
+runs in the batch. Batches are fixed slices of the stored selection and a resumed run re-runs
+a partly finished batch in full (storing only its missing rows), so the target sees the same
+batches and killed + resumed gives bit for bit the rows of an uninterrupted run, at the cost
+of at most one batch of repeated queries. (An objective with its own initial population, e.g.
+``colour``, draws it from one generator per batch, seeded from the campaign seed and the
+batch's image ids.)
 
 Wall time per attack (``wall_time_s``): each generation's wall time is shared equally among
 the problems active in it (so the sum over attacks is the campaign's attack time);
@@ -355,9 +359,8 @@ def _attack_batch(
 ) -> None:
     """Attack one batch of images with one BatchedDE; store each image as soon as it finishes."""
     n = len(ids)
-    seed = derive_seed(config.seed, *ids)
-    seq = np.random.SeedSequence(seed)
-    de_rng, init_rng = (np.random.default_rng(s) for s in seq.spawn(2))
+    seeds = [derive_seed(config.seed, image_id) for image_id in ids]
+    init_rng = np.random.default_rng(derive_seed(config.seed, "init", *ids))
     objective = make_objective(config.objective, config.direction, images, config.objective_options)
     fitness = make_fitness(target, images, objective, k=config.pixels)
     bounds = bounds_for(config.pixels, images.shape[1])
@@ -372,7 +375,7 @@ def _attack_batch(
 
     batch_start = time.perf_counter()
     solver = BatchedDE(
-        fitness, bounds, n, config=config.de, seed=de_rng, init_population=init, callback=callback
+        fitness, bounds, n, config=config.de, seed=seeds, init_population=init, callback=callback
     )
     share = np.zeros(n)  # pro-rata wall time per problem
     history: list[list[float]] = [[] for _ in range(n)]
@@ -416,7 +419,7 @@ def _attack_batch(
                 direction=config.direction,
                 objective=config.objective,
                 pixels=config.pixels,
-                seed=seed,
+                seed=seeds[i],
                 settings=config.settings(),
                 score_before=float(scores_before[i]),
                 score_after=score_after,
@@ -436,7 +439,7 @@ def _attack_batch(
                     "stopped_by": stopped,
                     "latency_s": now - batch_start,
                     "batch_size": n,
-                    "batch_seed": seed,
+                    "batch": [ids[0], ids[-1]],
                     "original_pixels": originals[j].astype(int).tolist(),
                 },
             )
