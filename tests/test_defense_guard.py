@@ -125,3 +125,22 @@ def test_evaluation_table_on_random_one_pixel_attacks(images, residual) -> None:
     ids = [f"img{i}" for i in range(40)]
     val = split_ids(ids + ids[:10], seed=0)
     assert len(val) == 20 and val == split_ids(ids, seed=0)
+
+
+def test_service_merges_guard_verdicts(target, images, residual) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from onepixel.serve.app import create_app
+
+    client = TestClient(create_app(target, guard=Guard(residual)))
+    attacked = yellow(images[:1], np.array([[12, 50]]))[0]
+    buf = io.BytesIO()
+    Image.fromarray(attacked).save(buf, format="PNG")
+    answer = client.post("/model/predict", files={"image": ("a.png", buf.getvalue(), "image/png")})
+    assert answer.status_code == 200
+    pred = answer.json()["predictions"][0]
+    assert pred["adversarial"] is True and pred["suspected_pixel"] == [12, 50]
+    assert pred["probability"] == pytest.approx(float(target.predict(attacked[None])[0]), abs=1e-6)

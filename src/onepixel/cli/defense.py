@@ -121,6 +121,103 @@ def train_detector(
     )
 
 
+def evaluate_detector(
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
+    ] = None,
+    data: DataOption = None,
+    detector: Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")] = "vae_amibr",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for detector.json and figures. Default: runs/detector.")
+    ] = None,
+    p: Annotated[float, typer.Option(help="Minkowski order used for the threshold and table.")] = 7.0,
+    seed: Annotated[int, typer.Option(help="Seed of the validation/test split by image id.")] = 0,
+    synthetic: Annotated[
+        int, typer.Option(help="Without campaigns: this many random one-pixel changes of test images.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Evaluate the VAE detector (and the residual baselines) on campaign adversarial images
+    against clean AMi-Br test-split images: AUC for p = 3, 5, 7, Youden threshold chosen on a
+    validation half, the paper's detected / not-detected table on the test half."""
+    import json
+
+    import torch
+
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.patches import DataError, load_folder
+    from onepixel.defense.detector import VAEDetector
+    from onepixel.defense.evaluate import (
+        evaluate_detectors,
+        load_runs,
+        summary_rows,
+        synthetic_attacks,
+        write_evaluation,
+    )
+    from onepixel.defense.residual import ResidualDetector
+
+    torch.set_num_threads(1)
+    if not runs and synthetic <= 0:
+        raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
+    root = resolve_data_dir(data)
+    try:
+        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        adversarial = (
+            load_runs(runs) if runs else synthetic_attacks(clean.images, clean.names, synthetic, seed)
+        )
+        vae = VAEDetector.from_pretrained(detector, p=p)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial images with {detector}"
+    )
+    report, arrays = evaluate_detectors(
+        vae,
+        [ResidualDetector(), ResidualDetector(normalise=True)],
+        clean.images,
+        clean.names,
+        adversarial,
+        seed=seed,
+        p=p,
+    )
+    folder = out or Path("runs") / "detector"
+    paths = write_evaluation(report, arrays, vae, clean.images, adversarial, folder)
+    rows = summary_rows(report)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"summary": rows, "vae_table": report["vae"]["table"], "files": [str(x) for x in paths]},
+                indent=2,
+            )
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"detectors on the test half (threshold: Youden on validation, seed {seed})")
+    for col in ("detector", "p", "AUC", "threshold", "detected", "successful missed", "clean FPR"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["detector"],
+            f"{r['p']:g}",
+            f"{r['auc_test']:.4f}",
+            f"{r['threshold']:.4g}",
+            f"{r['detected']}/{r['total']}",
+            str(r["successful_missed"]),
+            f"{r['clean_fpr']:.3f}",
+        )
+    console.print(table)
+    t = report["vae"]["table"]
+    console.print(
+        f"VAE table: {t['total']} adversarial; detected {t['detected']} "
+        f"({t['detected_success']} successful, {t['detected_failure']} failed); not detected "
+        f"{t['not_detected']} ({t['not_detected_success']} successful, {t['not_detected_failure']} failed)"
+    )
+    console.print(f"wrote {folder}/: " + ", ".join(x.name for x in paths))
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train-detector")(train_detector)
+    app.command("evaluate-detector")(evaluate_detector)

@@ -24,6 +24,11 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Most images per /model/predict_batch request.")] = 1024,
     max_upload: Annotated[int, typer.Option(help="Largest single upload in bytes (413 past it).")] = 1 << 20,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    guard: Annotated[
+        str | None,
+        typer.Option(help="Detector in front: a VAE name/.safetensors (e.g. vae_amibr) or residual."),
+    ] = None,
+    guard_threshold: Annotated[float | None, typer.Option(help="Detector threshold override.")] = None,
 ) -> None:
     """Serve a classifier with the IBM MAX REST API (plus a batch route) on HOST:PORT."""
     import uvicorn
@@ -40,7 +45,15 @@ def serve(
         target = open_target(model) if remote else open_target(model, mode=mode)
     except (FileNotFoundError, ValueError, TypeError, TargetError) as exc:
         raise fail(f"cannot open model {model!r}: {exc}") from exc
-    app = create_app(target, max_batch=max_batch, max_upload_bytes=max_upload)
+    inspector = None
+    if guard is not None:
+        from onepixel.defense.guard import build_guard
+
+        try:
+            inspector = build_guard(guard, guard_threshold)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(f"cannot build guard {guard!r}: {exc}") from exc
+    app = create_app(target, max_batch=max_batch, max_upload_bytes=max_upload, guard=inspector)
     typer.echo(
         f"serving {target.info.name} (positive: {target.info.positive}) on http://{host}:{port}", err=True
     )

@@ -222,3 +222,106 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def synthetic_attacks(images: np.ndarray, ids: Sequence[str], n: int, seed: int) -> AdversarialSet:
+    """Return ``n`` random one-pixel changes (uniform position and colour) of seeded images.
+
+    Stand-in adversarial images when no campaign is given; ``success`` is all False (they
+    were not optimised against any classifier).
+    """
+    from onepixel.attack.perturb import apply_pixels
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(images), size=n, replace=n > len(images))
+    size = images.shape[1]
+    vectors = np.column_stack([rng.integers(0, size, (n, 2)), rng.integers(0, 256, (n, 3))])
+    return AdversarialSet(
+        apply_pixels(images, vectors, pick),
+        np.asarray([ids[i] for i in pick], dtype=object),
+        np.zeros(n, dtype=bool),
+        np.full(n, "synthetic", dtype=object),
+    )
+
+
+def write_evaluation(
+    report: dict[str, Any],
+    arrays: dict[str, Any],
+    vae: Any,
+    clean_images: np.ndarray,
+    adversarial: AdversarialSet,
+    out: Path,
+) -> list[Path]:
+    """Write ``detector.json`` (flat summary + per-detector tables + full details) and the figures
+    into ``out``; return the written paths."""
+    import json
+
+    from onepixel.defense.figures import outside_images, reconstruction_figure, roc_figure, threshold_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    vae_res = report["vae"]
+    p, t = vae_res["p"], vae_res["threshold"]
+    summary = {
+        "p": p,
+        "threshold": t,
+        "adversarial (test half)": vae_res["table"]["total"],
+        "detected": vae_res["table"]["detected"],
+        "not detected": vae_res["table"]["not_detected"],
+        "successful attacks not detected": vae_res["table"]["not_detected_success"],
+        "clean false positive rate": vae_res["test_rates"]["fpr"],
+    }
+    summary.update({f"VAE AUC p={k}": v for k, v in vae_res["auc_test"].items()})
+    doc: dict[str, Any] = dict(summary)
+    doc["vae_table"] = vae_res["table"]
+    for row in summary_rows(report):
+        doc[f"{row['detector']}_summary"] = {k: v for k, v in row.items() if k != "detector"}
+    doc["split"] = report["split"]
+    doc["details"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "roc_test"}
+        for k, v in report.items()
+        if isinstance(v, dict) and "table" in v
+    }
+    paths = [out / "detector.json"]
+    paths[0].write_text(json.dumps(doc, indent=2, default=float))
+
+    paths.append(roc_figure(report, out / "roc_curves.png"))
+    cval, aval = arrays["clean_val"], arrays["adv_val"]
+    paths.append(
+        threshold_figure(
+            arrays["vae_clean"][p][cval], arrays["vae_adv"][p][aval], t, p, out / "threshold.png"
+        )
+    )
+    # reconstructions: detected attacks (successful first), a clean pass and clean false positives
+    cs, as_ = arrays["vae_clean"][p], arrays["vae_adv"][p]
+    test_adv = np.flatnonzero(~aval)
+    order = test_adv[np.lexsort((-as_[test_adv], ~adversarial.success[test_adv]))]
+    picks, titles = [], []
+    for i in order[:2]:
+        picks.append(adversarial.images[i])
+        ok = "successful" if adversarial.success[i] else "failed"
+        titles.append(f"attacked ({ok}, {'detected' if as_[i] > t else 'missed'})")
+    test_clean = np.flatnonzero(~cval)
+    passed = test_clean[cs[test_clean] <= t]
+    flagged = test_clean[cs[test_clean] > t]
+    if len(passed):
+        picks.append(clean_images[passed[np.argsort(cs[passed])[len(passed) // 2]]])
+        titles.append("clean (passed)")
+    for i in flagged[np.argsort(-cs[flagged])][:2]:
+        picks.append(clean_images[i])
+        titles.append("clean (false positive)")
+    if picks:
+        stack = np.stack(picks)
+        paths.append(
+            reconstruction_figure(stack, vae.reconstruct(stack), titles, out / "reconstructions.png", p)
+        )
+    other, names = outside_images(vae.image_size)
+    if len(other):
+        paths.append(
+            reconstruction_figure(other, vae.reconstruct(other), names, out / "outside_images.png", p)
+        )
+        scores = vae.score(other, p)
+        doc["outside_images"] = {
+            n: {"score": float(s), "flagged": bool(s > t)} for n, s in zip(names, scores, strict=True)
+        }
+        paths[0].write_text(json.dumps(doc, indent=2, default=float))
+    return paths

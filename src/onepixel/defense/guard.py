@@ -147,3 +147,18 @@ class GuardedTarget(Target):
     def close(self) -> None:
         """Close the wrapped target."""
         self.target.close()
+
+
+def build_guard(spec: str, threshold: float | None = None, p: float = 7.0) -> Guard:
+    """Return a guard from a spec: ``residual`` / ``residual-norm`` (thresholds required) or a
+    bundled VAE name / ``.safetensors`` file (threshold from its metadata unless given)."""
+    if spec in ("residual", "residual-norm"):
+        if threshold is None:
+            raise ValueError(f"guard {spec!r} needs a threshold (--guard-threshold)")
+        return Guard(ResidualDetector(normalise=spec == "residual-norm"), threshold=threshold)
+    from onepixel.defense.detector import VAEDetector
+
+    det = VAEDetector.from_pretrained(spec, p=p, threshold=threshold)
+    if det.threshold is None:
+        raise ValueError(f"VAE {spec!r} stores no threshold for p={p:g}; pass --guard-threshold")
+    return Guard(det)
