@@ -330,9 +330,9 @@ def run_campaign(
         finally:
             if bar is not None:
                 bar.stop()
+            store.export_csv()  # also after Ctrl-C: the CSV holds every finished attack
         records = store.records()
         new = store.count() - resumed
-        store.export_csv()
     return CampaignResult(
         run_dir=run_dir,
         records=records,

@@ -59,13 +59,17 @@ def score_boxplot(records: Sequence[AttackRecord], summary: dict[str, Any], path
     after = [r.score_after for r in used]
     pos = summary.get("positive") or "positive"
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    parts = ax.boxplot([before, after], widths=0.5, patch_artist=True, showfliers=True)
+    parts = ax.boxplot([before, after], widths=0.5, patch_artist=True, showfliers=len(used) > 300)
     ax.set_xticks([1, 2], ["before attack", "after attack"])
     for patch, colour in zip(parts["boxes"], (BEFORE, AFTER), strict=True):
         patch.set_facecolor(colour)
         patch.set_alpha(0.75)
     for med in parts["medians"]:
         med.set_color("black")
+    if len(used) <= 300:  # small campaigns: show every attack as a jittered dot
+        jitter = np.random.default_rng(0).uniform(-0.12, 0.12, size=(2, len(used)))
+        for i, values in enumerate((before, after)):
+            ax.scatter(i + 1 + jitter[i], values, s=9, color="black", alpha=0.45, zorder=3, lw=0)
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     ax.text(2.45, 0.5, "0.5", va="center", ha="left", color="grey", fontsize=8)
     ax.set_ylim(-0.03, 1.03)
