@@ -21,6 +21,7 @@ import numpy as np
 from onepixel.targets.base import Target
 
 STATE_FILE = "confmap_state.npz"
+DEFAULT_CHUNK = 1024
 
 
 class ConfmapError(ValueError):
@@ -196,7 +197,8 @@ def compute_confmap(
 
     Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
     min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
-    perturbed images are built in one reused buffer. With ``out_dir``, the state is saved after
+    perturbed images (default: the smallest multiple of ``target.batch_size`` >= 1024) are built in
+    one reused buffer. With ``out_dir``, the state is saved after
     every row and finished rows of an earlier run (same image, levels and target) are skipped.
     ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
     rows; the map is then partial (see ``done``; unfinished rows hold inf / -inf / nan).
@@ -210,7 +212,10 @@ def compute_confmap(
     colours = colour_grid(levels)
     n_col = len(colours)
     h, w = image.shape[:2]
-    batch = int(batch_size or target.batch_size)
+    if batch_size is None:
+        # Whole multiples of the target's own batch size: predict splits them into its best chunks.
+        batch_size = target.batch_size * max(1, -(-DEFAULT_CHUNK // target.batch_size))
+    batch = int(batch_size)
     if batch < 1:
         raise ConfmapError(f"batch_size must be >= 1, got {batch}")
     key, target_name = _image_key(image), target.info.name
@@ -328,3 +333,66 @@ def _progress(enabled: bool, total: int, levels: int):
     )
     bar.start()
     return bar, bar.add_task("evaluations", total=total)
+
+
+def resolve_direction(cmap: ConfidenceMap, direction: str = "auto") -> str:
+    """Return ``direction``, or for "auto" "lower" when the clean score is >= 0.5, else "raise"."""
+    if direction == "auto":
+        return "lower" if cmap.score_before >= 0.5 else "raise"
+    if direction not in ("lower", "raise"):
+        raise ConfmapError(f"direction must be auto, lower or raise, got {direction!r}")
+    return direction
+
+
+def save_confmap(
+    cmap: ConfidenceMap, out_dir: str | Path, direction: str = "auto", title: str = ""
+) -> dict[str, object]:
+    """Write ``confmap.npz`` (maps), ``confmap.png`` (figure) and ``confmap.json`` to ``out_dir``.
+
+    Returns the JSON summary (see :meth:`ConfidenceMap.summary`) with the file paths added.
+    """
+    import json
+
+    from onepixel.analysis.figures import confmap_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    way = resolve_direction(cmap, direction)
+    np.savez_compressed(
+        out / "confmap.npz",
+        image=cmap.image,
+        min=cmap.min,
+        max=cmap.max,
+        mean=cmap.mean,
+        argmin=cmap.argmin,
+        argmax=cmap.argmax,
+        done=cmap.done,
+        levels=np.array(cmap.levels),
+        score_before=np.array(cmap.score_before),
+    )
+    summary = {"title": title, **cmap.summary(way)}
+    summary["figure"] = str(confmap_figure(cmap, way, out / "confmap.png", title=title))
+    summary["maps"] = str(out / "confmap.npz")
+    (out / "confmap.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def confidence_map(
+    target: Target,
+    image: np.ndarray,
+    levels: int = 6,
+    out_dir: str | Path | None = None,
+    *,
+    direction: str = "auto",
+    title: str = "",
+    progress: bool = False,
+) -> tuple[ConfidenceMap, dict[str, object] | None]:
+    """Return (map, summary): compute (resuming from ``out_dir``) and, with ``out_dir``, save the files.
+
+    The summary (None without ``out_dir``) is what :func:`save_confmap` returns; the report uses
+    its ``figure`` and ``best`` entries.
+    """
+    cmap = compute_confmap(target, image, levels, out_dir=out_dir, progress=progress)
+    if out_dir is None:
+        return cmap, None
+    return cmap, save_confmap(cmap, out_dir, direction, title)

@@ -1,0 +1,77 @@
+"""The whole analysis of attack runs: per (objective, direction) group, chromatic + spatial + periodicity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onepixel.analysis.chromatic import (
+    PARTIAL_LOWER_BELOW,
+    PARTIAL_RAISE_ABOVE,
+    chromatic_analysis,
+    partial_success,
+)
+from onepixel.analysis.loading import AttackTable
+from onepixel.analysis.periodicity import periodicity_analysis
+from onepixel.analysis.spatial import spatial_analysis
+from onepixel.config import IMAGE_SIZE
+
+
+def group_keys(table: AttackTable) -> list[tuple[str, str]]:
+    """Return the sorted distinct (objective, direction) pairs of ``table``."""
+    return sorted({(str(o), str(d)) for o, d in zip(table.objective, table.direction, strict=True)})
+
+
+def group_mask(table: AttackTable, objective: str, direction: str) -> np.ndarray:
+    """Return the bool mask (N,) of rows with this objective and direction."""
+    return (table.objective == objective) & (table.direction == direction)
+
+
+def analyze(
+    table: AttackTable,
+    *,
+    lower_below: float = PARTIAL_LOWER_BELOW,
+    raise_above: float = PARTIAL_RAISE_ABOVE,
+    size: int = IMAGE_SIZE,
+    top_colours: int = 10,
+) -> dict[str, Any]:
+    """Return every number of the analysis as a JSON-ready dict.
+
+    ``groups`` maps "objective/direction" to: counts (attacks, early-converged, partly successful),
+    and, over the partly-successful attacks (lower: score after < ``lower_below``; raise: score
+    after > ``raise_above``), the chromatic, spatial and periodicity analyses.
+    """
+    partial = partial_success(table, lower_below, raise_above)
+    groups: dict[str, Any] = {}
+    for objective, direction in group_keys(table):
+        mask = group_mask(table, objective, direction)
+        used = table.subset(mask & partial)
+        groups[f"{objective}/{direction}"] = {
+            "objective": objective,
+            "direction": direction,
+            "attacks": int(mask.sum()),
+            "early_converged": int((mask & table.early_converged).sum()),
+            "successes": int((mask & table.success).sum()),
+            "partly_successful": len(used),
+            "filter": (
+                {"score_after_below": lower_below}
+                if direction == "lower"
+                else {"score_after_above": raise_above}
+            ),
+            "chromatic": chromatic_analysis(used, top_colours),
+            "spatial": spatial_analysis(used, size),
+            "periodicity": periodicity_analysis(used),
+        }
+    return {
+        "runs": sorted({str(r) for r in table.run}),
+        "attacks": len(table),
+        "groups": groups,
+    }
+
+
+def default_out_dir(runs: list[str | Path]) -> Path:
+    """Return where figures go by default: ``<first run>/figures`` (the CSV's folder for a CSV)."""
+    first = Path(runs[0])
+    return (first if first.is_dir() else first.parent) / "figures"
