@@ -34,6 +34,10 @@ def train(
     max_shift: Annotated[
         float, typer.Option(help="Translation jitter: crop centre within this many px.")
     ] = 25.0,
+    brightness: Annotated[float, typer.Option(help="Brightness jitter, +- this many /255 levels.")] = 64.0,
+    contrast_min: Annotated[float, typer.Option(help="Contrast factor drawn from [this, 1].")] = 0.25,
+    saturation_min: Annotated[float, typer.Option(help="Saturation factor drawn from [this, 1].")] = 0.75,
+    hue: Annotated[float, typer.Option(help="Hue shift, +- this fraction of a full turn.")] = 0.04,
     val_fraction: Annotated[
         float, typer.Option(help="Share of training images (whole slides) for validation.")
     ] = 0.15,
@@ -75,7 +79,13 @@ def train(
         val_fraction=val_fraction,
         select_metric=select,  # type: ignore[arg-type]
         seed=seed,
-        augment=AugmentConfig(max_shift=max_shift),
+        augment=AugmentConfig(
+            max_shift=max_shift,
+            brightness=brightness / 255.0,
+            contrast=(contrast_min, 1.0),
+            saturation=(saturation_min, 1.0),
+            hue=hue,
+        ),
     )
     command = "onepixel train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else None
     try:

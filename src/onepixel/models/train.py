@@ -61,6 +61,9 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_steps: int | None = None
+    # bfloat16 autocast for the training forward pass where the CPU has native bf16 (AMX/AVX512):
+    # ~30% faster here; weights, optimiser and evaluation stay float32.
+    bf16: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict."""
@@ -148,6 +151,14 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
+def bf16_supported() -> bool:
+    """Return True when this CPU runs bfloat16 convolutions natively (oneDNN with AVX512-BF16/AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def train_classifier(
     data: PatchSet,
     cfg: TrainConfig,
@@ -201,6 +212,7 @@ def train_classifier(
         total = min(total, cfg.max_steps)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
+    use_bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, best_metrics = -math.inf, None, -1, {}
     seen, train_time, step = 0, 0.0, 0
@@ -223,7 +235,9 @@ def train_classifier(
                 x = x.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * _lr_factor(step, total, warmup, cfg.schedule)
-                loss = F.binary_cross_entropy_with_logits(model(x), y_train[idx], pos_weight=pos_weight)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(x)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y_train[idx], pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -325,6 +339,7 @@ def build_meta(
         "images_per_second": round(result.images_per_second, 1),
         "train_seconds": round(result.seconds, 1),
         "torch_threads": torch.get_num_threads(),
+        "bf16_autocast": bf16_supported() if cfg.bf16 is None else cfg.bf16,
         "torch": torch.__version__,
         "code_commit": git_commit(),
         "command": command,
