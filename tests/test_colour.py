@@ -120,3 +120,31 @@ def test_preset_and_bad_input(test_split):
         ColourObjective("lower", test_split.images[:2]).init_population(
             np.random.default_rng(0), 3, 10, np.array([[0, 63]] * 2 + [[0, 255]] * 3)
         )
+
+
+def test_colour_objective_drives_the_de_engine(test_split):
+    """Two real images, the bundled model, a short deferred DE: energies are w_nn*g + w_c*h of the best."""
+    from onepixel.attack.de import BatchedDE, DEConfig
+    from onepixel.attack.objectives import Objective, make_fitness
+    from onepixel.attack.perturb import apply_pixels, bounds_for
+    from onepixel.targets import TorchTarget
+
+    target = TorchTarget.from_pretrained()
+    images = test_split.images[:2]
+    objective = ColourObjective("lower", images)
+    assert isinstance(objective, Objective)
+    fitness = make_fitness(target, images, objective)
+    bounds = bounds_for(1)
+    init = objective.init_population(np.random.default_rng(0), 2, 24, bounds)
+    config = DEConfig(popsize=24, maxiter=2, updating="deferred")
+    solver = BatchedDE(fitness, bounds, 2, config, seed=0, init_population=init)
+    solver.solve()
+    best = np.rint(np.asarray(solver.best_x)).astype(int)
+    scores = target.predict(apply_pixels(images, best, np.arange(2)))
+    want = 0.6 * scores + 0.4 * colour_error(images, best)
+    np.testing.assert_allclose(np.asarray(solver.best_energy), want, atol=1e-5)
+    # The best found is at least as good as any initial member.
+    first = fitness.objective.energies(
+        target.predict(apply_pixels(images, init[:, 0], np.arange(2))), init[:, 0], np.arange(2)
+    )
+    assert np.all(np.asarray(solver.best_energy) <= first + 1e-9)
