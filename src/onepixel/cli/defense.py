@@ -217,7 +217,46 @@ def evaluate_detector(
     console.print(f"wrote {folder}/: " + ", ".join(x.name for x in paths))
 
 
+def calibrate_detector(
+    weights: Annotated[Path, typer.Argument(help="VAE .safetensors file to calibrate (rewritten).")],
+    data: DataOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out slides (as in training) and attacks.")] = 0,
+    heldout: Annotated[float, typer.Option(help="Held-out slide fraction used in training.")] = 0.1,
+) -> None:
+    """Store default thresholds (p = 3, 5, 7) in a VAE weights file: Youden's J between the clean
+    held-out train-split slides and copies with one random pixel set to a saturated colour."""
+    import torch
+
+    from onepixel.config import resolve_data_dir
+    from onepixel.data.amibr import load_amibr
+    from onepixel.data.patches import DataError
+    from onepixel.defense.detector import VAEDetector, calibrate_thresholds
+    from onepixel.defense.train import save_vae, split_heldout_slides
+
+    torch.set_num_threads(1)
+    root = resolve_data_dir(data)
+    try:
+        train = load_amibr(root, "train")
+        det = VAEDetector.from_pretrained(weights)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    held = split_heldout_slides(train.groups, heldout, seed)
+    result = calibrate_thresholds(det, train.images[held], seed)
+    info = dict(det.meta.get("info") or {})
+    info["thresholds"] = {k: v["threshold"] for k, v in result.items()}
+    info["calibration"] = {
+        "images": int(held.sum()),
+        "how": "Youden's J: clean held-out train slides vs one random pixel set to an RGB-cube corner",
+        "command": f"onepixel calibrate-detector WEIGHTS --seed {seed} --heldout {heldout}",
+        **result,
+    }
+    save_vae(det.model, weights, info)  # type: ignore[arg-type]
+    for key, r in result.items():
+        console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train-detector")(train_detector)
     app.command("evaluate-detector")(evaluate_detector)
+    app.command("calibrate-detector")(calibrate_detector)

@@ -149,3 +149,34 @@ class VAEDetector:
         if return_reconstruction:
             out["reconstruction"] = np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8)
         return out
+
+
+CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
+
+
+def saturated_attacks(images: np.ndarray, seed: int) -> np.ndarray:
+    """Return copies of uint8 images, each with one random pixel set to a random RGB-cube corner
+    (black, white, yellow, ...: the saturated colours one-pixel attacks pick most)."""
+    from onepixel.attack.perturb import apply_pixels
+
+    rng = np.random.default_rng(seed)
+    n, size = len(images), images.shape[1]
+    vectors = np.column_stack([rng.integers(0, size, (n, 2)), CORNERS[rng.integers(0, len(CORNERS), n)]])
+    return apply_pixels(images, vectors, np.arange(n))
+
+
+def calibrate_thresholds(
+    detector: VAEDetector, clean: np.ndarray, seed: int = 0, ps: tuple[float, ...] = (3.0, 5.0, 7.0)
+) -> dict[str, dict[str, float]]:
+    """Return ``{"p=7": {"threshold", "tpr", "fpr"}, ...}``: Youden thresholds between clean
+    validation images and their :func:`saturated_attacks` copies (same images, one pixel changed)."""
+    from onepixel.defense.scores import rates
+
+    attacked = saturated_attacks(clean, seed)
+    cs, as_ = detector.score_all(clean, ps), detector.score_all(attacked, ps)
+    out = {}
+    for p in ps:
+        t = youden_threshold(cs[p], as_[p])
+        r = rates(cs[p], as_[p], t)
+        out[f"p={p:g}"] = {"threshold": t, "tpr": r["tpr"], "fpr": r["fpr"]}
+    return out
