@@ -1,0 +1,191 @@
+"""Hardening for the HTTP service: bearer-token auth, opt-in CORS, request logs, PNG bomb guard.
+
+``harden(app, token=..., cors_origins=...)`` wraps a service app (``create_app``):
+
+- **auth** (optional): with a token (``onepixel serve --token`` or ``$ONEPIXEL_API_TOKEN``)
+  every request must send ``Authorization: Bearer <token>``; anything else answers 401 with a
+  JSON ``message`` and ``WWW-Authenticate: Bearer``. Tokens are compared with
+  :func:`hmac.compare_digest` (constant time). CORS preflights (``OPTIONS``) pass, as browsers
+  send them without credentials.
+- **CORS**: off unless origins are given; then only those origins, only GET/POST.
+- **request log**: one line per request on logger ``onepixel.serve.access`` (method, path,
+  status, body size, time, client); never the body, so no image content reaches the logs.
+
+:func:`check_png_header` is the decompression-bomb guard: it reads the PNG header and refuses
+any image whose declared size is not the model's, before a single pixel is decompressed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TOKEN_ENV = "ONEPIXEL_API_TOKEN"
+ACCESS_LOGGER = "onepixel.serve.access"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def token_from_env(explicit: str | None = None) -> str | None:
+    """Return ``explicit`` if given, else ``$ONEPIXEL_API_TOKEN``, else None (empty means None)."""
+    token = explicit if explicit is not None else os.environ.get(TOKEN_ENV)
+    return token or None
+
+
+def png_dimensions(data: bytes) -> tuple[int, int] | None:
+    """Return (width, height) from a PNG's IHDR chunk, or None when ``data`` has no valid header."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def check_png_header(data: bytes, size: int) -> str | None:
+    """Return why a PNG must be refused before decoding (wrong declared size), else None.
+
+    A tiny PNG can declare gigapixels of zeros (a decompression bomb); the declared size is
+    checked here so the service never inflates more than ``size x size`` pixels. The message is
+    the MAX service's own wrong-size text. Non-PNG data returns None (the decoder names it).
+    """
+    dims = png_dimensions(data)
+    if dims is None or dims == (size, size):
+        return None
+    return f"The input file must be a PNG image of size ({size}, {size}). Got PNG ({dims[0]}, {dims[1]})."
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BearerAuth:
+    """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` matches (constant-time)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        if not token:
+            raise ValueError("the API token must not be empty")
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    def allowed(self, header: bytes | None) -> bool:
+        """Return True when the Authorization header carries the token."""
+        return header is not None and hmac.compare_digest(header, self._expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass authorised HTTP requests (and CORS preflights) on; answer 401 to the rest."""
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        if self.allowed(header):
+            await self.app(scope, receive, send)
+            return
+        reason = "missing" if header is None else "invalid"
+        body = (
+            b'{"message":"Unauthorized: ' + reason.encode() + b" bearer token; send 'Authorization: "
+            b"Bearer <token>' (the service's ONEPIXEL_API_TOKEN).\"}"
+        )
+        await _send_json(send, 401, body, [(b"www-authenticate", b'Bearer realm="onepixel"')])
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request (method, path, status, bytes, ms); never the body."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger = access_log):
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request and log its outcome."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, recording_send)
+        finally:
+            client = scope.get("client")
+            self.logger.info(
+                "%s %s %d %dB %.1fms %s",
+                scope.get("method", "?"),
+                scope.get("path", "?"),
+                status,
+                received,
+                (time.perf_counter() - started) * 1000,
+                f"{client[0]}:{client[1]}" if client else "-",
+            )
+
+
+def harden(
+    app: Any,
+    *,
+    token: str | None = None,
+    cors_origins: Sequence[str] = (),
+    log_requests: bool = True,
+) -> Any:
+    """Add auth (when ``token``), CORS (only for ``cors_origins``) and request logs to ``app``; return it.
+
+    Middleware order, outermost first: request log, CORS, auth; so refused requests are logged
+    and CORS answers carry their headers.
+    """
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    if log_requests:
+        app.add_middleware(AccessLog)
+    app.state.auth_required = bool(token)
+    app.state.cors_origins = list(cors_origins)
+    return app
+
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "TOKEN_ENV",
+    "AccessLog",
+    "BearerAuth",
+    "check_png_header",
+    "harden",
+    "png_dimensions",
+    "token_from_env",
+]
