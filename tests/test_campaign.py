@@ -131,6 +131,8 @@ def test_selection_filter_order_and_limit(target: TorchTarget, small_data: Path)
     assert again.image_ids == sel.image_ids
     limited = select_images(patches, target, SelectionConfig("lower", lower_min=cut, seed=3, limit=2))
     assert limited.image_ids == sel.image_ids[:2]
+    unfiltered = select_images(patches, target, SelectionConfig("lower", filter=False, seed=3, limit=2))
+    assert unfiltered.scored == 2 and len(unfiltered) == 2  # no query wasted without the filter
     neg = ~pos
     raise_cut = float(np.median(scores[neg]))
     raised = select_images(patches, target, SelectionConfig("raise", raise_max=raise_cut))

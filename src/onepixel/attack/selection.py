@@ -127,10 +127,12 @@ def select_images(
     kept: list[np.ndarray] = []
     kept_scores: list[np.ndarray] = []
     n_kept = scored = 0
-    for start in range(0, len(order), step):
-        if n_kept >= want:
-            break
-        part = order[start : start + step]
+    start = 0
+    while start < len(order) and n_kept < want:
+        # Without the filter every scored image is kept: score no more than still needed.
+        size = step if config.filter else min(step, want - n_kept)
+        part = order[start : start + size]
+        start += size
         scores = target.predict(patches.images[part])
         scored += len(part)
         mask = passes_filter(scores, config)
