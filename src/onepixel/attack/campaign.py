@@ -34,10 +34,10 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -230,8 +230,71 @@ class _Tally:
     """Counters for the progress bar."""
 
     successes: int = 0
-    queries: int = 0
-    attack_time: float = 0.0
+
+
+# Receives each finished attack: (record, adversarial image (H, W, 3) uint8, position in the selection).
+RecordSink = Callable[[AttackRecord, np.ndarray, int], None]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One fixed batch of the stored selection: everything needed to attack it anywhere (picklable).
+
+    ``skip`` names images of the batch that are already stored: the batch is attacked in full
+    (so its results do not depend on what was done before) but those records are not emitted.
+    """
+
+    index: int
+    ids: tuple[str, ...]
+    positions: tuple[int, ...]
+    labels: tuple[str, ...]
+    images: np.ndarray  # (n, H, W, 3) uint8 clean images
+    scores_before: np.ndarray  # (n,) clean scores from the selection
+    skip: frozenset[str] = frozenset()
+
+
+class Executor(Protocol):
+    """Runs batch jobs somewhere and passes every finished record to ``sink`` in this process."""
+
+    def run(self, target: Target, jobs: Sequence[BatchJob], config: CampaignConfig, sink: RecordSink) -> int:
+        """Attack every job; return the target queries made outside ``target`` (remote workers)."""
+        ...
+
+
+def make_jobs(
+    patches: PatchSet,
+    image_ids: Sequence[str],
+    scores_before: Sequence[float],
+    images_per_batch: int,
+    done: set[str],
+) -> list[BatchJob]:
+    """Return the batch jobs of a selection that still have an image to store (fixed slices)."""
+    position = {name: i for i, name in enumerate(patches.names)}
+    missing = [i for i in image_ids if i not in position]
+    if missing:
+        raise CampaignError(
+            f"{len(missing)} selected images are not in the data (e.g. {missing[:3]}); "
+            "resume with the same --data and --split"
+        )
+    jobs = []
+    for number, start in enumerate(range(0, len(image_ids), images_per_batch)):
+        positions = tuple(range(start, min(start + images_per_batch, len(image_ids))))
+        ids = tuple(image_ids[i] for i in positions)
+        if all(i in done for i in ids):
+            continue
+        index = np.array([position[i] for i in ids])
+        jobs.append(
+            BatchJob(
+                index=number,
+                ids=ids,
+                positions=positions,
+                labels=tuple(patches.classes[patches.labels[i]] for i in index),
+                images=patches.images[index],
+                scores_before=np.array([scores_before[i] for i in positions], dtype=np.float64),
+                skip=frozenset(i for i in ids if i in done),
+            )
+        )
+    return jobs
 
 
 def run_campaign(
@@ -244,12 +307,15 @@ def run_campaign(
     force_new: bool = False,
     info: dict[str, Any] | None = None,
     console: Console | None = None,
+    executor: Executor | None = None,
 ) -> CampaignResult:
     """Run (or resume) the campaign ``config`` on ``patches`` against ``target``; return its result.
 
     Stores into ``run_dir`` (see :mod:`onepixel.attack.store`). A run folder holding a different
     config raises :class:`~onepixel.attack.store.StoreError`, unless ``force_new`` deletes it first.
-    ``info`` is extra run metadata stored alongside (not compared on resume).
+    ``info`` is extra run metadata stored alongside (not compared on resume). ``executor`` runs
+    the batches elsewhere (e.g. :class:`onepixel.attack.executors.RayExecutor`); by default they
+    run here, one after another. Only this process writes the store.
     """
     started = time.perf_counter()
     queries_start = target.queries
@@ -260,6 +326,7 @@ def run_campaign(
         raise CampaignError("image ids (file stems) of the data are not unique; rename the duplicates")
     label = attacked_label(patches, target.info, config.direction)
     stored_config = config.to_dict()
+    remote_queries = 0
     with CampaignStore.open(run_dir) as store:
         if store.has_run():
             store.check_config(stored_config)
@@ -277,21 +344,10 @@ def run_campaign(
                 **(info or {}),
             }
             store.create_run(stored_config, image_ids, scores_before, info=run_info)
-        position = {name: i for i, name in enumerate(patches.names)}
-        missing = [i for i in image_ids if i not in position]
-        if missing:
-            raise CampaignError(
-                f"{len(missing)} selected images are not in the data (e.g. {missing[:3]}); "
-                "resume with the same --data and --split"
-            )
         done = store.done_ids()
+        jobs = make_jobs(patches, image_ids, scores_before, config.images_per_batch, done)
         resumed = len(done)
         tally = _Tally(successes=sum(r.success for r in store.records()) if done else 0)
-        batches = [
-            list(range(s, min(s + config.images_per_batch, len(image_ids))))
-            for s in range(0, len(image_ids), config.images_per_batch)
-        ]
-        todo = [b for b in batches if any(image_ids[i] not in done for i in b)]
         bar = _progress(console) if progress else None
         task = None
         if bar is not None:
@@ -304,7 +360,8 @@ def run_campaign(
                 qps=0.0,
             )
 
-        def on_stored(record: AttackRecord) -> None:
+        def sink(record: AttackRecord, adversarial: np.ndarray, position: int) -> None:
+            store.add(record, adversarial, position)
             tally.successes += record.success
             if bar is not None and task is not None:
                 elapsed = max(time.perf_counter() - started, 1e-9)
@@ -312,21 +369,11 @@ def run_campaign(
                 bar.update(task, advance=1, successes=tally.successes, qps=qps)
 
         try:
-            for batch in todo:
-                ids = [image_ids[i] for i in batch]
-                index = np.array([position[i] for i in ids])
-                _attack_batch(
-                    target=target,
-                    images=patches.images[index],
-                    ids=ids,
-                    labels=[patches.classes[patches.labels[i]] for i in index],
-                    positions=batch,
-                    scores_before=np.array([scores_before[i] for i in batch]),
-                    config=config,
-                    store=store,
-                    skip=done,
-                    on_stored=on_stored,
-                )
+            if executor is None:
+                for job in jobs:
+                    attack_batch(target, job, config, sink)
+            else:
+                remote_queries = int(executor.run(target, jobs, config, sink))
         finally:
             if bar is not None:
                 bar.stop()
@@ -340,7 +387,25 @@ def run_campaign(
         resumed=resumed,
         new=new,
         wall_time_s=time.perf_counter() - started,
-        queries=target.queries - queries_start,
+        queries=target.queries - queries_start + remote_queries,
+    )
+
+
+def attack_batch(target: Target, job: BatchJob, config: CampaignConfig, sink: RecordSink) -> None:
+    """Attack one batch with one BatchedDE; pass each image's record to ``sink`` as soon as it finishes.
+
+    Records of images in ``job.skip`` are computed (the batch always runs in full) but not passed on.
+    """
+    _attack_batch(
+        target=target,
+        images=job.images,
+        ids=list(job.ids),
+        labels=list(job.labels),
+        positions=list(job.positions),
+        scores_before=job.scores_before,
+        config=config,
+        skip=set(job.skip),
+        sink=sink,
     )
 
 
@@ -353,9 +418,8 @@ def _attack_batch(
     positions: list[int],
     scores_before: np.ndarray,
     config: CampaignConfig,
-    store: CampaignStore,
     skip: set[str],
-    on_stored: Callable[[AttackRecord], None],
+    sink: RecordSink,
 ) -> None:
     """Attack one batch of images with one BatchedDE; store each image as soon as it finishes."""
     n = len(ids)
@@ -446,8 +510,7 @@ def _attack_batch(
             written[i] = True
             if ids[i] in skip:
                 continue
-            store.add(record, adversarial[j], positions[i])
-            on_stored(record)
+            sink(record, adversarial[j], positions[i])
 
     solver.initialise()
     after_step(np.ones(n, dtype=bool))
@@ -469,6 +532,11 @@ def attack_summary_line(result: CampaignResult) -> str:
 
 __all__ = [
     "OBJECTIVES",
+    "BatchJob",
+    "Executor",
+    "RecordSink",
+    "attack_batch",
+    "make_jobs",
     "CampaignConfig",
     "CampaignError",
     "CampaignResult",
