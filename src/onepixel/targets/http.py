@@ -32,10 +32,10 @@ BATCH_ROUTE = "/model/predict_batch"
 SPEC_ROUTES = ("/swagger.json", "/openapi.json")
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """Return the PNG bytes of one (H, W, 3) uint8 image (lossless, fast compression)."""
+def encode_png(image: np.ndarray, level: int = 0) -> bytes:
+    """Return the PNG bytes of one (H, W, 3) uint8 image (lossless; zlib ``level`` 0-9)."""
     buffer = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
 
 
@@ -61,7 +61,8 @@ class HttpTarget(Target):
     at ``max_wait``) and never past ``max_total`` seconds in all. ``positive``/``negative``
     override the labels (else the server's metadata, else MAX's mitosis/normal).
     ``use_batch`` forces the batch route on or off (default: use it when the server has it);
-    ``concurrency`` is how many single-image requests run at once.
+    ``concurrency`` is how many single-image requests run at once. ``png_level`` is the zlib
+    level of the uploaded PNGs: 0 (default) is fastest to encode and decode, 1-9 are smaller.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class HttpTarget(Target):
         use_batch: bool | None = None,
         concurrency: int = 4,
         batch_size: int = 256,
+        png_level: int = 0,
         sleep: Callable[[float], None] = time.sleep,
     ):
         super().__init__()
@@ -92,6 +94,7 @@ class HttpTarget(Target):
         self.url = url.rstrip("/")
         self.retries, self.backoff, self.max_wait, self.max_total = retries, backoff, max_wait, max_total
         self._sleep = sleep
+        self.png_level = png_level
         self.concurrency = concurrency
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -184,12 +187,15 @@ class HttpTarget(Target):
         return predictions
 
     def _predict_one(self, image: np.ndarray) -> dict[str, Any]:
-        files = {"image": ("image.png", encode_png(image), "image/png")}
+        files = {"image": ("image.png", encode_png(image, self.png_level), "image/png")}
         response = self._request("POST", "/model/predict", files=files)
         return self._predictions(response, "/model/predict", 1)[0]
 
     def _predict_batch(self, images: np.ndarray) -> list[dict[str, Any]]:
-        files = [("images", (f"{i}.png", encode_png(img), "image/png")) for i, img in enumerate(images)]
+        files = [
+            ("images", (f"{i}.png", encode_png(img, self.png_level), "image/png"))
+            for i, img in enumerate(images)
+        ]
         response = self._request("POST", BATCH_ROUTE, files=files)
         return self._predictions(response, BATCH_ROUTE, len(images))
 

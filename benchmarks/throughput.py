@@ -1,0 +1,237 @@
+"""Throughput of the bundled classifier: in-process inference paths and the HTTP service.
+
+In-process: images/s of ``TorchTarget`` for every inference path and forward batch size.
+Over loopback HTTP (``onepixel serve``'s app under uvicorn in a child process): the single
+image route, sequential and with N concurrent clients, and the batch route.
+
+    python benchmarks/throughput.py [--quick] [--threads 1] [--out benchmarks/results/throughput.json]
+
+Other benchmarks import :func:`raw_throughput`. Rounds of each measurement are interleaved
+across paths so that load from other processes hits every path alike; the table shows the
+median of the rounds and the JSON keeps every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onepixel.models import DEFAULT_MODEL, load_model
+from onepixel.serve.runner import free_port
+from onepixel.targets import HttpTarget, Target, TorchTarget
+from onepixel.targets.local import DEFAULT_BATCH_SIZE
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "throughput.json"
+BATCH_SIZES = (1, 8, 32, 128, 256, 512, 1024)
+QUICK_BATCH_SIZES = (1, 32, 256)
+PATHS = ("eager", "channels_last", "fused", "jit")
+
+
+def bench_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
+    """Return ``n`` uint8 images: AMi-Br test crops when the data is found, else seeded noise."""
+    root = Path(os.environ.get("ONEPIXEL_DATA", REPO.parent / "shared" / "data" / "ami-br"))
+    try:
+        from onepixel.data.amibr import load_amibr
+
+        images = load_amibr(root, "test", size=size).images
+    except Exception:  # noqa: BLE001 - any data problem: fall back to noise, speed is the same
+        images = np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    reps = -(-n // len(images))
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:n])
+
+
+def raw_throughput(
+    target: Target, batch_size: int, *, seconds: float = 1.0, images: np.ndarray | None = None
+) -> float:
+    """Return images/s of ``target.predict`` on requests of ``batch_size`` images.
+
+    One warm-up request, then requests until ``seconds`` have passed (at least one).
+    """
+    if images is None:
+        images = bench_images(batch_size, target.info.input_size)
+    batch = images[:batch_size]
+    if len(batch) < batch_size:
+        raise ValueError(f"need {batch_size} images, got {len(images)}")
+    target.predict(batch)
+    done, start = 0, time.perf_counter()
+    while True:
+        target.predict(batch)
+        done += batch_size
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def interleaved(
+    runs: dict[str, Callable[[], float]], rounds: int
+) -> dict[str, dict[str, float | list[float]]]:
+    """Return ``{name: {median, max, rounds}}`` of images/s over ``rounds`` interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            samples[name].append(run())
+    return {name: {"median": statistics.median(v), "max": max(v), "rounds": v} for name, v in samples.items()}
+
+
+def bench_local(batch_sizes: tuple[int, ...], rounds: int, seconds: float) -> dict:
+    """Return in-process images/s per inference path and forward batch size, and build times."""
+    model, meta = load_model(DEFAULT_MODEL)
+    images = bench_images(max(batch_sizes), meta.input_size)
+    targets: dict[str, TorchTarget] = {}
+    build: dict[str, float] = {}
+    deviation: dict[str, float] = {}
+    for path in PATHS:
+        start = time.perf_counter()
+        targets[path] = TorchTarget(model, meta, mode=path)
+        build[path] = time.perf_counter() - start
+        deviation[path] = targets[path].deviation
+    auto = TorchTarget(model, meta)
+    table: dict[str, dict[int, dict]] = {path: {} for path in PATHS}
+    for bs in batch_sizes:
+        runs = {}
+        for path, target in targets.items():
+            target.batch_size = bs
+            runs[path] = lambda t=target, b=bs: raw_throughput(t, b, seconds=seconds, images=images)
+        for path, result in interleaved(runs, rounds).items():
+            table[path][bs] = result
+        print(
+            f"  batch {bs:>5}: " + "  ".join(f"{p} {table[p][bs]['median']:.0f}" for p in PATHS), flush=True
+        )
+    # The default target splits a big request into forward chunks of DEFAULT_BATCH_SIZE.
+    auto_req = {
+        bs: interleaved(
+            {"auto": lambda b=bs: raw_throughput(auto, b, seconds=seconds, images=images)}, rounds
+        )["auto"]
+        for bs in batch_sizes
+    }
+    return {
+        "paths": table,
+        "build_seconds": build,
+        "max_score_deviation_vs_eager": deviation,
+        "default": {"mode": auto.resolved_mode, "batch_size": auto.batch_size, "requests": auto_req},
+    }
+
+
+def start_server(port: int, threads: int) -> subprocess.Popen:
+    """Start ``onepixel serve`` on 127.0.0.1:``port`` in a child process and return it."""
+    command = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
+    return subprocess.Popen([*command, "--threads", str(threads), "--log-level", "warning"])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return once ``url``/model/metadata answers; raise RuntimeError if the server died or hung."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/model/metadata", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} not ready after {timeout:.0f} s")
+
+
+def bench_http(rounds: int, seconds: float, threads: int, clients: tuple[int, ...], batch: int) -> dict:
+    """Return loopback HTTP images/s: single route sequential and concurrent, batch route."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(port, threads)
+    try:
+        wait_ready(url, proc)
+        images = bench_images(max(batch, 256))
+        single = HttpTarget(url, use_batch=False, concurrency=1)
+        runs: dict[str, Callable[[], float]] = {
+            "single_sequential": lambda: raw_throughput(single, 16, seconds=seconds, images=images)
+        }
+        concurrent = {n: HttpTarget(url, use_batch=False, concurrency=n) for n in clients}
+        for n, tgt in concurrent.items():
+            runs[f"single_{n}_clients"] = lambda t=tgt, k=n: raw_throughput(
+                t, 16 * k, seconds=seconds, images=images
+            )
+        batched = HttpTarget(url, use_batch=True)
+        runs[f"batch_route_{batch}"] = lambda: raw_throughput(batched, batch, seconds=seconds, images=images)
+        result = interleaved(runs, rounds)
+        for tgt in (single, batched, *concurrent.values()):
+            tgt.close()
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def print_table(local: dict, http: dict | None) -> None:
+    """Print the results as plain-text tables."""
+    paths = local["paths"]
+    sizes = sorted({bs for p in paths.values() for bs in p})
+    print("\nIn-process images/s (median of rounds), by forward batch size")
+    print(f"{'path':<15}" + "".join(f"{bs:>8}" for bs in sizes))
+    for path, row in paths.items():
+        print(f"{path:<15}" + "".join(f"{row[bs]['median']:>8.0f}" for bs in sizes))
+    d = local["default"]
+    print(f"\nDefault target (mode={d['mode']}, forward batch {d['batch_size']}), by request size")
+    print("".join(f"{bs:>8}" for bs in d["requests"]))
+    print("".join(f"{r['median']:>8.0f}" for r in d["requests"].values()))
+    if http:
+        print("\nLoopback HTTP images/s (median of rounds)")
+        for name, r in http.items():
+            print(f"{name:<22}{r['median']:>8.0f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the tables, write JSON to ``--out``; return the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes, rounds and seconds")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rounds = args.rounds or (2 if args.quick else 5)
+    seconds = 0.3 if args.quick else 1.0
+    sizes = QUICK_BATCH_SIZES if args.quick else BATCH_SIZES
+    print(f"in-process: paths {PATHS}, batch sizes {sizes}, {rounds} rounds of {seconds} s", flush=True)
+    local = bench_local(sizes, rounds, seconds)
+    http = None
+    if not args.no_http:
+        clients = (4,) if args.quick else (2, 4, 8)
+        print("HTTP (uvicorn on loopback) ...", flush=True)
+        http = bench_http(rounds, seconds * 2, args.threads, clients, 256)
+    result = {
+        "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])]),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "load_average_at_end": os.getloadavg(),
+        },
+        "default_forward_batch": DEFAULT_BATCH_SIZE,
+        "local": local,
+        "http": http,
+    }
+    print_table(local, http)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
