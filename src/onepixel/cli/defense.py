@@ -150,6 +150,7 @@ def evaluate_detector(
     from onepixel.defense.detector import VAEDetector
     from onepixel.defense.evaluate import (
         evaluate_detectors,
+        jsonable,
         load_runs,
         summary_rows,
         synthetic_attacks,
@@ -187,8 +188,16 @@ def evaluate_detector(
     if as_json:
         typer.echo(
             json.dumps(
-                {"summary": rows, "vae_table": report["vae"]["table"], "files": [str(x) for x in paths]},
+                jsonable(
+                    {
+                        "summary": rows,
+                        "vae_table": report["vae"]["table"],
+                        "split": report["split"],
+                        "files": [str(x) for x in paths],
+                    }
+                ),
                 indent=2,
+                allow_nan=False,
             )
         )
         return

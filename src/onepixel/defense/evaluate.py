@@ -224,6 +224,20 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def jsonable(value: Any) -> Any:
+    """Return ``value`` with numpy scalars as Python numbers and non-finite floats as strings
+    ("inf", "nan"), so that it dumps as strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
 def synthetic_attacks(images: np.ndarray, ids: Sequence[str], n: int, seed: int) -> AdversarialSet:
     """Return ``n`` random one-pixel changes (uniform position and colour) of seeded images.
 
@@ -282,7 +296,7 @@ def write_evaluation(
         if isinstance(v, dict) and "table" in v
     }
     paths = [out / "detector.json"]
-    paths[0].write_text(json.dumps(doc, indent=2, default=float))
+    paths[0].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
 
     paths.append(roc_figure(report, out / "roc_curves.png"))
     cval, aval = arrays["clean_val"], arrays["adv_val"]
@@ -323,5 +337,5 @@ def write_evaluation(
         doc["outside_images"] = {
             n: {"score": float(s), "flagged": bool(s > t)} for n, s in zip(names, scores, strict=True)
         }
-        paths[0].write_text(json.dumps(doc, indent=2, default=float))
+        paths[0].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
     return paths
