@@ -418,3 +418,62 @@ def fit_folder(
     }
     meta = build_meta(name, data, cfg, result, data_info=data_info, command=command)
     return save_model(result.model, meta, out), meta
+
+
+def model_card(meta: ModelMeta) -> str:
+    """Return a Markdown model card for trained weights, built from their metadata."""
+    info = meta.info
+    cfg, aug = info["training"], info["training"]["augment"]
+    lines = [
+        f"# {meta.name}",
+        "",
+        f"`{meta.arch}` (deep-histopath's pre-activation bottleneck ResNet, {meta.input_size}x"
+        f"{meta.input_size} RGB input, one logit; score = sigmoid = probability of `{meta.positive}`).",
+        f"Classes: {', '.join(meta.classes)}; positive: `{meta.positive}`.",
+        "",
+        "## Data",
+        "",
+    ]
+    data = info.get("data", {})
+    lines += [f"- {k}: {v}" for k, v in data.items()]
+    split = info.get("split", {})
+    lines += [
+        f"- validation: {split.get('val')} images ({split.get('val_positive')} positive) from "
+        f"{split.get('val_groups')} whole slides of the train split, held out from training",
+        "",
+        "## Training",
+        "",
+        f"Command: `{info.get('command')}`",
+        "",
+        f"- Adam, lr {cfg['lr']} ({cfg['schedule']} schedule, {cfg['warmup_epochs']} warm-up epoch), "
+        f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, weight decay {cfg['weight_decay']} on conv "
+        "weights",
+        f"- loss: BCE with pos_weight {split.get('pos_weight', 0):.3f} (= negatives / positives), so the "
+        "0.5 threshold suits balanced accuracy",
+        f"- EMA of weights (decay {cfg['ema_decay']}); the epoch with the best validation "
+        f"{cfg['select_metric']} is kept (epoch {info.get('best_epoch')})",
+        f"- augmentation: 64 px crop of the 128 px source with its centre within {aug['max_shift']} px "
+        f"of the figure, 90-degree rotations and flips, brightness +-{aug['brightness'] * 255:.0f}/255, "
+        f"contrast {aug['contrast']}, saturation {aug['saturation']}, hue +-{aug['hue']}",
+        f"- seed {info.get('seed')}; code commit {info.get('code_commit')}; torch {info.get('torch')}, "
+        f"{info.get('torch_threads')} CPU thread(s), bf16 autocast {info.get('bf16_autocast')}",
+        f"- {info.get('images_per_second')} training images/s; {info.get('train_seconds')} s in all",
+        "",
+        "## Scores (threshold 0.5)",
+        "",
+        "| split | n | positive | balanced accuracy | ROC AUC | sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for part in ("validation", "test"):
+        m = info.get(part)
+        if m:
+            lines.append(
+                f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
+                f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
+            )
+    lines += [
+        "",
+        "Reproduce the test row: `onepixel evaluate --split test` (bundled weights, AMi-Br test split).",
+        "",
+    ]
+    return "\n".join(lines)
