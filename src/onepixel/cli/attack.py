@@ -194,6 +194,21 @@ def attack(
         bool, typer.Option("--force-new", help="Delete an existing campaign in --out and start over.")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where batches run: local (this process) or ray (a Ray cluster; needs onepixel[ray]).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster to join (auto, ray://head:10001); default: start one."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Ray workers (default: one per CPU of the cluster)."),
+    ] = None,
 ) -> None:
     """Run or resume a one-pixel attack campaign (see the long help)."""
     from onepixel.attack.campaign import CampaignConfig, CampaignError, attack_summary_line, run_campaign
@@ -231,10 +246,23 @@ def attack(
             raise_max=raise_max,
             limit=limit,
         )
+        runner = None
+        if executor != "local" or address or workers:
+            from onepixel.attack.executors import make_executor
+
+            options = {"workers": workers} if workers else {}
+            runner = make_executor(executor, address, **options)
         tgt = open_target_spec(target)
         try:
             result = run_campaign(
-                tgt, patches, config, out, progress=progress, force_new=force_new, console=console
+                tgt,
+                patches,
+                config,
+                out,
+                progress=progress,
+                force_new=force_new,
+                console=console,
+                executor=runner,
             )
         finally:
             tgt.close()
@@ -249,6 +277,7 @@ def attack(
         DataError,
         TargetError,
         FileNotFoundError,
+        ImportError,
         ValueError,
     ) as exc:
         raise fail(str(exc)) from None
