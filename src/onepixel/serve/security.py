@@ -151,6 +151,19 @@ class AccessLog:
             )
 
 
+def configure_access_log(level: str = "info") -> logging.Logger:
+    """Send the request log to stderr at ``level`` (uvicorn's level names); return the logger."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.setLevel(level.upper() if level.lower() != "trace" else "DEBUG")
+    if not any(getattr(h, "_onepixel_access", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+        handler._onepixel_access = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
 def harden(
     app: Any,
     *,
@@ -185,6 +198,7 @@ __all__ = [
     "AccessLog",
     "BearerAuth",
     "check_png_header",
+    "configure_access_log",
     "harden",
     "png_dimensions",
     "token_from_env",
