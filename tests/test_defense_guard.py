@@ -144,3 +144,19 @@ def test_service_merges_guard_verdicts(target, images, residual) -> None:
     pred = answer.json()["predictions"][0]
     assert pred["adversarial"] is True and pred["suspected_pixel"] == [12, 50]
     assert pred["probability"] == pytest.approx(float(target.predict(attacked[None])[0]), abs=1e-6)
+
+
+def test_adaptive_factory_builds_from_campaign_options(images, residual) -> None:
+    from onepixel.defense.adaptive import adaptive_factory
+
+    obj = adaptive_factory(
+        "raise", images[:3], detector="residual", threshold=str(residual.threshold), weight="2"
+    )
+    assert (
+        obj.direction == "raise" and obj.weight == 2.0 and obj.threshold == pytest.approx(residual.threshold)
+    )
+    vectors = np.array([[30, 30, 255, 255, 0]] * 3)
+    energies = obj.energies(np.full(3, 0.2), vectors, np.arange(3))
+    np.testing.assert_array_less(0.8 + 2.0 - 1e-9, energies)  # 1 - score plus the flag penalty
+    with pytest.raises(ValueError, match="needs a threshold"):
+        adaptive_factory("lower", images[:3], detector="residual")

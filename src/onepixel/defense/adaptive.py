@@ -82,3 +82,29 @@ class AdaptiveObjective:
 
     def __repr__(self) -> str:
         return f"AdaptiveObjective({self.direction!r}, threshold={self.threshold:g}, weight={self.weight:g})"
+
+
+def adaptive_factory(
+    direction: str,
+    images: np.ndarray,
+    *,
+    detector: str = "vae_amibr",
+    threshold: float | str | None = None,
+    weight: float | str = 1.0,
+    margin: float | str = 0.05,
+    p: float | str = 7.0,
+) -> AdaptiveObjective:
+    """Return an :class:`AdaptiveObjective` for a campaign batch (options may arrive as strings
+    from ``--objective-opt KEY=VALUE``): ``detector`` is a VAE name / .safetensors file or
+    ``residual`` / ``residual-norm`` (these need ``threshold``)."""
+    from onepixel.defense.guard import build_guard
+
+    guard = build_guard(detector, None if threshold is None else float(threshold), float(p))
+    return AdaptiveObjective(direction, images, guard.detector, weight=float(weight), margin=float(margin))
+
+
+def register() -> None:
+    """Make ``onepixel attack --objective adaptive`` available (campaign objective registry)."""
+    from onepixel.attack.campaign import register_objective
+
+    register_objective("adaptive", adaptive_factory)
