@@ -236,3 +236,21 @@ def test_each_attack_is_independent_of_its_batch(
     for a, b in zip(alone.records, together.records, strict=True):
         assert (a.image_id, a.seed, a.vector, a.history) == (b.image_id, b.seed, b.vector, b.history)
     assert len({r.seed for r in alone.records}) == 3
+
+
+def test_resume_mid_batch_stores_the_rows_of_an_uninterrupted_run(
+    tmp_path: Path, target: TorchTarget, small_data: Path
+) -> None:
+    patches = load_folder(small_data)
+    config = tiny_config("lower", limit=6)  # batches: positions 0-3 and 4-5
+    run_campaign(target, patches, config, tmp_path, progress=False)
+    complete = _comparable(tmp_path)
+    with CampaignStore.open(tmp_path) as store:  # as if killed with both batches part-way
+        store.db.execute("DELETE FROM attacks WHERE position IN (1, 2, 5)")
+    queries = target.queries
+    again = run_campaign(target, patches, config, tmp_path, progress=False)
+    assert (again.resumed, again.new) == (3, 3)
+    assert _comparable(tmp_path) == complete
+    # Both batches ran again in full, but only the missing images were re-queried at the end.
+    evaluations = sum(r.evaluations for r in again.records)
+    assert target.queries - queries == evaluations + 3

@@ -444,7 +444,8 @@ def _attack_batch(
     share = np.zeros(n)  # pro-rata wall time per problem
     history: list[list[float]] = [[] for _ in range(n)]
     last_nit = np.full(n, -1)
-    written = np.array([i in skip for i in ids])
+    stored_before = np.array([i in skip for i in ids])  # attacked again, not re-emitted
+    written = np.zeros(n, dtype=bool)
     step_start = batch_start
 
     def after_step(was_active: np.ndarray) -> None:
@@ -459,8 +460,9 @@ def _attack_batch(
             history[i].append(float(fitness.best_scores[i]))
         last_nit[:] = np.where(evaluated, nit, last_nit)
         finished = ~np.asarray(solver.active, dtype=bool) & ~written
-        if finished.any():
-            _store_finished(np.flatnonzero(finished), now)
+        written[finished] = True
+        if (finished & ~stored_before).any():
+            _store_finished(np.flatnonzero(finished & ~stored_before), now)
 
     def _store_finished(rows: np.ndarray, now: float) -> None:
         best = np.rint(np.asarray(solver.best_x)[rows]).astype(np.int64)
@@ -507,9 +509,6 @@ def _attack_batch(
                     "original_pixels": originals[j].astype(int).tolist(),
                 },
             )
-            written[i] = True
-            if ids[i] in skip:
-                continue
             sink(record, adversarial[j], positions[i])
 
     solver.initialise()
