@@ -1,0 +1,277 @@
+"""Where a campaign's batches run: in this process (``local``) or on a Ray cluster (``ray``).
+
+A campaign is a list of :class:`~onepixel.attack.campaign.BatchJob` (fixed batches of the stored
+selection, each with its own seed derived from the campaign seed and its image ids). An executor
+attacks every job with :func:`~onepixel.attack.campaign.attack_batch` and hands each finished
+record to a *sink* in the calling (driver) process, which alone writes the SQLite store. Batching
+and seeds do not depend on the executor, so the same config gives the same records (wall times
+aside) on either.
+
+:class:`RayExecutor` starts one actor per worker slot; each actor opens the target once
+(``open_target(config.target)``) and attacks whole batches, returning their records and
+adversarial images. Results reach the store batch by batch as they finish. A worker that dies
+mid-batch (killed, out of memory, node lost) is replaced and its batch resubmitted, at most
+``max_retries`` times per batch; a batch runs completely on one worker, so every image gets
+exactly one row. Ray is an optional extra: ``pip install 'onepixel[ray]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from onepixel.attack.campaign import (
+    BatchJob,
+    CampaignConfig,
+    CampaignError,
+    RecordSink,
+    attack_batch,
+)
+from onepixel.attack.records import AttackRecord
+from onepixel.targets.base import Target
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Attacks the batches one after another in this process with the given target."""
+
+    name = "local"
+
+    def run(self, target: Target, jobs: Sequence[BatchJob], config: CampaignConfig, sink: RecordSink) -> int:
+        """Attack every job with ``target``, passing records to ``sink``; return 0 (no remote queries)."""
+        for job in jobs:
+            attack_batch(target, job, config, sink)
+        return 0
+
+
+class BatchWorker:
+    """The Ray actor body: holds one target and attacks whole batches with it."""
+
+    def __init__(self, spec: str, threads: int | None, target_options: dict[str, Any]):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        from onepixel.targets import open_target
+
+        self.target = open_target(spec, **target_options)
+
+    def pid(self) -> int:
+        """Return this worker's process id (for monitoring and fault tests)."""
+        return os.getpid()
+
+    def attack(
+        self, job: BatchJob, config: CampaignConfig
+    ) -> tuple[list[tuple[AttackRecord, np.ndarray, int]], int]:
+        """Return (every new record with its adversarial image and position, target queries made)."""
+        out: list[tuple[AttackRecord, np.ndarray, int]] = []
+        before = self.target.queries
+        attack_batch(
+            self.target, job, config, lambda record, image, position: out.append((record, image, position))
+        )
+        return out, self.target.queries - before
+
+
+def import_ray() -> Any:
+    """Return the ``ray`` module, or raise CampaignError saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise CampaignError(
+            "the ray executor needs Ray: pip install 'onepixel[ray]' (or pip install 'ray>=2.9')"
+        ) from exc
+    return ray
+
+
+class RayExecutor:
+    """Spreads a campaign's batches over Ray actors that each hold the target once.
+
+    ``address``: the cluster to join (``"auto"``, ``"ray://head:10001"``, ``"HOST:6379"``); None
+    starts a local Ray when none is running in this process (and stops it afterwards).
+    ``workers``: number of actors (default: as many as the cluster's CPUs allow, at most one per
+    batch); ``cpus_per_worker`` is what each actor reserves and ``threads_per_worker`` its torch
+    intra-op threads. ``target_spec`` overrides the campaign's ``config.target`` (e.g. an URL the
+    workers can reach); ``target_options`` go to ``open_target``. ``max_retries``: how often one
+    batch is resubmitted after its worker died. ``on_submit(job, worker_pid)`` is called after
+    each submission (monitoring; fault tests kill workers there). ``retried`` counts
+    resubmissions and ``worker_pids`` lists every actor's pid, after :meth:`run`.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        workers: int | None = None,
+        cpus_per_worker: float = 1.0,
+        threads_per_worker: int | None = 1,
+        target_spec: str | None = None,
+        target_options: dict[str, Any] | None = None,
+        max_retries: int = 3,
+        init_options: dict[str, Any] | None = None,
+        on_submit: Callable[[BatchJob, int], None] | None = None,
+    ):
+        if workers is not None and workers < 1:
+            raise CampaignError(f"workers must be >= 1, got {workers}")
+        if cpus_per_worker <= 0 or max_retries < 0:
+            raise CampaignError(
+                f"need cpus_per_worker > 0 and max_retries >= 0, got {cpus_per_worker}, {max_retries}"
+            )
+        self.address = address
+        self.workers = workers
+        self.cpus_per_worker = cpus_per_worker
+        self.threads_per_worker = threads_per_worker
+        self.target_spec = target_spec
+        self.target_options = dict(target_options or {})
+        self.max_retries = max_retries
+        self.init_options = dict(init_options or {})
+        self.on_submit = on_submit
+        self.retried = 0
+        self.worker_pids: list[int] = []
+        self._pids: dict[int, int] = {}  # id(actor handle) -> worker pid
+
+    # -- cluster ---------------------------------------------------------------------------------
+
+    def _connect(self, ray: Any) -> bool:
+        """Join or start Ray; return True when this call started it (and must stop it)."""
+        if ray.is_initialized():
+            return False
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        options.update(self.init_options)
+        try:
+            ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.address or "a new local cluster"
+            raise CampaignError(f"cannot connect to Ray at {where}: {exc}") from exc
+        return True
+
+    def _worker_count(self, ray: Any, jobs: int) -> int:
+        if self.workers is not None:
+            return min(self.workers, jobs)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        return max(1, min(jobs, int(cpus // self.cpus_per_worker)))
+
+    def _spawn(self, ray: Any, remote_cls: Any, spec: str, count: int) -> list[Any]:
+        """Return ``count`` ready actors (each has opened the target); CampaignError if they cannot."""
+        actors = [
+            remote_cls.options(num_cpus=self.cpus_per_worker, max_restarts=0).remote(
+                spec, self.threads_per_worker, self.target_options
+            )
+            for _ in range(count)
+        ]
+        try:
+            pids = ray.get([a.pid.remote() for a in actors])
+        except ray.exceptions.RayError as exc:
+            _kill(ray, actors)
+            raise CampaignError(f"Ray workers could not open the target {spec!r}: {exc}") from exc
+        self._pids.update(zip(map(id, actors), pids, strict=True))
+        self.worker_pids.extend(pids)
+        return actors
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, target: Target, jobs: Sequence[BatchJob], config: CampaignConfig, sink: RecordSink) -> int:
+        """Attack every job on Ray workers; pass each record to ``sink`` here; return the workers' queries.
+
+        ``target`` (the driver's) is not used for attacking: workers open ``config.target`` (or
+        ``target_spec``) themselves.
+        """
+        if not jobs:
+            return 0
+        ray = import_ray()
+        started = self._connect(ray)
+        self.retried = 0
+        self.worker_pids = []
+        self._pids = {}
+        spec = self.target_spec or config.target
+        remote_cls = ray.remote(BatchWorker)
+        actors: list[Any] = []
+        try:
+            actors = self._spawn(ray, remote_cls, spec, self._worker_count(ray, len(jobs)))
+            return self._dispatch(ray, remote_cls, spec, actors, jobs, config, sink)
+        finally:
+            _kill(ray, actors)
+            if started:
+                ray.shutdown()
+
+    def _dispatch(
+        self,
+        ray: Any,
+        remote_cls: Any,
+        spec: str,
+        actors: list[Any],
+        jobs: Sequence[BatchJob],
+        config: CampaignConfig,
+        sink: RecordSink,
+    ) -> int:
+        config_ref = ray.put(config)
+        pending = deque(jobs)
+        idle = list(actors)
+        running: dict[Any, tuple[Any, BatchJob]] = {}
+        failures: dict[int, int] = {}
+        queries = 0
+        while pending or running:
+            while pending and idle:
+                actor, job = idle.pop(), pending.popleft()
+                running[actor.attack.remote(job, config_ref)] = (actor, job)
+                if self.on_submit is not None:
+                    self.on_submit(job, self._pids[id(actor)])
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, job = running.pop(ref)
+            try:
+                items, made = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                # The worker died mid-batch: nothing of the batch was stored; run it again elsewhere.
+                failures[job.index] = failures.get(job.index, 0) + 1
+                if failures[job.index] > self.max_retries:
+                    raise CampaignError(
+                        f"batch {job.index} ({len(job.ids)} images, first {job.ids[0]!r}) lost its "
+                        f"Ray worker {failures[job.index]} times; giving up: {exc}"
+                    ) from exc
+                _kill(ray, [actor])
+                actors.remove(actor)
+                (replacement,) = self._spawn(ray, remote_cls, spec, 1)
+                actors.append(replacement)
+                idle.append(replacement)
+                pending.appendleft(job)
+                self.retried += 1
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from exc
+                raise CampaignError(f"batch {job.index} failed on a Ray worker: {exc}") from exc
+            for record, image, position in items:
+                sink(record, image, position)
+            queries += int(made)
+            idle.append(actor)
+        return queries
+
+
+def _kill(ray: Any, actors: list[Any]) -> None:
+    """Stop ``actors`` for good (a dead one is fine)."""
+    for actor in actors:
+        with contextlib.suppress(Exception):  # already gone, or the cluster is shutting down
+            ray.kill(actor, no_restart=True)
+
+
+def make_executor(name: str, address: str | None = None, **options: Any) -> LocalExecutor | RayExecutor:
+    """Return the executor called ``name`` ("local" or "ray"); ``address`` only applies to Ray."""
+    if name == "local":
+        if address:
+            raise CampaignError("--address only applies to --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        import_ray()
+        return RayExecutor(address, **options)
+    raise CampaignError(f"unknown executor {name!r}; use one of {EXECUTORS}")
+
+
+__all__ = ["EXECUTORS", "BatchWorker", "LocalExecutor", "RayExecutor", "import_ray", "make_executor"]
