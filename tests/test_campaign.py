@@ -254,3 +254,18 @@ def test_resume_mid_batch_stores_the_rows_of_an_uninterrupted_run(
     # Both batches ran again in full, but only the missing images were re-queried at the end.
     evaluations = sum(r.evaluations for r in again.records)
     assert target.queries - queries == evaluations + 3
+
+
+def test_objective_registry_colour_and_unknown(tmp_path: Path, target: TorchTarget, small_data: Path) -> None:
+    from onepixel.attack.campaign import CampaignError
+
+    patches = load_folder(small_data)
+    config = tiny_config("lower", limit=2, objective="colour", objective_options={"w_nn": 0.6, "w_c": 0.4})
+    for r in run_campaign(target, patches, config, tmp_path, progress=False).records:
+        assert r.objective == "colour" and r.settings["objective_options"] == {"w_nn": 0.6, "w_c": 0.4}
+        # The stored energy is the colour objective's: 0.6 * score + 0.4 * colour RMSE.
+        assert r.extra["best_energy"] == pytest.approx(0.6 * r.score_after + 0.4 * r.colour_error, abs=1e-6)
+    with pytest.raises(
+        CampaignError, match=r"unknown objective 'nope'; known: \['adaptive', 'colour', 'plain'"
+    ):
+        tiny_config("lower", objective="nope")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -78,16 +79,33 @@ OBJECTIVES: dict[str, ObjectiveFactory] = {
 }
 
 
+# Objectives defined in higher layers, by module name: importing the module and calling its
+# ``register()`` adds them (so the attack layer never imports those layers itself, and a
+# worker process that only knows the objective's name can still build it).
+OBJECTIVE_PLUGINS: dict[str, str] = {"adaptive": "onepixel.defense.adaptive"}
+
+
 def register_objective(name: str, factory: ObjectiveFactory) -> None:
     """Make ``--objective name`` build its objective with ``factory(direction, images, **options)``."""
     OBJECTIVES[name] = factory
 
 
+def objective_factory(name: str) -> ObjectiveFactory:
+    """Return the factory of objective ``name`` (loading its plugin module if needed).
+
+    Raises ValueError naming the known objectives when there is none.
+    """
+    if name not in OBJECTIVES and name in OBJECTIVE_PLUGINS:
+        importlib.import_module(OBJECTIVE_PLUGINS[name]).register()
+    if name not in OBJECTIVES:
+        known = sorted(set(OBJECTIVES) | set(OBJECTIVE_PLUGINS))
+        raise ValueError(f"unknown objective {name!r}; known: {known}")
+    return OBJECTIVES[name]
+
+
 def make_objective(name: str, direction: str, images: np.ndarray, options: dict[str, Any]) -> Objective:
     """Return the objective ``name`` for these images; raises ValueError for unknown names."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](direction, images, **options)
+    return objective_factory(name)(direction, images, **options)
 
 
 STOP_REASONS = {CONVERGED: "converged", MAXITER: "maxiter", CALLBACK: "stop_at"}
@@ -143,8 +161,10 @@ class CampaignConfig:
             raise CampaignError(f"images_per_batch must be >= 1, got {self.images_per_batch}")
         if self.stop_at is not None and not 0.0 <= self.stop_at <= 1.0:
             raise CampaignError(f"stop_at must lie in [0, 1], got {self.stop_at}")
-        if self.objective not in OBJECTIVES:
-            raise CampaignError(f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+        try:
+            objective_factory(self.objective)
+        except ValueError as exc:
+            raise CampaignError(str(exc)) from None
 
     def selection(self) -> SelectionConfig:
         """Return the selection part of the config."""
@@ -544,6 +564,7 @@ __all__ = [
     "attack_summary_line",
     "derive_seed",
     "make_objective",
+    "objective_factory",
     "paper_de_config",
     "register_objective",
     "run_campaign",

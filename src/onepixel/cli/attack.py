@@ -156,12 +156,18 @@ def attack(
         int, typer.Option("--pixels", "-k", min=1, help="Pixels changed per image (1, 3, 5...).")
     ] = 1,
     objective: Annotated[
-        str, typer.Option("--objective", help="Objective: plain (the paper's), colour, or a registered one.")
+        str,
+        typer.Option(
+            "--objective",
+            help="Objective: plain (the paper's), colour (blend in), adaptive (evade a detector).",
+        ),
     ] = "plain",
     objective_option: Annotated[
         list[str] | None,
         typer.Option(
-            "--objective-option", help="KEY=VALUE passed to the objective (e.g. w_c=0.4); repeatable."
+            "--objective-option",
+            "--objective-opt",
+            help="KEY=VALUE passed to the objective (e.g. w_c=0.4); repeatable.",
         ),
     ] = None,
     popsize: Annotated[int, typer.Option("--popsize", help="Population size (TOTAL members).")] = 200,
