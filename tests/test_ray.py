@@ -129,3 +129,21 @@ def test_ray_resumes_a_partly_stored_local_run(
     resumed = run_campaign(target, patches, config(), tmp_path, progress=False, executor=RayExecutor())
     assert result.new == 6 and resumed.resumed == 3 and resumed.new == 3
     assert comparable(tmp_path) == local_rows
+
+
+def test_cli_executor_ray_equals_local(
+    ray_cluster: None, tmp_path: Path, small_data: Path, local_rows: list[dict]
+) -> None:
+    from typer.testing import CliRunner
+
+    from onepixel.cli.main import app
+
+    args = ["attack", "--direction", "lower", "--data", str(small_data), "--no-filter", "--limit", "6"]
+    args += ["--popsize", "20", "--maxiter", "3", "--images-per-batch", "2", "--seed", "11"]
+    args += ["--out", str(tmp_path), "--no-progress", "--executor", "ray", "--workers", "2"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "(0 resumed, 6 new)" in " ".join(out.output.split())
+    assert comparable(tmp_path) == local_rows
+    bad = CliRunner().invoke(app, [*args[:-4], "--executor", "local", "--workers", "2"])
+    assert bad.exit_code == 2 and "only apply to --executor ray" in " ".join(bad.output.split())

@@ -265,8 +265,8 @@ def _kill(ray: Any, actors: list[Any]) -> None:
 def make_executor(name: str, address: str | None = None, **options: Any) -> LocalExecutor | RayExecutor:
     """Return the executor called ``name`` ("local" or "ray"); ``address`` only applies to Ray."""
     if name == "local":
-        if address:
-            raise CampaignError("--address only applies to --executor ray")
+        if address or any(v is not None for v in options.values()):
+            raise CampaignError("--address and --workers only apply to --executor ray")
         return LocalExecutor()
     if name == "ray":
         import_ray()
