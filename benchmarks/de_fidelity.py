@@ -337,14 +337,14 @@ def summarise(r: dict[str, Any], direction: str, before: np.ndarray) -> dict[str
     }
 
 
-def model_part(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the attacks of every method on the selected images; return summaries and paired tests."""
+def model_part(args: argparse.Namespace, out: dict[str, Any], save: Any) -> dict[str, Any]:
+    """Run the attacks of every method on the selected images into ``out`` (saved after each method)."""
     from onepixel.data.amibr import load_amibr
     from onepixel.targets import TorchTarget
 
     target = TorchTarget.from_pretrained(args.model)
     data = load_amibr(Path(args.data), "test")
-    out: dict[str, Any] = {"model": str(args.model), "inference_mode": target.resolved_mode}
+    out.update(model=str(args.model), inference_mode=target.resolved_mode, model_info=_model_info(target))
     for direction in args.directions.split(","):
         idx, before, confident = select(target, data, direction, args.images, args.seed)
         images = data.images[idx]
@@ -372,6 +372,8 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
                 k: np.asarray(r[k]).tolist() for k in ("score_after", "nit", "early", "nfev")
             }
             raw[method] = r
+            out[direction] = section
+            save()
             s = section["methods"][method]
             print(
                 f"{direction:5s} {method:21s} n={s['n']} success {s['success']['rate']:.2f} "
@@ -395,7 +397,14 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
         out[direction] = section
+        save()
     return out
+
+
+def _model_info(target: Any) -> dict[str, Any]:
+    """Return the model's recorded test metrics and training summary, where its metadata has them."""
+    info = getattr(getattr(target, "meta", None), "info", {}) or {}
+    return {k: info[k] for k in ("test", "epochs", "best_epoch", "command") if k in info}
 
 
 def main() -> None:
@@ -434,15 +443,20 @@ def main() -> None:
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+
     if "overhead" in parts:
         result["overhead"] = overhead()
     if "synthetic" in parts:
         result["synthetic"] = synthetic(args.runs, args.maxiter, args.seed)
     if "model" in parts:
-        result["model"] = model_part(args)
+        result["model"] = {}
+        model_part(args, result["model"], save)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str))
+    save()
     print(f"wrote {args.out}")
 
 
