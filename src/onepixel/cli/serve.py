@@ -24,6 +24,22 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Most images per /model/predict_batch request.")] = 1024,
     max_upload: Annotated[int, typer.Option(help="Largest single upload in bytes (413 past it).")] = 1 << 20,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="ONEPIXEL_API_TOKEN",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer TOKEN' on every request (401 otherwise). Prefer the "
+            "environment variable: a command-line token is visible to other users.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin", help="Let browser pages from this origin call the API (repeatable; off)."
+        ),
+    ] = None,
     guard: Annotated[
         str | None,
         typer.Option(help="Detector in front: a VAE name/.safetensors (e.g. vae_amibr) or residual."),
@@ -54,10 +70,17 @@ def serve(
         except (FileNotFoundError, ValueError) as exc:
             raise fail(f"cannot build guard {guard!r}: {exc}") from exc
     app = create_app(target, max_batch=max_batch, max_upload_bytes=max_upload, guard=inspector)
+    from onepixel.serve.security import configure_access_log, harden
+
+    harden(app, token=token or None, cors_origins=cors_origin or ())
+    configure_access_log(log_level)
+    auth = "bearer token required" if token else "no auth"
     typer.echo(
-        f"serving {target.info.name} (positive: {target.info.positive}) on http://{host}:{port}", err=True
+        f"serving {target.info.name} (positive: {target.info.positive}) on http://{host}:{port} ({auth})",
+        err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # Our request log (no bodies) replaces uvicorn's access log.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def register(app: typer.Typer) -> None:

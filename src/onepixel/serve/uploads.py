@@ -16,6 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from onepixel.data.patches import DataError, read_png
+from onepixel.serve.security import check_png_header
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
@@ -94,6 +95,9 @@ def decode_image(data: bytes, size: int, *, label: str) -> np.ndarray:
     """
     if not data:
         raise UploadError(400, {"message": f"{label}: the uploaded file is empty."})
+    refusal = check_png_header(data, size)  # decompression-bomb guard: refuse before inflating
+    if refusal is not None:
+        raise UploadError(400, {"message": refusal})
     header = png_bit_depth(data)
     # PIL silently narrows 16-bit RGB to 8 bits; refuse instead of scoring a different image.
     if header is not None and header[0] == 16:
