@@ -205,7 +205,7 @@ def test_residual_locates_and_repairs_planted_pixels(patches: np.ndarray) -> Non
     # only the planted pixel changed, and it now equals its neighbours' median
     changed = np.any(repaired != attacked, axis=-1)
     assert changed.sum() == len(patches) and np.all(changed[n, xy[:, 1], xy[:, 0]])
-    med, _ = neighbour_median(patches)
+    med, _ = neighbour_median(attacked)
     want = np.clip(np.rint(med[n, xy[:, 1], xy[:, 0]] * 255), 0, 255)
     np.testing.assert_allclose(repaired[n, xy[:, 1], xy[:, 0]], want, atol=1)
     # and the repaired colour is close to the clean one (tissue is locally smooth)

@@ -2,7 +2,8 @@
 
 Per pixel, the residual is the colour distance (Euclidean over R, G, B, divided by sqrt(3), in
 [0, 1] units) between the pixel and the channel-wise median of its 8 neighbours (borders are
-mirror-padded without repeating the edge, so a pixel is never its own neighbour). With
+edge-padded: a border pixel counts itself among its neighbours once to three times, which the
+median tolerates and which keeps clean borders quiet). With
 ``normalise=True`` the residual is divided by the local contrast (the neighbours' median absolute
 deviation from their median, same colour distance) plus ``eps``, so a pixel that breaks an
 otherwise smooth neighbourhood counts more than one in busy texture.
@@ -15,24 +16,26 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+import torch
+from torch.nn import functional as F
 
 from onepixel.defense.scores import fpr_threshold, youden_threshold
 from onepixel.targets.base import check_batch
 
-_NEIGHBOURS = np.array([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions without the centre
+_NEIGHBOURS = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions without the centre
 
 
 def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
     and their median absolute deviation from it, for uint8 NHWC images."""
-    x = images.astype(np.float32) / 255.0
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    win = sliding_window_view(padded, (3, 3), axis=(1, 2))  # (N, H, W, 3, 3, 3)
-    win = win.reshape(*win.shape[:4], 9)[..., _NEIGHBOURS]  # (N, H, W, C, 8)
-    med = np.median(win, axis=-1)
-    mad = np.median(np.abs(win - med[..., None]), axis=-1)
-    return med, mad
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)[..., _NEIGHBOURS]
+    ordered = win.sort(dim=-1).values
+    med = 0.5 * (ordered[..., 3] + ordered[..., 4])  # median of 8 = mean of the middle two
+    spread = (win - med[..., None]).abs().sort(dim=-1).values
+    mad = 0.5 * (spread[..., 3] + spread[..., 4])
+    return med.permute(0, 2, 3, 1).numpy(), mad.permute(0, 2, 3, 1).numpy()
 
 
 def _colour_norm(d: np.ndarray) -> np.ndarray:
@@ -101,8 +104,8 @@ class ResidualDetector:
             raise ValueError(f"where holds {len(xy)} positions for {len(images)} images")
         n = np.arange(len(images))
         x, y = xy[:, 0], xy[:, 1]
-        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect").astype(np.float32)
-        dy, dx = np.divmod(_NEIGHBOURS, 3)  # offsets into the padded image (0..2)
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float32)
+        dy, dx = np.divmod(_NEIGHBOURS.numpy(), 3)  # offsets into the padded image (0..2)
         neigh = padded[n[:, None], y[:, None] + dy[None], x[:, None] + dx[None]]  # (N, 8, 3)
         out = images.copy()
         out[n, y, x] = np.clip(np.rint(np.median(neigh, axis=1)), 0, 255).astype(np.uint8)
