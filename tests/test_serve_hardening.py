@@ -300,3 +300,41 @@ def test_cli_serve_reads_token_and_cors_options() -> None:
     assert (
         out.exit_code == 0 and "--token" in text and "ONEPIXEL_API_TOKEN" in text and "--cors-origin" in text
     )
+
+
+@pytest.mark.slow
+def test_onepixel_serve_takes_the_token_from_the_environment(real_pngs: list[bytes]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from onepixel.serve.runner import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ONEPIXEL_API_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port), "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "onepixel serve did not start"
+            try:
+                first = httpx.get(f"{url}/model/metadata", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert first.status_code == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        answer = httpx.post(f"{url}/model/predict", headers=good, files={"image": ("x.png", real_pngs[0])})
+        assert answer.status_code == 200 and answer.json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert "bearer token required" in stderr
+    access = [line for line in stderr.splitlines() if " access " in line]
+    assert any("GET /model/metadata 401" in line for line in access)
+    assert any("POST /model/predict 200" in line for line in access)
+    assert "IHDR" not in stderr and TOKEN not in stderr
