@@ -172,3 +172,31 @@ def test_analyze_cli_json_and_figures(tmp_path):
     assert text.exit_code == 0 and "even-even 5 (100.0%)" in text.stdout
     missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_real_colour_campaign_analysis(tmp_path, test_split):
+    """A tiny real campaign (colour objective, bundled model): the analysis agrees with the records."""
+    from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+    from onepixel.targets import TorchTarget
+
+    target = TorchTarget.from_pretrained()
+    config = CampaignConfig(
+        direction="lower",
+        objective="colour",
+        de=paper_de_config(popsize=16, maxiter=2),
+        filter=False,
+        limit=4,
+    )
+    run_campaign(target, test_split, config, tmp_path / "run", progress=False)
+    table = load_runs([tmp_path / "run"])
+    assert len(table) == 4 and set(table.objective) == {"colour"}
+    images = {n: test_split.images[i] for i, n in enumerate(test_split.names)}
+    want = colour_error(np.stack([images[i] for i in table.image_id]), np.stack(table.vectors))
+    np.testing.assert_allclose(table.colour_error, want, atol=1e-12)
+    group = analyze(table, lower_below=1.01)["groups"]["colour/lower"]
+    assert group["partly_successful"] == 4
+    xs = np.array([v[0] for v in table.vectors])
+    assert group["chromatic"]["stats"]["X"]["median"] == np.median(xs)
+    assert np.asarray(group["spatial"]["heatmap"]).sum() == 4
+    assert sum(group["periodicity"]["counts"][k] for k in ("even_even", "odd_odd", "mixed")) == 4
+    assert group["chromatic"]["colour_error"]["mean"] == pytest.approx(want.mean())
