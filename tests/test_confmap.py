@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -150,3 +151,28 @@ def test_load_image_specs(tmp_path, amibr_root, test_split):
         load_image("amibr:no_such_image", data=amibr_root)
     with pytest.raises(DataError, match="no such image"):
         load_image(tmp_path / "missing.png")
+
+
+def test_confmap_cli_partial_then_resume(tmp_path, test_split, amibr_root):
+    from typer.testing import CliRunner
+
+    from onepixel.cli.main import app
+
+    name = test_split.names[0]
+    args = ["confmap", f"amibr:{name}", "--levels", "2", "--out", str(tmp_path), "--no-progress"]
+    args += ["--data", str(amibr_root), "--json"]
+    first = CliRunner().invoke(app, [*args, "--rows", "31-32"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["rows_done"] == 2 and summary["evaluations"] == 2 * 64 * 8 and not summary["complete"]
+    assert summary["best"]["y"] in (31, 32)
+    for f in ("confmap.png", "confmap.json", "confmap.npz", STATE_FILE):
+        assert (tmp_path / f).is_file()
+    again = CliRunner().invoke(app, [*args, "--rows", "31,33"])
+    assert json.loads(again.stdout)["rows_done"] == 3  # row 31 was kept, only 33 computed
+    with np.load(tmp_path / "confmap.npz") as z:
+        assert np.isfinite(z["min"][[31, 32, 33]]).all() and np.isinf(z["min"][0]).all()
+    bad = CliRunner().invoke(app, [*args, "--rows", "x-3"])
+    assert bad.exit_code == 2 and "--rows" in bad.output
+    wrong = CliRunner().invoke(app, [*args[:3], "3", *args[4:], "--rows", "1"])
+    assert wrong.exit_code == 2 and "levels=2" in wrong.output

@@ -80,6 +80,18 @@ def _print_tables(result: dict[str, Any], figures: list[Path]) -> None:
         out.print(f"figure: {path}")
 
 
+def _parse_rows(text: str) -> list[int]:
+    """Return the row numbers of "a-b" ranges and single numbers separated by commas."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise fail(f"--rows must look like 28-35 or 0,31,63, got {text!r}") from None
+    return out
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
 
@@ -149,6 +161,12 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--batch-size", min=1, help="Images per target call (default: target's)."),
         ] = None,
+        rows: Annotated[
+            str | None,
+            typer.Option(
+                "--rows", help="Only these pixel rows, e.g. 28-35 or 0,31,63 (rerun without to finish)."
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
@@ -176,7 +194,13 @@ def register(app: typer.Typer) -> None:
         out_dir = out or Path("runs") / "confmap" / name
         try:
             cmap = compute_confmap(
-                tgt, img, levels, out_dir=out_dir, batch_size=batch_size, progress=progress
+                tgt,
+                img,
+                levels,
+                out_dir=out_dir,
+                batch_size=batch_size,
+                rows=_parse_rows(rows) if rows else None,
+                progress=progress,
             )
         except (ConfmapError, TargetError) as exc:
             raise fail(str(exc)) from exc
