@@ -35,7 +35,9 @@ def error_scatter(table: AttackTable, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
     change = score_change(table)
     ok = ~np.isnan(table.colour_error)
-    ax.scatter(table.colour_error[ok], change[ok], s=10, alpha=0.6, color="#4C72B0", edgecolors="none")
+    # Each dot in its attack colour (first pixel), outlined so that white and pale dots show.
+    colours = np.array([v[2:5] for v in table.vectors], dtype=float).reshape(-1, 3) / 255.0
+    ax.scatter(table.colour_error[ok], change[ok], s=18, c=colours[ok], edgecolors="#333333", linewidths=0.4)
     ax.set_xlabel("colour RMSE vs 8-neighbour mean [0, 1]")
     ax.set_ylabel("score change in attack direction")
     ax.set_title(f"{title} (n = {int(ok.sum())})")
