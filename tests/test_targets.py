@@ -237,3 +237,14 @@ def test_http_max_service_fallback_labels_and_single_route(images: np.ndarray) -
 def test_http_target_rejects_bad_url() -> None:
     with pytest.raises(ValueError, match="http:// or https://"):
         HttpTarget("ftp://example.org")
+
+
+def test_http_bearer_token_sent(images: np.ndarray) -> None:
+    from onepixel.serve.security import harden
+
+    local = open_target()
+    with serving(harden(create_app(local), token="s3cret", log_requests=False)) as url:
+        with pytest.raises(TargetError, match=r"HTTP 401"):
+            HttpTarget(url, retries=3)
+        with HttpTarget(url, token="s3cret") as remote:
+            np.testing.assert_allclose(remote.predict(images[:2]), local.predict(images[:2]), atol=1e-5)

@@ -162,15 +162,16 @@ def create_app(
         summary="Make a prediction given input data",
         openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
     )
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         form = await read_form(
             request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
         )
         upload = form_files(form, "image", IMAGE_HELP)[0]
         data = await upload.read()
-        image = await run_in_threadpool(decode_image, data, size, label=upload.filename or "image")
-        predictions = await run_in_threadpool(score, image[None])
-        return {"status": "ok", "predictions": predictions}
+        label = upload.filename or "image"
+        # One worker-thread hop per request: decoding and scoring both run off the event loop.
+        predictions = await run_in_threadpool(lambda: score(decode_image(data, size, label=label)[None]))
+        return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
         "/model/predict_batch",
@@ -178,7 +179,7 @@ def create_app(
         summary="Score many images in one request (onepixel extension)",
         openapi_extra=_multipart_schema("images", IMAGES_HELP, many=True),
     )
-    async def predict_batch(request: Request) -> dict[str, Any]:
+    async def predict_batch(request: Request) -> JSONResponse:
         form = await read_form(
             request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
         )
@@ -192,9 +193,8 @@ def create_app(
                     413, {"message": f"{label}: file larger than {max_upload_bytes} bytes.", "index": index}
                 )
             blobs.append((label, data))
-        images = await run_in_threadpool(_decode_all, blobs, size)
-        predictions = await run_in_threadpool(score, images)
-        return {"status": "ok", "predictions": predictions}
+        predictions = await run_in_threadpool(lambda: score(_decode_all(blobs, size)))
+        return JSONResponse({"status": "ok", "predictions": predictions})
 
     return app
 
