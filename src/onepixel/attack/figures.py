@@ -86,11 +86,11 @@ def default_convergence_ids(records: Sequence[AttackRecord], n_best: int = 3) ->
         return [r.image_id for r in records[:1]]
     lower = non_early[0].direction == "lower"
     ranked = sorted(non_early, key=lambda r: r.score_after if lower else -r.score_after)
-    chosen = [r.image_id for r in ranked if r.success][:n_best]
-    failed = [r for r in ranked if not r.success]
+    chosen = [r.image_id for r in ranked[:n_best]]  # the best final scores, successful or not
+    failed = [r for r in ranked if not r.success and r.image_id not in chosen]
     if failed:
         chosen.append(failed[len(failed) // 2].image_id)
-    return chosen or [ranked[0].image_id]
+    return chosen
 
 
 def convergence_plot(
@@ -152,8 +152,9 @@ def pair_figure(record: AttackRecord, adversarial: np.ndarray, summary: dict[str
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
-        for x, y, *_ in pixels:
-            ax.add_patch(Circle((x, y), 3.2, fill=False, ec="cyan", lw=1.6))
+        for x, y, *_ in pixels:  # black-and-white ring: visible whatever the pixel's colour
+            ax.add_patch(Circle((x, y), 3.2, fill=False, ec="black", lw=2.8))
+            ax.add_patch(Circle((x, y), 3.2, fill=False, ec="white", lw=1.2))
         x0, y0 = pixels[0, 0], pixels[0, 1]
         lo_x, lo_y = max(0, x0 - ZOOM), max(0, y0 - ZOOM)
         hi_x, hi_y = min(size, x0 + ZOOM + 1), min(size, y0 + ZOOM + 1)
@@ -161,7 +162,10 @@ def pair_figure(record: AttackRecord, adversarial: np.ndarray, summary: dict[str
         corner = [0.62 if x0 < size / 2 else 0.02, 0.02 if y0 < size / 2 else 0.62, 0.36, 0.36]
         inset = ax.inset_axes(corner)
         inset.imshow(image[lo_y:hi_y, lo_x:hi_x], interpolation="nearest")
-        inset.add_patch(Rectangle((x0 - lo_x - 0.5, y0 - lo_y - 0.5), 1, 1, fill=False, ec="cyan", lw=1.5))
+        for colour, width in (("black", 2.6), ("white", 1.0)):
+            inset.add_patch(
+                Rectangle((x0 - lo_x - 0.9, y0 - lo_y - 0.9), 1.8, 1.8, fill=False, ec=colour, lw=width)
+            )
         inset.set_xticks([])
         inset.set_yticks([])
         for spine in inset.spines.values():
