@@ -288,6 +288,8 @@ def compute_confmap(
                 buffer[lanes[:m], y, pix] = colours[cidx]
                 scores = target.predict(buffer[:m])
                 buffer[lanes[:m], y, pix] = image[y, pix]
+                if not np.all(np.isfinite(scores)):
+                    raise ConfmapError(f"target {target_name!r} returned non-finite scores in row {y}")
                 starts = np.flatnonzero(np.diff(pix, prepend=-1))
                 _fold(scores, starts, pix, cidx, colours, row)
                 if bar is not None:
@@ -313,6 +315,7 @@ def _progress(enabled: bool, total: int, levels: int):
     """Return a started rich progress bar and its task (or (None, None) when disabled)."""
     if not enabled or total == 0:
         return None, None
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -329,6 +332,7 @@ def _progress(enabled: bool, total: int, levels: int):
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     )
     bar.start()
