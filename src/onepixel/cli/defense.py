@@ -29,6 +29,9 @@ def train_detector(
             help="Reconstruction term per image: keras (sum over pixels of channel mean), mean, sum."
         ),
     ] = "keras",
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from these VAE weights (fresh optimiser state).")
+    ] = None,
 ) -> None:
     """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -69,6 +72,7 @@ def train_detector(
     command = (
         f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
         f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
+        + (f" --resume {resume}" if resume is not None else "")
     )
     with Progress(
         TextColumn("[bold]VAE[/] epoch {task.fields[epoch]}"),
@@ -89,12 +93,24 @@ def train_detector(
         state: dict[str, object] = {}
 
         def record(epoch: int, stats: dict[str, float]) -> None:
+            stats = {**stats, "epoch": len(previous) + epoch}
             history.append(stats)
             on_epoch(epoch, stats)
 
+        from onepixel.defense.train import load_vae
         from onepixel.defense.vae import VAE
 
-        state["model"] = VAE()
+        previous: list[dict[str, float]] = []
+        if resume is not None:
+            state["model"], old = load_vae(resume)
+            previous.extend((old.get("info") or {}).get("history", []))
+            history.extend(previous)
+            earlier = (old.get("info") or {}).get("command")
+            old_info = old.get("info") or {}
+            earlier_seconds = float(old_info.get("seconds_total", old_info.get("seconds", 0.0)) or 0.0)
+        else:
+            state["model"] = VAE()
+            earlier, earlier_seconds = None, 0.0
         result = train_vae(
             train.images,
             cfg,
@@ -112,7 +128,10 @@ def train_detector(
         heldout_slides=sorted({str(g) for g, h in zip(patches.groups, held, strict=True) if h})
         if held is not None and patches.groups is not None
         else [],
-        history=result.history,
+        history=history,
+        epochs_total=len(history),
+        resumed_from=earlier,
+        seconds_total=round(earlier_seconds + result.seconds, 1),
     )
     save_vae(result.model, path, info)
     console.print(
