@@ -94,13 +94,13 @@ def test_campaign_sigkilled_twice_completes_with_one_row_per_image(tmp_path: Pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"({seen[-1]} resumed, {8 - seen[-1]} new)" in " ".join(done.stderr.split())
     assert_complete(run, 8)
-    # A further rerun has nothing left to do and changes nothing.
-    again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "(8 resumed, 0 new)" in " ".join(again.stderr.split())
+
+
+TOKEN = "fault-test-token"
 
 
 class Service:
-    """``onepixel serve`` as a subprocess on a fixed loopback port that can be killed and restarted."""
+    """``onepixel serve`` (bearer auth on) as a subprocess on a fixed loopback port; kill/restart it."""
 
     def __init__(self, port: int):
         self.port = port
@@ -111,8 +111,9 @@ class Service:
         """Start the server and return once it answers /model/metadata."""
         cmd = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(self.port), "--threads", "1"]
         cmd += ["--log-level", "warning"]
+        env = {**ENV, "ONEPIXEL_API_TOKEN": TOKEN}
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         wait_for(self.ready, 120, f"onepixel serve on {self.url}", self.proc)
         return self
@@ -120,7 +121,8 @@ class Service:
     def ready(self) -> bool:
         """Return True when the service answers."""
         try:
-            return httpx.get(f"{self.url}/model/metadata", timeout=1.0).status_code == 200
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            return httpx.get(f"{self.url}/model/metadata", headers=headers, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -132,8 +134,9 @@ class Service:
 
 
 @pytest.fixture
-def service() -> Iterator[Service]:
-    """Yield a running service; kill it afterwards."""
+def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    """Yield a running service; HttpTargets here take its token from the environment; kill it after."""
+    monkeypatch.setenv("ONEPIXEL_API_TOKEN", TOKEN)
     svc = Service(free_port()).start()
     try:
         yield svc
@@ -142,21 +145,21 @@ def service() -> Iterator[Service]:
 
 
 def http_config(url: str) -> CampaignConfig:
-    """Return a small campaign against ``url``: 8 images in 4 batches, 20 generations each."""
+    """Return a small campaign against ``url``: 6 images in 3 batches, 12 generations each."""
     return CampaignConfig(
         direction="lower",
         target=url,
-        de=paper_de_config(popsize=20, maxiter=20, convergence=False),
+        de=paper_de_config(popsize=20, maxiter=12, convergence=False),
         filter=False,
         images_per_batch=2,
-        limit=8,
+        limit=6,
         seed=3,
     )
 
 
 def test_http_campaign_survives_service_restart(service: Service, tmp_path: Path, small_data: Path) -> None:
     patches = load_folder(small_data)
-    target = open_target(service.url, retries=10, backoff=0.2, max_wait=2.0, max_total=90.0)
+    target = open_target(service.url)  # default retries and backoff, token from the environment
     outcome: dict[str, CampaignResult | BaseException] = {}
 
     def attack() -> None:
@@ -181,8 +184,8 @@ def test_http_campaign_survives_service_restart(service: Service, tmp_path: Path
     assert "error" not in outcome, repr(outcome.get("error"))
     result = outcome["result"]
     assert isinstance(result, CampaignResult)
-    assert at_kill < 8 and result.new == 8 and downtime > 0.5
-    http_ids = assert_complete(tmp_path, 8)
+    assert at_kill < 6 and result.new == 6 and downtime > 0.5
+    http_ids = assert_complete(tmp_path, 6)
 
     # The interruption changed nothing: an in-process campaign stores the same attacks.
     local = run_campaign(
@@ -221,11 +224,11 @@ def test_service_down_for_good_is_a_clear_error_within_bounded_time(
     assert service.url in str(error) and "failed after 4 attempt(s)" in str(error)
     assert float(outcome["at"]) - killed_at < 10.0  # retries stop within max_total
     stored = rows(tmp_path)
-    assert 1 <= stored < 8
+    assert 1 <= stored < 6
 
     # Nothing stored was lost: with the service back, a rerun resumes and completes.
     service.start()
     with open_target(service.url) as again:
         result = run_campaign(again, patches, http_config(service.url), tmp_path, progress=False)
-    assert result.resumed == stored and result.new == 8 - stored
-    assert_complete(tmp_path, 8)
+    assert result.resumed == stored and result.new == 6 - stored
+    assert_complete(tmp_path, 6)

@@ -14,6 +14,7 @@ with the server's message.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -65,7 +66,9 @@ class HttpTarget(Target):
     ``use_batch`` forces the batch route on or off (default: use it when the server has it);
     ``concurrency`` is how many single-image requests run at once. ``png_level`` is the zlib
     level of the uploaded PNGs: 0 (default) is fastest to encode and decode, 1-9 are smaller.
-    ``token`` is sent as ``Authorization: Bearer <token>``; ``headers`` go with every request.
+    ``token`` (default: ``$ONEPIXEL_API_TOKEN``) is sent as ``Authorization: Bearer <token>``;
+    ``headers`` go with every request. The default retries (0.25 s doubling to 4 s, about 20 s in
+    all) outlast a restart of ``onepixel serve``.
     """
 
     def __init__(
@@ -73,7 +76,7 @@ class HttpTarget(Target):
         url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 4,
+        retries: int = 8,
         backoff: float = 0.25,
         max_wait: float = 4.0,
         max_total: float = 60.0,
@@ -102,6 +105,7 @@ class HttpTarget(Target):
         self.png_level = png_level
         self.concurrency = concurrency
         sent = dict(headers or {})
+        token = token if token is not None else os.environ.get("ONEPIXEL_API_TOKEN")
         if token:
             sent["Authorization"] = f"Bearer {token}"
         limits = httpx.Limits(max_connections=max(concurrency, 4), max_keepalive_connections=None)
