@@ -149,7 +149,9 @@ def read_png(source: str | Path | bytes, *, name: str | None = None) -> np.ndarr
             array = np.asarray(img, dtype=np.uint8)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{label}: not a readable PNG (unrecognised image data)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{label}: not a readable PNG ({exc})") from exc
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(f"{label}: expected 3 colour channels, got shape {array.shape}")
