@@ -75,3 +75,30 @@ def default_out_dir(runs: list[str | Path]) -> Path:
     """Return where figures go by default: ``<first run>/figures`` (the CSV's folder for a CSV)."""
     first = Path(runs[0])
     return (first if first.is_dir() else first.parent) / "figures"
+
+
+def analyze_runs(
+    runs: list[str | Path],
+    *,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    figures: bool = True,
+    lower_below: float = PARTIAL_LOWER_BELOW,
+    raise_above: float = PARTIAL_RAISE_ABOVE,
+) -> dict[str, Any]:
+    """Return :func:`analyze` of the runs in ``runs`` (loaded, missing colour errors filled from ``data``).
+
+    With ``figures``, PNGs are written to ``out`` (default :func:`default_out_dir`) and their
+    paths listed under ``"figures"``.
+    """
+    from onepixel.analysis.loading import fill_colour_errors, load_runs
+
+    table = fill_colour_errors(load_runs(list(runs)), data)
+    result = analyze(table, lower_below=lower_below, raise_above=raise_above)
+    paths: list[Path] = []
+    if figures:
+        from onepixel.analysis.figures import analysis_figures
+
+        paths = analysis_figures(table, result, out or default_out_dir(list(runs)))
+    result["figures"] = [str(p) for p in paths]
+    return result

@@ -118,21 +118,21 @@ def register(app: typer.Typer) -> None:
         score change, most common colours, location heatmap, and the share of even-even
         coordinates with an exact binomial test against 25%. Figures go to --out.
         """
-        from onepixel.analysis.analyze import analyze as run_analysis
-        from onepixel.analysis.analyze import default_out_dir
-        from onepixel.analysis.loading import RunLoadError, fill_colour_errors, load_runs
+        from onepixel.analysis.analyze import analyze_runs
+        from onepixel.analysis.loading import RunLoadError
 
         try:
-            table = fill_colour_errors(load_runs(list(runs)), data)
-            result = run_analysis(table, lower_below=lower_below, raise_above=raise_above)
+            result = analyze_runs(
+                list(runs),
+                out=out,
+                data=data,
+                figures=figures,
+                lower_below=lower_below,
+                raise_above=raise_above,
+            )
         except (RunLoadError, ValueError) as exc:
             raise fail(str(exc)) from exc
-        paths: list[Path] = []
-        if figures:
-            from onepixel.analysis.figures import analysis_figures
-
-            paths = analysis_figures(table, result, out or default_out_dir(list(runs)))
-        result["figures"] = [str(p) for p in paths]
+        paths = [Path(p) for p in result["figures"]]
         if as_json:
             typer.echo(json.dumps(result, indent=1))
         else:
