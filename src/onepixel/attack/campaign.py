@@ -487,7 +487,9 @@ def _attack_batch(
     def _store_finished(rows: np.ndarray, now: float) -> None:
         best = np.rint(np.asarray(solver.best_x)[rows]).astype(np.int64)
         adversarial = apply_pixels(images, best, rows)
-        after = target.predict(adversarial)
+        # One image per call: a model's float scores can differ in the last bit with the batch
+        # size, and which images finish together differs between a resumed and a straight run.
+        after = np.array([target.predict(adversarial[j : j + 1])[0] for j in range(len(rows))])
         errors = colour_error(images, best, rows)
         xs, ys, _ = pixels_of(best, images.shape[1])
         originals = images[rows[:, None], ys, xs]  # (R, k, 3) clean colours under the pixels
