@@ -155,7 +155,8 @@ def test_resume_with_another_config_is_a_clear_error(
 ) -> None:
     patches = load_folder(small_data)
     run_campaign(target, patches, tiny_config("lower", limit=1, de={"maxiter": 1}), tmp_path, progress=False)
-    changed = tiny_config("lower", limit=1, de={"maxiter": 1, "popsize": 30})
+    changed = tiny_config("lower", limit=1, de={"maxiter": 1, "popsize": 30, "mutation": (0.5, 1.0)})
+    assert CampaignConfig.from_dict(changed.to_dict()) == changed
     with pytest.raises(StoreError, match=r"de\.popsize: stored 20, now 30"):
         run_campaign(target, patches, changed, tmp_path, progress=False)
     result = run_campaign(target, patches, changed, tmp_path, progress=False, force_new=True)
