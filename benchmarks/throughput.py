@@ -146,27 +146,31 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None
     raise RuntimeError(f"server at {url} not ready after {timeout:.0f} s")
 
 
-def bench_http(rounds: int, seconds: float, threads: int, clients: tuple[int, ...], batch: int) -> dict:
-    """Return loopback HTTP images/s: single route sequential and concurrent, batch route."""
+def bench_http(rounds: int, seconds: float, threads: int, clients: tuple[int, ...], request: int) -> dict:
+    """Return loopback HTTP images/s of ``request``-image calls through :class:`HttpTarget`.
+
+    Single route: one image per HTTP request, sequential and with N concurrent clients (threads
+    sharing a keep-alive pool). Batch route: one request per ``batch_size`` chunk, sequential
+    (one request of all images) and 4 concurrent chunks of 64 (the client default).
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(port, threads)
     try:
         wait_ready(url, proc)
-        images = bench_images(max(batch, 256))
-        single = HttpTarget(url, use_batch=False, concurrency=1)
+        images = bench_images(request)
+        targets = {"single_sequential": HttpTarget(url, use_batch=False, concurrency=1)}
+        for n in clients:
+            targets[f"single_{n}_clients"] = HttpTarget(url, use_batch=False, concurrency=n)
+        whole = HttpTarget(url, use_batch=True, batch_size=request, concurrency=1)
+        targets[f"batch_route_1x{request}"] = whole
+        targets["batch_route_4x64"] = HttpTarget(url, use_batch=True, batch_size=64, concurrency=4)
         runs: dict[str, Callable[[], float]] = {
-            "single_sequential": lambda: raw_throughput(single, 16, seconds=seconds, images=images)
+            name: lambda t=tgt: raw_throughput(t, request, seconds=seconds, images=images)
+            for name, tgt in targets.items()
         }
-        concurrent = {n: HttpTarget(url, use_batch=False, concurrency=n) for n in clients}
-        for n, tgt in concurrent.items():
-            runs[f"single_{n}_clients"] = lambda t=tgt, k=n: raw_throughput(
-                t, 16 * k, seconds=seconds, images=images
-            )
-        batched = HttpTarget(url, use_batch=True)
-        runs[f"batch_route_{batch}"] = lambda: raw_throughput(batched, batch, seconds=seconds, images=images)
         result = interleaved(runs, rounds)
-        for tgt in (single, batched, *concurrent.values()):
+        for tgt in targets.values():
             tgt.close()
         return result
     finally:
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_http:
         clients = (4,) if args.quick else (2, 4, 8)
         print("HTTP (uvicorn on loopback) ...", flush=True)
-        http = bench_http(rounds, seconds * 2, args.threads, clients, 256)
+        http = bench_http(rounds, seconds * 2, args.threads, clients, 128 if args.quick else 256)
     result = {
         "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])]),
         "machine": {
