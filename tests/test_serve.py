@@ -223,3 +223,29 @@ def test_served_scores_equal_in_process_on_whole_test_split(
     with HttpTarget(server_url, batch_size=512) as remote:
         served = remote.predict(test_split.images)
     np.testing.assert_allclose(served, target.predict(test_split.images), atol=1e-5, rtol=0)
+
+
+def test_proxy_in_front_of_remote_service(
+    server_url: str, target: TorchTarget, samples: dict[str, bytes]
+) -> None:
+    # `onepixel serve --model http://...`: our API (batch route, guard) in front of another service.
+    remote = HttpTarget(server_url, retries=0)
+    proxy = TestClient(create_app(remote))
+    response = post_image(proxy, samples["false"], "false.png")
+    expected = target.predict(read_png(samples["false"]))[0]
+    assert response.json()["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-5)
+    remote.url = "http://127.0.0.1:9"  # upstream gone: the proxy answers 502 naming it
+    failed = post_image(proxy, samples["false"], "false.png")
+    assert failed.status_code == 502
+    assert "127.0.0.1:9" in failed.json()["message"]
+    remote.close()
+
+
+def test_serve_cli_rejects_missing_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from onepixel.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nope.safetensors")])
+    assert result.exit_code == 2
+    assert "nope.safetensors" in result.output
