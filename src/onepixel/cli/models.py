@@ -57,7 +57,7 @@ def train(
     (<label>/*.png or, with --split, <split>/<label>/*.png) train the same way, grouped by image.
 
     Defaults are the deep-histopath recipe. The bundled weights were trained with
-    --epochs 30 --batch-size 32 --max-shift 12 --brightness 32 --contrast-min 0.6 --threads 1,
+    --epochs 40 --batch-size 32 --max-shift 12 --brightness 32 --contrast-min 0.6 --threads 1,
     which learns faster on a CPU budget (see models/weights/MODEL_CARD.md).
     """
     import torch
