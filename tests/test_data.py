@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,33 @@ def test_derived_amibr_folder_and_bad_split(tmp_path: Path, amibr_root: Path) ->
         load_amibr(root, "val")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="does not match the AMi-Br manifest"):
         load_amibr(root, "test", verify=True)
+
+
+def _png_16bit_rgb(width: int = 64, height: int = 64) -> bytes:
+    """Return a valid 16-bit-per-channel RGB PNG (PIL cannot write one; PIL reads it as 8-bit)."""
+    import struct
+    import zlib
+
+    row = b"\x00" + np.full(width * 3, 40000, ">u2").tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_16bit_rgb_png_is_refused_not_silently_reduced(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = _png_16bit_rgb()
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # what PIL would hand over silently
+    path = tmp_path / "deep.png"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"deep\.png: PNG has 16-bit channels"):
+        read_png(path)

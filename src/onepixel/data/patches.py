@@ -28,6 +28,7 @@ KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "tumor", "tumour", "positive", "
 IMAGE_SUFFIXES = (".png",)
 # PNG decoding refuses images larger than this many pixels (decompression-bomb guard).
 MAX_PIXELS = 4096 * 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 Resize = Literal["crop", "resize"]
 
@@ -134,6 +135,9 @@ def read_png(source: str | Path | bytes, *, name: str | None = None) -> np.ndarr
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
     except OSError as exc:
         raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
+    # PIL reads 16-bit RGB PNGs as 8-bit "RGB" without a word; the IHDR header tells the truth.
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26 and data[24] != 8:
+        raise DataError(f"{label}: PNG has {data[24]}-bit channels, not 8-bit RGB")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":
@@ -149,6 +153,8 @@ def read_png(source: str | Path | bytes, *, name: str | None = None) -> np.ndarr
             array = np.asarray(img, dtype=np.uint8)
     except DataError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{label}: image is too large to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"{label}: not a readable PNG (unrecognised image data)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
