@@ -111,7 +111,7 @@ def test_resume_gives_identical_results(tmp_path, image):
     assert first.done.sum() == 5 and not first.complete and (tmp_path / STATE_FILE).exists()
     target.reset_queries()
     rest = compute_confmap(target, image, levels=3, out_dir=tmp_path, progress=False)
-    assert target.queries == 59 * 64 * 27  # only the unfinished rows were scored
+    assert target.queries == 1 + 59 * 64 * 27  # the resume check, then only the unfinished rows
     assert rest.complete and rest.evaluations == whole.evaluations
     for name in ("min", "max", "mean", "argmin", "argmax"):
         np.testing.assert_array_equal(getattr(rest, name), getattr(whole, name))
@@ -119,9 +119,13 @@ def test_resume_gives_identical_results(tmp_path, image):
     # A finished map is not recomputed; a mismatched request refuses the saved state.
     target.reset_queries()
     compute_confmap(target, image, levels=3, out_dir=tmp_path, progress=False)
-    assert target.queries == 0
+    assert target.queries == 1  # the resume check only
     with pytest.raises(ConfmapError, match="levels=3"):
         compute_confmap(target, image, levels=2, out_dir=tmp_path, progress=False)
+    with pytest.raises(ConfmapError, match="model changed"):  # same name, other weights
+        compute_confmap(
+            LinearTarget(seed=4, batch_size=70), image, levels=3, out_dir=tmp_path, progress=False
+        )
     other = image.copy()
     other[0, 0] ^= 1
     with pytest.raises(ConfmapError, match="different image"):

@@ -22,6 +22,8 @@ from onepixel.targets.base import Target
 
 STATE_FILE = "confmap_state.npz"
 DEFAULT_CHUNK = 1024
+# Largest change of the clean image's score tolerated on resume (inference paths differ ~1e-6).
+RESUME_TOLERANCE = 1e-5
 
 
 class ConfmapError(ValueError):
@@ -195,13 +197,14 @@ def compute_confmap(
 ) -> ConfidenceMap:
     """Return the brute-force confidence map of ``image`` (H, W, 3) uint8 for ``target``.
 
-    Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
-    min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
-    perturbed images (default: the smallest multiple of ``target.batch_size`` >= 1024) are built in
-    one reused buffer. With ``out_dir``, the state is saved after
-    every row and finished rows of an earlier run (same image, levels and target) are skipped.
-    ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
-    rows; the map is then partial (see ``done``; unfinished rows hold inf / -inf / nan).
+        Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
+        min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
+        perturbed images (default: the smallest multiple of ``target.batch_size`` >= 1024) are built in
+        one reused buffer. With ``out_dir``, the state is saved after
+        every row and finished rows of an earlier run (same image, levels and target, checked by name
+    and by the target's score of the clean image) are skipped.
+        ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
+        rows; the map is then partial (see ``done``; unfinished rows hold inf / -inf / nan).
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -226,6 +229,15 @@ def compute_confmap(
         saved = _load_state(state_path, key, int(levels), target_name, (h, w))
     if saved is not None:
         score_before = float(saved["score_before"])
+        # A black-box check that the target is still the one the saved rows came from (same name,
+        # retrained weights): its score of the clean image must not have moved.
+        now = float(target.predict(image[None])[0])
+        if abs(now - score_before) > RESUME_TOLERANCE:
+            raise ConfmapError(
+                f"{state_path}: target {target_name!r} now scores the image {now:.6f}, but "
+                f"{score_before:.6f} when the saved rows were computed (model changed?); use another "
+                "--out folder or delete the file"
+            )
         cmap = ConfidenceMap(
             image=image,
             levels=int(levels),
