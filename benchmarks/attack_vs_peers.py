@@ -395,13 +395,14 @@ def run_method(
     method: str, target: Target, images: np.ndarray, direction: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Run one method on ``images``; return its raw outcome dict."""
-    if method.startswith("ours-"):
-        return attack_ours(
-            target, images, direction, paper_config(args.maxiter, method[5:], args.popsize), args.seed
-        )
-    if method.startswith("scipy-"):
-        cfg = paper_config(args.maxiter, "immediate", args.popsize)
-        return attack_scipy(target, images, direction, cfg, args.seed, vectorized=method == "scipy-deferred")
+    engine, _, variant = method.partition("-")
+    updating = variant.split("-")[0]
+    if engine in ("ours", "scipy"):
+        cfg = paper_config(args.maxiter, updating, args.popsize)
+        cfg.convergence = not method.endswith("-notol")  # SciPy: tol = atol = 0
+        if engine == "ours":
+            return attack_ours(target, images, direction, cfg, args.seed)
+        return attack_scipy(target, images, direction, cfg, args.seed, vectorized=updating == "deferred")
     early_stop = not method.endswith("-noes")
     peer: Callable[..., dict[str, Any]] = (
         attack_torchattacks if method.startswith("torchattacks") else attack_art
