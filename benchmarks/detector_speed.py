@@ -1,0 +1,70 @@
+"""Detector throughput: VAE training steps, VAE scoring, residual scoring (images/s, one thread).
+
+Usage: python benchmarks/detector_speed.py [--data AMI_BR] [--n 512] [--threads 1] [--out PATH]
+Prints and writes JSON (default benchmarks/results/detector_speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from onepixel.data.amibr import load_amibr
+from onepixel.defense.detector import VAEDetector
+from onepixel.defense.residual import ResidualDetector
+from onepixel.defense.train import TrainConfig, train_vae
+from onepixel.defense.vae import VAE
+
+
+def rate(fn, n: int, repeats: int = 3) -> float:
+    """Return the best images/s of ``repeats`` calls of fn() that each process n images."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    here = Path(__file__).resolve().parent
+    parser.add_argument(
+        "--data", default=os.environ.get("ONEPIXEL_DATA", here.parents[1] / "shared/data/ami-br")
+    )
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=here / "results" / "detector_speed.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    images = load_amibr(args.data, "test").images[: args.n]
+    vae = VAEDetector.from_pretrained("vae_amibr")
+    residual = ResidualDetector()
+    n = len(images)
+    train_n = 300
+    result = train_vae(images[:train_n], TrainConfig(epochs=1, threads=args.threads), model=VAE())
+    out = {
+        "images": n,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "load_average": os.getloadavg()[0],
+        "vae_score_images_per_s": rate(lambda: vae.score(images), n),
+        "vae_score_p3_p5_p7_images_per_s": rate(lambda: vae.score_all(images), n),
+        "residual_score_images_per_s": rate(lambda: residual.score(images), n),
+        "residual_locate_repair_images_per_s": rate(lambda: residual.repair(images), n),
+        "vae_train_images_per_s": result.images_per_second,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
