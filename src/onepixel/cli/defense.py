@@ -36,7 +36,7 @@ def train_detector(
     """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from onepixel.config import resolve_data_dir
+    from onepixel.cli.data import data_root
     from onepixel.data.amibr import is_amibr, load_amibr
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.train import (
@@ -49,8 +49,8 @@ def train_detector(
         vae_info,
     )
 
-    root = resolve_data_dir(data)
     try:
+        root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
     except DataError as exc:
         raise fail(str(exc)) from exc
@@ -163,7 +163,7 @@ def evaluate_detector(
 
     import torch
 
-    from onepixel.config import resolve_data_dir
+    from onepixel.cli.data import data_root
     from onepixel.data.amibr import is_amibr, load_amibr
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.detector import VAEDetector
@@ -180,8 +180,8 @@ def evaluate_detector(
     torch.set_num_threads(1)
     if not runs and synthetic <= 0:
         raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
-    root = resolve_data_dir(data)
     try:
+        root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
         adversarial = (
             load_runs(runs) if runs else synthetic_attacks(clean.images, clean.names, synthetic, seed)
@@ -255,15 +255,15 @@ def calibrate_detector(
     held-out train-split slides and copies with one random pixel set to a saturated colour."""
     import torch
 
-    from onepixel.config import resolve_data_dir
+    from onepixel.cli.data import data_root
     from onepixel.data.amibr import load_amibr
     from onepixel.data.patches import DataError
     from onepixel.defense.detector import VAEDetector, calibrate_thresholds
     from onepixel.defense.train import save_vae, split_heldout_slides
 
     torch.set_num_threads(1)
-    root = resolve_data_dir(data)
     try:
+        root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         train = load_amibr(root, "train")
         det = VAEDetector.from_pretrained(weights)
     except (DataError, FileNotFoundError, ValueError) as exc:
