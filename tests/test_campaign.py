@@ -278,3 +278,23 @@ def test_objective_registry_colour_and_unknown(tmp_path: Path, target: TorchTarg
         CampaignError, match=r"unknown objective 'nope'; known: \['adaptive', 'colour', 'plain'"
     ):
         tiny_config("lower", objective="nope")
+
+
+def test_colour_objective_takes_the_paper_preset_unless_overridden(tmp_path: Path, small_data: Path) -> None:
+    from onepixel.attack.store import CampaignStore
+
+    base = ["attack", "--direction", "lower", "--data", str(small_data), "--no-filter", "--limit", "1"]
+    base += ["--no-progress", "--objective", "colour"]
+    preset = CliRunner().invoke(app, [*base, "--maxiter", "0", "--out", str(tmp_path / "preset")])
+    assert preset.exit_code == 0, preset.output
+    with CampaignStore.open(tmp_path / "preset", create=False) as store:
+        de = store.config()["de"]
+        (record,) = store.records()
+    assert (de["popsize"], de["maxiter"], de["mutation"], de["recombination"]) == (1500, 0, 0.5, 0.7)
+    assert record.evaluations == 1500
+    override = CliRunner().invoke(
+        app, [*base, "--popsize", "30", "--maxiter", "1", "--out", str(tmp_path / "override")]
+    )
+    assert override.exit_code == 0, override.output
+    with CampaignStore.open(tmp_path / "override", create=False) as store:
+        assert (store.config()["de"]["popsize"], store.config()["de"]["maxiter"]) == (30, 1)

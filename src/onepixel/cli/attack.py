@@ -124,6 +124,16 @@ def load_patches(data: Path | None, split: str | None, positive: str | None) -> 
     return patches, spec
 
 
+def objective_de_preset(objective: str, direction: str) -> dict[str, Any]:
+    """Return the paper's DE settings for ``objective``: the colour paper's for colour, else the
+    one-pixel paper's (200 members, 100 generations, F 0.5, CR 0.7)."""
+    if objective == "colour":
+        from onepixel.attack.colour import colour_preset
+
+        return colour_preset(direction)[0]
+    return {"popsize": 200, "maxiter": 100, "mutation": 0.5, "recombination": 0.7}
+
+
 def attack(
     direction: Annotated[Direction, typer.Option("--direction", help="lower or raise the target's score.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder (created; rerun to resume).")],
@@ -170,10 +180,20 @@ def attack(
             help="KEY=VALUE passed to the objective (e.g. w_c=0.4); repeatable.",
         ),
     ] = None,
-    popsize: Annotated[int, typer.Option("--popsize", help="Population size (TOTAL members).")] = 200,
-    maxiter: Annotated[int, typer.Option("--maxiter", min=0, help="Maximum generations.")] = 100,
-    mutation: Annotated[float, typer.Option("--mutation", help="Differential weight F.")] = 0.5,
-    recombination: Annotated[float, typer.Option("--recombination", help="Crossover probability CR.")] = 0.7,
+    popsize: Annotated[
+        int | None,
+        typer.Option(
+            "--popsize", help="Population size (TOTAL members). Default 200; colour: 1500 (paper preset)."
+        ),
+    ] = None,
+    maxiter: Annotated[
+        int | None,
+        typer.Option("--maxiter", min=0, help="Maximum generations. Default 100; colour: 20 (paper preset)."),
+    ] = None,
+    mutation: Annotated[float | None, typer.Option("--mutation", help="Differential weight F (0.5).")] = None,
+    recombination: Annotated[
+        float | None, typer.Option("--recombination", help="Crossover probability CR (0.7).")
+    ] = None,
     tol: Annotated[float, typer.Option("--tol", help="Relative convergence tolerance.")] = 0.01,
     updating: Annotated[
         Updating,
@@ -225,11 +245,13 @@ def attack(
     from onepixel.targets.base import TargetError
 
     try:
+        # Unset DE knobs take the objective's paper preset (colour: 1500 members, 20 generations).
+        preset = objective_de_preset(objective, direction.value)
         de = DEConfig(
-            popsize=popsize,
-            maxiter=maxiter,
-            mutation=mutation,
-            recombination=recombination,
+            popsize=preset["popsize"] if popsize is None else popsize,
+            maxiter=preset["maxiter"] if maxiter is None else maxiter,
+            mutation=preset["mutation"] if mutation is None else mutation,
+            recombination=preset["recombination"] if recombination is None else recombination,
             tol=tol,
             updating=updating.value,
             convergence=not no_convergence,
