@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from onepixel.defense.scores import PAPER_P, check_p, fpr_threshold, minkowski, youden_threshold
+from onepixel.defense.scores import PAPER_P, check_p, choose_threshold, minkowski
 from onepixel.defense.train import DEFAULT_DETECTOR, TrainConfig, load_vae, train_vae
 from onepixel.defense.vae import VAE, VAEConfig
 from onepixel.targets.base import check_batch
@@ -119,15 +119,8 @@ class VAEDetector:
         """
         if p is not None:
             self.p = check_p(p)
-        clean_scores = self.score(clean)
-        if adversarial is not None:
-            if fpr is not None:
-                raise ValueError("give either adversarial images (Youden) or fpr, not both")
-            self.threshold = youden_threshold(clean_scores, self.score(adversarial))
-        elif fpr is not None:
-            self.threshold = fpr_threshold(clean_scores, fpr)
-        else:
-            raise ValueError("infer_threshold needs adversarial images or fpr=")
+        adversarial_scores = None if adversarial is None else self.score(adversarial)
+        self.threshold = choose_threshold(self.score(clean), adversarial_scores, fpr)
         return self.threshold
 
     def predict(self, images: np.ndarray, *, return_reconstruction: bool = False) -> dict[str, Any]:
@@ -170,7 +163,7 @@ def calibrate_thresholds(
 ) -> dict[str, dict[str, float]]:
     """Return ``{"p=7": {"threshold", "tpr", "fpr"}, ...}``: Youden thresholds between clean
     validation images and their :func:`saturated_attacks` copies (same images, one pixel changed)."""
-    from onepixel.defense.scores import rates
+    from onepixel.defense.scores import rates, youden_threshold
 
     attacked = saturated_attacks(clean, seed)
     cs, as_ = detector.score_all(clean, ps), detector.score_all(attacked, ps)

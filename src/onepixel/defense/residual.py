@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from onepixel.defense.scores import fpr_threshold, youden_threshold
+from onepixel.defense.scores import choose_threshold
 from onepixel.targets.base import check_batch
 
 _NEIGHBOURS = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions without the centre
@@ -115,15 +115,8 @@ class ResidualDetector:
         self, clean: np.ndarray, adversarial: np.ndarray | None = None, *, fpr: float | None = None
     ) -> float:
         """Set and return the threshold: Youden's J with ``adversarial``, else the ``fpr`` quantile."""
-        clean_scores = self.score(clean)
-        if adversarial is not None:
-            if fpr is not None:
-                raise ValueError("give either adversarial images (Youden) or fpr, not both")
-            self.threshold = youden_threshold(clean_scores, self.score(adversarial))
-        elif fpr is not None:
-            self.threshold = fpr_threshold(clean_scores, fpr)
-        else:
-            raise ValueError("infer_threshold needs adversarial images or fpr=")
+        adversarial_scores = None if adversarial is None else self.score(adversarial)
+        self.threshold = choose_threshold(self.score(clean), adversarial_scores, fpr)
         return self.threshold
 
     def predict(self, images: np.ndarray) -> dict[str, Any]:

@@ -73,3 +73,17 @@ def rates(clean: np.ndarray, adversarial: np.ndarray, threshold: float) -> dict[
     tpr = float(np.mean(np.asarray(adversarial) > threshold)) if len(adversarial) else float("nan")
     fpr = float(np.mean(np.asarray(clean) > threshold)) if len(clean) else float("nan")
     return {"tpr": tpr, "fpr": fpr, "j": tpr - fpr}
+
+
+def choose_threshold(
+    clean_scores: np.ndarray, adversarial_scores: np.ndarray | None = None, fpr: float | None = None
+) -> float:
+    """Return the detection threshold: Youden's J with ``adversarial_scores``, else the ``fpr``
+    quantile of ``clean_scores``. Exactly one of the two must be given."""
+    if adversarial_scores is not None:
+        if fpr is not None:
+            raise ValueError("give either adversarial images (Youden) or fpr, not both")
+        return youden_threshold(clean_scores, adversarial_scores)
+    if fpr is not None:
+        return fpr_threshold(clean_scores, fpr)
+    raise ValueError("infer_threshold needs adversarial images or fpr=")
