@@ -23,4 +23,17 @@ mkdir -p "$OUT"
   op attack --direction raise -k 5 --limit 15 --maxiter 50 --out "$OUT/k5-raise"
 ) > "$OUT/stream-b.log" 2>&1 &
 wait
+# The paper's tolerance stops most attacks on this model right after the initial population;
+# with the convergence test off the search runs its generations and shows where flips appear.
+(
+  op attack --direction lower --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k1-lower"
+  op attack --direction lower -k 3 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k3-lower"
+  op attack --direction lower -k 5 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k5-lower"
+) > "$OUT/stream-c.log" 2>&1 &
+(
+  op attack --direction raise --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k1-raise"
+  op attack --direction raise -k 3 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k3-raise"
+  op attack --direction raise -k 5 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k5-raise"
+) > "$OUT/stream-d.log" 2>&1 &
+wait
 echo "campaigns done: $OUT"
