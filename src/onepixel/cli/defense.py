@@ -1,4 +1,4 @@
-"""CLI commands of the defense area: train-detector, evaluate-detector."""
+"""CLI commands of the defense area: train-detector, evaluate-detector, evaluate-guard."""
 
 from __future__ import annotations
 
@@ -283,8 +283,108 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
+HEADERS = {
+    "attacks": "attacks",
+    "successful": "succ",
+    "already_misclassified": "pre-mis",
+    "flagged": "flagged",
+    "blocked": "blocked",
+    "got_through": "through",
+    "repairs_restoring": "restored",
+    "located_attacked": "loc hit",
+    "flipped_in_repair_mode": "flip (rep)",
+}
+
+
+def evaluate_guard(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
+    ],
+    data: DataOption = None,
+    detector: Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")] = "vae_amibr",
+    p: Annotated[float, typer.Option(help="Minkowski order of the VAE guard.")] = 7.0,
+    vae_threshold: Annotated[
+        float | None, typer.Option(help="VAE threshold. Default: the one stored with the weights.")
+    ] = None,
+    residual_threshold: Annotated[
+        float | None,
+        typer.Option(help="Residual threshold. Default: calibrated like the VAE's (held-out train slides)."),
+    ] = None,
+    target: Annotated[str, typer.Option(help="Classifier that sees repaired images.")] = "bundled",
+    repair: Annotated[
+        bool, typer.Option(help="Also repair flagged successful attacks and re-classify.")
+    ] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write the full report to this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """The guarded pipeline on stored campaigns: per run and guard (VAE, residual baseline), how
+    many successful attacks the guard blocks, how many get through, and how many repairs
+    (neighbour-median on the located pixel) restore the clean decision; clean FPR on the test split."""
+    import json
+
+    import torch
+
+    from onepixel.cli.data import data_root
+    from onepixel.data.amibr import is_amibr, load_amibr
+    from onepixel.data.patches import DataError, load_folder
+    from onepixel.defense.evaluate import jsonable
+    from onepixel.defense.guard import build_guard
+    from onepixel.defense.guard_eval import COUNTS, calibrate_residual
+    from onepixel.defense.guard_eval import evaluate_guard as run_evaluation
+    from onepixel.targets import TargetError, open_target
+
+    torch.set_num_threads(1)
+    try:
+        root = data_root(data)
+        amibr = is_amibr(root)
+        clean = load_amibr(root, "test") if amibr else load_folder(root)
+        calibration = None
+        if residual_threshold is None:
+            if not amibr:
+                raise DataError(
+                    f"{root} is not AMi-Br: pass --residual-threshold (no train slides to calibrate on)"
+                )
+            calibration = calibrate_residual(load_amibr(root, "train"))
+            residual_threshold = calibration["threshold"]
+        guards = {
+            f"vae p={p:g}": build_guard(detector, vae_threshold, p),
+            "residual": build_guard("residual", residual_threshold),
+        }
+        classifier = open_target(target)
+        report = run_evaluation(runs, guards, classifier, clean.images, repair=repair)
+    except (DataError, FileNotFoundError, ValueError, TargetError) as exc:
+        raise fail(str(exc)) from exc
+    if calibration is not None:
+        report["guards"]["residual"]["calibration"] = calibration
+    doc = jsonable(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2, allow_nan=False))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    from rich.table import Table
+
+    keys = COUNTS if repair else COUNTS[:6]
+    table = Table(title="guarded pipeline: successful attacks blocked / through, repairs restoring")
+    for col in ("run", "guard", *keys):
+        table.add_column(HEADERS.get(col, col))
+    for row in report["runs"]:
+        for name, counts in row["guards"].items():
+            table.add_row(Path(row["run"]).name, name, *(str(counts[k]) for k in keys))
+    for name, counts in report["totals"].items():
+        table.add_row("[bold]all", name, *(str(counts[k]) for k in keys))
+    console.print(table)
+    for name, g in report["guards"].items():
+        console.print(
+            f"{name}: threshold {g['threshold']:.4g}, clean FPR {g['clean_fpr']:.3f} "
+            f"({g['clean_flagged']}/{g['clean_images']} clean test images)"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train-detector")(train_detector)
     app.command("evaluate-detector")(evaluate_detector)
     app.command("calibrate-detector")(calibrate_detector)
+    app.command("evaluate-guard")(evaluate_guard)
