@@ -7,6 +7,7 @@ check that the budgets the benchmark reports are the ones the peers really spend
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -103,3 +104,13 @@ def test_ours_and_scipy_count_the_same_budget(target: TorchTarget, image: np.nda
     scipy = bench.attack_scipy(target, image, "lower", cfg, seed=0, vectorized=True)
     assert ours["queries"] == scipy["queries"] == 40
     assert _changed_pixels(ours["adv"][0], image[0]) <= 1
+
+
+@pytest.mark.parametrize("method", ["ours-immediate-notol", "scipy-deferred-notol", "torchattacks-noes"])
+def test_run_method_dispatches_by_name(method: str, target: TorchTarget, image: np.ndarray) -> None:
+    if method.startswith("torchattacks"):
+        pytest.importorskip("torchattacks", reason="torchattacks not installed")
+    args = argparse.Namespace(maxiter=1, popsize=20 if not method.startswith("torch") else 200, seed=0)
+    r = bench.run_method(method, target, image, "raise", args)
+    # -notol / -noes: the full budget, (1 + maxiter) generations of popsize members.
+    assert r["queries"] == 2 * args.popsize
