@@ -36,4 +36,6 @@ wait
   op attack --direction raise -k 5 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k5-raise"
 ) > "$OUT/stream-d.log" 2>&1 &
 wait
+# Successful attacks for the detector study: every Atypical test image, whatever its score.
+op attack --direction lower --no-filter --maxiter 30 --out "$OUT/nofilter-lower-all" > "$OUT/stream-e.log" 2>&1
 echo "campaigns done: $OUT"
