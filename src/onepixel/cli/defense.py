@@ -310,6 +310,13 @@ def evaluate_guard(
         float | None,
         typer.Option(help="Residual threshold. Default: calibrated like the VAE's (held-out train slides)."),
     ] = None,
+    vae_fpr: Annotated[
+        float,
+        typer.Option(
+            help="Also a VAE guard whose threshold flags this share of the clean held-out train "
+            "slides (AMi-Br only; 0: off)."
+        ),
+    ] = 0.05,
     target: Annotated[str, typer.Option(help="Classifier that sees repaired images.")] = "bundled",
     repair: Annotated[
         bool, typer.Option(help="Also repair flagged successful attacks and re-classify.")
@@ -329,7 +336,7 @@ def evaluate_guard(
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard import build_guard
-    from onepixel.defense.guard_eval import COUNTS, calibrate_residual
+    from onepixel.defense.guard_eval import COUNTS, calibrate_residual, heldout_clean
     from onepixel.defense.guard_eval import evaluate_guard as run_evaluation
     from onepixel.targets import TargetError, open_target
 
@@ -339,17 +346,20 @@ def evaluate_guard(
         amibr = is_amibr(root)
         clean = load_amibr(root, "test") if amibr else load_folder(root)
         calibration = None
+        train = load_amibr(root, "train") if amibr and (residual_threshold is None or vae_fpr > 0) else None
         if residual_threshold is None:
-            if not amibr:
+            if train is None:
                 raise DataError(
                     f"{root} is not AMi-Br: pass --residual-threshold (no train slides to calibrate on)"
                 )
-            calibration = calibrate_residual(load_amibr(root, "train"))
+            calibration = calibrate_residual(train)
             residual_threshold = calibration["threshold"]
-        guards = {
-            f"vae p={p:g}": build_guard(detector, vae_threshold, p),
-            "residual": build_guard("residual", residual_threshold),
-        }
+        guards = {f"vae p={p:g}": build_guard(detector, vae_threshold, p)}
+        if train is not None and vae_fpr > 0:
+            strict = build_guard(detector, None, p)
+            strict.detector.infer_threshold(heldout_clean(train), fpr=vae_fpr)
+            guards[f"vae p={p:g} fpr{vae_fpr:g}"] = strict
+        guards["residual"] = build_guard("residual", residual_threshold)
         classifier = open_target(target)
         report = run_evaluation(runs, guards, classifier, clean.images, repair=repair)
     except (DataError, FileNotFoundError, ValueError, TargetError) as exc:

@@ -184,6 +184,16 @@ def evaluate_guard(
     return report
 
 
+def heldout_clean(train: PatchSet, heldout: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Return the clean held-out train-split images (the slides the bundled VAE never saw in
+    training and was calibrated on), uint8 NHWC."""
+    from onepixel.defense.train import split_heldout_slides
+
+    if train.groups is None:
+        raise DataError("held-out calibration images need slide groups (AMi-Br train split)")
+    return train.images[split_heldout_slides(train.groups, heldout, seed)]
+
+
 def calibrate_residual(
     train: PatchSet, *, normalise: bool = False, heldout: float = 0.1, seed: int = 0
 ) -> dict[str, float]:
@@ -193,17 +203,13 @@ def calibrate_residual(
     from onepixel.defense.detector import saturated_attacks
     from onepixel.defense.residual import ResidualDetector
     from onepixel.defense.scores import rates, youden_threshold
-    from onepixel.defense.train import split_heldout_slides
 
-    if train.groups is None:
-        raise DataError("residual calibration needs slide groups (AMi-Br train split)")
-    held = split_heldout_slides(train.groups, heldout, seed)
-    clean = train.images[held]
+    clean = heldout_clean(train, heldout, seed)
     det = ResidualDetector(normalise=normalise)
     cs, as_ = det.score(clean), det.score(saturated_attacks(clean, seed))
     t = youden_threshold(cs, as_)
     r = rates(cs, as_, t)
-    return {"threshold": t, "tpr": r["tpr"], "fpr": r["fpr"], "images": int(held.sum())}
+    return {"threshold": t, "tpr": r["tpr"], "fpr": r["fpr"], "images": int(len(clean))}
 
 
 __all__ = [
@@ -212,6 +218,7 @@ __all__ = [
     "calibrate_residual",
     "evaluate_guard",
     "guard_counts",
+    "heldout_clean",
     "load_campaign",
     "on_positive_side",
 ]
