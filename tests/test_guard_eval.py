@@ -58,6 +58,7 @@ def test_counts_are_consistent_on_a_real_campaign(campaign_dir: Path, guard: Gua
     assert counts["attacks"] == 6
     assert counts["successful"] == int(campaign.success.sum())
     assert counts["blocked"] + counts["got_through"] == counts["successful"]
+    assert counts["got_through_flips"] + counts["already_misclassified"] >= counts["got_through"]
     flags = guard.detector.predict(campaign.images)["is_adversarial"]
     assert counts["flagged"] == int(flags.sum())
     assert counts["blocked"] == int((flags & campaign.success).sum())
@@ -94,7 +95,7 @@ def test_repair_restores_planted_bright_pixels(test_split: PatchSet, guard: Guar
     )
     counts = guard_counts(campaign, guard, target)
     assert counts["blocked"] == counts["successful"] == len(pick)  # white pixels are always flagged
-    assert counts["got_through"] == 0
+    assert counts["got_through"] == counts["got_through_flips"] == 0
     assert counts["located_attacked"] == len(pick)
     assert counts["repairs_restoring"] == len(pick)
     assert counts["flipped_in_repair_mode"] == 0

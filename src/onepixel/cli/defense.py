@@ -290,6 +290,7 @@ HEADERS = {
     "flagged": "flagged",
     "blocked": "blocked",
     "got_through": "through",
+    "got_through_flips": "thr. flips",
     "repairs_restoring": "restored",
     "located_attacked": "loc hit",
     "flipped_in_repair_mode": "flip (rep)",
@@ -375,7 +376,7 @@ def evaluate_guard(
         return
     from rich.table import Table
 
-    keys = COUNTS if repair else COUNTS[:6]
+    keys = COUNTS if repair else COUNTS[:7]
     table = Table(title="guarded pipeline: successful attacks blocked / through, repairs restoring")
     for col in ("run", "guard", *keys):
         table.add_column(HEADERS.get(col, col))

@@ -8,7 +8,8 @@ locator for repairs), over the campaign's stored adversarial images:
   side of 0.5: no flip was needed);
 - ``flagged`` (all attacks the guard flags), ``blocked`` (successful and flagged) and
   ``got_through`` (successful and NOT flagged: the attacks that beat the deployed system;
-  for an adaptive campaign this is its success against the guard);
+  for an adaptive campaign this is its success against the guard) and ``got_through_flips``
+  (those of them whose clean image was on the other side: flips the attack caused);
 - repair mode (the flagged successful attacks get their most suspicious pixel, found by the
   residual locator, replaced by the median of its 8 neighbours and are classified again):
   ``repairs_restoring`` (score back on the clean image's side of 0.5) and ``located_attacked``
@@ -40,6 +41,7 @@ COUNTS = (
     "flagged",
     "blocked",
     "got_through",
+    "got_through_flips",
     "repairs_restoring",
     "located_attacked",
     "flipped_in_repair_mode",
@@ -119,6 +121,7 @@ def guard_counts(campaign: Campaign, guard: Guard, target: Target, *, repair: bo
         "flagged": int(flags.sum()),
         "blocked": int((ok & flags).sum()),
         "got_through": int((ok & ~flags).sum()),
+        "got_through_flips": int((ok & ~flags & attacked_side).sum()),
     }
     if not repair:
         return out
@@ -163,7 +166,7 @@ def evaluate_guard(
             "clean_flagged": int(flags.sum()),
             "clean_fpr": float(flags.mean()) if len(flags) else float("nan"),
         }
-    totals = {name: dict.fromkeys(COUNTS if repair else COUNTS[:6], 0) for name in guards}
+    totals = {name: dict.fromkeys(COUNTS if repair else COUNTS[:7], 0) for name in guards}
     for c in campaigns:
         row: dict[str, Any] = {
             "run": c.run,
