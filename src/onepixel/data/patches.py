@@ -136,7 +136,7 @@ def read_png(source: str | Path | bytes, *, name: str | None = None) -> np.ndarr
     except OSError as exc:
         raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
     # PIL reads 16-bit RGB PNGs as 8-bit "RGB" without a word; the IHDR header tells the truth.
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26 and data[24] != 8:
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26 and data[24] == 16:
         raise DataError(f"{label}: PNG has {data[24]}-bit channels, not 8-bit RGB")
     try:
         with Image.open(io.BytesIO(data)) as img:
