@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # torch is pinned to the CPU wheel; a looser spec would pull GBs of CUDA packages.
-.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev,ray]'
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev,ray,defense]'
 # The HTML report test drives a real headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

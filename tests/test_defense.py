@@ -224,3 +224,14 @@ def test_residual_predict_api(patches: np.ndarray) -> None:
     np.testing.assert_array_equal(out["location"], np.full((len(patches), 2), 20))
     with pytest.raises(ValueError, match="uint8"):
         det.score(patches.astype(np.float32))
+
+
+def test_bundled_vae_flags_non_pathology_images() -> None:
+    """Other anomalies are caught too: scikit-image's cat face and astronaut score above threshold."""
+    from onepixel.defense.detector import VAEDetector
+    from onepixel.defense.figures import outside_images
+
+    images, names = outside_images()
+    assert names == ["chelsea (cat)", "astronaut"], "scikit-image (the defense extra) is required"
+    result = VAEDetector.from_pretrained().predict(images)
+    assert result["is_adversarial"].all(), (result["score"], result["threshold"])
