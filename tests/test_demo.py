@@ -19,7 +19,7 @@ def test_quick_demo_produces_a_report_that_loads_in_chromium(tmp_path: Path, ami
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--data", str(amibr_root)])
     assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in out.iterdir() if (p / "attacks.sqlite").is_file())
-    assert runs == ["colour-lower", "colour-raise", "plain-lower", "plain-raise"]
+    assert runs == ["colour-lower", "colour-raise", "plain-lower", "plain-lower-borderline", "plain-raise"]
     for run in runs:
         with CampaignStore.open(out / run, create=False) as store:
             selected, _ = store.selected()
