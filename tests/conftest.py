@@ -37,3 +37,16 @@ def max_samples() -> Path:
 def test_split(amibr_root: Path) -> PatchSet:
     """Return the AMi-Br test split at 64x64 (centre crop)."""
     return load_amibr(amibr_root, "test")
+
+
+def write_class_folders(split: PatchSet, root: Path, per_class: int) -> Path:
+    """Write the first ``per_class`` images of each class of ``split`` to ``root/<label>/<id>.png``
+    (a small real class-per-folder set) and return ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    for label in split.classes:
+        (root / label).mkdir(parents=True)
+        for i in np.flatnonzero(split.labels == split.classes.index(label))[:per_class]:
+            Image.fromarray(split.images[i]).save(root / label / f"{split.names[i]}.png")
+    return root

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import write_class_folders
 from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
 from onepixel.attack.objectives import crossed, strong_threshold
 from onepixel.attack.perturb import apply_pixels
@@ -40,15 +41,7 @@ def target() -> TorchTarget:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> Path:
     """Return a class-per-folder copy of 8 + 8 real AMi-Br test images (64x64)."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("small_amibr")
-    for label in test_split.classes:
-        idx = np.flatnonzero(test_split.labels == test_split.classes.index(label))[:8]
-        (root / label).mkdir()
-        for i in idx:
-            Image.fromarray(test_split.images[i]).save(root / label / f"{test_split.names[i]}.png")
-    return root
+    return write_class_folders(test_split, tmp_path_factory.mktemp("small_amibr"), 8)
 
 
 def tiny_config(direction: str, **kw: object) -> CampaignConfig:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
+from conftest import write_class_folders
 from onepixel.attack.campaign import CampaignConfig, CampaignResult, paper_de_config, run_campaign
 from onepixel.attack.store import CampaignStore
 from onepixel.data.patches import PatchSet, load_folder, read_png
@@ -34,14 +34,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> Path:
     """Return a class-per-folder copy of 8 + 8 real AMi-Br test images."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("fault_amibr")
-    for label in test_split.classes:
-        (root / label).mkdir()
-        for i in np.flatnonzero(test_split.labels == test_split.classes.index(label))[:8]:
-            Image.fromarray(test_split.images[i]).save(root / label / f"{test_split.names[i]}.png")
-    return root
+    return write_class_folders(test_split, tmp_path_factory.mktemp("fault_amibr"), 8)
 
 
 def rows(run_dir: Path) -> int:

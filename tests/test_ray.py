@@ -11,7 +11,6 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from onepixel.attack.campaign import BatchJob, CampaignConfig, paper_de_config, run_campaign
@@ -20,6 +19,7 @@ from onepixel.data.patches import PatchSet, load_folder
 from onepixel.targets import Target, open_target
 
 ray = pytest.importorskip("ray")
+from conftest import write_class_folders  # noqa: E402
 from onepixel.attack.executors import RayExecutor  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,14 +44,7 @@ def target() -> Target:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> Path:
     """Return a class-per-folder copy of 6 + 6 real AMi-Br test images."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("ray_amibr")
-    for label in test_split.classes:
-        (root / label).mkdir()
-        for i in np.flatnonzero(test_split.labels == test_split.classes.index(label))[:6]:
-            Image.fromarray(test_split.images[i]).save(root / label / f"{test_split.names[i]}.png")
-    return root
+    return write_class_folders(test_split, tmp_path_factory.mktemp("ray_amibr"), 6)
 
 
 def config(**kw: object) -> CampaignConfig:
