@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # torch is pinned to the CPU wheel; a looser spec would pull GBs of CUDA packages.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev,ray,defense]'
+# Peers for the benchmark adapters' tests; --no-deps because torchattacks lists torchvision.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps torchattacks adversarial-robustness-toolbox six tqdm
 # The HTML report test drives a real headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
