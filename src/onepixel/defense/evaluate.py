@@ -44,32 +44,42 @@ class AdversarialSet:
         )
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
-    """Return the adversarial images of campaign folders (``attacks.sqlite`` + ``adversarial/``)."""
+def read_campaign(run_dir: str | Path) -> tuple[dict[str, Any], list[Any], list[np.ndarray]]:
+    """Return ``(config, records, adversarial images)`` of a campaign folder, images in record
+    order; DataError when the folder is not a campaign or an adversarial PNG is missing."""
     from onepixel.attack.store import CampaignStore, StoreError
 
+    try:
+        store = CampaignStore.open(run_dir, create=False)
+    except StoreError as exc:
+        raise DataError(str(exc)) from exc
+    with store:
+        config = store.config()
+        records = store.records()
+        pngs = store.png_paths()
+    images = []
+    for rec in records:
+        path = pngs.get(rec.image_id)
+        if path is None or not Path(path).is_file():
+            raise DataError(f"{run_dir}: adversarial image of {rec.image_id} is missing ({path})")
+        images.append(read_png(path))
+    return config, records, images
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
+    """Return the adversarial images of campaign folders (``attacks.sqlite`` + ``adversarial/``)."""
     images: list[np.ndarray] = []
     ids: list[str] = []
     success: list[bool] = []
     runs: list[str] = []
     early: list[bool] = []
     for run_dir in run_dirs:
-        try:
-            store = CampaignStore.open(run_dir, create=False)
-        except StoreError as exc:
-            raise DataError(str(exc)) from exc
-        with store:
-            records = store.records()
-            pngs = store.png_paths()
-        for rec in records:
-            path = pngs.get(rec.image_id)
-            if path is None or not Path(path).is_file():
-                raise DataError(f"{run_dir}: adversarial image of {rec.image_id} is missing ({path})")
-            images.append(read_png(path))
-            ids.append(rec.image_id)
-            success.append(bool(rec.success))
-            early.append(bool(rec.early_converged))
-            runs.append(str(run_dir))
+        _, records, run_images = read_campaign(run_dir)
+        images.extend(run_images)
+        ids.extend(rec.image_id for rec in records)
+        success.extend(bool(rec.success) for rec in records)
+        early.extend(bool(rec.early_converged) for rec in records)
+        runs.extend(str(run_dir) for _ in records)
     if not images:
         raise DataError(f"no attacks found in {list(map(str, run_dirs))}")
     return AdversarialSet(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from onepixel.attack.objectives import SUCCESS_THRESHOLD
-from onepixel.data.patches import DataError, PatchSet, read_png
+from onepixel.data.patches import DataError, PatchSet
 from onepixel.defense.guard import Guard
 from onepixel.targets.base import Target
 
@@ -66,24 +66,11 @@ class Campaign:
 
 def load_campaign(run_dir: str | Path) -> Campaign:
     """Return the records and adversarial images of a campaign folder; DataError when unusable."""
-    from onepixel.attack.store import CampaignStore, StoreError
+    from onepixel.defense.evaluate import read_campaign
 
-    try:
-        store = CampaignStore.open(run_dir, create=False)
-    except StoreError as exc:
-        raise DataError(str(exc)) from exc
-    with store:
-        config = store.config()
-        records = store.records()
-        pngs = store.png_paths()
+    config, records, images = read_campaign(run_dir)
     if not records:
         raise DataError(f"{run_dir}: the campaign holds no finished attacks yet")
-    images = []
-    for rec in records:
-        path = pngs.get(rec.image_id)
-        if path is None or not Path(path).is_file():
-            raise DataError(f"{run_dir}: adversarial image of {rec.image_id} is missing ({path})")
-        images.append(read_png(path))
     k = int(config.get("pixels", 1))
     vectors = np.array([r.vector for r in records], dtype=np.int64).reshape(len(records), k, 5)
     return Campaign(
