@@ -131,7 +131,10 @@ def objective_de_preset(objective: str, direction: str) -> dict[str, Any]:
         from onepixel.attack.colour import colour_preset
 
         return colour_preset(direction)[0]
-    return {"popsize": 200, "maxiter": 100, "mutation": 0.5, "recombination": 0.7}
+    from onepixel.attack.campaign import paper_de_config
+
+    paper = paper_de_config()
+    return {k: getattr(paper, k) for k in ("popsize", "maxiter", "mutation", "recombination")}
 
 
 def attack(
