@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from onepixel.attack.perturb import apply_pixels, iter_perturbed
+from onepixel.attack.perturb import vectors_to_changes
 
 if TYPE_CHECKING:
     from onepixel.targets.base import Target
@@ -97,7 +97,7 @@ class Fitness:
     """The DE engine's function for a set of images: perturb, score with the target, apply the objective.
 
     ``fitness(vectors (B, D), problem_ids (B,)) -> energies (B,)``. Every call scores all rows with
-    ONE ``target.predict`` call (the target splits by its batch size), or, with ``chunk_size``,
+    ONE ``target.predict_pixels`` call (the target splits by its batch size), or, with ``chunk_size``,
     perturbs and scores ``chunk_size`` rows at a time to bound memory.
 
     It remembers, per problem, the lowest energy evaluated so far with its score and vector
@@ -132,11 +132,13 @@ class Fitness:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != 5 * self.k:
             raise ValueError(f"vectors must be (B, {5 * self.k}) for k={self.k}, got {vectors.shape}")
+        changes = vectors_to_changes(vectors, self.images.shape[1])
         if self.chunk_size is None:
-            return self.target.predict(apply_pixels(self.images, vectors, problem_ids))
+            return self.target.predict_pixels(self.images, problem_ids, changes)
         out = np.empty(len(vectors))
-        for rows, batch in iter_perturbed(self.images, vectors, problem_ids, self.chunk_size):
-            out[rows] = self.target.predict(batch)
+        for start in range(0, len(vectors), self.chunk_size):
+            rows = slice(start, start + self.chunk_size)
+            out[rows] = self.target.predict_pixels(self.images, problem_ids[rows], changes[rows])
         return out
 
     def __call__(self, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:

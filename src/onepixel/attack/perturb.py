@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PIXEL_FIELDS = 5  # x, y, r, g, b
+from onepixel.targets.pixels import PIXEL_FIELDS, paint_into
 
 
 def bounds_for(k: int = 1, size: int = 64) -> np.ndarray:
@@ -47,18 +47,13 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 
 def _paint(out: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Set the pixels of ``vectors`` (B, k*5) in ``out`` (B, H, W, 3) in place; return ``out``."""
-    x, y, rgb = pixels_of(vectors, out.shape[1])
-    b = np.broadcast_to(np.arange(len(out))[:, None], x.shape)
-    k = x.shape[1]
-    if k > 1:
-        # NumPy leaves repeated fancy-index assignment order undefined: drop every pixel that a
-        # later pixel of the same vector overwrites, so "later wins" is guaranteed.
-        flat = y * out.shape[2] + x
-        later = np.triu(np.ones((k, k), dtype=bool), 1)
-        keep = ~((flat[:, :, None] == flat[:, None, :]) & later).any(axis=2)
-        b, x, y, rgb = b[keep], x[keep], y[keep], rgb[keep]
-    out[b, y, x] = rgb
-    return out
+    return paint_into(out, vectors_to_changes(vectors, out.shape[1]))
+
+
+def vectors_to_changes(vectors: np.ndarray, size: int) -> np.ndarray:
+    """Return vectors (..., k*5) as integer pixel changes (..., k, 5), rounded and clipped."""
+    x, y, rgb = pixels_of(vectors, size)
+    return np.concatenate([x[..., None], y[..., None], rgb.astype(np.int64)], axis=-1)
 
 
 def apply_pixels(images: np.ndarray, vectors: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:

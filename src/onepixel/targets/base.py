@@ -1,7 +1,9 @@
 """The black-box interface: anything that maps a batch of uint8 RGB images to scores.
 
 Attacks see only this: ``predict(images)`` with images (N, H, W, 3) uint8 -> scores (N,)
-float64 in [0, 1], the probability of ``info.positive``; a query counter; and metadata.
+float64 in [0, 1], the probability of ``info.positive``; ``predict_pixels(base, index, changes)``,
+the same scores for clean images plus per-query pixel changes (see :mod:`onepixel.targets.pixels`);
+a query counter; and metadata.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+from onepixel.targets.pixels import check_changes, paint_into
 
 
 class TargetError(RuntimeError):
@@ -67,13 +71,41 @@ class Target(ABC):
 
     __call__ = predict
 
+    def predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Return the scores (Q,) float64 of ``base[index[q]]`` with the pixel changes ``changes[q]``.
+
+        ``base`` is (B, H, W, 3) uint8 clean images, ``index`` (Q,) ints into it, ``changes``
+        (Q, k, 5) integer rows (x, y, r, g, b). Every query counts as one scored image. Targets
+        that can score pixel changes faster than a full pass override :meth:`_predict_pixels`.
+        """
+        base, index, changes = check_changes(base, index, changes)
+        base = check_batch(base, self.info.input_size)
+        if len(changes) == 0:
+            return np.zeros(0, dtype=np.float64)
+        scores = np.asarray(self._predict_pixels(base, index, changes), dtype=np.float64)
+        if scores.shape != (len(changes),):
+            raise TargetError(f"target returned {scores.shape} scores for {len(changes)} queries")
+        return scores
+
+    def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Score validated pixel-change queries; the default paints them and calls :meth:`predict`.
+
+        Painting is chunked to ``max(batch_size, 1024)`` images to bound memory; ``predict`` counts
+        the queries. An override must add ``len(changes)`` to ``queries`` itself.
+        """
+        chunk = max(self.batch_size, 1024)
+        out = np.empty(len(changes), dtype=np.float64)
+        for start in range(0, len(changes), chunk):
+            rows = slice(start, start + chunk)
+            out[rows] = self.predict(paint_into(base[index[rows]], changes[rows]))
+        return out
+
     def reset_queries(self) -> None:
         """Set the query counter back to zero."""
         self.queries = 0
 
     def close(self) -> None:
         """Release resources (connections, threads); the default holds none."""
-        return None
         return None
 
     @abstractmethod
