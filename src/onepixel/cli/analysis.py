@@ -29,10 +29,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _print_tables(result: dict[str, Any], figures: list[Path]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    from onepixel.cli.common import stdout_console
+
+    out = stdout_console()
     if not result["groups"]:
         out.print("no attacks in these runs")
     for key, group in result["groups"].items():

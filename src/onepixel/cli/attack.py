@@ -345,9 +345,9 @@ def summary(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
-        from rich.console import Console
+        from onepixel.cli.common import stdout_console
 
-        out = Console()
+        out = stdout_console()
         for table in render_summary(result):
             out.print(table)
     if figures:

@@ -6,9 +6,42 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 
-console = Console(stderr=True)
+# Width of tables when the output is a file or a pipe: wide enough that no row of ours wraps.
+PIPE_WIDTH = 240
+
+
+class CliConsole(Console):
+    """A rich console that never wraps text and, off a terminal, ignores ``$COLUMNS``.
+
+    Errors, paths and messages are printed with ``soft_wrap`` (one logical line stays one line);
+    tables get the terminal's width on a terminal and :data:`PIPE_WIDTH` in a log or a pipe, so
+    grep and tests see the same text whatever the terminal is.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, soft_wrap=True)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """Return the terminal's size on a terminal, else (PIPE_WIDTH, 25)."""
+        if self.is_terminal:
+            return super().size
+        return ConsoleDimensions(PIPE_WIDTH, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = CliConsole(stderr=True)
+
+
+def stdout_console() -> CliConsole:
+    """Return a console on standard output (tables, human-readable results)."""
+    return CliConsole()
 
 DataOption = Annotated[
     Path | None,
@@ -27,5 +60,19 @@ ModelOption = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` as an error and return an Exit to raise with ``code``."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+def command_group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """Return the sub-command group ``name`` of ``app``, creating it with ``help`` on first use.
+
+    Lets several ``cli/<area>.py`` modules add commands to one group (``onepixel run ...``)
+    without importing each other.
+    """
+    for group in app.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    sub = typer.Typer(name=name, help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name, help=help)
+    return sub
