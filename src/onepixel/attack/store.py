@@ -6,9 +6,13 @@ Layout of a run folder::
     RUN_DIR/adversarial/<id>.png   the best adversarial image of every stored attack
     RUN_DIR/attacks.csv            export of every AttackRecord field (``onepixel export``)
 
-Crash safety: SQLite runs in WAL mode and every attack is its own transaction; its PNG is
-written atomically (temporary file + rename) BEFORE the row is committed, so a row never points
-to a missing file. A kill loses at most the attacks in flight; rerunning resumes.
+Crash and power-loss safety: SQLite runs in WAL mode with ``synchronous=FULL`` (the WAL is
+fsynced at every commit) and every attack is its own transaction. Its PNG is written atomically
+BEFORE the row is committed: temporary file, fsync, rename, fsync of the folder (a rename is
+durable only once its directory is). So a committed row never points to a missing file, even
+after a power loss. A kill loses at most the attacks in flight; reopening removes the temporary
+files a kill left and forgets any row whose PNG is not a readable image (that image is attacked
+again), and rerunning resumes.
 """
 
 from __future__ import annotations
@@ -51,10 +55,39 @@ def _sql_type(field: dataclasses.Field[Any]) -> str:
     return {"str": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL"}.get(kind, "")
 
 
+TMP_SUFFIX = ".tmp"
+# SQLite's synchronous level; FULL fsyncs the WAL at every commit (survives power loss).
+SYNCHRONOUS = "FULL"
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush the directory entry table of ``path`` to disk (makes renames and creations durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    """Create ``path`` (and parents) durably: each new folder's parent is fsynced."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        fsync_dir(folder.parent)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the file is either absent, old, or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` durably: afterwards the file is complete, even after a power loss.
+
+    Until the call returns the file is absent, old or complete, never partial.
+    """
+    _ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -64,6 +97,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def is_readable_png(path: Path) -> bool:
+    """Return True when ``path`` is a complete PNG that decodes."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -103,24 +147,53 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
 class CampaignStore:
     """The SQLite store of one run folder; open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, create: bool = True):
+    def __init__(
+        self, run_dir: str | os.PathLike[str], *, create: bool = True, synchronous: str = SYNCHRONOUS
+    ):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / DB_NAME
         if not create and not self.path.is_file():
             raise StoreError(f"{self.run_dir} holds no campaign ({DB_NAME} is missing)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        _ensure_dir(self.run_dir)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._create_tables()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable campaign store ({exc})") from exc
+        # Only a writer repairs; readers (summary, analysis) see the folder as it is.
+        self.recovered = self._recover() if create else []
+
+    def _recover(self) -> list[str]:
+        """Remove temporary files a kill left and rows whose PNG is unreadable; return those ids.
+
+        With the write order of :meth:`add` neither should exist after a kill or a power loss;
+        a copied or damaged folder can still hold them, and the forgotten images are attacked again.
+        """
+        png_dir = self.run_dir / PNG_DIR
+        if png_dir.is_dir():
+            for tmp in png_dir.glob(f".*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+        broken = [
+            image_id
+            for image_id, rel in self.db.execute("SELECT image_id, png FROM attacks")
+            if not is_readable_png(self.run_dir / rel)
+        ]
+        if broken:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("DELETE FROM attacks WHERE image_id = ?", [(i,) for i in broken])
+        return broken
 
     @classmethod
-    def open(cls, run_dir: str | os.PathLike[str], *, create: bool = True) -> CampaignStore:
+    def open(
+        cls, run_dir: str | os.PathLike[str], *, create: bool = True, synchronous: str = SYNCHRONOUS
+    ) -> CampaignStore:
         """Return the store of ``run_dir`` (created when ``create``; else it must exist)."""
-        return cls(run_dir, create=create)
+        return cls(run_dir, create=create, synchronous=synchronous)
 
     def __enter__(self) -> CampaignStore:
         return self
