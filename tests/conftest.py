@@ -14,6 +14,31 @@ from onepixel.data.patches import PatchSet
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _fail_skips_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under CI=true a skip means a required dependency is missing: turn it into a failure."""
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which must not skip (install what it needs): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    """Fail skipped tests under CI (see :func:`_fail_skips_in_ci`)."""
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # noqa: ANN201
+    """Fail modules skipped at import under CI (``pytest.importorskip`` at module level)."""
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
+
+
 # Tests share two cores with whatever else runs; one intra-op thread keeps timings sane.
 torch.set_num_threads(int(os.environ.get("ONEPIXEL_TEST_THREADS", "1")))
 

@@ -25,6 +25,7 @@ from onepixel.attack.store import CampaignStore
 from onepixel.data.patches import PatchSet, load_folder, read_png
 from onepixel.serve.runner import free_port
 from onepixel.targets import TargetError, open_target
+from onepixel.targets.local import TOLERANCE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_http_campaign_survives_service_restart(service: Service, tmp_path: Path
     assert [r.image_id for r in local.records] == http_ids
     for a, b in zip(result.records, local.records, strict=True):
         assert (a.vector, a.generations, a.seed) == (b.vector, b.generations, b.seed)
-        assert a.score_after == pytest.approx(b.score_after, abs=1e-6)
+        assert a.score_after == pytest.approx(b.score_after, abs=TOLERANCE)
 
 
 def test_service_down_for_good_is_a_clear_error_within_bounded_time(

@@ -22,6 +22,7 @@ from onepixel.models.augment import AugmentConfig, augment_batch, colour, geomet
 from onepixel.models.metrics import binary_metrics, roc_auc
 from onepixel.models.resnet_custom import SameConv2d
 from onepixel.models.train import TrainConfig, grouped_split, train_classifier
+from onepixel.targets.local import TOLERANCE
 
 # Acceptance targets of the bundled model on the AMi-Br test split.
 TARGET_BALANCED_ACCURACY = 0.74
@@ -234,7 +235,7 @@ def test_cli_predict_scores_good_files_and_reports_bad(
     )
     with torch.no_grad():
         expected = torch.sigmoid(model(x)).item()
-    assert rows[0]["score"] == pytest.approx(expected, abs=1e-6)
+    assert rows[0]["score"] == pytest.approx(expected, abs=TOLERANCE)
 
 
 def test_evaluate_on_a_split_folder_and_label_mismatch(tmp_path: Path, amibr_root: Path) -> None:

@@ -21,6 +21,7 @@ from onepixel.data.patches import PatchSet, read_png
 from onepixel.serve import create_app
 from onepixel.serve.security import ACCESS_LOGGER, check_png_header, harden, png_dimensions
 from onepixel.targets import TorchTarget
+from onepixel.targets.local import TOLERANCE
 
 TOKEN = "s3cret-token-for-tests"
 # ONEPIXEL_FUZZ_EXAMPLES=2000 runs a deeper search than the default.
@@ -183,7 +184,7 @@ def test_fuzzed_pngs_score_or_get_400(
         if response.status_code == 200:
             image = read_png(payload)
             expected = float(target.predict(image[None])[0])
-            assert response.json()["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-6)
+            assert response.json()["predictions"][0]["probability"] == pytest.approx(expected, abs=TOLERANCE)
 
     check()
 

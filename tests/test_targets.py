@@ -76,7 +76,7 @@ def test_auto_on_other_models_uses_generic_path(bundled, images: np.ndarray) -> 
     target = TorchTarget(Doubler(), meta)
     assert target.resolved_mode == "jit"  # traced without BN folding
     expected = 1 / (1 + np.exp(-(images.mean(axis=(1, 2, 3)) / 255 - 0.5) * 8))
-    np.testing.assert_allclose(target.predict(images), expected, atol=1e-6)
+    np.testing.assert_allclose(target.predict(images), expected, atol=TOLERANCE)
     with pytest.raises(TypeError, match="only ResNetCustom"):
         TorchTarget(Doubler(), meta, mode="fused")
 
