@@ -296,7 +296,7 @@ def test_cli_serve_reads_token_and_cors_options() -> None:
 
     from onepixel.cli.main import app
 
-    out = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    out = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200, env={"COLUMNS": "200"})
     text = " ".join(out.output.split())
     assert (
         out.exit_code == 0 and "--token" in text and "ONEPIXEL_API_TOKEN" in text and "--cors-origin" in text
