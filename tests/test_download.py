@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from onepixel.cli.main import app
 from onepixel.data import download as dl
+from onepixel.data.amibr import ensure_amibr
 from onepixel.data.patches import DataError
 
 SUBSET = ["Atypical/" + n for n in ("MIDOG21_1044.png", "MIDOG21_1048.png")] + [
@@ -121,18 +122,18 @@ def test_download_extracts_verifies_and_reuses(
     server["body"] = build_tarball(amibr_root, SUBSET + ROOT_FILES)
     monkeypatch.setenv(dl.URL_ENV, server["url"])
     root = tmp_path / "cache" / "ami-br"
-    assert dl.ensure_amibr(root, progress=False) == root
+    assert ensure_amibr(root, progress=False) == root
     assert server["hits"] == 1
     assert dl.dataset_files(root) == sorted(SUBSET + ROOT_FILES)  # README.md skipped
     assert (root / SUBSET[0]).read_bytes() == (amibr_root / SUBSET[0]).read_bytes()
     assert [p.name for p in root.parent.iterdir()] == ["ami-br"]  # no temporary leftovers
     # A verified copy is reused without downloading again.
-    assert dl.ensure_amibr(root, progress=False) == root
+    assert ensure_amibr(root, progress=False) == root
     assert server["hits"] == 1
     # A copy that went bad later is refused with the file named.
     (root / SUBSET[2]).write_bytes(b"bad")
     with pytest.raises(DataError, match="1 changed .*MIDOG21_10.png.*onepixel download"):
-        dl.ensure_amibr(root, progress=False)
+        ensure_amibr(root, progress=False)
 
 
 def test_tampered_download_is_rejected(
@@ -169,7 +170,7 @@ def test_download_errors(tmp_path: Path, server: dict) -> None:
     with pytest.raises(DataError, match="exists and is not empty"):
         dl.download_amibr(busy, url=server["url"], progress=False)
     with pytest.raises(DataError, match="busy exists but is not an AMi-Br folder"):
-        dl.ensure_amibr(busy, progress=False)
+        ensure_amibr(busy, progress=False)
 
 
 def test_cli_download_and_data_info(

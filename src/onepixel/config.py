@@ -27,7 +27,7 @@ def resolve_data_dir(data: str | os.PathLike[str] | None = None) -> Path:
     """Return the data folder to use: ``data`` argument > ``$ONEPIXEL_DATA`` > the cache folder.
 
     The cache folder is returned even when empty; callers that need the default data
-    set call :func:`onepixel.data.download.ensure_amibr` on it.
+    set call :func:`onepixel.data.amibr.ensure_amibr` on it.
     """
     if data is not None:
         return Path(data).expanduser()

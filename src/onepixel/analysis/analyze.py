@@ -5,28 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from onepixel.analysis.chromatic import (
     PARTIAL_LOWER_BELOW,
     PARTIAL_RAISE_ABOVE,
     chromatic_analysis,
     partial_success,
 )
-from onepixel.analysis.loading import AttackTable
+from onepixel.analysis.loading import AttackTable, group_keys, group_mask
 from onepixel.analysis.periodicity import periodicity_analysis
 from onepixel.analysis.spatial import spatial_analysis
 from onepixel.config import IMAGE_SIZE
-
-
-def group_keys(table: AttackTable) -> list[tuple[str, str]]:
-    """Return the sorted distinct (objective, direction) pairs of ``table``."""
-    return sorted({(str(o), str(d)) for o, d in zip(table.objective, table.direction, strict=True)})
-
-
-def group_mask(table: AttackTable, objective: str, direction: str) -> np.ndarray:
-    """Return the bool mask (N,) of rows with this objective and direction."""
-    return (table.objective == objective) & (table.direction == direction)
 
 
 def analyze(

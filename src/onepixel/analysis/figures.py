@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from onepixel.analysis.analyze import group_keys, group_mask  # noqa: E402
 from onepixel.analysis.chromatic import score_change  # noqa: E402
 from onepixel.analysis.confmap import ConfidenceMap  # noqa: E402
-from onepixel.analysis.loading import AttackTable  # noqa: E402
+from onepixel.analysis.loading import AttackTable, group_keys, group_mask  # noqa: E402
 
 PREFIX = "analysis"
 

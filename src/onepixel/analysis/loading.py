@@ -238,3 +238,13 @@ def fill_colour_errors(table: AttackTable, data: str | Path | None = None) -> At
         vectors = np.stack([table.vectors[i] for i in group])
         errors[group] = colour_error(images, vectors)
     return dataclasses.replace(table, colour_error=errors)
+
+
+def group_keys(table: AttackTable) -> list[tuple[str, str]]:
+    """Return the sorted distinct (objective, direction) pairs of ``table``."""
+    return sorted({(str(o), str(d)) for o, d in zip(table.objective, table.direction, strict=True)})
+
+
+def group_mask(table: AttackTable, objective: str, direction: str) -> np.ndarray:
+    """Return the bool mask (N,) of rows with this objective and direction."""
+    return (table.objective == objective) & (table.direction == direction)

@@ -191,7 +191,8 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from onepixel.analysis.confmap import ConfmapError, compute_confmap, save_confmap
+        from onepixel.analysis.confmap import ConfmapError, compute_confmap
+        from onepixel.analysis.confmap_files import save_confmap
         from onepixel.analysis.images import load_image
         from onepixel.cli.attack import open_target_spec
         from onepixel.data.patches import DataError

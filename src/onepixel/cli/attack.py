@@ -112,7 +112,7 @@ def load_patches(data: Path | None, split: str | None, positive: str | None) -> 
 
     root = resolve_data_dir(data)
     if data is None and not root.exists():
-        from onepixel.data.download import ensure_amibr
+        from onepixel.data.amibr import ensure_amibr
 
         root = ensure_amibr(root)
     if is_amibr(root) and positive is None:

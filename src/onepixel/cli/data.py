@@ -15,7 +15,7 @@ from onepixel.cli.common import DataOption, console, fail
 def data_root(data: Path | None) -> Path:
     """Return the data folder for a command: ``--data`` > $ONEPIXEL_DATA > cache (downloaded if absent)."""
     from onepixel.config import default_data_dir, resolve_data_dir
-    from onepixel.data.download import ensure_amibr
+    from onepixel.data.amibr import ensure_amibr
 
     root = resolve_data_dir(data)
     if root == default_data_dir():
@@ -30,7 +30,7 @@ def download(data: DataOption = None) -> None:
     An existing verified copy is left as it is.
     """
     from onepixel.config import resolve_data_dir
-    from onepixel.data.download import ensure_amibr
+    from onepixel.data.amibr import ensure_amibr
     from onepixel.data.patches import DataError
 
     root = resolve_data_dir(data)

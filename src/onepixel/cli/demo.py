@@ -90,10 +90,9 @@ def demo(
     """
     import numpy as np
 
-    from onepixel.analysis.confmap import confidence_map
+    from onepixel.analysis.confmap_files import confidence_map
     from onepixel.config import resolve_data_dir
-    from onepixel.data.amibr import load_amibr
-    from onepixel.data.download import ensure_amibr
+    from onepixel.data.amibr import ensure_amibr, load_amibr
     from onepixel.data.patches import DataError
     from onepixel.models.metrics import binary_metrics
     from onepixel.report.build import build_report

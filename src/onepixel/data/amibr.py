@@ -8,7 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from onepixel.config import IMAGE_SIZE
+from onepixel.config import IMAGE_SIZE, default_data_dir
+from onepixel.data.download import download_amibr, load_manifest, sha256_file, verify_dataset
 from onepixel.data.patches import IMAGE_SUFFIXES, DataError, PatchSet, Resize, load_folder
 
 SPLIT_CSV = "amibr_train_split.csv"
@@ -32,8 +33,6 @@ def read_train_rows(root: Path) -> dict[str, str]:
 
 def is_published_csv(root: Path) -> bool:
     """Return True when ``root``'s split CSV is byte-identical to the benchmark's (per the manifest)."""
-    from onepixel.data.download import load_manifest, sha256_file
-
     return sha256_file(Path(root) / SPLIT_CSV) == load_manifest().get(SPLIT_CSV)
 
 
@@ -42,8 +41,6 @@ def check_amibr(root: Path) -> None:
 
     Extra files count only when the loader would read them (PNGs in the label folders).
     """
-    from onepixel.data.download import verify_dataset
-
     report = verify_dataset(root)
     report.extra = [
         f for f in report.extra if f.split("/")[0] in CLASSES and f.lower().endswith(IMAGE_SUFFIXES)
@@ -99,3 +96,17 @@ def load_amibr(
         groups=groups,
         paths=data.paths,
     )
+
+
+def ensure_amibr(root: str | Path | None = None, *, progress: bool = True) -> Path:
+    """Return a verified AMi-Br folder at ``root`` (default: the cache), downloading it if absent."""
+    root = Path(root) if root is not None else default_data_dir()
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return download_amibr(root, progress=progress)
+    if not is_amibr(root):
+        raise DataError(
+            f"{root} exists but is not an AMi-Br folder (no Atypical/, Normal/ and amibr_train_split.csv); "
+            "remove it to download there, or pass --data to another folder"
+        )
+    verify_dataset(root).raise_for_errors()
+    return root

@@ -241,19 +241,3 @@ def download_amibr(root: str | Path | None = None, *, url: str | None = None, pr
             root.rmdir()
         os.replace(staged, root)
     return root
-
-
-def ensure_amibr(root: str | Path | None = None, *, progress: bool = True) -> Path:
-    """Return a verified AMi-Br folder at ``root`` (default: the cache), downloading it if absent."""
-    root = Path(root) if root is not None else default_data_dir()
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return download_amibr(root, progress=progress)
-    from onepixel.data.amibr import is_amibr
-
-    if not is_amibr(root):
-        raise DataError(
-            f"{root} exists but is not an AMi-Br folder (no Atypical/, Normal/ and amibr_train_split.csv); "
-            "remove it to download there, or pass --data to another folder"
-        )
-    verify_dataset(root).raise_for_errors()
-    return root
