@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target
 
 STATE_FILE = "confmap_state.npz"
@@ -26,7 +27,7 @@ DEFAULT_CHUNK = 1024
 RESUME_TOLERANCE = 1e-5
 
 
-class ConfmapError(ValueError):
+class ConfmapError(OnePixelError, ValueError):
     """A confidence-map request that cannot run (bad levels, mismatched saved state, ...)."""
 
 

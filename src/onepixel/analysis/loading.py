@@ -18,9 +18,10 @@ import numpy as np
 
 from onepixel.attack.records import AttackRecord
 from onepixel.attack.store import CSV_NAME, DB_NAME, CampaignStore, StoreError
+from onepixel.errors import OnePixelError
 
 
-class RunLoadError(ValueError):
+class RunLoadError(OnePixelError, ValueError):
     """A run folder or file that cannot be read as attack records (message names it)."""
 
 

@@ -67,6 +67,7 @@ from onepixel.attack.records import AttackRecord
 from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
 from onepixel.attack.store import CampaignStore, StoreError, remove_run
 from onepixel.data.patches import PatchSet
+from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target
 
 # An objective factory gets the direction, the batch's clean images (K, H, W, 3) and the
@@ -111,7 +112,7 @@ def make_objective(name: str, direction: str, images: np.ndarray, options: dict[
 STOP_REASONS = {CONVERGED: "converged", MAXITER: "maxiter", CALLBACK: "stop_at"}
 
 
-class CampaignError(RuntimeError):
+class CampaignError(OnePixelError, RuntimeError):
     """A campaign that cannot run as asked (bad config, data and store that do not match)."""
 
 

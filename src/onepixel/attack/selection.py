@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.data.patches import PatchSet
+from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo
 
 DIRECTIONS = ("lower", "raise")
 
 
-class SelectionError(ValueError):
+class SelectionError(OnePixelError, ValueError):
     """Images and target that cannot be paired (labels disagree, nothing to attack)."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from onepixel.attack.records import AttackRecord
+from onepixel.errors import OnePixelError
 
 DB_NAME = "attacks.sqlite"
 CSV_NAME = "attacks.csv"
@@ -44,7 +45,7 @@ _JSON_FIELDS = {f.name for f in _FIELDS if f.name in {"settings", "vector", "his
 _BOOL_FIELDS = {f.name for f in _FIELDS if f.type in ("bool", bool)}
 
 
-class StoreError(RuntimeError):
+class StoreError(OnePixelError, RuntimeError):
     """A run folder that cannot be used as asked (config mismatch, corrupt or missing store)."""
 
 

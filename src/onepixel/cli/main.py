@@ -7,10 +7,34 @@ only assembles them, so areas never edit each other's files.
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import typer
+from rich.markup import escape
 
-app = typer.Typer(
+from onepixel.errors import OnePixelError
+
+
+class OnePixelApp(typer.Typer):
+    """The typer app, plus one last net: an uncaught :class:`OnePixelError` is a clean error line.
+
+    Commands handle the errors they expect and add the flag to blame; this catches the rest so
+    that no user ever sees a traceback for bad input (exit status 2, as for a bad flag).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line; return what the command returns."""
+        try:
+            return super().__call__(*args, **kwargs)
+        except OnePixelError as error:
+            from onepixel.cli.common import console
+
+            console.print(f"[bold red]error:[/] {escape(str(error))}")
+            sys.exit(2)
+
+
+app = OnePixelApp(
     name="onepixel",
     help=(
         "One-pixel attacks and their defence on medical image classifiers.\n\n"

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from onepixel.config import IMAGE_SIZE
+from onepixel.errors import OnePixelError
 
 # Label names treated as the positive finding when the caller does not say which one is.
 KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "tumor", "tumour", "positive", "malignant", "1")
@@ -33,7 +34,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Resize = Literal["crop", "resize"]
 
 
-class DataError(ValueError):
+class DataError(OnePixelError, ValueError):
     """A data set or image that cannot be used, with a message naming the file or folder."""
 
 

@@ -16,13 +16,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from onepixel.data.patches import DataError, read_png
+from onepixel.errors import OnePixelError
 from onepixel.serve.security import check_png_header
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 
 
-class UploadError(Exception):
+class UploadError(OnePixelError):
     """A request the service refuses: ``status`` and the JSON ``body`` to answer with."""
 
     def __init__(self, status: int, body: dict[str, Any]):

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onepixel.errors import OnePixelError
 from onepixel.targets.pixels import check_changes, paint_into
 
 
-class TargetError(RuntimeError):
+class TargetError(OnePixelError, RuntimeError):
     """A target that cannot answer (unreachable endpoint, rejected request, bad output)."""
 
 
