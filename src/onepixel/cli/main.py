@@ -38,10 +38,11 @@ app = OnePixelApp(
     name="onepixel",
     help=(
         "One-pixel attacks and their defence on medical image classifiers.\n\n"
-        "Typical study: `onepixel evaluate` (how good is the model), `onepixel attack` (flip it "
-        "with one pixel), `onepixel summary` / `analyze` (what happened), `onepixel "
-        "evaluate-detector` (does a VAE detector catch it), `onepixel report` (one HTML file). "
-        "`onepixel demo` runs all of it on the default data."
+        "Commands are grouped by what they act on. A typical study: `onepixel model evaluate` "
+        "(how good is the classifier), `onepixel attack` (flip it with one pixel), `onepixel run "
+        "summary` / `run analyze` (what happened in a run folder), `onepixel detector evaluate` "
+        "and `onepixel guard evaluate` (does a detector in front of it stop that), `onepixel "
+        "report` (one HTML file). `onepixel demo` runs all of it on the default data."
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -59,8 +60,55 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# group -> (help, {sub-command: the flat command it is}); the flat names stay as hidden aliases
+# so that scripts written against them keep working.
+GROUPS: dict[str, tuple[str, dict[str, str]]] = {
+    "model": (
+        "The classifier: train, evaluate, predict, export.",
+        {"train": "train", "evaluate": "evaluate", "predict": "predict"},
+    ),
+    "run": (
+        "A campaign's run folder: summary, analyze, figures, export.",
+        {"summary": "summary", "analyze": "analyze", "figures": "figures", "export": "export"},
+    ),
+    "detector": (
+        "The one-pixel detector (VAE or residual): train, calibrate, evaluate.",
+        {"train": "train-detector", "calibrate": "calibrate-detector", "evaluate": "evaluate-detector"},
+    ),
+    "guard": ("The guarded pipeline (detector before classifier): evaluate.", {"evaluate": "evaluate-guard"}),
+    "data": (
+        "Patch sets: download AMi-Br, describe a data folder.",
+        {"download": "download", "info": "data-info"},
+    ),
+}
+
+
+def _command_name(info: typer.models.CommandInfo) -> str:
+    """Return the name typer gives ``info`` (its own, else the callback's with dashes)."""
+    if info.name:
+        return info.name
+    assert info.callback is not None
+    return info.callback.__name__.replace("_", "-")
+
+
+def group_commands(app: typer.Typer) -> None:
+    """Add the sub-command groups of :data:`GROUPS` to ``app`` and hide the flat commands they alias."""
+    from onepixel.cli.common import command_group
+
+    flat = {_command_name(info): info for info in app.registered_commands}
+    for group, (help_text, members) in GROUPS.items():
+        sub = command_group(app, group, help_text)
+        present = {_command_name(info) for info in sub.registered_commands}
+        for sub_name, flat_name in members.items():
+            info = flat[flat_name]
+            if sub_name not in present:
+                sub.command(sub_name, help=info.help, context_settings=info.context_settings)(info.callback)
+            info.hidden = True
+
+
 for _area in AREAS:
     importlib.import_module(f"onepixel.cli.{_area}").register(app)
+group_commands(app)
 
 
 if __name__ == "__main__":
