@@ -28,7 +28,7 @@ _NEIGHBOURS = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions wit
 def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
     and their median absolute deviation from it, for uint8 NHWC images."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)[..., _NEIGHBOURS]
     ordered = win.sort(dim=-1).values
