@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -10,6 +12,7 @@ from onepixel.attack.objectives import Fitness, PlainObjective
 from onepixel.attack.perturb import apply_pixels
 from onepixel.data.patches import PatchSet
 from onepixel.defense.adaptive import AdaptiveObjective
+from onepixel.defense.calibrate import WEIGHTS_DIR
 from onepixel.defense.evaluate import detection_table, evaluate_scores, split_ids
 from onepixel.defense.guard import Guard, GuardedTarget
 from onepixel.defense.residual import ResidualDetector
@@ -221,5 +224,8 @@ def test_adaptive_factory_builds_from_campaign_options(images, residual) -> None
     vectors = np.array([[30, 30, 255, 255, 0]] * 3)
     energies = obj.energies(np.full(3, 0.2), vectors, np.arange(3))
     np.testing.assert_array_less(0.8 + 2.0 - 1e-9, energies)  # 1 - score plus the flag penalty
-    with pytest.raises(ValueError, match="needs a threshold"):
-        adaptive_factory("lower", images[:3], detector="residual")
+    # without a threshold the residual attacker aims at the bundled default guard's threshold
+    bundled = json.loads((WEIGHTS_DIR / "guard_residual.json").read_text())["threshold"]
+    assert adaptive_factory("lower", images[:3], detector="residual").threshold == bundled
+    with pytest.raises(ValueError, match="no bundled default threshold"):
+        adaptive_factory("lower", images[:3], detector="residual-norm")

@@ -41,8 +41,13 @@ class Guard:
     """Inspects images with ``detector`` (verdict, score) and ``locator`` (suspected pixel)."""
 
     def __init__(
-        self, detector: Detector, locator: ResidualDetector | None = None, threshold: float | None = None
+        self,
+        detector: Detector,
+        locator: ResidualDetector | None = None,
+        threshold: float | None = None,
+        info: dict[str, Any] | None = None,
     ):
+        self.info = info or {}  # where the threshold came from (a guard file's document)
         if threshold is not None:
             detector.threshold = float(threshold)
         if detector.threshold is None:
@@ -150,12 +155,29 @@ class GuardedTarget(Target):
 
 
 def build_guard(spec: str, threshold: float | None = None, p: float = 7.0) -> Guard:
-    """Return a guard from a spec: ``residual`` / ``residual-norm`` (thresholds required) or a
-    bundled VAE name / ``.safetensors`` file (threshold from its metadata unless given)."""
-    if spec in ("residual", "residual-norm"):
-        if threshold is None:
-            raise ValueError(f"guard {spec!r} needs a threshold (--guard-threshold)")
-        return Guard(ResidualDetector(normalise=spec == "residual-norm"), threshold=threshold)
+    """Return a guard from a spec: a guard file (``*.json``, from ``onepixel guard calibrate``),
+    ``residual`` / ``residual-robust`` (bundled default threshold unless given),
+    ``residual-norm`` (threshold required) or a bundled VAE name / ``.safetensors`` file
+    (threshold from its metadata unless given). ``threshold`` overrides a file's threshold."""
+    from onepixel.defense.calibrate import default_guard, default_guard_path, load_guard_file
+
+    if spec.lower().endswith(".json"):
+        guard = load_guard_file(spec)
+        if threshold is not None:
+            guard.detector.threshold = float(threshold)
+        return guard
+    if spec in ("residual", "residual-norm", "residual-robust"):
+        if threshold is not None:
+            det = ResidualDetector(normalise=spec == "residual-norm", relative=spec == "residual-robust")
+            return Guard(det, threshold=threshold)
+        try:
+            default_guard_path(spec)
+        except FileNotFoundError:
+            raise ValueError(
+                f"guard {spec!r} has no bundled default threshold: pass --guard-threshold or a "
+                "guard file from `onepixel guard calibrate`"
+            ) from None
+        return default_guard(spec)
     from onepixel.defense.detector import VAEDetector
 
     det = VAEDetector.from_pretrained(spec, p=p, threshold=threshold)
