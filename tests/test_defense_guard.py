@@ -229,3 +229,37 @@ def test_adaptive_factory_builds_from_campaign_options(images, residual) -> None
     assert adaptive_factory("lower", images[:3], detector="residual").threshold == bundled
     with pytest.raises(ValueError, match="no bundled default threshold"):
         adaptive_factory("lower", images[:3], detector="residual-norm")
+
+
+def test_repair_top_matches_repeated_reference_repair(images: np.ndarray) -> None:
+    from onepixel.defense.residual import repair_top
+
+    once = reference_repair(images)
+    assert np.array_equal(repair_top(images, 1), once)
+    assert np.array_equal(repair_top(images, 2), reference_repair(once))
+    assert np.array_equal(repair_top(images, 0), images)
+    with pytest.raises(ValueError, match="k must be"):
+        repair_top(images, -1)
+
+
+def test_median_filter_matches_numpy_3x3_median(images: np.ndarray) -> None:
+    from onepixel.defense.residual import median_filter
+
+    h, w = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float64)
+    windows = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    want = np.median(np.stack(windows, axis=-1), axis=-1).astype(np.uint8)  # median of 9: a sample
+    assert np.array_equal(median_filter(images), want)
+
+
+def test_repair_always_repairs_unflagged_images_before_the_classifier(
+    target: TorchTarget, images: np.ndarray
+) -> None:
+    detector = ResidualDetector(threshold=1e9)  # flags nothing
+    guarded = GuardedTarget(target, Guard(detector), mode="repair-always", repair_pixels=2)
+    scores = guarded.predict(images)
+    want = target.predict(reference_repair(reference_repair(images)))
+    assert np.abs(scores - want).max() <= TOLERANCE
+    assert not guarded.last_verdicts.any()
+    with pytest.raises(ValueError, match="repair_pixels"):
+        GuardedTarget(target, detector, mode="repair-always", repair_pixels=0)

@@ -43,6 +43,7 @@ def stdout_console() -> CliConsole:
     """Return a console on standard output (tables, human-readable results)."""
     return CliConsole()
 
+
 DataOption = Annotated[
     Path | None,
     typer.Option(

@@ -13,6 +13,9 @@ wraps any target with a guard:
   black-box view.
 - ``mode="repair"``: flagged images get their most suspicious pixel (residual locator) replaced
   by the median of its 8 neighbours before the classifier sees them; ``last_verdicts`` as above.
+- ``mode="repair-always"``: EVERY image gets its ``repair_pixels`` most suspicious pixels
+  replaced that way, flagged or not (an attacker cannot slip under a threshold); the verdicts
+  are still reported.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from onepixel.defense.residual import ResidualDetector
 from onepixel.targets.base import Target, TargetInfo, check_batch
 
-Mode = Literal["reject", "repair"]
+Mode = Literal["reject", "repair", "repair-always"]
 
 
 class Detector(Protocol):
@@ -95,10 +98,14 @@ class GuardedTarget(Target):
         threshold: float | None = None,
         *,
         on_reject: Literal["score", "nan"] = "score",
+        repair_pixels: int = 1,
     ):
         super().__init__()
-        if mode not in ("reject", "repair"):
-            raise ValueError(f"mode must be 'reject' or 'repair', got {mode!r}")
+        if mode not in ("reject", "repair", "repair-always"):
+            raise ValueError(f"mode must be 'reject', 'repair' or 'repair-always', got {mode!r}")
+        if repair_pixels < 1:
+            raise ValueError(f"repair_pixels must be >= 1, got {repair_pixels}")
+        self.repair_pixels = int(repair_pixels)
         if on_reject not in ("score", "nan"):
             raise ValueError(f"on_reject must be 'score' or 'nan', got {on_reject!r}")
         self.target = target
@@ -141,7 +148,11 @@ class GuardedTarget(Target):
         flags, anomaly, where = self.guard.check(images)
         self._verdicts.append(flags)
         self._anomaly.append(anomaly)
-        if self.mode == "repair" and flags.any():
+        if self.mode == "repair-always":
+            from onepixel.defense.residual import repair_top
+
+            images = repair_top(images, self.repair_pixels, self.guard.locator)
+        elif self.mode == "repair" and flags.any():
             images = images.copy()
             images[flags] = self.guard.locator.repair(images[flags], where[flags])
         scores = self.target.predict(check_batch(images, self.info.input_size))

@@ -161,3 +161,27 @@ class ResidualDetector:
             "p": self.p,
             "location": np.stack([cols, rows], axis=1).astype(np.int64),
         }
+
+
+def repair_top(images: np.ndarray, k: int = 1, detector: ResidualDetector | None = None) -> np.ndarray:
+    """Return copies of uint8 images whose ``k`` most anomalous pixels are replaced, one after
+    the other, by the median of their 8 neighbours (each round re-locates on the repaired image,
+    so a repaired pixel's neighbours are judged against its new colour)."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    det = detector or ResidualDetector()
+    out = check_batch(images, det.image_size).copy()
+    for _ in range(k):  # k rounds (k <= a few), each vectorised over the images
+        out = det.repair(out)
+    return out
+
+
+def median_filter(images: np.ndarray, size: int = 64) -> np.ndarray:
+    """Return uint8 copies of images with every pixel replaced by the channel median of its 3x3
+    window (centre included, edge-padded): the classic pre-filter against salt-and-pepper pixels."""
+    images = check_batch(images, size)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)
+    med = win.median(dim=-1).values  # median of 9 values: the 5th, exact
+    return med.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
