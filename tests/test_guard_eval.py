@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,46 @@ from onepixel.targets.local import TorchTarget
 RESIDUAL_THRESHOLD = 0.18  # about the calibrated value (held-out train slides, Youden)
 
 
+def reference_residual(images: np.ndarray) -> np.ndarray:
+    """Return each pixel's residual (N, H, W) float64, computed here with plain numpy and no
+    onepixel code: colour distance / sqrt(3) to the channel median of its 8 edge-padded neighbours."""
+    x = images.astype(np.float64) / 255.0
+    h, w = images.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    neighbours = [
+        padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)
+    ]
+    median = np.median(np.stack(neighbours, axis=-1), axis=-1)
+    return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)
+
+
+def reference_repair(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(repaired uint8 images, located [x, y] (N, 2))``: the pixel of largest reference
+    residual replaced by the rounded channel median of its 8 edge-padded neighbours (plain numpy)."""
+    res = reference_residual(images)
+    rows, cols = np.divmod(res.reshape(len(res), -1).argmax(axis=1), res.shape[2])
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float64)
+    out = images.copy()
+    for i, (y, x) in enumerate(zip(rows, cols, strict=True)):
+        window = padded[i, y : y + 3, x : x + 3].reshape(9, 3)
+        out[i, y, x] = np.clip(np.rint(np.median(np.delete(window, 4, axis=0), axis=0)), 0, 255)
+    return out, np.stack([cols, rows], axis=1)
+
+
+def stored_attacks(run: Path) -> list[dict]:
+    """Return the campaign's rows read straight from its SQLite file (no onepixel code), in order."""
+    with sqlite3.connect(run / "attacks.sqlite") as db:
+        cursor = db.execute(
+            "SELECT image_id, vector, success, score_before, direction, png FROM attacks ORDER BY position"
+        )
+        keys = ("image_id", "vector", "success", "score_before", "direction", "png")
+        rows = [dict(zip(keys, row, strict=True)) for row in cursor]
+    for row in rows:
+        row["vector"] = np.array(json.loads(row["vector"]), dtype=np.int64).reshape(-1, 5)
+        row["adversarial"] = np.asarray(Image.open(run / row["png"]).convert("RGB"))
+    return rows
+
+
 @pytest.fixture(scope="module")
 def target() -> TorchTarget:
     """Return the bundled classifier."""
@@ -35,10 +76,17 @@ def guard() -> Guard:
 
 
 @pytest.fixture(scope="module")
-def campaign_dir(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet, target: TorchTarget) -> Path:
+def attacked_set(test_split: PatchSet) -> PatchSet:
+    """Return the 40 seeded clean test patches the tiny campaign picks from."""
+    return test_split.subset(np.random.default_rng(5).permutation(len(test_split))[:40])
+
+
+@pytest.fixture(scope="module")
+def campaign_dir(
+    tmp_path_factory: pytest.TempPathFactory, attacked_set: PatchSet, target: TorchTarget
+) -> Path:
     """Return a tiny real campaign folder: 6 test images, no filter, 20 members, 3 generations."""
     run = tmp_path_factory.mktemp("guard_campaign")
-    pick = np.random.default_rng(5).permutation(len(test_split))[:40]
     config = CampaignConfig(
         direction="lower",
         filter=False,
@@ -46,30 +94,58 @@ def campaign_dir(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet,
         images_per_batch=6,
         de=paper_de_config(popsize=20, maxiter=3),
     )
-    run_campaign(target, test_split.subset(pick), config, run, progress=False)
+    run_campaign(target, attacked_set, config, run, progress=False)
     return run
 
 
-def test_counts_are_consistent_on_a_real_campaign(campaign_dir: Path, guard: Guard, target) -> None:
+def test_counts_are_consistent_on_a_real_campaign(
+    campaign_dir: Path, attacked_set: PatchSet, guard: Guard, target
+) -> None:
     campaign = load_campaign(campaign_dir)
-    assert campaign.images.shape == (6, 64, 64, 3)
+    rows = stored_attacks(campaign_dir)
+    assert campaign.images.shape == (6, 64, 64, 3) and len(rows) == 6
+    position = {name: i for i, name in enumerate(attacked_set.names)}
+    clean = attacked_set.images[[position[r["image_id"]] for r in rows]]
+    adversarial = np.stack([r["adversarial"] for r in rows])
+    np.testing.assert_array_equal(campaign.images, adversarial)
+    # the stored vectors are exactly the pixels that differ between the adversarial PNG and the
+    # clean image: same (x, y), and the PNG holds the vector's (r, g, b) there
+    for i, row in enumerate(rows):
+        changed_y, changed_x = np.nonzero(np.any(adversarial[i] != clean[i], axis=-1))
+        changed = sorted(zip(changed_x.tolist(), changed_y.tolist(), strict=True))
+        x, y, rgb = row["vector"][:, 0], row["vector"][:, 1], row["vector"][:, 2:]
+        np.testing.assert_array_equal(adversarial[i, y, x], rgb)
+        differs = np.any(clean[i, y, x] != rgb, axis=-1)  # a vector may repeat the clean colour
+        assert changed == sorted(zip(x[differs].tolist(), y[differs].tolist(), strict=True))
+        assert len(changed) >= 1
+        np.testing.assert_array_equal(campaign.attacked_xy[i], row["vector"][:, :2])
+    # every count recomputed here from the raw rows and a plain-numpy residual score
     counts = guard_counts(campaign, guard, target)
     assert set(counts) == set(COUNTS)
-    assert counts["attacks"] == 6
-    assert counts["successful"] == int(campaign.success.sum())
-    assert counts["blocked"] + counts["got_through"] == counts["successful"]
-    assert counts["got_through_flips"] + counts["already_misclassified"] >= counts["got_through"]
-    flags = guard.detector.predict(campaign.images)["is_adversarial"]
-    assert counts["flagged"] == int(flags.sum())
-    assert counts["blocked"] == int((flags & campaign.success).sum())
-    assert 0 <= counts["repairs_restoring"] <= counts["blocked"]
-    assert 0 <= counts["located_attacked"] <= counts["blocked"]
-    assert (
-        counts["flipped_in_repair_mode"]
-        == counts["got_through"] + counts["blocked"] - counts["repairs_restoring"]
-    )
-    # the stored vectors are the pixels that differ from the clean images
-    assert campaign.attacked_xy.shape == (6, 1, 2)
+    scores = reference_residual(adversarial).reshape(6, -1).max(axis=1)
+    np.testing.assert_allclose(guard.detector.score(adversarial), scores, rtol=0, atol=1e-6)
+    flags = scores > RESIDUAL_THRESHOLD
+    success = np.array([bool(r["success"]) for r in rows])
+    before = np.array([r["score_before"] for r in rows])
+    assert {r["direction"] for r in rows} == {"lower"}
+    flip_side = before >= 0.5  # "lower" flips a clean score on the positive side
+    repaired, located = reference_repair(adversarial)
+    restored = (target.predict(repaired) >= 0.5) == (before >= 0.5)
+    hit = np.array([any((located[i] == v[:2]).all() for v in r["vector"]) for i, r in enumerate(rows)])
+    blocked = success & flags
+    want = {
+        "attacks": 6,
+        "successful": int(success.sum()),
+        "already_misclassified": int((success & ~flip_side).sum()),
+        "flagged": int(flags.sum()),
+        "blocked": int(blocked.sum()),
+        "got_through": int((success & ~flags).sum()),
+        "got_through_flips": int((success & ~flags & flip_side).sum()),
+        "repairs_restoring": int((blocked & restored).sum()),
+        "located_attacked": int((blocked & hit).sum()),
+        "flipped_in_repair_mode": int((success & ~flags).sum() + (blocked & ~restored).sum()),
+    }
+    assert counts == want
 
 
 def test_repair_restores_planted_bright_pixels(test_split: PatchSet, guard: Guard, target) -> None:
@@ -101,6 +177,9 @@ def test_repair_restores_planted_bright_pixels(test_split: PatchSet, guard: Guar
     assert counts["flipped_in_repair_mode"] == 0
     # the repair touches only the planted pixel
     repaired = guard.locator.repair(planted)
+    want, located = reference_repair(planted)
+    np.testing.assert_array_equal(located, xy)
+    np.testing.assert_array_equal(repaired, want)
     diff = np.any(repaired != clean, axis=-1)  # (N, H, W)
     diff[np.arange(len(pick)), xy[:, 1], xy[:, 0]] = False
     assert not diff.any()
@@ -116,7 +195,9 @@ def test_evaluate_guard_totals_and_clean_fpr(campaign_dir: Path, guard: Guard, t
     report = evaluate_guard([campaign_dir, campaign_dir], {"residual": guard}, target, clean)
     g = report["guards"]["residual"]
     assert g["clean_images"] == 50
-    assert g["clean_fpr"] == pytest.approx(float(guard.detector.predict(clean)["is_adversarial"].mean()))
+    want = reference_residual(clean).reshape(50, -1).max(axis=1) > RESIDUAL_THRESHOLD
+    assert g["clean_flagged"] == int(want.sum())
+    assert g["clean_fpr"] == pytest.approx(want.mean())
     one = report["runs"][0]["guards"]["residual"]
     assert report["totals"]["residual"] == {k: 2 * v for k, v in one.items()}
     with pytest.raises(ValueError, match="at least one guard"):
@@ -125,10 +206,12 @@ def test_evaluate_guard_totals_and_clean_fpr(campaign_dir: Path, guard: Guard, t
 
 def test_cli_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet) -> None:
     clean_dir = tmp_path / "clean"
+    written = []
     for label in test_split.classes:
         (clean_dir / label).mkdir(parents=True)
         for i in np.flatnonzero(test_split.labels == test_split.classes.index(label))[:6]:
             Image.fromarray(test_split.images[i]).save(clean_dir / label / f"{test_split.names[i]}.png")
+            written.append(i)
     out = tmp_path / "guard.json"
     args = ["evaluate-guard", str(campaign_dir), "--data", str(clean_dir), "--json", "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--residual-threshold", str(RESIDUAL_THRESHOLD)])
@@ -137,6 +220,8 @@ def test_cli_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet) -> N
     assert json.loads(out.read_text()) == doc
     assert set(doc["guards"]) == {"vae p=7", "residual"}
     assert doc["guards"]["residual"]["clean_images"] == 12
+    want = reference_residual(test_split.images[written]).reshape(12, -1).max(axis=1) > RESIDUAL_THRESHOLD
+    assert doc["guards"]["residual"]["clean_flagged"] == int(want.sum())
     for counts in doc["runs"][0]["guards"].values():
         assert counts["attacks"] == 6
         assert counts["blocked"] + counts["got_through"] == counts["successful"]

@@ -1,4 +1,5 @@
-"""CLI commands of the defense area: train-detector, evaluate-detector, evaluate-guard."""
+"""CLI commands of the defense area: train-detector, evaluate-detector, evaluate-guard, and the
+``guard`` group (``guard calibrate``, ``guard check``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from onepixel.cli.common import DataOption, console, fail
+from onepixel.cli.common import DataOption, command_group, console, fail, stdout_console
 
 
 def train_detector(
@@ -393,9 +394,162 @@ def evaluate_guard(
         )
 
 
+def _split_names(data: Path, split: str) -> set[str] | None:
+    """Return the image stems of an AMi-Br split (None for ``all``); a clear CLI error otherwise."""
+    if split == "all":
+        return None
+    if split not in ("train", "test"):
+        raise fail(f"--split: unknown split {split!r}; use all, train or test")
+    from onepixel.data.amibr import is_amibr, read_train_rows
+
+    if not is_amibr(data):
+        raise fail(
+            f"--split: {data} is not an AMi-Br folder (--split train/test needs "
+            "amibr_train_split.csv); use --split all (the default) for any folder of clean PNGs"
+        )
+    train = set(read_train_rows(data))
+    if split == "train":
+        return train
+    stems = {f.stem for f in data.rglob("*") if f.suffix.lower() == ".png"}
+    return stems - train
+
+
+def guard_calibrate(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="Folder of the site's clean patches (PNG, searched recursively, no labels)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Guard file to write (JSON).")],
+    fpr: Annotated[
+        float, typer.Option(help="Share of clean patches the guard may flag (threshold = 1-fpr quantile).")
+    ] = 0.05,
+    detector: Annotated[
+        str, typer.Option(help="residual, residual-robust (scanner-independent), residual-norm or vae.")
+    ] = "residual",
+    p: Annotated[float, typer.Option(help="Minkowski order of the VAE score.")] = 7.0,
+    weights: Annotated[str, typer.Option(help="VAE weights (bundled name or .safetensors).")] = "vae_amibr",
+    pattern: Annotated[
+        str | None, typer.Option(help="Only files whose name matches this glob (e.g. 'TUPAC16_*.png').")
+    ] = None,
+    split: Annotated[str, typer.Option(help="AMi-Br folders only: all, train or test split.")] = "all",
+    max_images: Annotated[
+        int | None, typer.Option(min=1, help="Use a seeded random subset of this many patches.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --max-images subset.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the guard file's content as JSON.")] = False,
+) -> None:
+    """Calibrate a guard on a site's own clean patches (no labels, no attacks): score them, set
+    the threshold at the 1 - FPR quantile and write a guard file for `onepixel serve --guard`."""
+    import json
+
+    import torch
+
+    from onepixel.data.patches import DataError
+    from onepixel.defense.calibrate import DETECTORS, calibrate_guard, write_guard_file
+
+    torch.set_num_threads(1)
+    if detector not in DETECTORS:
+        raise fail(f"--detector: unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
+    if not 0.0 < fpr < 1.0:
+        raise fail(f"--fpr must be strictly between 0 and 1, got {fpr:g}")
+    if not data.is_dir():
+        raise fail(f"data folder {data} does not exist")
+    names = _split_names(data, split)
+    command = (
+        f"onepixel guard calibrate --data {data} --fpr {fpr:g} --detector {detector}"
+        + (f" --p {p:g} --weights {weights}" if detector == "vae" else "")
+        + (f" --pattern '{pattern}'" if pattern else "")
+        + (f" --split {split}" if split != "all" else "")
+        + (f" --max-images {max_images} --seed {seed}" if max_images else "")
+        + f" --out {out}"
+    )
+    try:
+        doc = calibrate_guard(
+            data,
+            detector=detector,
+            fpr=fpr,
+            p=p,
+            weights=weights,
+            pattern=pattern,
+            names=names,
+            max_images=max_images,
+            seed=seed,
+            selection=None if split == "all" else f"AMi-Br {split} split",
+            command=command,
+        )
+        write_guard_file(doc, out)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    stdout_console().print(
+        f"wrote {out}: {detector} threshold {doc['threshold']:.6g} flags {doc['clean_fpr']:.3f} of "
+        f"{doc['data']['images']} clean patches (target {fpr:g})"
+    )
+    if doc["data"]["images"] < 300:
+        console.print(
+            f"[yellow]note:[/] {doc['data']['images']} patches is few: the FPR on new patches may land "
+            "several points from the target (docs/results.md: 'How many clean patches')"
+        )
+
+
+def guard_check(
+    guard: Annotated[str, typer.Argument(help="Guard file (JSON), or residual / residual-robust / a VAE.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of clean PNGs (recursive).")],
+    pattern: Annotated[str | None, typer.Option(help="Only files whose name matches this glob.")] = None,
+    split: Annotated[str, typer.Option(help="AMi-Br folders only: all, train or test split.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Measure a guard's false-alarm rate on a folder of clean patches."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from onepixel.data.patches import DataError
+    from onepixel.defense.calibrate import find_pngs, read_patches
+    from onepixel.defense.guard import build_guard
+
+    torch.set_num_threads(1)
+    if not data.is_dir():
+        raise fail(f"data folder {data} does not exist")
+    names = _split_names(data, split)
+    try:
+        built = build_guard(guard)
+        files = find_pngs(data, pattern)
+        if names is not None:
+            files = [f for f in files if f.stem in names]
+        if not files:
+            raise DataError(f"{data}: no PNG files in the selection")
+        flags = np.asarray(built.detector.predict(read_patches(files))["is_adversarial"], dtype=bool)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    result = {
+        "guard": guard,
+        "threshold": built.threshold,
+        "images": int(len(flags)),
+        "flagged": int(flags.sum()),
+        "clean_fpr": float(flags.mean()),
+        "target_fpr": built.info.get("target_fpr"),
+    }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, allow_nan=False))
+        return
+    stdout_console().print(
+        f"{guard}: flags {result['flagged']}/{result['images']} clean patches "
+        f"(FPR {result['clean_fpr']:.3f}, threshold {result['threshold']:.6g})"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train-detector")(train_detector)
     app.command("evaluate-detector")(evaluate_detector)
     app.command("calibrate-detector")(calibrate_detector)
     app.command("evaluate-guard")(evaluate_guard)
+    group = command_group(app, "guard", "Site calibration of the one-pixel guard: calibrate, check.")
+    group.command("calibrate")(guard_calibrate)
+    group.command("check")(guard_check)

@@ -42,7 +42,10 @@ def serve(
     ] = None,
     guard: Annotated[
         str | None,
-        typer.Option(help="Detector in front: a VAE name/.safetensors (e.g. vae_amibr) or residual."),
+        typer.Option(
+            help="Detector in front: a guard file from `onepixel guard calibrate` (guard.json), "
+            "residual (bundled default threshold) or a VAE name/.safetensors (e.g. vae_amibr)."
+        ),
     ] = None,
     guard_threshold: Annotated[float | None, typer.Option(help="Detector threshold override.")] = None,
 ) -> None:

@@ -13,6 +13,9 @@ wraps any target with a guard:
   black-box view.
 - ``mode="repair"``: flagged images get their most suspicious pixel (residual locator) replaced
   by the median of its 8 neighbours before the classifier sees them; ``last_verdicts`` as above.
+- ``mode="repair-always"``: EVERY image gets its ``repair_pixels`` most suspicious pixels
+  replaced that way, flagged or not (an attacker cannot slip under a threshold); the verdicts
+  are still reported.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from onepixel.defense.residual import ResidualDetector
 from onepixel.targets.base import Target, TargetInfo, check_batch
 
-Mode = Literal["reject", "repair"]
+Mode = Literal["reject", "repair", "repair-always"]
 
 
 class Detector(Protocol):
@@ -41,8 +44,13 @@ class Guard:
     """Inspects images with ``detector`` (verdict, score) and ``locator`` (suspected pixel)."""
 
     def __init__(
-        self, detector: Detector, locator: ResidualDetector | None = None, threshold: float | None = None
+        self,
+        detector: Detector,
+        locator: ResidualDetector | None = None,
+        threshold: float | None = None,
+        info: dict[str, Any] | None = None,
     ):
+        self.info = info or {}  # where the threshold came from (a guard file's document)
         if threshold is not None:
             detector.threshold = float(threshold)
         if detector.threshold is None:
@@ -90,10 +98,14 @@ class GuardedTarget(Target):
         threshold: float | None = None,
         *,
         on_reject: Literal["score", "nan"] = "score",
+        repair_pixels: int = 1,
     ):
         super().__init__()
-        if mode not in ("reject", "repair"):
-            raise ValueError(f"mode must be 'reject' or 'repair', got {mode!r}")
+        if mode not in ("reject", "repair", "repair-always"):
+            raise ValueError(f"mode must be 'reject', 'repair' or 'repair-always', got {mode!r}")
+        if repair_pixels < 1:
+            raise ValueError(f"repair_pixels must be >= 1, got {repair_pixels}")
+        self.repair_pixels = int(repair_pixels)
         if on_reject not in ("score", "nan"):
             raise ValueError(f"on_reject must be 'score' or 'nan', got {on_reject!r}")
         self.target = target
@@ -136,7 +148,11 @@ class GuardedTarget(Target):
         flags, anomaly, where = self.guard.check(images)
         self._verdicts.append(flags)
         self._anomaly.append(anomaly)
-        if self.mode == "repair" and flags.any():
+        if self.mode == "repair-always":
+            from onepixel.defense.residual import repair_top
+
+            images = repair_top(images, self.repair_pixels, self.guard.locator)
+        elif self.mode == "repair" and flags.any():
             images = images.copy()
             images[flags] = self.guard.locator.repair(images[flags], where[flags])
         scores = self.target.predict(check_batch(images, self.info.input_size))
@@ -150,12 +166,29 @@ class GuardedTarget(Target):
 
 
 def build_guard(spec: str, threshold: float | None = None, p: float = 7.0) -> Guard:
-    """Return a guard from a spec: ``residual`` / ``residual-norm`` (thresholds required) or a
-    bundled VAE name / ``.safetensors`` file (threshold from its metadata unless given)."""
-    if spec in ("residual", "residual-norm"):
-        if threshold is None:
-            raise ValueError(f"guard {spec!r} needs a threshold (--guard-threshold)")
-        return Guard(ResidualDetector(normalise=spec == "residual-norm"), threshold=threshold)
+    """Return a guard from a spec: a guard file (``*.json``, from ``onepixel guard calibrate``),
+    ``residual`` / ``residual-robust`` (bundled default threshold unless given),
+    ``residual-norm`` (threshold required) or a bundled VAE name / ``.safetensors`` file
+    (threshold from its metadata unless given). ``threshold`` overrides a file's threshold."""
+    from onepixel.defense.calibrate import default_guard, default_guard_path, load_guard_file
+
+    if spec.lower().endswith(".json"):
+        guard = load_guard_file(spec)
+        if threshold is not None:
+            guard.detector.threshold = float(threshold)
+        return guard
+    if spec in ("residual", "residual-norm", "residual-robust"):
+        if threshold is not None:
+            det = ResidualDetector(normalise=spec == "residual-norm", relative=spec == "residual-robust")
+            return Guard(det, threshold=threshold)
+        try:
+            default_guard_path(spec)
+        except FileNotFoundError:
+            raise ValueError(
+                f"guard {spec!r} has no bundled default threshold: pass --guard-threshold or a "
+                "guard file from `onepixel guard calibrate`"
+            ) from None
+        return default_guard(spec)
     from onepixel.defense.detector import VAEDetector
 
     det = VAEDetector.from_pretrained(spec, p=p, threshold=threshold)

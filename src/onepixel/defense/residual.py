@@ -9,6 +9,12 @@ deviation from their median, same colour distance) plus ``eps``, so a pixel that
 otherwise smooth neighbourhood counts more than one in busy texture.
 The image score is the largest residual; :meth:`locate` returns where it sits and
 :meth:`repair` replaces that pixel with the neighbour median. No training needed.
+
+With ``relative=True`` (``residual-robust``) the score is scanner-independent: the largest
+residual divided by that same image's robust residual scale, the median plus the median
+absolute deviation of all its pixel residuals (plus ``RELATIVE_EPS``). Sharper optics, noisier
+sensors or stronger stain raise every residual of an image together and leave this ratio about
+where it was; one pixel that breaks its neighbourhood raises only the numerator.
 """
 
 from __future__ import annotations
@@ -23,12 +29,24 @@ from onepixel.defense.scores import choose_threshold
 from onepixel.targets.base import check_batch
 
 _NEIGHBOURS = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # 3x3 window positions without the centre
+RELATIVE_EPS = 1e-3  # keeps the robust scale of a flat (synthetic) image away from zero
+
+
+def relative_scores(residuals: np.ndarray) -> np.ndarray:
+    """Return (N,) float64: each image's largest residual over its robust residual scale
+    (median + median absolute deviation of its own residuals + ``RELATIVE_EPS``).
+
+    ``residuals`` is (N, H, W) or (N, H * W)."""
+    flat = np.asarray(residuals, dtype=np.float64).reshape(len(residuals), -1)
+    med = np.median(flat, axis=1)
+    mad = np.median(np.abs(flat - med[:, None]), axis=1)
+    return flat.max(axis=1) / (med + mad + RELATIVE_EPS)
 
 
 def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
     and their median absolute deviation from it, for uint8 NHWC images."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)[..., _NEIGHBOURS]
     ordered = win.sort(dim=-1).values
@@ -49,12 +67,16 @@ class ResidualDetector:
         self,
         *,
         normalise: bool = False,
+        relative: bool = False,
         eps: float = 0.02,
         threshold: float | None = None,
         batch_size: int = 256,
         image_size: int = 64,
     ):
+        if normalise and relative:
+            raise ValueError("choose normalise (local contrast) or relative (image scale), not both")
         self.normalise = normalise
+        self.relative = relative
         self.eps = eps
         self.threshold = threshold
         self.batch_size = batch_size
@@ -63,8 +85,8 @@ class ResidualDetector:
 
     @property
     def name(self) -> str:
-        """Return a short name for tables: ``residual`` or ``residual-norm``."""
-        return "residual-norm" if self.normalise else "residual"
+        """Return a short name for tables: ``residual``, ``residual-norm`` or ``residual-robust``."""
+        return "residual-norm" if self.normalise else "residual-robust" if self.relative else "residual"
 
     def residual_map(self, images: np.ndarray) -> np.ndarray:
         """Return the per-pixel residual (N, H, W) float32 of uint8 NHWC images."""
@@ -80,13 +102,15 @@ class ResidualDetector:
         return out
 
     def score(self, images: np.ndarray, p: float | None = None) -> np.ndarray:
-        """Return the anomaly scores (N,) float64: the largest pixel residual of each image."""
-        return (
-            self.residual_map(images)
-            .reshape(len(images) if np.ndim(images) == 4 else 1, -1)
-            .max(1)
-            .astype(np.float64)
-        )
+        """Return the anomaly scores (N,) float64: the largest pixel residual of each image
+        (over the image's robust residual scale when ``relative``)."""
+        res = self.residual_map(images)
+        return self._image_scores(res.reshape(len(res), -1))
+
+    def _image_scores(self, flat: np.ndarray) -> np.ndarray:
+        if self.relative:
+            return relative_scores(flat)
+        return flat.max(axis=1).astype(np.float64)
 
     def locate(self, images: np.ndarray) -> np.ndarray:
         """Return (N, 2) int64 ``[x, y]`` (column, row) of each image's most suspicious pixel."""
@@ -129,7 +153,7 @@ class ResidualDetector:
         flat = res.reshape(len(res), -1)
         arg = flat.argmax(axis=1)
         rows, cols = np.divmod(arg, res.shape[2])
-        scores = flat.max(axis=1).astype(np.float64)
+        scores = self._image_scores(flat)
         return {
             "is_adversarial": scores > self.threshold,
             "score": scores,
@@ -137,3 +161,27 @@ class ResidualDetector:
             "p": self.p,
             "location": np.stack([cols, rows], axis=1).astype(np.int64),
         }
+
+
+def repair_top(images: np.ndarray, k: int = 1, detector: ResidualDetector | None = None) -> np.ndarray:
+    """Return copies of uint8 images whose ``k`` most anomalous pixels are replaced, one after
+    the other, by the median of their 8 neighbours (each round re-locates on the repaired image,
+    so a repaired pixel's neighbours are judged against its new colour)."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    det = detector or ResidualDetector()
+    out = check_batch(images, det.image_size).copy()
+    for _ in range(k):  # k rounds (k <= a few), each vectorised over the images
+        out = det.repair(out)
+    return out
+
+
+def median_filter(images: np.ndarray, size: int = 64) -> np.ndarray:
+    """Return uint8 copies of images with every pixel replaced by the channel median of its 3x3
+    window (centre included, edge-padded): the classic pre-filter against salt-and-pepper pixels."""
+    images = check_batch(images, size)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)
+    med = win.median(dim=-1).values  # median of 9 values: the 5th, exact
+    return med.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
