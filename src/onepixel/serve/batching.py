@@ -70,7 +70,8 @@ class Batcher:
     ``max_batch`` bounds the images (or queries) of one gathered call (a single larger job runs
     alone, unsplit); ``max_wait`` (seconds) bounds how long the oldest job waits for others.
     It waits only while other requests are announced (:meth:`expect`) but not yet submitted, so
-    a lone client never pays the wait. ``calls`` counts model calls, ``jobs`` jobs answered.
+    a lone client never pays the wait. ``calls`` counts model calls, ``jobs`` jobs answered,
+    ``largest`` is the most images (or queries) one call scored.
     """
 
     def __init__(
@@ -89,11 +90,18 @@ class Batcher:
         self.max_wait = max_wait
         self.calls = 0
         self.jobs = 0
+        self.largest = 0
         self._queue: deque[_Job] = deque()
         self._expected = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Return how many submitted jobs wait for the worker."""
+        with self._cond:
+            return len(self._queue)
 
     # -- request side ------------------------------------------------------------------------
 
@@ -190,6 +198,7 @@ class Batcher:
                 continue
             finally:
                 self.calls += 1
+                self.largest = max(self.largest, sum(j.size for j in live))
             start = 0
             for job in live:
                 job.future.set_result(predictions[start : start + job.size])
