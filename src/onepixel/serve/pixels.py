@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -32,18 +31,13 @@ from starlette.requests import Request
 
 from onepixel.serve.batching import pad_changes
 from onepixel.serve.uploads import UploadError, _capped, decode_image
+from onepixel.targets.http import image_id
 from onepixel.targets.pixels import PIXEL_FIELDS, check_changes
 
 PIXEL_ROUTE = "/model/predict_pixels"
 DEFAULT_MAX_QUERIES = 4096
 DEFAULT_MAX_PIXELS = 64
 DEFAULT_MAX_CACHED = 1024
-
-
-def image_id(image: np.ndarray) -> str:
-    """Return the id of a clean image: 32 hex digits of the SHA-256 of its uint8 bytes and shape."""
-    digest = hashlib.sha256(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
-    return digest.hexdigest()[:32]
 
 
 class BaseCache:
