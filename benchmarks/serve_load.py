@@ -1,13 +1,18 @@
 """Load test of ``onepixel serve``: N concurrent clients on loopback for a fixed time per setting.
 
-Starts ``onepixel serve`` in a child process (or uses ``--url``), then for each route (single
-image ``/model/predict``, batch ``/model/predict_batch``) and each client count runs that many
-concurrent clients (asyncio + httpx, one keep-alive connection each) for ``--duration`` seconds;
-every client sends its next request as soon as the last one answered. Reports requests/s,
-images/s, p50/p99/max latency and errors (any non-200 answer or transport failure).
+Starts two ``onepixel serve`` child processes, one with dynamic batching (``--batch-max``,
+``--batch-wait-ms``) and one without (``--batch-max 1``), or uses ``--url`` (then only that one).
+For the single-image route ``/model/predict`` at each client count it runs that many concurrent
+clients (asyncio + httpx, one keep-alive connection each) for ``--duration`` seconds, batching on
+and off interleaved (on, off, on, off, ...); then the batch route ``/model/predict_batch`` and the
+pixel-delta route ``/model/predict_pixels`` (clean images uploaded once, then ``--batch-size``
+one-pixel queries per request by image id) on the batching server. Every client sends its next
+request as soon as the last one answered. Reports requests/s, images/s (queries/s), p50/p99/max
+latency and errors (any non-200 answer or transport failure).
 
-    python benchmarks/serve_load.py [--clients 1 8 32] [--duration 10] [--batch-size 16]
-        [--threads 1] [--token T] [--url http://host:port] [--out benchmarks/results/serve_load.json]
+    python benchmarks/serve_load.py [--clients 1 8 32] [--duration 3] [--batch-size 16]
+        [--threads 1] [--batch-max 64] [--batch-wait-ms 5] [--token T] [--url http://host:port]
+        [--out benchmarks/results/serve_load.json]
 
 The payloads are real AMi-Br test patches when the data is found (else seeded noise).
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import os
@@ -32,11 +39,11 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "serve_load.json"
-ROUTES = {"single": "/model/predict", "batch": "/model/predict_batch"}
+ROUTES = {"single": "/model/predict", "batch": "/model/predict_batch", "pixels": "/model/predict_pixels"}
 
 
-def payload_pngs(n: int = 64) -> list[bytes]:
-    """Return ``n`` PNG-encoded 64x64 patches (AMi-Br test crops if available, else noise)."""
+def payload_images(n: int = 64) -> np.ndarray:
+    """Return ``n`` 64x64 patches (AMi-Br test crops if available, else seeded noise)."""
     root = Path(os.environ.get("ONEPIXEL_DATA", REPO.parent / "shared" / "data" / "ami-br"))
     try:
         from onepixel.data.amibr import load_amibr
@@ -44,6 +51,11 @@ def payload_pngs(n: int = 64) -> list[bytes]:
         images = load_amibr(root, "test").images[:n]
     except Exception:  # noqa: BLE001 - any data problem: noise costs the server the same
         images = np.random.default_rng(0).integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
+    return images
+
+
+def payload_pngs(images: np.ndarray) -> list[bytes]:
+    """Return ``images`` PNG-encoded."""
     out = []
     for image in images:
         buffer = io.BytesIO()
@@ -52,13 +64,16 @@ def payload_pngs(n: int = 64) -> list[bytes]:
     return out
 
 
-def start_server(port: int, threads: int, token: str | None) -> subprocess.Popen:
+def start_server(
+    port: int, threads: int, token: str | None, batch_max: int, batch_wait_ms: float
+) -> subprocess.Popen:
     """Start ``onepixel serve`` on 127.0.0.1:``port`` in a child process and return it."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if token:
         env["ONEPIXEL_API_TOKEN"] = token
     command = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
     command += ["--threads", str(threads), "--log-level", "warning"]
+    command += ["--batch-max", str(batch_max), "--batch-wait-ms", str(batch_wait_ms)]
     return subprocess.Popen(command, env=env)
 
 
@@ -98,7 +113,10 @@ async def run_clients(
                 k += clients
                 start = time.perf_counter()
                 try:
-                    response = await http.post(route, files=files)
+                    if isinstance(files, dict) and "queries" in files:
+                        response = await http.post(route, json=files)
+                    else:
+                        response = await http.post(route, files=files)
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
@@ -129,10 +147,13 @@ async def run_clients(
 
 
 def bench(
-    url: str, clients: list[int], duration: float, batch_size: int, headers: dict[str, str]
+    urls: dict[str, str], clients: list[int], duration: float, batch_size: int, headers: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Return one result row per (route, client count); a 1 s warm-up precedes each route."""
-    pngs = payload_pngs()
+    """Return one result row per (route, batching, client count); a 1 s warm-up precedes each."""
+    images = payload_images()
+    pngs = payload_pngs(images)
+    rng = np.random.default_rng(0)
+    ids = [hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()[:32] for img in images]
 
     def single(k: int) -> tuple[Any, int]:
         return {"image": (f"{k}.png", pngs[k % len(pngs)], "image/png")}, 1
@@ -141,34 +162,85 @@ def bench(
         chosen = [pngs[(k * batch_size + j) % len(pngs)] for j in range(batch_size)]
         return [("images", (f"{j}.png", data, "image/png")) for j, data in enumerate(chosen)], batch_size
 
+    def pixels(k: int) -> tuple[Any, int]:
+        xy = rng.integers(0, 64, size=(batch_size, 1, 2))
+        rgb = rng.integers(0, 256, size=(batch_size, 1, 3))
+        queries = np.concatenate([xy, rgb], axis=2).tolist()
+        return {"images": [{"id": ids[k % len(ids)]}], "queries": queries}, batch_size
+
+    def run(name: str, mode: str, n: int, files_for: Any) -> dict[str, Any]:
+        row = asyncio.run(run_clients(urls[mode], ROUTES[name], n, duration, files_for, headers))
+        row.update(route=name, batching=mode, images_per_request=1 if name == "single" else batch_size)
+        print(
+            f"{name:6s} batching={mode:3s} clients={n:3d} {row['requests_per_s']:8.1f} req/s "
+            f"{row['images_per_s']:8.1f} img/s p50 {row['p50_ms']:7.1f} ms "
+            f"p99 {row['p99_ms']:7.1f} ms errors {row['errors']}",
+            flush=True,
+        )
+        return row
+
     rows = []
-    for name, files_for in (("single", single), ("batch", batch)):
-        asyncio.run(run_clients(url, ROUTES[name], 1, 1.0, files_for, headers))  # warm-up
-        for n in clients:
-            row = asyncio.run(run_clients(url, ROUTES[name], n, duration, files_for, headers))
-            row.update(route=name, images_per_request=1 if name == "single" else batch_size)
-            rows.append(row)
-            print(
-                f"{name:6s} clients={n:3d} {row['requests_per_s']:8.1f} req/s "
-                f"{row['images_per_s']:8.1f} img/s p50 {row['p50_ms']:7.1f} ms "
-                f"p99 {row['p99_ms']:7.1f} ms errors {row['errors']}",
-                flush=True,
-            )
+    for mode in urls:
+        asyncio.run(run_clients(urls[mode], ROUTES["single"], 1, 1.0, single, headers))  # warm-up
+    for n in clients:  # interleaved: batching on, off, on, off, ...
+        for mode in urls:
+            rows.append(run("single", mode, n, single))
+    main_mode = next(iter(urls))
+    asyncio.run(run_clients(urls[main_mode], ROUTES["batch"], 1, 1.0, batch, headers))  # warm-up
+    for n in (1, 8):
+        rows.append(run("batch", main_mode, n, batch))
+    # Upload the clean images once; the pixel requests then name them by id.
+    upload = {
+        "images": [{"png": base64.b64encode(p).decode()} for p in pngs],
+        "index": [0],
+        "queries": [[[0, 0, 0, 0, 0]]],
+    }
+    answer = httpx.post(f"{urls[main_mode]}{ROUTES['pixels']}", json=upload, headers=headers, timeout=60)
+    if answer.status_code != 200 or answer.json().get("images") != ids:
+        raise RuntimeError(f"pixel route upload failed: HTTP {answer.status_code} {answer.text[:300]}")
+    for n in (1, 8):
+        rows.append(run("pixels", main_mode, n, pixels))
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Return the results as a markdown table."""
     lines = [
-        "| route | images/request | clients | requests/s | images/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| route | batching | images/request | clients | requests/s | images/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['route']} | {r['images_per_request']} | {r['clients']} | {r['requests_per_s']:.1f} | "
+            f"| {r['route']} | {r['batching']} | {r['images_per_request']} | {r['clients']} | "
+            f"{r['requests_per_s']:.1f} | "
             f"{r['images_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
         )
     return "\n".join(lines)
+
+
+def ratio_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Return the headline ratios: batching on/off per client count, single route vs batch route."""
+
+    def find(route: str, mode: str, clients: int) -> dict[str, Any] | None:
+        return next(
+            (r for r in rows if (r["route"], r["batching"], r["clients"]) == (route, mode, clients)), None
+        )
+
+    out: dict[str, float] = {}
+    modes = sorted({r["batching"] for r in rows})
+    best_batch = max((r["images_per_s"] for r in rows if r["route"] == "batch"), default=float("nan"))
+    for n in sorted({r["clients"] for r in rows if r["route"] == "single"}):
+        on, off = find("single", "on", n), find("single", "off", n)
+        if on and off and off["images_per_s"] > 0:
+            out[f"single_{n}_clients_batching_on_over_off"] = on["images_per_s"] / off["images_per_s"]
+        for mode in modes:
+            row = find("single", mode, n)
+            if row and best_batch > 0:
+                out[f"single_{n}_clients_{mode}_over_batch_route"] = row["images_per_s"] / best_batch
+    best_pixels = max((r["images_per_s"] for r in rows if r["route"] == "pixels"), default=float("nan"))
+    if best_batch > 0:
+        out["pixel_route_over_batch_route"] = best_pixels / best_batch
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -177,8 +249,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per (route, clients)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per batch request")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per (route, clients)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images (or queries) per request")
+    parser.add_argument("--batch-max", type=int, default=64, help="server's dynamic batching cap")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="server's dynamic batching wait")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--token", default=None, help="bearer token (server gets it as ONEPIXEL_API_TOKEN)")
     parser.add_argument("--url", default=None, help="load an already running server instead")
@@ -187,30 +261,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.duration <= 0 or args.batch_size < 1 or min(args.clients) < 1:
         parser.error("--duration must be > 0, --batch-size and --clients >= 1")
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    proc = None
+    procs: list[subprocess.Popen] = []
+    urls: dict[str, str] = {}
     if args.url:
-        url = args.url.rstrip("/")
+        urls["url"] = args.url.rstrip("/")
     else:
         from onepixel.serve.runner import free_port
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start_server(port, args.threads, args.token)
+        for mode, batch_max in (("on", args.batch_max), ("off", 1)):
+            port = free_port()
+            urls[mode] = f"http://127.0.0.1:{port}"
+            procs.append(start_server(port, args.threads, args.token, batch_max, args.batch_wait_ms))
     try:
-        wait_ready(url, headers, proc)
-        rows = bench(url, args.clients, args.duration, args.batch_size, headers)
+        for url, proc in zip(urls.values(), procs or [None] * len(urls), strict=True):
+            wait_ready(url, headers, proc)
+        rows = bench(urls, args.clients, args.duration, args.batch_size, headers)
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             proc.wait(30)
+    ratios = ratio_summary(rows)
     result = {
         "rows": rows,
+        "ratios": ratios,
         "settings": {
             "duration_s": args.duration,
             "batch_size": args.batch_size,
-            "server_threads": args.threads if proc is not None else None,
+            "batch_max": args.batch_max,
+            "batch_wait_ms": args.batch_wait_ms,
+            "server_threads": args.threads if procs else None,
             "auth": bool(args.token),
-            "url": url if args.url else "child process on loopback",
+            "url": args.url or "two child processes on loopback (batching on, off)",
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -220,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_at_end": os.getloadavg(),
     }
     print(markdown(rows))
+    print(json.dumps(ratios, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
