@@ -3,7 +3,7 @@
 Starts two ``onepixel serve`` child processes, one with dynamic batching (``--batch-max``,
 ``--batch-wait-ms``) and one without (``--batch-max 1``), or uses ``--url`` (then only that one).
 For the single-image route ``/model/predict`` at each client count it runs that many concurrent
-clients (asyncio + httpx, one keep-alive connection each) for ``--duration`` seconds, batching on
+clients (asyncio streams, one keep-alive connection each, prebuilt requests) for ``--duration`` seconds, batching on
 and off interleaved (on, off, on, off, ...); then the batch route ``/model/predict_batch`` and the
 pixel-delta route ``/model/predict_pixels`` (clean images uploaded once, then ``--batch-size``
 one-pixel queries per request by image id) on the batching server. Every client sends its next
@@ -94,43 +94,83 @@ def wait_ready(
     raise RuntimeError(f"server at {url} not ready after {timeout:.0f} s")
 
 
+BOUNDARY = "onepixel-load-boundary"
+
+
+def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """Return (body, content type) of a multipart form of (field, file name, data) files."""
+    parts = []
+    for field, name, data in files:
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def raw_request(url: str, route: str, body: bytes, content_type: str, headers: dict[str, str]) -> bytes:
+    """Return the bytes of one HTTP/1.1 keep-alive POST of ``body`` to ``route``."""
+    host = url.split("://", 1)[1]
+    lines = [f"POST {route} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}"]
+    lines += [f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
 async def run_clients(
-    url: str, route: str, clients: int, duration: float, files_for: Any, headers: dict[str, str]
+    url: str, route: str, clients: int, duration: float, requests: list[tuple[bytes, int]]
 ) -> dict[str, Any]:
-    """Run ``clients`` concurrent request loops for ``duration`` s; return latencies and errors."""
+    """Run ``clients`` concurrent request loops for ``duration`` s; return latencies and errors.
+
+    Each client holds one keep-alive connection and sends prebuilt requests (``requests``:
+    (bytes, images) pairs, taken in turn) over plain asyncio streams: an HTTP client library
+    costs more CPU per request than the server at 32 clients and would be what is measured.
+    """
     latencies: list[float] = []
     errors: dict[str, int] = {}
     images = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits, headers=headers) as http:
-        end = time.perf_counter() + duration
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    end = time.perf_counter() + duration
 
-        async def client(index: int) -> None:
-            nonlocal images
-            k = index
+    async def client(index: int) -> None:
+        nonlocal images
+        k = index
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while time.perf_counter() < end:
-                files, count = files_for(k)
+                data, count = requests[k % len(requests)]
                 k += clients
                 start = time.perf_counter()
                 try:
-                    if isinstance(files, dict) and "queries" in files:
-                        response = await http.post(route, json=files)
-                    else:
-                        response = await http.post(route, files=files)
-                except httpx.HTTPError as exc:
+                    writer.write(data)
+                    await writer.drain()
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    status = int(lines[0].split()[1])
+                    length = next(
+                        int(v)
+                        for k2, _, v in (h.partition(":") for h in lines[1:])
+                        if k2.lower() == "content-length"
+                    )
+                    await reader.readexactly(length)
+                except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
                     continue
                 took = time.perf_counter() - start
-                if response.status_code != 200:
-                    key = f"HTTP {response.status_code}"
+                if status != 200:
+                    key = f"HTTP {status}"
                     errors[key] = errors.get(key, 0) + 1
                     continue
                 latencies.append(took)
                 images += count
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(clients)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "clients": clients,
@@ -154,25 +194,36 @@ def bench(
     pngs = payload_pngs(images)
     rng = np.random.default_rng(0)
     ids = [hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()[:32] for img in images]
+    n = len(pngs)
 
-    def single(k: int) -> tuple[Any, int]:
-        return {"image": (f"{k}.png", pngs[k % len(pngs)], "image/png")}, 1
+    def built(route: str) -> dict[str, list[tuple[bytes, int]]]:
+        """Return per server the prebuilt requests of ``route``."""
+        out = {}
+        for mode, url in urls.items():
+            rows = []
+            for k in range(n):
+                if route == "single":
+                    body, kind = multipart([("image", f"{k}.png", pngs[k])])
+                    count = 1
+                elif route == "batch":
+                    chosen = [pngs[(k * batch_size + j) % n] for j in range(batch_size)]
+                    body, kind = multipart([("images", f"{j}.png", p) for j, p in enumerate(chosen)])
+                    count = batch_size
+                else:
+                    xy = rng.integers(0, 64, size=(batch_size, 1, 2))
+                    rgb = rng.integers(0, 256, size=(batch_size, 1, 3))
+                    queries = np.concatenate([xy, rgb], axis=2).tolist()
+                    body = json.dumps({"images": [{"id": ids[k]}], "queries": queries}).encode()
+                    kind, count = "application/json", batch_size
+                rows.append((raw_request(url, ROUTES[route], body, kind, headers), count))
+            out[mode] = rows
+        return out
 
-    def batch(k: int) -> tuple[Any, int]:
-        chosen = [pngs[(k * batch_size + j) % len(pngs)] for j in range(batch_size)]
-        return [("images", (f"{j}.png", data, "image/png")) for j, data in enumerate(chosen)], batch_size
-
-    def pixels(k: int) -> tuple[Any, int]:
-        xy = rng.integers(0, 64, size=(batch_size, 1, 2))
-        rgb = rng.integers(0, 256, size=(batch_size, 1, 3))
-        queries = np.concatenate([xy, rgb], axis=2).tolist()
-        return {"images": [{"id": ids[k % len(ids)]}], "queries": queries}, batch_size
-
-    def run(name: str, mode: str, n: int, files_for: Any) -> dict[str, Any]:
-        row = asyncio.run(run_clients(urls[mode], ROUTES[name], n, duration, files_for, headers))
+    def run(name: str, mode: str, clients_now: int, requests: dict[str, Any]) -> dict[str, Any]:
+        row = asyncio.run(run_clients(urls[mode], ROUTES[name], clients_now, duration, requests[mode]))
         row.update(route=name, batching=mode, images_per_request=1 if name == "single" else batch_size)
         print(
-            f"{name:6s} batching={mode:3s} clients={n:3d} {row['requests_per_s']:8.1f} req/s "
+            f"{name:6s} batching={mode:3s} clients={clients_now:3d} {row['requests_per_s']:8.1f} req/s "
             f"{row['images_per_s']:8.1f} img/s p50 {row['p50_ms']:7.1f} ms "
             f"p99 {row['p99_ms']:7.1f} ms errors {row['errors']}",
             flush=True,
@@ -180,15 +231,17 @@ def bench(
         return row
 
     rows = []
+    single = built("single")
     for mode in urls:
-        asyncio.run(run_clients(urls[mode], ROUTES["single"], 1, 1.0, single, headers))  # warm-up
-    for n in clients:  # interleaved: batching on, off, on, off, ...
+        asyncio.run(run_clients(urls[mode], ROUTES["single"], 1, 1.0, single[mode]))  # warm-up
+    for clients_now in clients:  # interleaved: batching on, off, on, off, ...
         for mode in urls:
-            rows.append(run("single", mode, n, single))
+            rows.append(run("single", mode, clients_now, single))
     main_mode = next(iter(urls))
-    asyncio.run(run_clients(urls[main_mode], ROUTES["batch"], 1, 1.0, batch, headers))  # warm-up
-    for n in (1, 8):
-        rows.append(run("batch", main_mode, n, batch))
+    batch = built("batch")
+    asyncio.run(run_clients(urls[main_mode], ROUTES["batch"], 1, 1.0, batch[main_mode]))  # warm-up
+    for clients_now in (1, 8):
+        rows.append(run("batch", main_mode, clients_now, batch))
     # Upload the clean images once; the pixel requests then name them by id.
     upload = {
         "images": [{"png": base64.b64encode(p).decode()} for p in pngs],
@@ -198,8 +251,9 @@ def bench(
     answer = httpx.post(f"{urls[main_mode]}{ROUTES['pixels']}", json=upload, headers=headers, timeout=60)
     if answer.status_code != 200 or answer.json().get("images") != ids:
         raise RuntimeError(f"pixel route upload failed: HTTP {answer.status_code} {answer.text[:300]}")
-    for n in (1, 8):
-        rows.append(run("pixels", main_mode, n, pixels))
+    pixels = built("pixels")
+    for clients_now in (1, 8):
+        rows.append(run("pixels", main_mode, clients_now, pixels))
     return rows
 
 
