@@ -419,3 +419,48 @@ def test_http_target_pixel_queries_fall_back_to_batch_then_single_route(
         assert not remote.use_pixels and not remote.use_batch
         assert np.abs(remote.predict_pixels(base, index, changes) - want).max() <= TOLERANCE
         assert max_like.seen.count("/model/predict") == 12 and "/model/predict_pixels" not in max_like.seen
+
+
+def test_guard_sees_the_painted_images_of_pixel_queries(
+    target: TorchTarget, samples: dict[str, bytes]
+) -> None:
+    client = TestClient(create_app(target, guard=MeanGuard()))
+    image = read_png(samples["true"])
+    queries = [[[30, 30, 255, 255, 0]], [[30, 30, 0, 0, 255]]]
+    body = {"images": [{"png": b64png(image)}], "queries": queries}
+    predictions = client.post("/model/predict_pixels", json=body).json()["predictions"]
+    assert [p["yellow"] for p in predictions] == [True, False]
+    want = target.predict_pixels(image, np.zeros(2, int), np.array(queries))
+    assert np.abs(np.array([p["probability"] for p in predictions]) - want).max() <= TOLERANCE
+
+
+def test_http_target_honours_retry_after_of_a_busy_service(
+    target: TorchTarget, samples: dict[str, bytes]
+) -> None:
+    from onepixel.serve.security import InFlightLimit
+
+    class BusyOnce:
+        """The service's in-flight bound answering the first predict request (Retry-After: 2)."""
+
+        def __init__(self, app: Any):
+            self.app, self.busy = app, InFlightLimit(app, limit=1, retry_after=2)
+            self.refused = False
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/model/predict" and not self.refused:
+                self.refused = True
+                self.busy.in_flight = 1  # as if another request held the only slot
+                await self.busy(scope, receive, send)
+                self.busy.in_flight = 0
+                return
+            await self.app(scope, receive, send)
+
+    waits: list[float] = []
+    image = read_png(samples["true"])
+    app = BusyOnce(create_app(target))
+    with (
+        serving(app) as url,
+        HttpTarget(url, use_batch=False, backoff=0.01, max_wait=5, sleep=waits.append) as remote,
+    ):
+        score = remote.predict(image)[0]
+    assert waits == [2.0] and abs(score - target.predict(image)[0]) <= TOLERANCE

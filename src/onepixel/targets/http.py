@@ -56,6 +56,14 @@ def image_id(image: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
+def retry_after(response: httpx.Response) -> float:
+    """Return the seconds a ``Retry-After`` header asks for (0 when absent or not a number)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
+
+
 def error_message(response: httpx.Response) -> str:
     """Return the server's explanation of an error answer (JSON ``message``/``errors``, else text)."""
     try:
@@ -175,6 +183,7 @@ class HttpTarget(Target):
         deadline = time.monotonic() + self.max_total
         attempt = 0
         while True:
+            response = None
             try:
                 response = self._client.request(method, where, **kwargs)
             except httpx.TransportError as exc:
@@ -189,6 +198,8 @@ class HttpTarget(Target):
                     )
                 problem = f"HTTP {response.status_code}: {error_message(response)}"
             wait = min(self.backoff * 2**attempt, self.max_wait)
+            if response is not None and response.status_code == 503:  # busy: honour Retry-After
+                wait = min(max(wait, retry_after(response)), self.max_wait)
             if attempt >= self.retries or time.monotonic() + wait > deadline:
                 raise TargetError(f"{method} {where} failed after {attempt + 1} attempt(s): {problem}")
             self._sleep(wait)
