@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -18,6 +21,9 @@ from onepixel.data.patches import PatchSet
 from onepixel.serve import create_app
 from onepixel.serve.runner import serving
 from onepixel.targets import HttpTarget, TorchTarget
+from onepixel.targets.http import image_id
+from onepixel.targets.local import TOLERANCE
+from onepixel.targets.pixels import paint
 
 MAX_KEYS = {"id", "name", "description", "type", "source", "license"}
 MISSING = "Missing required parameter in an uploaded file"
@@ -249,3 +255,212 @@ def test_serve_cli_rejects_missing_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nope.safetensors")])
     assert result.exit_code == 2
     assert "nope.safetensors" in result.output
+
+
+# -- pixel-delta route -------------------------------------------------------------------------
+
+
+def b64png(image: np.ndarray) -> str:
+    """Return ``image`` as base64 PNG text (the pixel route's ``png`` field)."""
+    return base64.b64encode(png_bytes(Image.fromarray(image))).decode()
+
+
+def random_changes(rng: np.random.Generator, q: int, k: int) -> np.ndarray:
+    """Return (q, k, 5) random pixel changes inside a 64x64 image."""
+    return np.concatenate([rng.integers(0, 64, (q, k, 2)), rng.integers(0, 256, (q, k, 3))], axis=2)
+
+
+class Paths:
+    """ASGI wrapper recording request paths; ``hide`` answers 404 for those paths."""
+
+    def __init__(self, app: Any, hide: tuple[str, ...] = (), max_like: bool = False):
+        self.app, self.hide, self.max_like, self.seen = app, hide, max_like, []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http":
+            self.seen.append(path)
+        if path in self.hide:
+            await JSONResponse({"message": "not found"}, status_code=404)(scope, receive, send)
+        elif self.max_like and path == "/model/metadata":
+            body = {k: "x" for k in MAX_KEYS}
+            await JSONResponse(body)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def test_pixel_route_scores_equal_in_process(
+    client: TestClient, target: TorchTarget, test_split: PatchSet
+) -> None:
+    rng = np.random.default_rng(3)
+    base = test_split.images[:3]
+    ragged = [random_changes(rng, 1, k)[0].tolist() for k in (1, 2, 3, 4, 5, 1)]
+    index = [0, 1, 2, 2, 1, 0]
+    body = {"images": [{"png": b64png(img)} for img in base], "index": index, "queries": ragged}
+    response = client.post("/model/predict_pixels", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "ok" and answer["images"] == [image_id(img) for img in base]
+    got = np.array([p["probability"] for p in answer["predictions"]])
+    want = np.array(
+        [
+            target.predict(paint(base, np.array([i]), np.array([q])))[0]
+            for i, q in zip(index, ragged, strict=True)
+        ]
+    )
+    assert np.abs(got - want).max() <= TOLERANCE
+    # The clean images are kept: later requests name them by id and send only pixel changes.
+    changes = random_changes(rng, 40, 1)
+    body = {"images": [{"id": answer["images"][1]}], "queries": changes.tolist()}
+    again = client.post("/model/predict_pixels", json=body)
+    assert again.status_code == 200
+    got = np.array([p["probability"] for p in again.json()["predictions"]])
+    want = target.predict_pixels(base[1:2], np.zeros(40, int), changes)
+    assert np.abs(got - want).max() <= TOLERANCE
+    unknown = client.post(
+        "/model/predict_pixels", json={"images": [{"id": "0" * 32}], "queries": [[[0, 0, 1, 2, 3]]]}
+    )
+    assert unknown.status_code == 409 and unknown.json()["missing"] == [0]
+    meta = client.get("/model/metadata").json()
+    assert meta["pixel_route"] == "/model/predict_pixels" and meta["max_queries"] >= 1024
+
+
+def test_pixel_route_bad_input_gets_4xx(target: TorchTarget, test_split: PatchSet) -> None:
+    client = TestClient(
+        create_app(target, max_batch=4, max_queries=50, max_pixels=5, max_batch_bytes=200_000)
+    )
+    png = {"png": b64png(test_split.images[0])}
+    ok = [[[1, 2, 3, 4, 5]]]
+    cases: list[tuple[Any, int, str]] = [
+        (b"not json", 400, "JSON"),
+        ([1, 2], 400, "object"),
+        ({"images": [png]}, 400, "queries"),
+        ({"queries": ok}, 400, "images"),
+        ({"images": [png], "queries": []}, 400, "queries"),
+        ({"images": [png], "queries": [[[1.5, 2, 3, 4, 5]]]}, 400, "integers"),
+        ({"images": [png], "queries": [[[1, 2, 3, 4]]]}, 400, "x, y, r, g, b"),
+        ({"images": [png], "queries": [[[1, 2, 3, 4, 5]], [[1, 2]]]}, 400, "queries[1]"),
+        ({"images": [png], "queries": [[[1, 2, 3, 4, 5]], []]}, 400, "queries[1]"),
+        ({"images": [png], "queries": [[[64, 0, 3, 4, 5]]]}, 400, "coordinates"),
+        ({"images": [png], "queries": [[[0, -1, 3, 4, 5]]]}, 400, "coordinates"),
+        ({"images": [png], "queries": [[[0, 0, 3, 4, 256]]]}, 400, "colours"),
+        ({"images": [png], "queries": [[[0, 0, 3, 4, 2**70]]]}, 400, "integers"),
+        ({"images": [png], "queries": [[[0, 0, "a", 4, 5]]]}, 400, "integers"),
+        ({"images": [png, png], "queries": ok}, 400, "index"),
+        ({"images": [png], "index": [1], "queries": ok}, 400, "index"),
+        ({"images": [png], "index": [0, 0], "queries": ok}, 400, "index"),
+        ({"images": [{"png": "@@@"}], "queries": ok}, 400, "base64"),
+        ({"images": [{"png": base64.b64encode(b"junk").decode()}], "queries": ok}, 400, "images[0]"),
+        ({"images": [{"png": b64png(test_split.images[0][:32])}], "queries": ok}, 400, "size (64, 64)"),
+        ({"images": ["x"], "queries": ok}, 400, "images[0]"),
+        ({"images": [png], "queries": ok * 51}, 413, "queries"),
+        ({"images": [png], "queries": [[[1, 2, 3, 4, 5]] * 6]}, 413, "pixel changes"),
+        ({"images": [png], "queries": [[[1, 2, 3, 4, 5]], [[1, 2, 3, 4, 5]] * 6]}, 413, "pixel changes"),
+        ({"images": [png] * 5, "index": [0], "queries": ok}, 413, "images"),
+        ({"images": [{"png": "A" * 300_000}], "queries": ok}, 413, "too large"),
+    ]
+    for body, status, text in cases:
+        if isinstance(body, bytes):
+            response = client.post(
+                "/model/predict_pixels", content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            response = client.post("/model/predict_pixels", json=body)
+        assert response.status_code == status, (
+            body if len(str(body)) < 200 else str(body)[:200],
+            response.text,
+        )
+        assert text.lower() in response.json()["message"].lower(), (text, response.json())
+
+
+def test_http_target_predict_pixels_uses_the_pixel_route(target: TorchTarget, test_split: PatchSet) -> None:
+    rng = np.random.default_rng(8)
+    base = test_split.images[:4]
+    index = rng.integers(0, 4, 300)
+    changes = random_changes(rng, 300, 3)
+    want = target.predict_pixels(base, index, changes)
+    app = create_app(target)
+    paths = Paths(app)
+    with serving(paths) as url, HttpTarget(url, pixel_chunk=128) as remote:
+        assert remote.use_pixels and remote.pixel_chunk == 128
+        got = remote.predict_pixels(base, index, changes)
+        assert np.abs(got - want).max() <= TOLERANCE and remote.queries == 300
+        assert paths.seen.count("/model/predict_pixels") == 3 and "/model/predict_batch" not in paths.seen
+        assert len(app.state.bases) == 4
+        # Sent once: the second call names the images by id (the server's cache does not grow) ...
+        got = remote.predict_pixels(base, index, changes)
+        assert np.abs(got - want).max() <= TOLERANCE and len(app.state.bases) == 4
+        # ... and when the server has forgotten them, the client sends them again.
+        app.state.bases._items.clear()
+        got = remote.predict_pixels(base, index, changes)
+        assert np.abs(got - want).max() <= TOLERANCE and len(app.state.bases) == 4
+        assert remote.queries == 900
+
+
+def test_http_target_pixel_queries_fall_back_to_batch_then_single_route(
+    target: TorchTarget, test_split: PatchSet
+) -> None:
+    rng = np.random.default_rng(9)
+    base = test_split.images[4:6]
+    index = rng.integers(0, 2, 12)
+    changes = random_changes(rng, 12, 2)
+    want = target.predict_pixels(base, index, changes)
+    # Metadata names the pixel route but it answers 404: the client finds out and uses the batch route.
+    no_pixels = Paths(create_app(target), hide=("/model/predict_pixels",))
+    with serving(no_pixels) as url, HttpTarget(url) as remote:
+        assert remote.use_pixels
+        assert np.abs(remote.predict_pixels(base, index, changes) - want).max() <= TOLERANCE
+        assert not remote.use_pixels and remote.queries == 12
+        assert no_pixels.seen.count("/model/predict_pixels") == 1 and "/model/predict_batch" in no_pixels.seen
+    # MAX itself: no metadata extensions, no spec, no batch or pixel route: the single route.
+    hidden = ("/model/predict_pixels", "/model/predict_batch", "/swagger.json", "/openapi.json")
+    max_like = Paths(create_app(target), hide=hidden, max_like=True)
+    with serving(max_like) as url, HttpTarget(url, concurrency=2) as remote:
+        assert not remote.use_pixels and not remote.use_batch
+        assert np.abs(remote.predict_pixels(base, index, changes) - want).max() <= TOLERANCE
+        assert max_like.seen.count("/model/predict") == 12 and "/model/predict_pixels" not in max_like.seen
+
+
+def test_guard_sees_the_painted_images_of_pixel_queries(
+    target: TorchTarget, samples: dict[str, bytes]
+) -> None:
+    client = TestClient(create_app(target, guard=MeanGuard()))
+    image = read_png(samples["true"])
+    queries = [[[30, 30, 255, 255, 0]], [[30, 30, 0, 0, 255]]]
+    body = {"images": [{"png": b64png(image)}], "queries": queries}
+    predictions = client.post("/model/predict_pixels", json=body).json()["predictions"]
+    assert [p["yellow"] for p in predictions] == [True, False]
+    want = target.predict_pixels(image, np.zeros(2, int), np.array(queries))
+    assert np.abs(np.array([p["probability"] for p in predictions]) - want).max() <= TOLERANCE
+
+
+def test_http_target_honours_retry_after_of_a_busy_service(
+    target: TorchTarget, samples: dict[str, bytes]
+) -> None:
+    from onepixel.serve.security import InFlightLimit
+
+    class BusyOnce:
+        """The service's in-flight bound answering the first predict request (Retry-After: 2)."""
+
+        def __init__(self, app: Any):
+            self.app, self.busy = app, InFlightLimit(app, limit=1, retry_after=2)
+            self.refused = False
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/model/predict" and not self.refused:
+                self.refused = True
+                self.busy.in_flight = 1  # as if another request held the only slot
+                await self.busy(scope, receive, send)
+                self.busy.in_flight = 0
+                return
+            await self.app(scope, receive, send)
+
+    waits: list[float] = []
+    image = read_png(samples["true"])
+    app = BusyOnce(create_app(target))
+    with (
+        serving(app) as url,
+        HttpTarget(url, use_batch=False, backoff=0.01, max_wait=5, sleep=waits.append) as remote,
+    ):
+        score = remote.predict(image)[0]
+    assert waits == [2.0] and abs(score - target.predict(image)[0]) <= TOLERANCE

@@ -7,7 +7,10 @@ import io
 import logging
 import os
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,7 @@ from PIL import Image
 from onepixel.data.patches import PatchSet, read_png
 from onepixel.serve import create_app
 from onepixel.serve.security import ACCESS_LOGGER, check_png_header, harden, png_dimensions
-from onepixel.targets import TorchTarget
+from onepixel.targets import Target, TorchTarget
 from onepixel.targets.local import TOLERANCE
 
 TOKEN = "s3cret-token-for-tests"
@@ -339,3 +342,142 @@ def test_onepixel_serve_takes_the_token_from_the_environment(real_pngs: list[byt
     assert any("GET /model/metadata 401" in line for line in access)
     assert any("POST /model/predict 200" in line for line in access)
     assert "IHDR" not in stderr and TOKEN not in stderr
+
+
+def test_parsed_uploads_are_closed_after_use(
+    target: TorchTarget, real_pngs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onepixel.serve.app as app_module
+
+    forms: list[Any] = []
+    real_read_form = app_module.read_form
+
+    async def recording_read_form(*args: Any, **kwargs: Any) -> Any:
+        form = await real_read_form(*args, **kwargs)
+        forms.append(form)
+        return form
+
+    monkeypatch.setattr(app_module, "read_form", recording_read_form)
+    client = TestClient(create_app(target, max_batch=8, max_upload_bytes=64 << 10))
+    answers = [
+        client.post("/model/predict", files={"image": ("a.png", real_pngs[0])}),
+        client.post("/model/predict", files={"image": ("b.png", b"not a png")}),
+        client.post(
+            "/model/predict_batch", files=[("images", (f"{i}.png", p)) for i, p in enumerate(real_pngs)]
+        ),
+        client.post(
+            "/model/predict_batch", files=[("images", ("x.png", real_pngs[0])), ("images", ("y", b"junk"))]
+        ),
+        client.post("/model/predict", files={"wrong": ("a.png", real_pngs[0])}),
+    ]
+    assert [a.status_code for a in answers] == [200, 400, 200, 400, 400]
+    uploads = [v for form in forms for _, v in form.multi_items() if hasattr(v, "file")]
+    assert len(forms) == 5 and len(uploads) == 1 + 1 + len(real_pngs) + 2 + 1
+    assert all(upload.file.closed for upload in uploads)
+
+
+class GatedTarget(Target):
+    """The real model behind a gate: every model call waits until ``gate`` is set."""
+
+    def __init__(self, inner: TorchTarget):
+        super().__init__()
+        self.inner = inner
+        self.info = inner.info
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(60), "test gate never opened"
+        return self.inner.predict(images)
+
+
+def test_in_flight_bound_answers_503_with_retry_after(target: TorchTarget, real_pngs: list[bytes]) -> None:
+    import httpx
+
+    from onepixel.serve.runner import serving
+
+    gated = GatedTarget(target)
+    app = harden(create_app(gated, batch_max=1), max_in_flight=2, retry_after=3, log_requests=False)
+
+    def post(url: str, k: int) -> httpx.Response:
+        return httpx.post(f"{url}/model/predict", files={"image": (f"{k}.png", real_pngs[k % 4])}, timeout=60)
+
+    with serving(app) as url, ThreadPoolExecutor(8) as pool:
+        first = pool.submit(post, url, 0)
+        assert gated.entered.wait(30)  # request 1 holds the model
+        others = [pool.submit(post, url, k) for k in range(1, 6)]  # one more fits, four are refused
+        done: set[Future] = set()
+        deadline = time.monotonic() + 30
+        while len(done) < 4 and time.monotonic() < deadline:
+            done |= wait(others, timeout=1, return_when=FIRST_COMPLETED).done
+        assert len(done) == 4 and not first.done()
+        refused = [f.result() for f in done]
+        gated.gate.set()
+        admitted = [first.result(), *(f.result() for f in others if f not in done)]
+    assert [r.status_code for r in refused] == [503] * 4
+    assert all(r.headers["retry-after"] == "3" and "busy" in r.json()["message"] for r in refused)
+    assert [r.status_code for r in admitted] == [200, 200]
+    expected = target.predict(np.stack([read_png(real_pngs[0])]))[0]
+    assert abs(admitted[0].json()["predictions"][0]["probability"] - expected) <= TOLERANCE
+    # Once the burst is over the service admits requests again.
+    with serving(app) as url:
+        assert post(url, 1).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t\n"])
+def test_empty_api_token_is_a_startup_error(value: str, target: TorchTarget) -> None:
+    from typer.testing import CliRunner
+
+    from onepixel.cli.main import app
+    from onepixel.serve.security import TokenError, token_from_env
+
+    env = {"ONEPIXEL_API_TOKEN": value, "COLUMNS": "200"}
+    out = CliRunner().invoke(app, ["serve", "--port", "1"], terminal_width=200, env=env)
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2 and "ONEPIXEL_API_TOKEN" in text and "empty" in text, text
+    assert "serving" not in text and "Traceback" not in text
+    out = CliRunner().invoke(
+        app, ["serve", "--port", "1", "--token", value], terminal_width=200, env={"COLUMNS": "200"}
+    )
+    assert out.exit_code == 2 and "empty" in " ".join(out.output.split())
+    os.environ["ONEPIXEL_API_TOKEN"] = value
+    try:
+        with pytest.raises(TokenError, match="empty"):
+            token_from_env()
+    finally:
+        del os.environ["ONEPIXEL_API_TOKEN"]
+    assert token_from_env() is None  # unset: no auth, on purpose
+    with pytest.raises(TokenError):
+        harden(create_app(target), token=value)
+
+
+def test_access_log_escapes_control_characters_in_the_path(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        client.get("/model/metadata%0d%0a2026-12-04 access GET /forged 200%1b[2J")
+        # Raw control characters cannot cross an HTTP client; hand the ASGI scope to the app itself.
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": "/x\r\nforged\x1b[31m\x00\x7f\u0085\\end", "raw_path": b"/x",
+            "query_string": b"", "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(client.app(scope, receive, send))
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert len(lines) == 2 and sent[0]["status"] == 404
+    for line in lines:
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+    assert lines[0].startswith("GET /model/metadata\\x0d\\x0a2026-12-04 access GET /forged 200\\x1b[2J 404 ")
+    assert lines[1].startswith("GET /x\\x0d\\x0aforged\\x1b[31m\\x00\\x7f\\x85\\\\end 404 ")

@@ -48,12 +48,50 @@ def serve(
         ),
     ] = None,
     guard_threshold: Annotated[float | None, typer.Option(help="Detector threshold override.")] = None,
+    batch_max: Annotated[
+        int,
+        typer.Option(
+            envvar="ONEPIXEL_BATCH_MAX",
+            help="Dynamic batching: most images (or pixel queries) of concurrent requests scored in "
+            "one model call (1: off).",
+        ),
+    ] = 64,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            envvar="ONEPIXEL_BATCH_WAIT_MS",
+            help="Dynamic batching: longest wait (ms) for requests being read to join a model call.",
+        ),
+    ] = 5.0,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            envvar="ONEPIXEL_MAX_IN_FLIGHT",
+            help="Most concurrent requests; past it the service answers 503 with Retry-After.",
+        ),
+    ] = 256,
 ) -> None:
-    """Serve a classifier with the IBM MAX REST API (plus a batch route) on HOST:PORT."""
+    """Serve a classifier with the IBM MAX REST API (plus batch and pixel routes) on HOST:PORT."""
+    import os
+
     import uvicorn
 
     from onepixel.serve import create_app
+    from onepixel.serve.security import TOKEN_ENV, TokenError, token_from_env
     from onepixel.targets import TargetError, open_target
+
+    # typer ignores an empty environment variable: check it here, so a secret that failed to
+    # load stops the service instead of switching auth off.
+    try:
+        from_env = token is None or token == os.environ.get(TOKEN_ENV)
+        token = token_from_env(None if from_env else token)
+    except TokenError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--token / $" + TOKEN_ENV) from exc
+    if batch_max < 1 or batch_wait_ms < 0 or max_in_flight < 1:
+        raise typer.BadParameter(
+            f"need --batch-max >= 1, --batch-wait-ms >= 0, --max-in-flight >= 1; got {batch_max}, "
+            f"{batch_wait_ms}, {max_in_flight}"
+        )
 
     if threads is not None:
         import torch
@@ -72,10 +110,17 @@ def serve(
             inspector = build_guard(guard, guard_threshold)
         except (FileNotFoundError, ValueError) as exc:
             raise fail(f"cannot build guard {guard!r}: {exc}") from exc
-    app = create_app(target, max_batch=max_batch, max_upload_bytes=max_upload, guard=inspector)
+    app = create_app(
+        target,
+        max_batch=max_batch,
+        max_upload_bytes=max_upload,
+        guard=inspector,
+        batch_max=batch_max,
+        batch_wait_ms=batch_wait_ms,
+    )
     from onepixel.serve.security import configure_access_log, harden
 
-    harden(app, token=token or None, cors_origins=cors_origin or ())
+    harden(app, token=token, cors_origins=cors_origin or (), max_in_flight=max_in_flight)
     configure_access_log(log_level)
     auth = "bearer token required" if token else "no auth"
     typer.echo(

@@ -2,13 +2,17 @@
 
 Routes (IBM MAX contract, SPEC section 2): ``GET /model/metadata``, ``POST /model/predict``
 (multipart ``image``), OpenAPI at ``/swagger.json`` (and ``/openapi.json``, ``/docs``). Our
-extensions: ``POST /model/predict_batch`` (``images`` repeated) and the metadata fields
-``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``.
+extensions: ``POST /model/predict_batch`` (``images`` repeated), ``POST /model/predict_pixels``
+(clean images once, then pixel changes; see :mod:`onepixel.serve.pixels`) and the metadata
+fields ``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``, ``pixel_route``,
+``max_queries``, ``max_pixels``.
 
-Bad input always answers 4xx with a JSON ``message`` (never 500). Inference runs in a worker
-thread under one lock, so the event loop never blocks and the model is never entered twice.
-An optional ``guard`` (``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its
-per-image fields to each prediction.
+Bad input always answers 4xx with a JSON ``message`` (never 500). Uploads are decoded in worker
+threads and closed after use. Scoring goes through one :class:`~onepixel.serve.batching.Batcher`:
+concurrent requests on every route are gathered into one model call (bounded wait and size),
+so the event loop never blocks and the model is never entered twice. An optional ``guard``
+(``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its per-image fields to each
+prediction.
 """
 
 from __future__ import annotations
@@ -22,8 +26,20 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from onepixel import __version__
+from onepixel.serve.batching import DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS, Batcher
+from onepixel.serve.pixels import (
+    DEFAULT_MAX_CACHED,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_QUERIES,
+    PIXEL_ROUTE,
+    BaseCache,
+    parse_pixel_request,
+    pixel_request_schema,
+    read_json,
+)
 from onepixel.serve.uploads import UploadError, decode_image, form_files, read_form
 from onepixel.targets.base import Target, TargetError
+from onepixel.targets.pixels import paint_into
 
 IMAGE_HELP = "An image file encoded as PNG with the size 64*64"
 IMAGES_HELP = "Image files encoded as PNG with the size 64*64 (field repeated once per image)"
@@ -61,6 +77,17 @@ class Scorer:
         self.guard = guard
         self._lock = threading.Lock()
 
+    def pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> list[dict[str, Any]]:
+        """Return one prediction dict per pixel-change query (``target.predict_pixels``).
+
+        With a guard the queries are painted and scored as images, so the guard sees them.
+        """
+        if self.guard is not None:
+            return self(paint_into(base[index], changes))
+        with self._lock:
+            scores = self.target.predict_pixels(base, index, changes)
+        return [{"probability": float(p)} for p in scores]
+
     def __call__(self, images: np.ndarray) -> list[dict[str, Any]]:
         """Return one prediction dict ``{"probability": p, **guard fields}`` per image."""
         with self._lock:
@@ -76,7 +103,13 @@ class Scorer:
 
 
 def metadata(
-    target: Target, *, max_batch: int, guarded: bool, extra: dict[str, Any] | None
+    target: Target,
+    *,
+    max_batch: int,
+    guarded: bool,
+    extra: dict[str, Any] | None,
+    max_queries: int = DEFAULT_MAX_QUERIES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Return the ``/model/metadata`` answer: MAX's six fields plus our extension fields."""
     info = target.info
@@ -96,6 +129,9 @@ def metadata(
         "input_size": size,
         "max_batch": max_batch,
         "guarded": guarded,
+        "pixel_route": PIXEL_ROUTE,
+        "max_queries": max_queries,
+        "max_pixels": max_pixels,
     }
     body.update(extra or {})
     return body
@@ -124,11 +160,20 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    batch_max: int = DEFAULT_BATCH_MAX,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_queries: int = DEFAULT_MAX_QUERIES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_cached: int = DEFAULT_MAX_CACHED,
 ) -> FastAPI:
-    """Return the FastAPI app serving ``target`` with the MAX contract (and batch extension).
+    """Return the FastAPI app serving ``target`` with the MAX contract (and our extensions).
 
     ``max_upload_bytes`` caps the single-image request and every file of a batch;
     ``max_batch``/``max_batch_bytes`` cap one batch request (HTTP 413 past any cap).
+    Dynamic batching gathers up to ``batch_max`` images (or queries) of concurrent requests
+    into one model call, waiting at most ``batch_wait_ms`` for them (``batch_max=1``: off).
+    The pixel route takes at most ``max_queries`` queries of at most ``max_pixels`` changes
+    and keeps the ``max_cached`` most recently used clean images.
     """
     app = FastAPI(
         title="Model Asset Exchange Server",
@@ -137,8 +182,20 @@ def create_app(
     )
     score = Scorer(target, guard)
     size = target.info.input_size
-    meta = metadata(target, max_batch=max_batch, guarded=guard is not None, extra=extra_metadata)
+    meta = metadata(
+        target,
+        max_batch=max_batch,
+        guarded=guard is not None,
+        extra=extra_metadata,
+        max_queries=max_queries,
+        max_pixels=max_pixels,
+    )
+    batcher = Batcher(score, score.pixels, max_batch=batch_max, max_wait=batch_wait_ms / 1000)
+    bases = BaseCache(max_cached)
     app.state.scorer = score
+    app.state.batcher = batcher
+    app.state.bases = bases
+    app.router.on_shutdown.append(batcher.close)
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
@@ -163,14 +220,26 @@ def create_app(
         openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
     )
     async def predict(request: Request) -> JSONResponse:
-        form = await read_form(
-            request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
-        )
-        upload = form_files(form, "image", IMAGE_HELP)[0]
-        data = await upload.read()
-        label = upload.filename or "image"
-        # One worker-thread hop per request: decoding and scoring both run off the event loop.
-        predictions = await run_in_threadpool(lambda: score(decode_image(data, size, label=label)[None]))
+        batcher.expect()
+        submitted = False
+        try:
+            form = await read_form(
+                request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+            )
+            try:
+                upload = form_files(form, "image", IMAGE_HELP)[0]
+                data = await upload.read()
+                label = upload.filename or "image"
+            finally:
+                await form.close()
+            # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
+            # cheaper on the event loop than a worker-thread hop.
+            image = decode_image(data, size, label=label)
+            submitted = True
+            predictions = await batcher.run("images", 1, image[None], announced=True)
+        finally:
+            if not submitted:
+                batcher.unexpect()
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
@@ -180,21 +249,61 @@ def create_app(
         openapi_extra=_multipart_schema("images", IMAGES_HELP, many=True),
     )
     async def predict_batch(request: Request) -> JSONResponse:
-        form = await read_form(
-            request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
-        )
-        uploads = form_files(form, "images", IMAGES_HELP)
-        blobs: list[tuple[str, bytes]] = []
-        for index, upload in enumerate(uploads):
-            data = await upload.read()
-            label = f"images[{index}] ({upload.filename or 'unnamed'})"
-            if len(data) > max_upload_bytes:
-                raise UploadError(
-                    413, {"message": f"{label}: file larger than {max_upload_bytes} bytes.", "index": index}
-                )
-            blobs.append((label, data))
-        predictions = await run_in_threadpool(lambda: score(_decode_all(blobs, size)))
+        batcher.expect()
+        submitted = False
+        try:
+            form = await read_form(
+                request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
+            )
+            blobs: list[tuple[str, bytes]] = []
+            try:
+                uploads = form_files(form, "images", IMAGES_HELP)
+                for index, upload in enumerate(uploads):
+                    data = await upload.read()
+                    label = f"images[{index}] ({upload.filename or 'unnamed'})"
+                    if len(data) > max_upload_bytes:
+                        too_big = f"{label}: file larger than {max_upload_bytes} bytes."
+                        raise UploadError(413, {"message": too_big, "index": index})
+                    blobs.append((label, data))
+            finally:
+                await form.close()
+            images = await run_in_threadpool(_decode_all, blobs, size)
+            submitted = True
+            predictions = await batcher.run("images", len(images), images, announced=True)
+        finally:
+            if not submitted:
+                batcher.unexpect()
         return JSONResponse({"status": "ok", "predictions": predictions})
+
+    @app.post(
+        PIXEL_ROUTE,
+        tags=["model"],
+        summary="Score pixel changes to clean images sent once (onepixel extension)",
+        openapi_extra=pixel_request_schema(),
+    )
+    async def predict_pixels(request: Request) -> JSONResponse:
+        batcher.expect()
+        submitted = False
+        try:
+            body = await read_json(request, limit=max_batch_bytes)
+            query = await run_in_threadpool(
+                parse_pixel_request,
+                body,
+                size=size,
+                cache=bases,
+                max_images=max_batch,
+                max_upload_bytes=max_upload_bytes,
+                max_queries=max_queries,
+                max_pixels=max_pixels,
+            )
+            submitted = True
+            predictions = await batcher.run(
+                "pixels", len(query.changes), query.base, query.index, query.changes, announced=True
+            )
+        finally:
+            if not submitted:
+                batcher.unexpect()
+        return JSONResponse({"status": "ok", "predictions": predictions, "images": query.ids})
 
     return app
 

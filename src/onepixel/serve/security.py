@@ -8,8 +8,11 @@
   :func:`hmac.compare_digest` (constant time). CORS preflights (``OPTIONS``) pass, as browsers
   send them without credentials.
 - **CORS**: off unless origins are given; then only those origins, only GET/POST.
+- **in-flight bound** (optional): past ``max_in_flight`` concurrent requests the service answers
+  503 with ``Retry-After`` instead of queueing without end.
 - **request log**: one line per request on logger ``onepixel.serve.access`` (method, path,
-  status, body size, time, client); never the body, so no image content reaches the logs.
+  status, body size, time, client); never the body, so no image content reaches the logs; control
+  characters in the path are escaped, so a request cannot forge log lines.
 
 :func:`check_png_header` is the decompression-bomb guard: it reads the PNG header and refuses
 any image whose declared size is not the model's, before a single pixel is decompressed.
@@ -35,10 +38,47 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+class TokenError(ValueError):
+    """An API token that is set but unusable (empty or only whitespace)."""
+
+
 def token_from_env(explicit: str | None = None) -> str | None:
-    """Return ``explicit`` if given, else ``$ONEPIXEL_API_TOKEN``, else None (empty means None)."""
+    """Return ``explicit`` if given, else ``$ONEPIXEL_API_TOKEN``, else None (neither is set).
+
+    A token that is set but empty or whitespace raises :class:`TokenError`: starting without
+    auth because a secret failed to load would silently open the service to everyone.
+    """
+    source = "--token" if explicit is not None else f"${TOKEN_ENV}"
     token = explicit if explicit is not None else os.environ.get(TOKEN_ENV)
-    return token or None
+    if token is None:
+        return None
+    if not token.strip():
+        raise TokenError(
+            f"{source} is set but empty; set a real token, or unset {TOKEN_ENV} to serve without auth"
+        )
+    if token != token.strip():
+        raise TokenError(f"{source} has leading or trailing whitespace; remove it")
+    return token
+
+
+def escape_control(text: str) -> str:
+    """Return ``text`` with backslashes and control characters (C0, DEL, C1) written as escapes.
+
+    Used for request paths in the access log, so a path such as ``/%0d%0aFAKE 200`` cannot start
+    a forged log line or send terminal escape sequences.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or (not char.isprintable() and char != " "):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def png_dimensions(data: bytes) -> tuple[int, int] | None:
@@ -77,11 +117,47 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
+class InFlightLimit:
+    """ASGI middleware: at most ``limit`` HTTP requests in flight; past it, 503 with ``Retry-After``.
+
+    A burst beyond the bound is refused at once instead of queueing without end (memory, latency);
+    well-behaved clients (``HttpTarget`` retries 5xx with backoff) come back later.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after: int = 1):
+        if limit < 1:
+            raise ValueError(f"the in-flight request limit must be >= 1, got {limit}")
+        self.app = app
+        self.limit = limit
+        self.retry_after = retry_after
+        self.in_flight = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request when under the bound, else answer 503 with Retry-After."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:  # one event loop: no lock needed between check and add
+            self.refused += 1
+            body = (
+                b'{"message":"Service busy: more than ' + str(self.limit).encode() + b" requests in "
+                b'flight; retry after the Retry-After seconds."}'
+            )
+            await _send_json(send, 503, body, [(b"retry-after", str(self.retry_after).encode())])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 class BearerAuth:
     """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` matches (constant-time)."""
 
     def __init__(self, app: ASGIApp, token: str):
-        if not token:
+        if not token or not token.strip():
             raise ValueError("the API token must not be empty")
         self.app = app
         self._expected = f"Bearer {token}".encode()
@@ -143,7 +219,7 @@ class AccessLog:
             self.logger.info(
                 "%s %s %d %dB %.1fms %s",
                 scope.get("method", "?"),
-                scope.get("path", "?"),
+                escape_control(str(scope.get("path", "?"))),
                 status,
                 received,
                 (time.perf_counter() - started) * 1000,
@@ -170,12 +246,19 @@ def harden(
     token: str | None = None,
     cors_origins: Sequence[str] = (),
     log_requests: bool = True,
+    max_in_flight: int | None = None,
+    retry_after: int = 1,
 ) -> Any:
-    """Add auth (when ``token``), CORS (only for ``cors_origins``) and request logs to ``app``; return it.
+    """Add auth (when ``token``), CORS (only for ``cors_origins``), an in-flight bound (when
+    ``max_in_flight``: 503 with ``Retry-After: retry_after`` past it) and request logs to ``app``;
+    return it.
 
-    Middleware order, outermost first: request log, CORS, auth; so refused requests are logged
-    and CORS answers carry their headers.
+    Middleware order, outermost first: request log, in-flight bound, CORS, auth; so refused
+    requests are logged and CORS answers carry their headers. A token that is set but blank
+    raises :class:`TokenError`.
     """
+    if token is not None and not token.strip():
+        raise TokenError("the API token is set but empty; give a real token or none")
     if token:
         app.add_middleware(BearerAuth, token=token)
     if cors_origins:
@@ -185,10 +268,13 @@ def harden(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    if max_in_flight is not None:
+        app.add_middleware(InFlightLimit, limit=max_in_flight, retry_after=retry_after)
     if log_requests:
         app.add_middleware(AccessLog)
     app.state.auth_required = bool(token)
     app.state.cors_origins = list(cors_origins)
+    app.state.max_in_flight = max_in_flight
     return app
 
 
@@ -197,8 +283,11 @@ __all__ = [
     "TOKEN_ENV",
     "AccessLog",
     "BearerAuth",
+    "InFlightLimit",
+    "TokenError",
     "check_png_header",
     "configure_access_log",
+    "escape_control",
     "harden",
     "png_dimensions",
     "token_from_env",

@@ -3,8 +3,12 @@
 Contract (see ``docs`` and SPEC section 2): ``GET /model/metadata``; ``POST /model/predict`` with
 one PNG in multipart field ``image`` answering ``{"status": "ok", "predictions":
 [{"probability": p}]}``. ``onepixel serve`` adds ``POST /model/predict_batch`` (field ``images``
-repeated) and the metadata fields ``positive``, ``negative``, ``input_size``, ``max_batch``;
-the client finds the batch route in the server's ``/swagger.json`` or ``/openapi.json``.
+repeated), ``POST /model/predict_pixels`` (clean images once, then pixel changes as JSON) and the
+metadata fields ``positive``, ``negative``, ``input_size``, ``max_batch``, ``pixel_route``,
+``max_queries``; the client finds the batch and pixel routes in the metadata or in the server's
+``/swagger.json`` or ``/openapi.json``. Pixel-change queries (:meth:`Target.predict_pixels`) go
+to the pixel route when the server offers it, else they are painted here and sent to the batch
+route, else to MAX's single route.
 
 Connection errors, timeouts and 5xx answers are retried with exponential backoff, within a
 bounded total time; then a :class:`TargetError` names the URL. A 4xx answer raises at once
@@ -13,6 +17,8 @@ with the server's message.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import socket
@@ -31,6 +37,7 @@ from onepixel.targets.base import Target, TargetError, TargetInfo, check_batch
 MAX_POSITIVE = "mitosis"
 MAX_NEGATIVE = "normal"
 BATCH_ROUTE = "/model/predict_batch"
+PIXEL_ROUTE = "/model/predict_pixels"
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 SPEC_ROUTES = ("/swagger.json", "/openapi.json")
 
@@ -40,6 +47,21 @@ def encode_png(image: np.ndarray, level: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
+
+
+def image_id(image: np.ndarray) -> str:
+    """Return the id of a clean image on the pixel route: 32 hex digits of the SHA-256 of its
+    shape and uint8 bytes (the server computes the same id)."""
+    digest = hashlib.sha256(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def retry_after(response: httpx.Response) -> float:
+    """Return the seconds a ``Retry-After`` header asks for (0 when absent or not a number)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
 
 
 def error_message(response: httpx.Response) -> str:
@@ -64,6 +86,8 @@ class HttpTarget(Target):
     at ``max_wait``) and never past ``max_total`` seconds in all. ``positive``/``negative``
     override the labels (else the server's metadata, else MAX's mitosis/normal).
     ``use_batch`` forces the batch route on or off (default: use it when the server has it);
+    ``use_pixels`` likewise the pixel-delta route for :meth:`predict_pixels` (``pixel_chunk``
+    queries per request at most; the server's ``max_queries`` caps it);
     ``concurrency`` is how many single-image requests run at once. ``png_level`` is the zlib
     level of the uploaded PNGs: 0 (default) is fastest to encode and decode, 1-9 are smaller.
     ``token`` (default: ``$ONEPIXEL_API_TOKEN``) is sent as ``Authorization: Bearer <token>``;
@@ -83,6 +107,8 @@ class HttpTarget(Target):
         positive: str | None = None,
         negative: str | None = None,
         use_batch: bool | None = None,
+        use_pixels: bool | None = None,
+        pixel_chunk: int = 1024,
         concurrency: int = 4,
         batch_size: int = 64,
         png_level: int = 0,
@@ -132,25 +158,38 @@ class HttpTarget(Target):
             negative=negative or str(meta.get("negative") or MAX_NEGATIVE),
             input_size=int(meta.get("input_size") or 64),
         )
-        self.use_batch = self._has_batch_route() if use_batch is None else use_batch
+        self._paths: set[str] | None = None
+        self.use_batch = self._has_route(BATCH_ROUTE) if use_batch is None else use_batch
         server_cap = meta.get("max_batch")
         self.batch_size = min(batch_size, int(server_cap)) if self.use_batch and server_cap else batch_size
+        if use_pixels is None:
+            use_pixels = meta.get("pixel_route") == PIXEL_ROUTE or self._has_route(PIXEL_ROUTE)
+        self.use_pixels = use_pixels
+        query_cap = meta.get("max_queries")
+        self.pixel_chunk = max(1, min(pixel_chunk, int(query_cap)) if query_cap else pixel_chunk)
+        self._sent: set[str] = set()  # ids of clean images the server has been sent
         self.last_predictions: list[dict[str, Any]] = []
 
     # -- transport -------------------------------------------------------------------------
 
-    def _request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
-        """Return the 2xx response of one request, retrying transient failures; raise TargetError."""
+    def _request(
+        self, method: str, route: str, *, passthrough: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
+        """Return the 2xx response of one request, retrying transient failures; raise TargetError.
+
+        Answers with a status in ``passthrough`` are returned too (the caller handles them).
+        """
         where = f"{self.url}{route}"
         deadline = time.monotonic() + self.max_total
         attempt = 0
         while True:
+            response = None
             try:
                 response = self._client.request(method, where, **kwargs)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
-                if response.status_code < 400:
+                if response.status_code < 400 or response.status_code in passthrough:
                     return response
                 if response.status_code < 500:
                     raise TargetError(
@@ -159,22 +198,27 @@ class HttpTarget(Target):
                     )
                 problem = f"HTTP {response.status_code}: {error_message(response)}"
             wait = min(self.backoff * 2**attempt, self.max_wait)
+            if response is not None and response.status_code == 503:  # busy: honour Retry-After
+                wait = min(max(wait, retry_after(response)), self.max_wait)
             if attempt >= self.retries or time.monotonic() + wait > deadline:
                 raise TargetError(f"{method} {where} failed after {attempt + 1} attempt(s): {problem}")
             self._sleep(wait)
             attempt += 1
 
-    def _has_batch_route(self) -> bool:
-        """Return True when the server's OpenAPI/Swagger document lists the batch route."""
-        for route in SPEC_ROUTES:
-            try:
-                response = self._client.get(f"{self.url}{route}")
-                paths = response.json().get("paths", {}) if response.status_code == 200 else None
-            except (httpx.HTTPError, ValueError, AttributeError):
-                continue
-            if isinstance(paths, dict):
-                return BATCH_ROUTE in paths
-        return False
+    def _has_route(self, route: str) -> bool:
+        """Return True when the server's OpenAPI/Swagger document lists ``route`` (read once)."""
+        if self._paths is None:
+            self._paths = set()
+            for spec in SPEC_ROUTES:
+                try:
+                    response = self._client.get(f"{self.url}{spec}")
+                    paths = response.json().get("paths", {}) if response.status_code == 200 else None
+                except (httpx.HTTPError, ValueError, AttributeError):
+                    continue
+                if isinstance(paths, dict):
+                    self._paths = set(paths)
+                    break
+        return route in self._paths
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -233,6 +277,49 @@ class HttpTarget(Target):
         self.last_predictions = predictions
         self.queries += len(images)
         return scores
+
+    def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Score pixel-change queries on the pixel route (clean images sent once), chunked to
+        ``pixel_chunk`` queries; without that route, paint here and use :meth:`predict`."""
+        if not self.use_pixels:
+            return super()._predict_pixels(base, index, changes)
+        ids = [image_id(image) for image in base]
+        parts = [slice(i, i + self.pixel_chunk) for i in range(0, len(changes), self.pixel_chunk)]
+        chunks = self._map(lambda rows: self._pixel_request(base, ids, index[rows], changes[rows]), parts)
+        if any(chunk is None for chunk in chunks):  # the server has no pixel route after all
+            self.use_pixels = False
+            return super()._predict_pixels(base, index, changes)
+        predictions = [p for chunk in chunks for p in chunk]
+        where = f"{self.url}{PIXEL_ROUTE}"
+        scores = np.array([self._probability(p, where) for p in predictions], dtype=np.float64)
+        self.last_predictions = predictions
+        self.queries += len(changes)
+        return scores
+
+    def _pixel_request(
+        self, base: np.ndarray, ids: list[str], index: np.ndarray, changes: np.ndarray
+    ) -> list[dict[str, Any]] | None:
+        """Return the predictions of one pixel-route request, or None when the route is absent."""
+        used, local = np.unique(index, return_inverse=True)
+        for attempt in range(2):
+            items = [
+                {"id": ids[u]} if ids[u] in self._sent and attempt == 0 else {"png": self._png_b64(base[u])}
+                for u in used
+            ]
+            body = {"images": items, "index": local.tolist(), "queries": changes.tolist()}
+            response = self._request("POST", PIXEL_ROUTE, json=body, passthrough=(404, 405, 409))
+            if response.status_code in (404, 405):
+                return None
+            if response.status_code == 409:  # the server forgot an image: send them all again
+                self._sent.difference_update(ids[u] for u in used)
+                continue
+            predictions = self._predictions(response, PIXEL_ROUTE, len(changes))
+            self._sent.update(ids[u] for u in used)
+            return predictions
+        raise TargetError(f"{self.url}{PIXEL_ROUTE} kept refusing the images: {error_message(response)}")
+
+    def _png_b64(self, image: np.ndarray) -> str:
+        return base64.b64encode(encode_png(image, self.png_level)).decode("ascii")
 
     def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         """Return ``[fn(x) for x in items]``, run on the worker pool when there is more than one."""

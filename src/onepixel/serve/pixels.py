@@ -1,0 +1,246 @@
+"""The pixel-delta route ``POST /model/predict_pixels``: clean images once, then pixel changes.
+
+Request (JSON)::
+
+    {"images": [{"png": "<base64 PNG>"} | {"id": "<image id>"}, ...],
+     "index": [i_0, i_1, ...],                   # optional with one image (all queries use it)
+     "queries": [[[x, y, r, g, b], ...], ...]}   # query q: its pixel changes, k >= 1
+
+Answer: ``{"status": "ok", "predictions": [{"probability": p}, ...], "images": [id, ...]}``.
+An image's id is the first 32 hex digits of the SHA-256 of its decoded (H, W, 3) uint8 bytes,
+so a client can compute it without the server. The server keeps the most recently used clean
+images; a later request may name one by ``{"id": ...}`` instead of resending it. An id the
+server does not hold answers 409 with ``missing`` (the positions to resend).
+
+Every problem is an :class:`~onepixel.serve.uploads.UploadError` (400, 409 or 413 with a JSON
+``message``), as on the other routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from onepixel.serve.batching import pad_changes
+from onepixel.serve.uploads import UploadError, _capped, decode_image
+from onepixel.targets.http import image_id
+from onepixel.targets.pixels import PIXEL_FIELDS, check_changes
+
+PIXEL_ROUTE = "/model/predict_pixels"
+DEFAULT_MAX_QUERIES = 4096
+DEFAULT_MAX_PIXELS = 64
+DEFAULT_MAX_CACHED = 1024
+
+
+class BaseCache:
+    """Thread-safe LRU store of decoded clean images by id (at most ``capacity``)."""
+
+    def __init__(self, capacity: int = DEFAULT_MAX_CACHED):
+        if capacity < 1:
+            raise ValueError(f"the image cache needs capacity >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        """Return the image stored under ``key`` (now most recently used), or None."""
+        with self._lock:
+            image = self._items.get(key)
+            if image is not None:
+                self._items.move_to_end(key)
+            return image
+
+    def put(self, image: np.ndarray) -> str:
+        """Store ``image`` (read-only) and return its id; the least recently used go past capacity."""
+        key = image_id(image)
+        image = image.copy()
+        image.flags.writeable = False
+        with self._lock:
+            self._items[key] = image
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return key
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class PixelQuery:
+    """A parsed pixel-change request: clean images, their ids, query indices and changes."""
+
+    base: np.ndarray  # (B, H, W, 3) uint8
+    ids: list[str]
+    index: np.ndarray  # (Q,) int64
+    changes: np.ndarray  # (Q, k, 5) int64
+
+
+async def read_json(request: Request, *, limit: int) -> Any:
+    """Return the JSON body of ``request``, reading at most ``limit`` bytes (413 past it, 400 if bad)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, {"message": f"Request body too large: the limit is {limit} bytes."})
+    chunks = [chunk async for chunk in _capped(request.stream(), limit)]
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as exc:
+        raise UploadError(400, {"message": f"The body must be JSON: {exc}"}) from exc
+
+
+def _bad(message: str, **extra: Any) -> UploadError:
+    return UploadError(400, {"message": message, **extra})
+
+
+def _int_array(value: Any, what: str) -> np.ndarray:
+    """Return ``value`` as an int64 array, or raise a 400 when it holds anything but integers."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _bad(f"{what} must be integers ({exc})") from exc
+    if array.dtype == object or array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        if array.size == 0:
+            return array.astype(np.int64)
+        raise _bad(f"{what} must be nested lists of integers")
+    return array.astype(np.int64, copy=False)
+
+
+def parse_changes(queries: Any, max_queries: int, max_pixels: int) -> np.ndarray:
+    """Return the (Q, k, 5) int64 changes of a ``queries`` list (ragged k padded); raise 4xx."""
+    if not isinstance(queries, list) or not queries:
+        raise _bad("'queries' must be a non-empty list of queries, each a list of [x, y, r, g, b]")
+    if len(queries) > max_queries:
+        raise UploadError(413, {"message": f"Too many queries: at most {max_queries} per request."})
+    try:
+        rect = np.asarray(queries)
+    except (ValueError, TypeError, OverflowError):
+        rect = None
+    if rect is not None and rect.dtype != object and rect.ndim == 3:
+        changes = _int_array(rect, "queries")
+        shapes = [changes.shape[1]]
+    else:
+        parts = []
+        for q, query in enumerate(queries):
+            part = _int_array(query, f"queries[{q}]")
+            if part.ndim != 2 or part.shape[1] != PIXEL_FIELDS or len(part) == 0:
+                raise _bad(f"queries[{q}] must be a non-empty list of [x, y, r, g, b]", index=q)
+            parts.append(part)
+        shapes = [len(p) for p in parts]
+        if max(shapes) > max_pixels:
+            raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
+        k = max(shapes)
+        changes = np.concatenate([pad_changes(p[None], k) for p in parts])
+    if changes.shape[-1] != PIXEL_FIELDS or changes.shape[1] < 1:
+        raise _bad("each query must be a non-empty list of [x, y, r, g, b]")
+    if max(shapes) > max_pixels:
+        raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
+    return changes
+
+
+def parse_images(
+    items: Any, *, size: int, cache: BaseCache, max_images: int, max_upload_bytes: int
+) -> tuple[np.ndarray, list[str]]:
+    """Return the clean images (B, size, size, 3) and ids named by ``items``; raise 4xx saying why."""
+    if not isinstance(items, list) or not items:
+        raise _bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
+    if len(items) > max_images:
+        raise UploadError(413, {"message": f"Too many images: at most {max_images} per request."})
+    images: list[np.ndarray | None] = []
+    ids: list[str] = []
+    missing: list[int] = []
+    for i, item in enumerate(items):
+        label = f"images[{i}]"
+        if isinstance(item, dict) and isinstance(item.get("png"), str):
+            text = item["png"]
+            if len(text) > (max_upload_bytes * 4) // 3 + 4:
+                raise UploadError(
+                    413, {"message": f"{label}: file larger than {max_upload_bytes} bytes.", "index": i}
+                )
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
+            try:
+                image = decode_image(data, size, label=label)
+            except UploadError as exc:
+                message = exc.body["message"]
+                message = message if message.startswith(label) else f"{label}: {message}"
+                raise UploadError(exc.status, {"message": message, "index": i}) from exc
+            ids.append(cache.put(image))
+            images.append(image)
+        elif isinstance(item, dict) and isinstance(item.get("id"), str):
+            image = cache.get(item["id"])
+            if image is None:
+                missing.append(i)
+            ids.append(item["id"])
+            images.append(image)
+        else:
+            raise _bad(f"{label} must be {{'png': base64 PNG}} or {{'id': image id}}", index=i)
+    if missing:
+        raise UploadError(
+            409,
+            {"message": f"Unknown image id(s) at {missing}: send those images as 'png'.", "missing": missing},
+        )
+    return np.stack(images), ids  # type: ignore[arg-type]
+
+
+def parse_pixel_request(
+    body: Any,
+    *,
+    size: int,
+    cache: BaseCache,
+    max_images: int,
+    max_upload_bytes: int,
+    max_queries: int,
+    max_pixels: int,
+) -> PixelQuery:
+    """Return the validated :class:`PixelQuery` of a JSON body; raise UploadError (4xx) saying why."""
+    if not isinstance(body, dict):
+        raise _bad("The body must be a JSON object with 'images' and 'queries'.")
+    changes = parse_changes(body.get("queries"), max_queries, max_pixels)
+    base, ids = parse_images(
+        body.get("images"), size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
+    )
+    if "index" in body:
+        index = _int_array(body["index"], "'index'")
+        if index.ndim != 1:
+            raise _bad("'index' must be a list of integers, one per query")
+    elif len(base) == 1:
+        index = np.zeros(len(changes), dtype=np.int64)
+    else:
+        raise _bad("'index' is required with more than one image: one image position per query")
+    try:
+        base, index, changes = check_changes(base, index, changes)
+    except ValueError as exc:
+        raise _bad(str(exc)) from exc
+    return PixelQuery(base=base, ids=ids, index=index, changes=changes)
+
+
+def pixel_request_schema() -> dict[str, Any]:
+    """Return the OpenAPI ``requestBody`` of the pixel route (JSON)."""
+    pixel = {"type": "array", "items": {"type": "integer"}, "minItems": 5, "maxItems": 5}
+    image = {
+        "type": "object",
+        "properties": {
+            "png": {"type": "string", "format": "byte", "description": "base64 PNG, 64x64 RGB"},
+            "id": {"type": "string", "description": "id of an image sent before"},
+        },
+    }
+    schema = {
+        "type": "object",
+        "required": ["images", "queries"],
+        "properties": {
+            "images": {"type": "array", "items": image},
+            "index": {"type": "array", "items": {"type": "integer"}},
+            "queries": {"type": "array", "items": {"type": "array", "items": pixel}},
+        },
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
