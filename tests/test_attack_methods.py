@@ -242,3 +242,45 @@ def test_bad_method_or_objective_options_fail_before_the_run_folder_exists(
     assert not out_dir.exists()
     with pytest.raises(CampaignError, match="unknown option"):
         CampaignConfig(direction="lower", objective_options={"zz": 1})
+
+
+def test_rows_and_configs_of_older_run_folders_still_read_and_resume(tmp_path: Path) -> None:
+    from test_store import make_record
+
+    with CampaignStore.open(tmp_path) as store:
+        store.create_run({"direction": "lower"}, ["a", "b"], [0.9, 0.3])
+        store.add(make_record("a", 0.2, [1, 2, 0, 0, 0]), np.zeros((64, 64, 3), np.uint8), 0)
+        store.add(
+            make_record("b", 0.1, [1, 2, 0, 0, 0], score_before=0.3), np.zeros((64, 64, 3), np.uint8), 1
+        )
+        for column in ("method", "budget", "flip", "queries_to_flip", "queries", "cpu_seconds"):
+            store.db.execute(f"ALTER TABLE attacks DROP COLUMN {column}")  # as an older version wrote it
+    with CampaignStore.open(tmp_path) as store:  # reopening adds the columns back, empty
+        a, b = store.records()
+    assert (a.method, a.budget, a.flip, a.queries, a.cpu_seconds) == ("de", None, None, None, None)
+    from onepixel.attack.summary import summarize
+
+    s = summarize([a, b])
+    assert s["flips"] == 1 and s["wrong_before"] == 1 and s["queries_total"] == 160  # b was wrong before
+    # A plain DE config stores no method fields, so folders written before them resume unchanged.
+    assert not {"method", "method_options", "budget"} & set(CampaignConfig(direction="lower").to_dict())
+    stored = CampaignConfig(direction="lower", method="sparse-rs", budget=100).to_dict()
+    assert CampaignConfig.from_dict(stored).to_dict() == stored and stored["method"] == "sparse-rs"
+
+
+def test_exhaustive_refinement_tries_finer_colours_at_the_best_positions(
+    target: TorchTarget, images: np.ndarray
+) -> None:
+    plain = ExhaustiveSearch(rows=ROWS).run(target, images[1:2], direction="lower")[0]
+    refined = ExhaustiveSearch(rows=ROWS, refine=2, refine_levels=3).run(
+        target, images[1:2], direction="lower"
+    )[0]
+    fine = compute_confmap(target, images[1], 3, rows=ROWS, progress=False)  # 27 colours, corners included
+    assert refined.queries == plain.queries + 2 * 27
+    assert fine.min[ROWS].min() - TOLERANCE <= refined.score_after <= plain.score_after + TOLERANCE
+    x, y, *rgb = refined.vector
+    assert rgb in colour_levels(3).tolist() and fine.min[y, x] <= refined.score_after + TOLERANCE
+    capped = ExhaustiveSearch(rows=ROWS, refine=2).run(
+        target, images[1:2], direction="lower", budget=plain.queries + 10
+    )
+    assert capped[0].queries == plain.queries + 10

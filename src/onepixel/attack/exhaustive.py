@@ -65,7 +65,9 @@ class ExhaustiveSearch(AttackMethod):
     """k = 1 search over every (position, colour) of a grid, positions ordered by a prior.
 
     Options: ``levels`` (per channel; 2 = the cube's 8 corners), ``prior`` (centre, raster),
-    ``rows`` (only these rows of pixels: small exact tests), ``chunk`` (queries per target call).
+    ``rows`` (only these rows of pixels: small exact tests), ``chunk`` (queries per target call),
+    ``refine`` (after the plan, try a ``refine_levels`` grid of colours at the ``refine`` best
+    positions of each image still searching; 0 = off).
     """
 
     name = "exhaustive"
@@ -77,6 +79,8 @@ class ExhaustiveSearch(AttackMethod):
         prior: str = "centre",
         rows: list[int] | None = None,
         chunk: int = 4096,
+        refine: int = 0,
+        refine_levels: int = 6,
     ) -> None:
         super().__init__(pixels)
         if self.pixels != 1:
@@ -86,11 +90,22 @@ class ExhaustiveSearch(AttackMethod):
         self.colours = colour_levels(levels)
         self.levels, self.prior, self.chunk = int(levels), prior, int(chunk)
         self.rows = None if rows is None else [int(r) for r in rows]
+        if int(refine) != refine or refine < 0:
+            raise MethodError(f"refine must be an integer >= 0 (positions refined), got {refine!r}")
+        colour_levels(refine_levels)  # validates
+        self.refine, self.refine_levels = int(refine), int(refine_levels)
         position_order(64, prior, None)  # validates the prior
 
     def options(self) -> dict[str, Any]:
-        """Return levels, prior, rows and chunk."""
-        return {"levels": self.levels, "prior": self.prior, "rows": self.rows, "chunk": self.chunk}
+        """Return levels, prior, rows, chunk, refine and refine_levels."""
+        return {
+            "levels": self.levels,
+            "prior": self.prior,
+            "rows": self.rows,
+            "chunk": self.chunk,
+            "refine": self.refine,
+            "refine_levels": self.refine_levels,
+        }
 
     def plan_size(self, size: int = 64) -> int:
         """Return the number of (position, colour) queries of the full plan for ``size`` x ``size``."""
@@ -107,68 +122,103 @@ class ExhaustiveSearch(AttackMethod):
     ) -> list[SearchResult]:
         """Return one SearchResult per image: the best (position, colour) of the plan's first ``budget``.
 
+        With ``refine`` > 0, images still searching after the plan try a grid of
+        ``refine_levels`` values per channel at their ``refine`` best positions (within the budget).
         ``rng`` is not used (the search is deterministic).
         """
         check_direction(direction)
         k, size = len(images), images.shape[1]
         positions = position_order(size, self.prior, self.rows)
-        n_col = len(self.colours)
-        total = len(positions) * n_col
-        limit = total if budget is None else min(total, int(budget))
-        best_energy = np.full(k, np.inf)
-        best_score = np.full(k, np.nan)
-        best_query = np.zeros(k, dtype=np.int64)
-        first = np.full(k, -1, dtype=np.int64)
-        spent = np.zeros(k, dtype=np.int64)
-        active = np.ones(k, dtype=bool) if limit > 0 else np.zeros(k, dtype=bool)
-        stopped = np.array(["budget" if limit < total else "complete"] * k, dtype=object)
-        history: list[list[float]] = [[] for _ in range(k)]
-        offset = steps = 0
-        while active.any() and offset < limit:
-            rows = np.flatnonzero(active)
-            width = min(max(1, self.chunk // len(rows)), limit - offset)
-            q = offset + np.arange(width)
-            pos, col = positions[q // n_col], self.colours[q % n_col]
-            one = np.concatenate([pos, col], axis=1)  # (width, 5)
-            changes = np.broadcast_to(one, (len(rows), width, 5)).reshape(-1, 1, 5)
-            index = np.repeat(rows, width)
-            scores = target.predict_pixels(images, index, changes).reshape(len(rows), width)
-            energy = score_to_energy(scores, direction)
-            low = np.argmin(energy, axis=1)
-            low_e = energy[np.arange(len(rows)), low]
-            better = low_e < best_energy[rows]
-            upd = rows[better]
-            best_energy[upd] = low_e[better]
-            best_score[upd] = scores[np.flatnonzero(better), low[better]]
-            best_query[upd] = offset + low[better]
-            hit = first_crossing(np.asarray(crossed(scores, direction)))
-            new = (hit >= 0) & (first[rows] < 0)
-            first[rows[new]] = offset + hit[new] + 1
-            spent[rows] += width
-            offset += width
-            steps += 1
-            for i in rows:
-                history[i].append(float(best_score[i]))
-            if stop_at is not None:
-                done = rows[np.asarray(crossed(best_score[rows], direction, stop_at))]
-                active[done] = False
-                stopped[done] = "stop_at"
-        out = []
-        for i in range(k):
-            q = int(best_query[i])
-            x, y = positions[q // n_col]
-            r, g, b = self.colours[q % n_col]
-            vector = np.array([x, y, r, g, b], dtype=np.int64)
-            out.append(
-                SearchResult(
-                    vector=vector,
-                    score=float(best_score[i]),
-                    queries=int(spent[i]),
-                    first_cross=int(first[i]) if first[i] > 0 else None,
-                    steps=len(history[i]),
-                    history=history[i],
-                    stopped_by=str(stopped[i]),
-                    extra={"plan_queries": total, "best_query": q + 1},
-                )
+        n_col, n_pos = len(self.colours), len(positions)
+        total = n_pos * n_col
+        cap = None if budget is None else int(budget)
+        state = _Sweep(k, direction, stop_at, track_positions=n_pos if self.refine else 0)
+
+        def plan(rows: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            one = np.concatenate([positions[q // n_col], self.colours[q % n_col]], axis=1)
+            return np.broadcast_to(one, (len(rows), len(q), 5)), np.broadcast_to(
+                q // n_col, (len(rows), len(q))
             )
-        return out
+
+        state.run(target, images, plan, total if cap is None else min(total, cap), self.chunk)
+        if self.refine and state.active.any() and (cap is None or cap > total):
+            fine = colour_levels(self.refine_levels)
+            top = np.argsort(state.per_position, axis=1, kind="stable")[:, : self.refine]  # (k, R)
+            n_fine = len(fine)
+
+            def refine_plan(rows: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                pos = positions[top[rows][:, q // n_fine]]  # (A, width, 2)
+                col = np.broadcast_to(fine[q % n_fine], (*pos.shape[:2], 3))
+                return np.concatenate([pos, col], axis=2), top[rows][:, q // n_fine]
+
+            extra = top.shape[1] * n_fine
+            state.run(
+                target, images, refine_plan, extra if cap is None else min(extra, cap - total), self.chunk
+            )
+        stopped = np.where(
+            state.active, "budget" if cap is not None and cap < total else "complete", "stop_at"
+        )
+        return [
+            SearchResult(
+                vector=state.best_vector[i].copy(),
+                score=float(state.best_score[i]),
+                queries=int(state.spent[i]),
+                first_cross=int(state.first[i]) if state.first[i] > 0 else None,
+                steps=len(state.history[i]),
+                history=state.history[i],
+                stopped_by=str(stopped[i]),
+                extra={"plan_queries": total, "best_query": int(state.best_query[i])},
+            )
+            for i in range(k)
+        ]
+
+
+class _Sweep:
+    """Lockstep state of a search over fixed query plans for K images (best, first flip, spent)."""
+
+    def __init__(self, k: int, direction: str, stop_at: float | None, track_positions: int = 0):
+        self.direction, self.stop_at = direction, stop_at
+        self.best_energy = np.full(k, np.inf)
+        self.best_score = np.full(k, np.nan)
+        self.best_vector = np.zeros((k, 5), dtype=np.int64)
+        self.best_query = np.zeros(k, dtype=np.int64)  # 1-based number of the best query
+        self.first = np.full(k, -1, dtype=np.int64)
+        self.spent = np.zeros(k, dtype=np.int64)
+        self.active = np.ones(k, dtype=bool)
+        self.history: list[list[float]] = [[] for _ in range(k)]
+        self.per_position = np.full((k, track_positions), np.inf)  # best energy per position index
+
+    def run(self, target: Target, images: np.ndarray, plan: Any, limit: int, chunk: int) -> None:
+        """Query ``plan(rows, q) -> (changes (A, W, 5), position index (A, W))`` for q < ``limit``."""
+        offset = 0
+        while self.active.any() and offset < limit:
+            rows = np.flatnonzero(self.active)
+            width = min(max(1, chunk // len(rows)), limit - offset)
+            q = offset + np.arange(width)
+            changes, pos_index = plan(rows, q)
+            index = np.repeat(rows, width)
+            flat = np.ascontiguousarray(changes).reshape(-1, 1, 5)
+            scores = target.predict_pixels(images, index, flat).reshape(len(rows), width)
+            energy = score_to_energy(scores, self.direction)
+            if self.per_position.shape[1]:
+                np.minimum.at(
+                    self.per_position, (index, np.asarray(pos_index).reshape(-1)), energy.reshape(-1)
+                )
+            low = np.argmin(energy, axis=1)
+            a = np.arange(len(rows))
+            better = energy[a, low] < self.best_energy[rows]
+            upd, sel = rows[better], np.flatnonzero(better)
+            self.best_energy[upd] = energy[sel, low[sel]]
+            self.best_score[upd] = scores[sel, low[sel]]
+            self.best_vector[upd] = changes[sel, low[sel]]
+            self.best_query[upd] = self.spent[upd] + low[sel] + 1
+            hit = first_crossing(np.asarray(crossed(scores, self.direction)))
+            new = (hit >= 0) & (self.first[rows] < 0)
+            self.first[rows[new]] = self.spent[rows[new]] + hit[new] + 1
+            self.spent[rows] += width
+            offset += width
+            for i in rows:
+                self.history[i].append(float(self.best_score[i]))
+            if self.stop_at is not None:
+                done = rows[np.asarray(crossed(self.best_score[rows], self.direction, self.stop_at))]
+                self.active[done] = False

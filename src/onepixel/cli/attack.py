@@ -30,7 +30,7 @@ class Updating(StrEnum):
     deferred = "deferred"
 
 
-ATTACK_HELP = """Attack images with the one-pixel attack (differential evolution) and store every result.
+ATTACK_HELP = """Attack images with the one-pixel attack (DE, or another --method) and store every result.
 
 \b
 Directions (labels come from the data and the target, never assumed):
