@@ -1,10 +1,10 @@
 """Attack power per CPU-second: every method of ours and the peers at equal query budgets.
 
 Images: a fixed, seeded selection of AMi-Br test images per direction, ``--confident`` confident
-ones (true positives scored >= 0.9 for ``lower``, true negatives <= 0.1 for ``raise``) and
-``--borderline`` ones (on the true side, within 0.2 of 0.5). Every method attacks the same
-images with stop-on-flip (``stop_at=0.5``) and the largest budget of ``--budgets``; a flip
-needs the score before on the true side of 0.5 (true of every selected image) and the
+ones (true positives scored >= 0.9 for ``lower``, true negatives <= 0.1 for ``raise``),
+``--moderate`` ones (0.7-0.9 on the true side) and ``--borderline`` ones (0.5-0.7). Every
+method attacks the same images with stop-on-flip (``stop_at=0.5``) and the largest budget of
+``--budgets``; a flip needs the score before on the true side of 0.5 (true of every selected image) and the
 re-scored adversarial image across it.
 
 Methods (k = 1 unless named ``-k3``):
@@ -26,8 +26,8 @@ budget: the searches of DE, the exhaustive plan and the peers' DE do not depend 
 CPU seconds are ``time.process_time()`` around each method's whole call (ours: all images of
 the direction; peers: each image).
 
-    python benchmarks/attack_power.py [--confident 2] [--borderline 2] [--budgets 500,2000,10000]
-        [--methods de,exhaustive,...] [--directions lower,raise] [--threads 1]
+    python benchmarks/attack_power.py [--confident 2] [--moderate 0] [--borderline 2]
+        [--budgets 500,2000,10000] [--methods de,exhaustive,...] [--directions lower,raise] [--threads 1]
         [--out benchmarks/results/attack_power.json]
 """
 
@@ -95,14 +95,29 @@ class FlipWatch(Target):
 
 
 def select(
-    scores: np.ndarray, positive: np.ndarray, direction: str, confident: int, borderline: int, seed: int
+    scores: np.ndarray,
+    positive: np.ndarray,
+    direction: str,
+    confident: int,
+    borderline: int,
+    seed: int,
+    moderate: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
-    """Return (indices, kinds) of the seeded selection: confident then borderline true-side images."""
+    """Return (indices, kinds) of the seeded selection of true-side images, in a seeded order.
+
+    Kinds by the score on the true label's side: confident (>= 0.9), moderate (0.7-0.9),
+    borderline (0.5-0.7).
+    """
     want = np.flatnonzero(positive if direction == "lower" else ~positive)
     want = want[np.random.default_rng(seed).permutation(len(want))]
     s = scores[want] if direction == "lower" else 1.0 - scores[want]  # distance to the far side
-    conf, border = want[s >= 0.9][:confident], want[(s >= 0.5) & (s < 0.7)][:borderline]
-    return np.concatenate([conf, border]), ["confident"] * len(conf) + ["borderline"] * len(border)
+    parts = [
+        ("confident", want[s >= 0.9][:confident]),
+        ("moderate", want[(s >= 0.7) & (s < 0.9)][:moderate]),
+        ("borderline", want[(s >= 0.5) & (s < 0.7)][:borderline]),
+    ]
+    kinds = [kind for kind, chosen in parts for _ in chosen]
+    return np.concatenate([chosen for _, chosen in parts]), kinds
 
 
 def run_ours(
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--confident", type=int, default=2)
     p.add_argument("--borderline", type=int, default=2)
+    p.add_argument("--moderate", type=int, default=0, help="images scored 0.7-0.9 on the true side")
     p.add_argument("--budgets", default="500,2000,10000")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--directions", default="lower,raise")
@@ -284,7 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for direction in args.directions.split(","):
-        idx, kinds = select(clean, positive, direction, args.confident, args.borderline, args.seed)
+        idx, kinds = select(
+            clean, positive, direction, args.confident, args.borderline, args.seed, args.moderate
+        )
         images = data.images[idx]
         section: dict[str, Any] = {
             "images": [data.names[i] for i in idx],
