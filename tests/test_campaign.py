@@ -230,6 +230,7 @@ def _comparable(run_dir: Path) -> list[dict[str, object]]:
         pngs = store.png_paths()
     for row in rows:
         row.pop("wall_time_s")
+        row.pop("cpu_seconds")  # timing, like the wall time
         row["extra"].pop("latency_s")
         row["png"] = pngs[row["image_id"]].read_bytes()
     return rows

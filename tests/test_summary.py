@@ -95,6 +95,26 @@ def test_statistics_are_over_non_early_attacks() -> None:
     assert s["all_after"]["max"] == pytest.approx(0.93)  # the early ones only count in all_*
 
 
+def test_flip_numbers_need_the_true_side_before_and_read_older_rows() -> None:
+    records = synthetic()
+    # Older rows: no flip, queries or CPU fields; flips come from the scores (all 10 start >= 0.9).
+    s = summarize(records)
+    assert s["flips"] == 6 and s["wrong_before"] == 0  # every after < 0.5, early ones included
+    assert s["queries_to_flip_median"] is None and s["cpu_seconds"] is None and s["methods"] == ["de"]
+    assert s["queries_total"] == 10 * 80  # evaluations stand in for queries
+    # A record already across 0.5 before is never a flip, whatever its score after.
+    wrong = make_record("wrong", 0.1, [1, 1, 0, 0, 0], score_before=0.3)
+    new = [
+        make_record(f"n{i}", after, [i, i, 0, 0, 0], flip=after < 0.5, queries_to_flip=q, queries=100,
+                    cpu_seconds=2.0, method="sparse-rs")
+        for i, (after, q) in enumerate([(0.2, 10), (0.4, 30), (0.7, None)])
+    ]  # fmt: skip
+    t = summarize([wrong, *new])
+    assert (t["flips"], t["wrong_before"], t["queries_to_flip_median"]) == (2, 1, 20.0)
+    assert t["cpu_seconds"] == 6.0 and t["cpu_seconds_per_flip"] == 3.0 and t["queries_total"] == 380
+    assert t["methods"] == ["de", "sparse-rs"]
+
+
 def test_empty_and_mixed_inputs() -> None:
     empty = summarize([], "raise")
     assert empty["attacked"] == 0 and empty["success"]["share"] is None and empty["after"]["max"] is None
@@ -124,6 +144,13 @@ def test_summary_json_on_a_real_run(real_run: Path) -> None:
     assert data["success"]["count"] == sum(r.success for r in records)
     assert data["early_converged"] == sum(r.early_converged for r in records)
     assert data == summarize_run(real_run)
+    flips = [r for r in records if r.score_before >= 0.5 and r.score_after < 0.5]
+    assert data["flips"] == len(flips) and data["method"] == "de" and data["budget"] is None
+    assert (
+        data["cpu_seconds"] == pytest.approx(sum(r.cpu_seconds for r in records)) and data["cpu_seconds"] > 0
+    )
+    medians = [r.queries_to_flip for r in flips]
+    assert data["queries_to_flip_median"] == (float(np.median(medians)) if flips else None)
     table = CliRunner().invoke(app, ["summary", str(real_run)])
     assert (
         table.exit_code == 0 and "Atypical → Normal" in table.stdout and "standard deviation" in table.stdout

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ from rich.progress import (
 
 from onepixel.attack.colour import ColourObjective, colour_error
 from onepixel.attack.de import CALLBACK, CONVERGED, MAXITER, BatchedDE, DEConfig
+from onepixel.attack.methods import DE_METHODS, SearchResult, method_of
 from onepixel.attack.objectives import (
     Objective,
     PlainObjective,
@@ -63,7 +65,7 @@ from onepixel.attack.objectives import (
     strong_threshold,
 )
 from onepixel.attack.perturb import apply_pixels, bounds_for, pixels_of
-from onepixel.attack.records import AttackRecord
+from onepixel.attack.records import AttackRecord, is_flip
 from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
 from onepixel.attack.store import CampaignStore, StoreError, remove_run
 from onepixel.data.patches import PatchSet
@@ -104,8 +106,30 @@ def objective_factory(name: str) -> ObjectiveFactory:
     return OBJECTIVES[name]
 
 
+# What to inspect for an objective's option names (the registered factories forward **options).
+OBJECTIVE_SIGNATURES: dict[str, Callable[..., Any]] = {"plain": PlainObjective, "colour": ColourObjective}
+
+
+def objective_option_names(name: str) -> list[str] | None:
+    """Return the option names objective ``name`` accepts (None when its factory takes any)."""
+    factory = objective_factory(name)
+    params = inspect.signature(OBJECTIVE_SIGNATURES.get(name, factory)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return sorted(p.name for p in params if p.name not in ("self", "direction", "images"))
+
+
+def check_objective_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ValueError naming the known options when ``options`` holds a key objective ``name`` lacks."""
+    known = objective_option_names(name)
+    unknown = sorted(set(options) - set(known)) if known is not None else []
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for objective {name!r}; known: {known}")
+
+
 def make_objective(name: str, direction: str, images: np.ndarray, options: dict[str, Any]) -> Objective:
-    """Return the objective ``name`` for these images; raises ValueError for unknown names."""
+    """Return the objective ``name`` for these images; raises ValueError for unknown names or options."""
+    check_objective_options(name, options)
     return objective_factory(name)(direction, images, **options)
 
 
@@ -153,9 +177,19 @@ class CampaignConfig:
     lower_min: float = 0.9
     raise_max: float = 0.1
     limit: int | None = None
+    method: str = "de"  # de, de-noconv, exhaustive, sparse-rs (see onepixel.attack.methods)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    budget: int | None = None  # target queries per image; DE: caps maxiter at budget // popsize - 1
 
     def __post_init__(self) -> None:
         check_direction(self.direction)
+        if self.budget is not None and (int(self.budget) != self.budget or self.budget < 1):
+            raise CampaignError(f"budget must be an integer >= 1 (target queries), got {self.budget!r}")
+        if self.method in DE_METHODS:
+            if self.method == "de-noconv" and self.de.convergence:
+                self.de = dataclasses.replace(self.de, convergence=False)
+            if self.budget is not None:
+                self.de = dataclasses.replace(self.de, maxiter=max(0, self.budget // self.de.popsize - 1))
         if self.pixels < 1:
             raise CampaignError(f"pixels must be >= 1, got {self.pixels}")
         if self.images_per_batch < 1:
@@ -164,6 +198,8 @@ class CampaignConfig:
             raise CampaignError(f"stop_at must lie in [0, 1], got {self.stop_at}")
         try:
             objective_factory(self.objective)
+            check_objective_options(self.objective, self.objective_options)
+            method_of(self)  # unknown method, option or bad value: fail before any folder exists
         except ValueError as exc:
             raise CampaignError(str(exc)) from None
 
@@ -179,7 +215,17 @@ class CampaignConfig:
         )
 
     def settings(self) -> dict[str, Any]:
-        """Return the attack settings every record carries: DE settings and campaign knobs."""
+        """Return the attack settings every record carries: DE (or method) settings and campaign knobs."""
+        if self.method not in DE_METHODS:
+            return {
+                "method": self.method,
+                **self.method_options,
+                "budget": self.budget,
+                "pixels": self.pixels,
+                "images_per_batch": self.images_per_batch,
+                "stop_at": self.stop_at,
+                "campaign_seed": self.seed,
+            }
         return {
             **self.de.to_dict(),
             "pixels": self.pixels,
@@ -191,9 +237,16 @@ class CampaignConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the config as a JSON-ready dict (DE settings nested under ``de``)."""
+        """Return the config as a JSON-ready dict (DE settings nested under ``de``).
+
+        The method fields are left out while they hold their defaults (paper DE, no budget), so
+        the config of a DE campaign is the one older versions stored and their folders resume.
+        """
         out = dataclasses.asdict(self)
         out["de"] = self.de.to_dict()
+        for key, default in (("method", "de"), ("method_options", {}), ("budget", None)):
+            if out[key] == default:
+                del out[key]
         return json.loads(json.dumps(out))
 
     @classmethod
@@ -416,7 +469,12 @@ def attack_batch(target: Target, job: BatchJob, config: CampaignConfig, sink: Re
     """Attack one batch with one BatchedDE; pass each image's record to ``sink`` as soon as it finishes.
 
     Records of images in ``job.skip`` are computed (the batch always runs in full) but not passed on.
+    DE methods stream their records as each image finishes; search methods (exhaustive,
+    sparse-rs) attack the whole batch, then pass on every record.
     """
+    if config.method not in DE_METHODS:
+        _search_batch(target, job, config, sink)
+        return
     _attack_batch(
         target=target,
         images=job.images,
@@ -463,18 +521,21 @@ def _attack_batch(
         fitness, bounds, n, config=config.de, seed=seeds, init_population=init, callback=callback
     )
     share = np.zeros(n)  # pro-rata wall time per problem
+    cpu_share = np.zeros(n)  # pro-rata process CPU time per problem
     history: list[list[float]] = [[] for _ in range(n)]
     last_nit = np.full(n, -1)
     stored_before = np.array([i in skip for i in ids])  # attacked again, not re-emitted
     written = np.zeros(n, dtype=bool)
     step_start = batch_start
+    cpu_start = time.process_time()
 
     def after_step(was_active: np.ndarray) -> None:
-        nonlocal step_start
-        now = time.perf_counter()
+        nonlocal step_start, cpu_start
+        now, cpu_now = time.perf_counter(), time.process_time()
         if was_active.any():
             share[was_active] += (now - step_start) / was_active.sum()
-        step_start = now
+            cpu_share[was_active] += (cpu_now - cpu_start) / was_active.sum()
+        step_start, cpu_start = now, cpu_now
         nit = np.asarray(solver.nit)
         evaluated = np.isfinite(fitness.best_energies)
         for i in np.flatnonzero(evaluated & (nit != last_nit)):
@@ -502,6 +563,8 @@ def _attack_batch(
             ok = bool(crossed(score_after, config.direction)) and not early
             strong = bool(crossed(score_after, config.direction, strong_threshold(config.direction)))
             stopped = STOP_REASONS.get(int(solver.status[i]), "unknown")
+            flip = is_flip(float(scores_before[i]), score_after, config.direction)
+            first = int(fitness.first_cross[i])
             record = AttackRecord(
                 image_id=ids[i],
                 label=labels[i],
@@ -531,6 +594,12 @@ def _attack_batch(
                     "batch": [ids[0], ids[-1]],
                     "original_pixels": originals[j].astype(int).tolist(),
                 },
+                method=config.method,
+                budget=config.budget,
+                flip=flip,
+                queries_to_flip=(first if first > 0 else int(solver.nfev[i])) if flip else None,
+                queries=int(solver.nfev[i]),
+                cpu_seconds=float(cpu_share[i]),
             )
             sink(record, adversarial[j], positions[i])
 
@@ -540,6 +609,76 @@ def _attack_batch(
         was_active = np.asarray(solver.active, dtype=bool).copy()
         solver.step()
         after_step(was_active)
+
+
+def _search_batch(target: Target, job: BatchJob, config: CampaignConfig, sink: RecordSink) -> None:
+    """Attack one batch with a search method; pass every record not in ``job.skip`` to ``sink``.
+
+    The batch's Generator is seeded from the campaign seed, the method and the batch's image ids
+    (batches are fixed slices, so a resumed run draws the same numbers). Wall and CPU time are
+    shared equally among the batch's images. Each best image is re-queried once, alone.
+    """
+    ids, images = list(job.ids), job.images
+    n = len(ids)
+    method = method_of(config)
+    seed = derive_seed(config.seed, config.method, *ids)
+    rng = np.random.default_rng(seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    results: list[SearchResult] = method.search(
+        target, images, config.direction, config.budget, rng, config.stop_at
+    )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if len(results) != n:
+        raise CampaignError(f"method {config.method!r} returned {len(results)} results for {n} images")
+    best = np.array([np.asarray(r.vector, dtype=np.int64) for r in results])
+    errors = colour_error(images, best, np.arange(n))
+    xs, ys, _ = pixels_of(best, images.shape[1])
+    originals = images[np.arange(n)[:, None], ys, xs]
+    settings = config.settings()
+    for i in range(n):
+        if ids[i] in job.skip:
+            continue
+        r = results[i]
+        adversarial = apply_pixels(images, best[i : i + 1], np.array([i]))
+        score_after = float(target.predict(adversarial)[0])
+        before = float(job.scores_before[i])
+        flip = is_flip(before, score_after, config.direction)
+        record = AttackRecord(
+            image_id=ids[i],
+            label=job.labels[i],
+            direction=config.direction,
+            objective="plain",
+            pixels=config.pixels,
+            seed=seed,
+            settings=settings,
+            score_before=before,
+            score_after=score_after,
+            vector=[int(v) for v in best[i]],
+            generations=int(r.steps),
+            evaluations=int(r.queries),
+            early_converged=False,
+            success=bool(crossed(score_after, config.direction)),
+            strong_success=bool(crossed(score_after, config.direction, strong_threshold(config.direction))),
+            wall_time_s=wall / n,
+            history=[float(h) for h in r.history],
+            colour_error=float(errors[i]),
+            extra={
+                **r.extra,
+                "score_during_attack": float(r.score),
+                "requery_diff": score_after - float(r.score),
+                "stopped_by": r.stopped_by,
+                "batch_size": n,
+                "batch": [ids[0], ids[-1]],
+                "original_pixels": originals[i].astype(int).tolist(),
+            },
+            method=config.method,
+            budget=config.budget,
+            flip=flip,
+            queries_to_flip=(r.first_cross or int(r.queries)) if flip else None,
+            queries=int(r.queries),
+            cpu_seconds=cpu / n,
+        )
+        sink(record, adversarial[0], job.positions[i])
 
 
 def attack_summary_line(result: CampaignResult) -> str:

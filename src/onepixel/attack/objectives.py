@@ -126,6 +126,8 @@ class Fitness:
         self.best_scores = np.full(n, np.nan)
         self.best_vectors = np.zeros((n, d), dtype=np.int64)
         self.last_scores = np.zeros(0)
+        self.queries = np.zeros(n, dtype=np.int64)  # rows scored per problem
+        self.first_cross = np.full(n, -1, dtype=np.int64)  # query number of the first 0.5 crossing
 
     def scores(self, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
         """Return the target's scores (B,) of the images perturbed by vectors (B, D)."""
@@ -147,6 +149,7 @@ class Fitness:
         scores = self.scores(vectors, problem_ids)
         energies = np.asarray(self.objective.energies(scores, vectors, problem_ids), dtype=np.float64)
         self.last_scores = scores
+        self._count(scores, problem_ids)
         # Lowest energy per problem within this call (first row wins ties), then merge.
         order = np.lexsort((np.arange(len(energies)), energies, problem_ids))
         first = np.ones(len(order), dtype=bool)
@@ -159,6 +162,22 @@ class Fitness:
         self.best_scores[ids] = scores[rows]
         self.best_vectors[ids] = np.rint(np.asarray(vectors)[rows]).astype(np.int64)
         return energies
+
+    def _count(self, scores: np.ndarray, problem_ids: np.ndarray) -> None:
+        """Add this call's rows to ``queries`` and note each problem's first 0.5 crossing."""
+        n = len(self.best_energies)
+        order = np.argsort(problem_ids, kind="stable")
+        ids = problem_ids[order]
+        counts = np.bincount(ids, minlength=n)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        number = self.queries[ids] + np.arange(len(ids)) - starts[ids] + 1  # 1-based query number
+        hit = np.asarray(crossed(scores[order], self.objective.direction)) & (self.first_cross[ids] < 0)
+        if hit.any():
+            first = np.full(n, np.iinfo(np.int64).max)
+            np.minimum.at(first, ids[hit], number[hit])
+            new = first < np.iinfo(np.int64).max
+            self.first_cross[new] = first[new]
+        self.queries += counts
 
 
 def make_fitness(

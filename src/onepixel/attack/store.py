@@ -42,7 +42,7 @@ SCHEMA_VERSION = 1
 
 _FIELDS = dataclasses.fields(AttackRecord)
 _JSON_FIELDS = {f.name for f in _FIELDS if f.name in {"settings", "vector", "history", "extra"}}
-_BOOL_FIELDS = {f.name for f in _FIELDS if f.type in ("bool", bool)}
+_BOOL_FIELDS = {f.name for f in _FIELDS if f.type in ("bool", bool, "bool | None")}
 
 
 class StoreError(OnePixelError, RuntimeError):
@@ -361,7 +361,7 @@ def _to_sql(name: str, value: Any) -> Any:
         return canonical(value)
     if isinstance(value, np.generic):
         value = value.item()
-    return int(value) if name in _BOOL_FIELDS else value
+    return int(value) if name in _BOOL_FIELDS and value is not None else value
 
 
 def _record_from_row(row: dict[str, Any]) -> AttackRecord:
@@ -369,12 +369,14 @@ def _record_from_row(row: dict[str, Any]) -> AttackRecord:
     for name, value in row.items():
         if name in _JSON_FIELDS:
             value = json.loads(value) if value is not None else None
-        elif name in _BOOL_FIELDS:
+        elif name in _BOOL_FIELDS and value is not None:
             value = bool(value)
         values[name] = value
     for f in _FIELDS:  # columns added after the row was written
         if values.get(f.name) is None and f.default_factory is not dataclasses.MISSING:
             values[f.name] = f.default_factory()
+        elif values.get(f.name) is None and f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
     return AttackRecord(**values)
 
 

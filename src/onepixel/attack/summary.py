@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from onepixel.attack.objectives import strong_threshold
-from onepixel.attack.records import AttackRecord
+from onepixel.attack.records import AttackRecord, record_flip, record_queries
 from onepixel.attack.store import CampaignStore
 
 STATS = ("max", "p99", "p95", "mean", "median", "sd", "p20", "p10", "min")
@@ -112,6 +112,32 @@ def summarize(records: Sequence[AttackRecord], direction: str | None = None) -> 
         "mean_evaluations": _num(np.mean([r.evaluations for r in records])) if n else None,
         "wall_time_total_s": float(sum(r.wall_time_s for r in records)),
         "mean_wall_time_s": _num(np.mean([r.wall_time_s for r in records])) if n else None,
+        **flip_stats(records),
+    }
+
+
+def flip_stats(records: Sequence[AttackRecord]) -> dict[str, Any]:
+    """Return the method-generic numbers: flips, wrong before, queries to flip, queries, CPU seconds.
+
+    A flip needs the score before on the true label's side of 0.5 and the score after across it
+    (older rows without the field are judged from their scores). ``queries_to_flip_median`` is
+    over the flips that know their query count; ``cpu_seconds`` is None when no record has one.
+    """
+    from onepixel.attack.objectives import crossed
+
+    flips = [r for r in records if record_flip(r)]
+    to_flip = [r.queries_to_flip for r in flips if r.queries_to_flip is not None]
+    cpu = [r.cpu_seconds for r in records if r.cpu_seconds is not None]
+    total_cpu = float(sum(cpu)) if cpu else None
+    return {
+        "methods": sorted({r.method for r in records}),
+        "flips": len(flips),
+        "wrong_before": sum(bool(crossed(r.score_before, r.direction)) for r in records),
+        "queries_to_flip_median": _num(np.median(to_flip)) if to_flip else None,
+        "queries_total": int(sum(record_queries(r) for r in records)),
+        "cpu_seconds": total_cpu,
+        "cpu_seconds_per_attack": total_cpu / len(cpu) if cpu else None,
+        "cpu_seconds_per_flip": total_cpu / len(flips) if cpu and flips else None,
     }
 
 
@@ -132,6 +158,9 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         attacked_label=info.get("attacked_label"),
         target=config.get("target"),
         objective=config.get("objective"),
+        method=config.get("method", "de"),
+        method_options=config.get("method_options", {}),
+        budget=config.get("budget"),
         pixels=config.get("pixels"),
         de=config.get("de"),
         seed=config.get("seed"),
@@ -178,6 +207,10 @@ def render_summary(summary: dict[str, Any]) -> list[Any]:
     counts.add_row("median |score change| (non-early)", _fmt(summary["median_score_change_non_early"]), "")
     counts.add_row("mean evaluations per attack", _fmt(summary["mean_evaluations"], 5), "")
     counts.add_row("mean wall time per attack (s)", _fmt(summary["mean_wall_time_s"], 3), "")
+    if "flips" in summary:
+        counts.add_row("flips (right before, wrong after)", str(summary["flips"]), "")
+        counts.add_row("median queries to flip", _fmt(summary["queries_to_flip_median"], 6), "")
+        counts.add_row("CPU seconds", _fmt(summary["cpu_seconds"], 4), "")
     counts.caption = "shares of success are of the non-early attacks, as in the paper"
 
     stats = Table(title=f"Scores before / after attack ({summary['stats_over']}, n = {summary['non_early']})")

@@ -30,7 +30,7 @@ class Updating(StrEnum):
     deferred = "deferred"
 
 
-ATTACK_HELP = """Attack images with the one-pixel attack (differential evolution) and store every result.
+ATTACK_HELP = """Attack images with the one-pixel attack (DE, or another --method) and store every result.
 
 \b
 Directions (labels come from the data and the target, never assumed):
@@ -54,14 +54,24 @@ Examples:
   onepixel attack --direction lower --out runs/lower --limit 100
   onepixel attack --direction raise --target http://localhost:5000 --out runs/raise-http
   onepixel attack --direction lower --pixels 3 --popsize 100 --maxiter 30 --out runs/k3
+  onepixel attack --direction lower --method exhaustive --stop-at 0.5 --out runs/worst
+  onepixel attack --direction lower --method sparse-rs -k 3 --budget 2000 --out runs/srs
+
+\b
+Methods (--method): de (the paper's DE), de-noconv (DE without the convergence test),
+exhaustive (k=1: every pixel x the 8 RGB-cube corners, centre and even-even pixels first;
+--method-opt levels=3 for a finer grid), sparse-rs (random search over k pixels, corner
+colours, Sparse-RS schedule). --budget caps target queries per image (DE: maxiter =
+budget // popsize - 1); --stop-at 0.5 stops each image at its first flip.
 """
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
+def _parse_options(items: list[str], flag: str = "--objective-option") -> dict[str, Any]:
+    """Return KEY=VALUE items as a dict (values parsed as JSON when they are JSON)."""
     options: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise fail(f"--objective-option must be KEY=VALUE, got {item!r}")
+            raise fail(f"{flag} must be KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         try:
             options[key.strip()] = json.loads(raw)
@@ -175,6 +185,22 @@ def attack(
             help="Objective: plain (the paper's), colour (blend in), adaptive (evade a detector).",
         ),
     ] = "plain",
+    method: Annotated[
+        str,
+        typer.Option("--method", help="Attack method: de, de-noconv, exhaustive or sparse-rs."),
+    ] = "de",
+    method_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method-opt",
+            "--method-option",
+            help="KEY=VALUE passed to the method (e.g. levels=3, candidates=4); repeatable.",
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", min=1, help="Target queries per image (default: the method's own)."),
+    ] = None,
     objective_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -276,6 +302,9 @@ def attack(
             lower_min=lower_min,
             raise_max=raise_max,
             limit=limit,
+            method=method,
+            method_options=_parse_options(method_option or [], "--method-opt"),
+            budget=budget,
         )
         runner = None
         if executor != "local" or address or workers:
