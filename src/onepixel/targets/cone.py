@@ -40,7 +40,9 @@ from onepixel.targets.pixels import last_wins_mask
 Tensor = torch.Tensor
 # A chunk whose first-stage window exceeds this share of the map is scored by the full pass.
 FULL_PASS_SHARE = 0.45
-DEFAULT_CHUNK = 256
+# A layer's window longer than this share of its map (rows or columns) covers the whole map.
+FULL_MAP_SHARE = 0.75
+DEFAULT_CHUNK = 64
 DEFAULT_CACHE_IMAGES = 64
 
 
@@ -144,9 +146,13 @@ def _out_range(lo: Tensor, hi: Tensor, kernel: int, stride: int, pad_top: int, s
 
 
 def _window(lo: Tensor, hi: Tensor, size: int) -> tuple[Tensor, int]:
-    """Return (origin (Q,), common length) of windows inside [0, size) that hold every [lo, hi)."""
-    length = int(max(int((hi - lo).max()), 1))
-    length = min(length, size)
+    """Return (origin (Q,), common length) of windows inside [0, size) that hold every [lo, hi).
+
+    A window longer than ``FULL_MAP_SHARE`` of the map becomes the whole map (cheaper to gather).
+    """
+    length = min(max(int((hi - lo).max()), 1), size)
+    if length > FULL_MAP_SHARE * size:
+        return torch.zeros_like(lo), size
     return (lo.clamp(max=size - length)).clamp(min=0), length
 
 
@@ -158,11 +164,20 @@ class _Map:
         self.padded = size + 2 * pad
         self.data = torch.zeros(slots, self.padded, self.padded, channels)
         self.flat = self.data.view(-1, channels)
+        self._grids: dict[tuple[int, int, int], Tensor] = {}
 
     def put(self, slots: Tensor, nhwc: Tensor) -> None:
         """Store the clean maps ``nhwc`` (n, size, size, C) into ``slots``."""
         p = self.pad
         self.data[slots, p : p + self.size, p : p + self.size] = nhwc
+
+    def grid(self, rh: int, rw: int, step: int) -> Tensor:
+        """Return the flat offsets (rh*rw,) of a (rh, rw) window with ``step`` in this map."""
+        key = (rh, rw, step)
+        if key not in self._grids:
+            g = (torch.arange(rh) * (step * self.padded))[:, None] + torch.arange(rw) * step
+            self._grids[key] = g.reshape(-1)
+        return self._grids[key]
 
 
 class _Win:
@@ -175,6 +190,17 @@ class _Win:
         self.h, self.w = values.shape[1], values.shape[2]
 
 
+_GRIDS: dict[tuple[int, int, int], Tensor] = {}
+
+
+def _local_grid(h: int, w: int, stride_row: int) -> Tensor:
+    """Return the flat offsets (h*w,) of an (h, w) block inside rows of length ``stride_row``."""
+    key = (h, w, stride_row)
+    if key not in _GRIDS:
+        _GRIDS[key] = ((torch.arange(h) * stride_row)[:, None] + torch.arange(w)).reshape(-1)
+    return _GRIDS[key]
+
+
 def _gather(
     clean: _Map, slots: Tensor, cur: _Win | None, ry: Tensor, rx: Tensor, rh: int, rw: int, step: int = 1
 ) -> Tensor:
@@ -182,20 +208,37 @@ def _gather(
 
     Positions outside the map read the zero padding of ``clean`` (at most ``clean.pad`` away).
     """
-    q = len(slots)
+    q, c = len(slots), clean.channels
+    n, p = clean.size, clean.pad
+    if cur is not None and step == 1 and cur.h == n and cur.w == n:
+        # The current window is the whole map: the request is a (padded) crop of it.
+        if rh == n + 2 * p and rw == n + 2 * p:
+            v = cur.values
+            return F.pad(v, (0, 0, p, p, p, p)) if p else v
+        if rh == n and rw == n:
+            return cur.values
+    wp = clean.padded
+    start = slots * (wp * wp) + (ry + p) * wp + (rx + p)
+    idx = start[:, None] + clean.grid(rh, rw, step)
+    out = clean.flat.index_select(0, idx.reshape(-1))
+    if cur is None:
+        return out.view(q, rh, rw, c)
+    dy, dx = cur.oy - ry, cur.ox - rx
+    values = cur.values.reshape(-1, c)
+    if step == 1 and bool(((dy >= 0) & (dx >= 0) & (dy + cur.h <= rh) & (dx + cur.w <= rw)).all()):
+        # Common case: the current window lies inside the request; paste it whole.
+        dst = (torch.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
+        out.index_copy_(0, dst.reshape(-1), values)
+        return out.view(q, rh, rw, c)
     py = ry[:, None] + step * torch.arange(rh)
     px = rx[:, None] + step * torch.arange(rw)
-    p, wp = clean.pad, clean.padded
-    idx = (slots * (wp * wp))[:, None, None] + ((py + p) * wp)[:, :, None] + (px + p)[:, None, :]
-    out = clean.flat.index_select(0, idx.reshape(-1))
-    if cur is not None:
-        iy = py - cur.oy[:, None]
-        ix = px - cur.ox[:, None]
-        inside = ((iy >= 0) & (iy < cur.h))[:, :, None] & ((ix >= 0) & (ix < cur.w))[:, None, :]
-        src = (torch.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
-        keep = inside.reshape(-1)
-        out[keep] = cur.values.reshape(-1, out.shape[1]).index_select(0, src.reshape(-1)[keep])
-    return out.view(q, rh, rw, -1)
+    iy = py - cur.oy[:, None]
+    ix = px - cur.ox[:, None]
+    inside = ((iy >= 0) & (iy < cur.h))[:, :, None] & ((ix >= 0) & (ix < cur.w))[:, None, :]
+    src = (torch.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
+    keep = inside.reshape(-1)
+    out[keep] = values.index_select(0, src.reshape(-1)[keep])
+    return out.view(q, rh, rw, c)
 
 
 def _conv(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1) -> Tensor:
@@ -341,13 +384,17 @@ class ConeModel:
         return torch.from_numpy(out)
 
     # ----- queries ------------------------------------------------------------------------
-    def stem_share(self, changes: np.ndarray) -> np.ndarray:
-        """Return per query the share (0..1] of the stem map that its window covers."""
+    def stem_extent(self, changes: np.ndarray) -> np.ndarray:
+        """Return (2, Q) the rows and columns of the stem map that each query's cone covers."""
         y, x = changes[..., 1], changes[..., 0]
         lo = torch.from_numpy(np.stack([y.min(1), x.min(1)]))
         hi = torch.from_numpy(np.stack([y.max(1), x.max(1)])) + 1
         a, b = _out_range(lo, hi, self.stem_k, self.stem_s, self.stem_pad_top, self.stem_size)
-        extent = (b - a).numpy()
+        return (b - a).numpy()
+
+    def stem_share(self, changes: np.ndarray) -> np.ndarray:
+        """Return per query the share (0..1] of the stem map that its cone covers."""
+        extent = self.stem_extent(changes)
         return extent[0] * extent[1] / float(self.stem_size**2)
 
     @torch.inference_mode()
