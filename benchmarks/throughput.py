@@ -1,10 +1,16 @@
 """Throughput of the bundled classifier: in-process inference paths and the HTTP service.
 
 In-process: images/s of ``TorchTarget`` for every inference path and forward batch size.
+Pixel-change queries: queries/s of ``predict_pixels`` with the full pass (paint, then score)
+against cone inference (:mod:`onepixel.targets.cone`) at k = 1, 3, 5 changed pixels, for k
+pixels anywhere in the image and for k pixels within a 5x5 patch; ``--pixels-only`` runs just
+this part and writes ``benchmarks/results/throughput_pixels.json``.
+
 Over loopback HTTP (``onepixel serve``'s app under uvicorn in a child process): the single
 image route, sequential and with N concurrent clients, and the batch route.
 
     python benchmarks/throughput.py [--quick] [--threads 1] [--out benchmarks/results/throughput.json]
+    python benchmarks/throughput.py --pixels-only --threads 2
 
 Other benchmarks import :func:`raw_throughput`. Rounds of each measurement are interleaved
 across paths so that load from other processes hits every path alike; the table shows the
@@ -34,6 +40,8 @@ from onepixel.targets.local import DEFAULT_BATCH_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "throughput.json"
+PIXELS_OUT = REPO / "benchmarks" / "results" / "throughput_pixels.json"
+PIXEL_KS = (1, 3, 5)
 BATCH_SIZES = (1, 8, 32, 128, 256, 512, 1024)
 QUICK_BATCH_SIZES = (1, 32, 256)
 PATHS = ("eager", "channels_last", "fused", "jit")
@@ -124,6 +132,94 @@ def bench_local(batch_sizes: tuple[int, ...], rounds: int, seconds: float) -> di
     }
 
 
+def pixel_queries(
+    n: int, k: int, n_images: int, layout: str, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (index (n,), changes (n, k, 5)) of random-colour queries over ``n_images`` images.
+
+    ``layout`` "anywhere": k pixels anywhere in the image; "patch": within a 5x5 patch.
+    """
+    rng = np.random.default_rng(seed)
+    if layout == "anywhere":
+        xy = rng.integers(0, size, (n, k, 2))
+    elif layout == "patch":
+        xy = np.minimum(rng.integers(0, size - 4, (n, 1, 2)) + rng.integers(0, 5, (n, k, 2)), size - 1)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    changes = np.concatenate([xy, rng.integers(0, 256, (n, k, 3))], axis=-1)
+    return rng.integers(0, n_images, n), changes
+
+
+def pixel_rate(
+    target: TorchTarget, base: np.ndarray, index: np.ndarray, changes: np.ndarray, seconds: float
+) -> float:
+    """Return queries/s of ``target.predict_pixels`` on the same request until ``seconds`` pass."""
+    target.predict_pixels(base, index, changes)
+    done, start = 0, time.perf_counter()
+    while True:
+        target.predict_pixels(base, index, changes)
+        done += len(changes)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def bench_pixels(rounds: int, seconds: float, n_queries: int = 512, n_images: int = 8) -> dict:
+    """Return full-pass and cone queries/s of pixel-change queries, interleaved, with their ratios.
+
+    One request is ``n_queries`` queries over ``n_images`` test images; every (k, layout)
+    measures both paths in alternating rounds on the same request, and checks they agree.
+    """
+    from onepixel.targets.local import TOLERANCE
+
+    model, meta = load_model(DEFAULT_MODEL)
+    base = bench_images(n_images, meta.input_size)
+    full = TorchTarget(model, meta, pixel_mode="full")
+    cone = TorchTarget(model, meta, pixel_mode="cone")
+    auto = TorchTarget(model, meta)
+    rows: dict[str, dict] = {}
+    for layout in ("anywhere", "patch"):
+        for k in PIXEL_KS:
+            if layout == "patch" and k == 1:
+                continue  # the same queries as "anywhere"
+            index, changes = pixel_queries(n_queries, k, n_images, layout, meta.input_size, seed=k)
+            deviation = float(
+                np.abs(
+                    full.predict_pixels(base, index, changes) - cone.predict_pixels(base, index, changes)
+                ).max()
+            )
+            if deviation > TOLERANCE:
+                raise RuntimeError(f"cone and full pass differ by {deviation:.2e} at k={k} ({layout})")
+            runs = {
+                name: lambda t=target, i=index, c=changes: pixel_rate(t, base, i, c, seconds)
+                for name, target in (("full", full), ("cone", cone))
+            }
+            result = interleaved(runs, rounds)
+            ratios = [c / f for c, f in zip(result["cone"]["rounds"], result["full"]["rounds"], strict=True)]
+            name = f"k{k}_{layout}"
+            rows[name] = {
+                "k": k,
+                "layout": layout,
+                "full_qps": result["full"],
+                "cone_qps": result["cone"],
+                "ratio_median": statistics.median(ratios),
+                "ratio_rounds": ratios,
+                "max_abs_deviation": deviation,
+            }
+            f_qps, c_qps = result["full"]["median"], result["cone"]["median"]
+            print(
+                f"  {name:<14} full {f_qps:>7.0f} q/s  cone {c_qps:>7.0f} q/s"
+                f"  ratio {statistics.median(ratios):.2f}x  (max |diff| {deviation:.1e})",
+                flush=True,
+            )
+    return {
+        "request": {"queries": n_queries, "base_images": n_images},
+        "full_path": full.resolved_mode,
+        "auto_pixel_mode": auto.resolved_pixel_mode,
+        "rows": rows,
+    }
+
+
 def start_server(port: int, threads: int) -> subprocess.Popen:
     """Start ``onepixel serve`` on 127.0.0.1:``port`` in a child process and return it."""
     command = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
@@ -204,13 +300,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--pixels-only", action="store_true", help="only full pass vs cone inference")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (2 if args.quick else 5)
     seconds = 0.3 if args.quick else 1.0
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "load_average_at_start": os.getloadavg(),
+    }
+    command = " ".join(["python", "benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.pixels_only:
+        print(f"pixel queries: full pass vs cone, {rounds} rounds of {seconds} s, {args.threads} threads")
+        pixels = bench_pixels(rounds, seconds)
+        machine["load_average_at_end"] = os.getloadavg()
+        out = args.out if args.out != DEFAULT_OUT else PIXELS_OUT
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"command": command, "machine": machine, "pixels": pixels}, indent=2))
+        print(f"auto picks pixel mode {pixels['auto_pixel_mode']!r}\nwrote {out}")
+        return pixels
     sizes = QUICK_BATCH_SIZES if args.quick else BATCH_SIZES
     print(f"in-process: paths {PATHS}, batch sizes {sizes}, {rounds} rounds of {seconds} s", flush=True)
     local = bench_local(sizes, rounds, seconds)
+    print("pixel queries: full pass vs cone ...", flush=True)
+    pixels = bench_pixels(rounds, seconds)
     http = None
     if not args.no_http:
         clients = (4,) if args.quick else (2, 4, 8)
@@ -228,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "default_forward_batch": DEFAULT_BATCH_SIZE,
         "local": local,
+        "pixels": pixels,
         "http": http,
     }
     print_table(local, http)

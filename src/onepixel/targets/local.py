@@ -12,6 +12,17 @@ Inference paths (``mode``), all exact to 1e-5 against plain eager fp32 (checked 
 - ``auto``: the first of ``jit``, ``fused``, ``channels_last`` that builds and passes the
   check against eager on fixed probe images, else ``eager``.
 
+Pixel-change queries (``predict_pixels``) have their own path (``pixel_mode``):
+
+- ``full``: paint the changes and score the images with the path above;
+- ``cone``: incremental inference (:mod:`onepixel.targets.cone`): clean activations cached per
+  base image, only the receptive-field cone of the changed pixels recomputed; queries whose
+  cone covers most of the image still take the full pass. Checked at build time against eager
+  on probe queries (corners, edges, random pixels, k = 1..5); a model it cannot handle, or one
+  that fails the check, gets ``full``;
+- ``auto`` (default): ``cone`` when it passes the check and is measured faster than ``full``
+  on one-pixel probe queries, else ``full``.
+
 Small batches are faster per image on CPU because activations stay in cache, so ``predict``
 splits any request into chunks of ``batch_size`` (default 32). See ``docs/benchmarks.md``.
 """
@@ -19,6 +30,8 @@ splits any request into chunks of ``batch_size`` (default 32). See ``docs/benchm
 from __future__ import annotations
 
 import copy
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +43,14 @@ from torch import nn
 
 from onepixel.models.registry import DEFAULT_MODEL, ModelMeta, load_model
 from onepixel.targets.base import Target, TargetError, TargetInfo
+from onepixel.targets.cone import DEFAULT_CHUNK, FULL_PASS_SHARE, ConeModel, build_cone
 from onepixel.targets.fuse import can_fuse, fuse
+from onepixel.targets.pixels import paint
 
 Mode = Literal["auto", "eager", "channels_last", "fused", "jit", "compile"]
 MODES: tuple[str, ...] = ("auto", "eager", "channels_last", "fused", "jit", "compile")
+PixelMode = Literal["auto", "cone", "full"]
+PIXEL_MODES: tuple[str, ...] = ("auto", "cone", "full")
 DEFAULT_BATCH_SIZE = 32
 # Largest |score difference| an optimised path may show against eager fp32.
 TOLERANCE = 1e-5
@@ -116,6 +133,30 @@ def probe_images(input_size: int = 64, n: int = _PROBE_IMAGES) -> np.ndarray:
     return rng.integers(0, 256, size=(n, input_size, input_size, 3), dtype=np.uint8)
 
 
+def probe_pixel_queries(
+    input_size: int = 64, n_images: int = 2, seed: int = 20240602
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return per k = 1..5 one (index, changes) probe set over ``n_images`` probe images.
+
+    Each set holds queries at the four corners, on the four edges and at random pixels, with
+    random colours (seeded), so that padding, stride-2 grids and borders are all exercised.
+    """
+    rng = np.random.default_rng(seed)
+    last = input_size - 1
+    corners = np.array([[0, 0], [last, 0], [0, last], [last, last]])
+    sets = []
+    for k in range(1, 6):
+        edge = rng.integers(0, input_size, (4, k, 2))
+        edge[0, :, 0], edge[1, :, 0], edge[2, :, 1], edge[3, :, 1] = 0, last, 0, last
+        # Corner queries: every pixel near the same corner (within 3 pixels).
+        near = np.clip(corners[:, None, :] + rng.integers(-3, 4, (4, k, 2)), 0, last)
+        near[:, 0] = corners
+        xy = np.concatenate([near, edge, rng.integers(0, input_size, (4, k, 2))])
+        changes = np.concatenate([xy, rng.integers(0, 256, (len(xy), k, 3))], axis=-1)
+        sets.append((rng.integers(0, n_images, len(xy)), changes.astype(np.int64)))
+    return sets
+
+
 def max_deviation(runner: Runner, reference: Runner, images: np.ndarray) -> float:
     """Return the largest |sigmoid score difference| between two runners on ``images``."""
     with torch.inference_mode():
@@ -139,10 +180,13 @@ class TorchTarget(Target):
         meta: ModelMeta,
         batch_size: int = DEFAULT_BATCH_SIZE,
         mode: Mode = "auto",
+        pixel_mode: PixelMode = "auto",
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown inference mode {mode!r}; use one of {MODES}")
+        if pixel_mode not in PIXEL_MODES:
+            raise ValueError(f"unknown pixel mode {pixel_mode!r}; use one of {PIXEL_MODES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
@@ -156,6 +200,11 @@ class TorchTarget(Target):
         )
         self.mode = mode
         self.resolved_mode, self._run, self.deviation = self._resolve(mode)
+        self.pixel_mode = pixel_mode
+        self._cone_lock = threading.Lock()
+        self._cone: ConeModel | None = None
+        self.pixel_deviation = 0.0
+        self.resolved_pixel_mode = self._resolve_pixels(pixel_mode)
 
     def _resolve(self, mode: str) -> tuple[str, Runner, float]:
         eager = build_runner(self.model, "eager", self.info.input_size)
@@ -175,6 +224,93 @@ class TorchTarget(Target):
             if deviation <= TOLERANCE:
                 return candidate, runner, deviation
         return "eager", eager, 0.0
+
+    def _resolve_pixels(self, mode: str) -> str:
+        """Set up cone inference for ``mode`` and return the pixel path taken ("cone" or "full")."""
+        if mode == "full":
+            return "full"
+        try:
+            cone = build_cone(self.model, self.info.input_size)
+        except Exception:  # noqa: BLE001 - a model cone inference cannot rebuild: full pass
+            cone = None
+        if cone is None:
+            return "full"
+        size = self.info.input_size
+        base = probe_images(size, 2)
+        eager = build_runner(self.model, "eager", size)
+        deviation = 0.0
+        try:
+            with torch.inference_mode():
+                for index, changes in probe_pixel_queries(size, len(base)):
+                    reference = torch.sigmoid(eager(paint(base, index, changes)).double())
+                    got = torch.sigmoid(cone.logits(cone.slots_for(base)[index], changes))
+                    deviation = max(deviation, float((got - reference).abs().max()))
+        except Exception:  # noqa: BLE001 - any failure of the cone path: full pass
+            return "full"
+        if not deviation <= TOLERANCE:
+            return "full"
+        if mode == "auto" and not self._cone_faster(cone, base):
+            return "full"
+        self._cone, self.pixel_deviation = cone, deviation
+        return "cone"
+
+    def _cone_faster(self, cone: ConeModel, base: np.ndarray, n: int = 64) -> bool:
+        """Return True when cone inference scores ``n`` one-pixel queries faster than the full pass."""
+        rng = np.random.default_rng(7)
+        size = self.info.input_size
+        changes = np.concatenate(
+            [rng.integers(0, size, (n, 1, 2)), rng.integers(0, 256, (n, 1, 3))], axis=-1
+        ).astype(np.int64)
+        index = np.zeros(n, dtype=np.int64)
+        slots = cone.slots_for(base)[index]
+
+        def full() -> None:
+            images = paint(base, index, changes)
+            for start in range(0, n, self.batch_size):
+                self._run(images[start : start + self.batch_size])
+
+        def incremental() -> None:
+            for start in range(0, n, DEFAULT_CHUNK):
+                cone.logits(slots[start : start + DEFAULT_CHUNK], changes[start : start + DEFAULT_CHUNK])
+
+        best = {full: float("inf"), incremental: float("inf")}
+        with torch.inference_mode():
+            for _ in range(2):  # interleaved, best of two, so that load hits both alike
+                for run in best:
+                    start = time.perf_counter()
+                    run()
+                    best[run] = min(best[run], time.perf_counter() - start)
+        return best[incremental] < best[full]
+
+    def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Score pixel-change queries with cone inference where it pays, else the full pass."""
+        cone = self._cone
+        if cone is None:
+            return super()._predict_pixels(base, index, changes)
+        share = cone.stem_share(changes)
+        use = share <= FULL_PASS_SHARE
+        out = np.empty(len(changes), dtype=np.float64)
+        if not use.all():
+            out[~use] = super()._predict_pixels(base, index[~use], changes[~use])
+        rows = np.flatnonzero(use)
+        if rows.size == 0:
+            return out
+        # Similar windows together: sort by the stem window's rows then columns.
+        extent = cone.stem_extent(changes[rows])
+        rows = rows[np.lexsort((extent[1], extent[0]))]
+        images, inverse = np.unique(index[rows], return_inverse=True)
+        cap = cone.cache_images
+        with self._cone_lock, torch.inference_mode():
+            for first in range(0, len(images), cap):
+                part = (inverse >= first) & (inverse < first + cap)
+                these = rows[part]
+                slots = cone.slots_for(base[images[first : first + cap]])[inverse[part] - first]
+                for start in range(0, len(these), DEFAULT_CHUNK):
+                    chunk = these[start : start + DEFAULT_CHUNK]
+                    logits = cone.logits(slots[start : start + DEFAULT_CHUNK], changes[chunk])
+                    out[chunk] = torch.sigmoid(logits).numpy()
+        self.queries += int(rows.size)
+        return out
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, **kwargs) -> TorchTarget:
