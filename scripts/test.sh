@@ -3,7 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args...]
 #
 # Installs, saying so as it goes (and stopping with an error when any step fails):
-#   1. .venv with torch==2.13.0 and onepixel plus its dev, ray and defense extras;
+#   1. .venv with torch==2.13.0 and onepixel plus its dev, ray, defense and foreign extras;
 #   2. the benchmark peers torchattacks and ART (--no-deps: torchattacks lists torchvision);
 #   3. Debian's chromium for the browser tests (when missing and run as root).
 # torch: `pip install torch==2.13.0` takes the CPU wheel where pip finds one (this project's
@@ -25,8 +25,8 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
   say "installing torch==2.13.0 from $TORCH_INDEX_URL"
   "${PIP[@]}" --index-url "$TORCH_INDEX_URL" torch==2.13.0 || die "could not install torch==2.13.0"
 fi
-say "installing torch==2.13.0 and onepixel[dev,ray,defense] (editable)"
-"${PIP[@]}" torch==2.13.0 -e '.[dev,ray,defense]' \
+say "installing torch==2.13.0 and onepixel[dev,ray,defense,foreign] (editable)"
+"${PIP[@]}" torch==2.13.0 -e '.[dev,ray,defense,foreign]' \
   || die "pip could not install torch==2.13.0 / onepixel's extras (see above; TORCH_INDEX_URL helps on a stock machine)"
 say "installing the benchmark peers torchattacks, adversarial-robustness-toolbox (--no-deps)"
 "${PIP[@]}" --no-deps torchattacks adversarial-robustness-toolbox six tqdm \

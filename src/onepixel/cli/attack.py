@@ -84,7 +84,9 @@ def _target_spec(spec: str) -> str:
     """Return the target spec in the form stored in the run config (paths made absolute)."""
     if spec.endswith(".safetensors"):
         return str(Path(spec).expanduser().resolve())
-    return spec
+    from onepixel.targets.spec import canonical, is_foreign
+
+    return canonical(spec) if is_foreign(spec) else spec
 
 
 def open_target_spec(spec: str) -> Any:
@@ -107,6 +109,11 @@ def target_fingerprint(spec: str) -> str | None:
     if spec.startswith(("http://", "https://")):
         return None
     import hashlib
+
+    from onepixel.targets.spec import fingerprint, is_foreign
+
+    if is_foreign(spec):
+        return fingerprint(spec)
 
     from onepixel.models.registry import DEFAULT_MODEL, weights_path
 

@@ -1,4 +1,4 @@
-"""CLI commands of the models area: ``train``, ``evaluate``, ``predict``."""
+"""CLI commands of the models area: ``train``, ``evaluate``, ``predict`` and ``model export``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from onepixel.cli.common import DataOption, ModelOption, console, fail
+from onepixel.cli.common import DataOption, ModelOption, command_group, console, fail
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
@@ -229,8 +229,37 @@ def predict(
         raise typer.Exit(1)
 
 
+def export(
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="Write the model as ONNX to this file.", show_default=False)
+    ] = None,
+    torchscript: Annotated[
+        Path | None,
+        typer.Option("--torchscript", help="Write the model as TorchScript here.", show_default=False),
+    ] = None,
+    model: ModelOption = "resnet_custom_amibr",
+) -> None:
+    """Write the classifier as ONNX and/or TorchScript, each with its spec sidecar (<file stem>.json).
+
+    The file then works as a target: onepixel attack --target model.onnx ... (see docs/your-model.md).
+    """
+    from onepixel.targets.export import ExportError, export_onnx, export_torchscript
+
+    if onnx is None and torchscript is None:
+        raise fail("give --onnx PATH and/or --torchscript PATH")
+    jobs = [(p, fn) for p, fn in ((onnx, export_onnx), (torchscript, export_torchscript)) if p is not None]
+    for path, fn in jobs:
+        try:
+            written, sidecar = fn(path, model)
+        except (ExportError, FileNotFoundError, ValueError, OSError) as exc:
+            raise fail(str(exc)) from exc
+        console.print(f"wrote [bold]{written}[/] and its spec [bold]{sidecar}[/]")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
+    group = command_group(app, "model", "Act on a classifier: export it (ONNX, TorchScript).")
+    group.command("export")(export)

@@ -21,21 +21,30 @@ def report(
         list[Path] | None,
         typer.Option("--detector", help="Folder written by `onepixel evaluate-detector` (repeatable)."),
     ] = None,
+    guard: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--guard", help="JSON of `onepixel evaluate-guard --out` (repeatable): per-run verdicts."
+        ),
+    ] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Open the report in headless Chromium and verify it.")
     ] = False,
 ) -> None:
-    """Write ONE self-contained HTML file of a study: model card, attack settings, the papers'
-    tables for every run, box plots, convergence plots, example pairs, chromatic / spatial /
-    periodicity results, confidence maps and detector results when given.
+    """Write ONE self-contained HTML file of a study. It opens with the findings (per run: images
+    attacked, flips, the worst case, whether the guard held), then the model card, and per run the
+    figures, with settings and the papers' tables folded; then chromatic / spatial / periodicity
+    results, explorable confidence maps and detector results when given.
 
     Example: onepixel report runs/lower runs/raise --confmap runs/confmap --out study.html
     """
     from onepixel.report.build import build_report
 
     try:
-        path = build_report(runs, out, confmaps=confmap or [], detectors=detector or [], title=title)
+        path = build_report(
+            runs, out, confmaps=confmap or [], detectors=detector or [], guards=guard or [], title=title
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")

@@ -7,6 +7,7 @@ script ran, so the check reflects a real browser's rendering, not our own parsin
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -31,18 +32,27 @@ HEADLESS_FLAGS = (
 
 @dataclass(frozen=True)
 class BrowserCheck:
-    """What the browser reported: script errors, images decoded / total, tables rendered."""
+    """What the browser reported: script errors, images decoded / total, tables rendered.
+
+    ``console_errors`` counts ``console.error`` calls; ``confmap`` is the readout of the first
+    confidence map after a pointer moved onto its centre pixel; ``width`` the page's layout width
+    and ``overflow`` how many pixels the document is wider than the window (0: nothing sticks out).
+    """
 
     errors: int
     images_ok: int
     images_total: int
     tables: int
     dom: str
+    console_errors: int = 0
+    confmap: str = ""
+    width: int = 0
+    overflow: int = 0
 
     @property
     def ok(self) -> bool:
         """Return True when the page loaded with no errors and every image decoded."""
-        return self.errors == 0 and self.images_ok == self.images_total
+        return self.errors == 0 and self.console_errors == 0 and self.images_ok == self.images_total
 
 
 def find_chromium() -> str | None:
@@ -64,30 +74,67 @@ def _selfcheck_value(dom: str, key: str) -> str:
     return match.group(1)
 
 
-def check_in_browser(
-    page: str | Path, *, screenshot: Path | None = None, timeout: float = 120
-) -> BrowserCheck:
-    """Load ``page`` in headless Chromium and return what its self-check recorded.
+DESKTOP = (1280, 1600)
+PHONE = (390, 844)
+# Headless Chromium never lays a window out narrower than this; narrower checks use an iframe.
+MIN_WINDOW_WIDTH = 500
 
-    ``screenshot`` also writes a PNG of the first screen. Raises RuntimeError when no browser
-    is installed or the page never finished loading.
+# Holds the page in an iframe of the phone's size and copies the page's own #selfcheck out.
+_FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{{margin:0}}
+iframe{{border:0;width:{w}px;height:{h}px;display:block}}</style></head><body>
+<div id="selfcheck"></div><iframe id="page" src="{src}"></iframe><script>
+(function(){{var f=document.getElementById('page'),out=document.getElementById('selfcheck');
+function copy(){{var d;try{{d=f.contentDocument;}}catch(e){{return;}}
+var c=d&&d.getElementById('selfcheck');if(!c||c.dataset.done!=='1'){{setTimeout(copy,50);return;}}
+for(var k in c.dataset){{out.dataset[k]=c.dataset[k];}}}}
+f.addEventListener('load',copy);}})();</script></body></html>"""
+
+
+def check_in_browser(
+    page: str | Path,
+    *,
+    screenshot: Path | None = None,
+    timeout: float = 120,
+    window: tuple[int, int] = DESKTOP,
+) -> BrowserCheck:
+    """Load ``page`` in headless Chromium at ``window`` (width, height) and return its self-check.
+
+    ``screenshot`` also writes a PNG of the first screen at that size. Raises RuntimeError when
+    no browser is installed or the page never finished loading.
     """
     exe = find_chromium()
     if exe is None:
         raise RuntimeError("no Chromium found: install Debian's `chromium` package")
     url = Path(page).resolve().as_uri()
+    width, height = window
     with tempfile.TemporaryDirectory(prefix="onepixel-chromium-") as profile:
-        flags = [*HEADLESS_FLAGS, f"--user-data-dir={profile}"]
+        if width < MIN_WINDOW_WIDTH:
+            frame = Path(profile) / "frame.html"
+            frame.write_text(_FRAME.format(w=width, h=height, src=html.escape(url)))
+            url = frame.as_uri()
+        window_width = max(width, MIN_WINDOW_WIDTH)
+        flags = [
+            *HEADLESS_FLAGS,
+            "--allow-file-access-from-files",
+            f"--user-data-dir={profile}",
+            f"--window-size={window_width},{height}",
+        ]
         dom = subprocess.run(
             [exe, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=timeout, check=False
         ).stdout
         if screenshot is not None:
             subprocess.run(
-                [exe, *flags, f"--screenshot={Path(screenshot).resolve()}", "--window-size=1280,1600", url],
+                [exe, *flags, f"--screenshot={Path(screenshot).resolve()}", url],
                 capture_output=True,
                 timeout=timeout,
                 check=False,
             )
+            if width < window_width and Path(screenshot).is_file():
+                from PIL import Image
+
+                with Image.open(screenshot) as shot:
+                    cropped = shot.crop((0, 0, width, min(height, shot.height)))
+                cropped.save(screenshot)
     if _selfcheck_value(dom, "done") != "1":
         raise RuntimeError("the page did not finish loading in the browser")
     images_ok, images_total = (int(v) for v in _selfcheck_value(dom, "images").split("/"))
@@ -97,4 +144,15 @@ def check_in_browser(
         images_total=images_total,
         tables=int(_selfcheck_value(dom, "tables")),
         dom=dom,
+        console_errors=int(_optional(dom, "console", "0")),
+        confmap=_optional(dom, "confmap", ""),
+        width=int(_optional(dom, "width", "0")),
+        overflow=int(_optional(dom, "overflow", "0")),
     )
+
+
+def _optional(dom: str, key: str, default: str) -> str:
+    try:
+        return html.unescape(_selfcheck_value(dom, key))
+    except RuntimeError:
+        return default

@@ -1,8 +1,12 @@
 """Assemble a study report from campaign folders, confidence maps and detector evaluations.
 
 Inputs are the folders other commands wrote: campaign RUN_DIRs (``attacks.sqlite``), confidence
-map folders (``confmap.json`` + ``confmap.png``) and detector-evaluation folders
-(``detector.json`` + figures). Missing pieces are simply left out of the report.
+map folders (``confmap.json`` + ``confmap.png``, ``confmap.npz`` for the explorable map),
+detector-evaluation folders (``detector.json`` + figures) and guard evaluations (the JSON of
+``onepixel evaluate-guard --out``). Missing pieces are simply left out of the report.
+
+The report opens with the findings (per run: images attacked, flips, the worst case found,
+whether the guard held); settings and raw tables follow, folded.
 """
 
 from __future__ import annotations
@@ -14,8 +18,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from onepixel import __version__
-from onepixel.report.html import Figure, KeyValues, Report, Section, Table, Text, write
+from onepixel.report.html import (
+    ConfmapView,
+    Details,
+    Figure,
+    Findings,
+    Grid,
+    KeyValues,
+    Markdown,
+    Report,
+    Section,
+    Table,
+    Text,
+    write,
+)
+from onepixel.report.markdown import strip_paths
 
 # Published numbers of the source papers (MAX model, TUPAC16; mitosis is the positive label there).
 PAPER_PLAIN = {
@@ -52,14 +72,14 @@ def _overview(runs: list[Path], data: str | None) -> Section:
         "campaigns": len(runs),
     }
     if data:
-        items["data"] = data
+        items["data"] = strip_paths(str(data))
     text = Text(
         "A black-box attacker changes one pixel (or k pixels) of a 64x64 H&E patch, searching with "
         "differential evolution and seeing only the classifier's score. 'lower' attacks push a "
         "positive image's score down (a finding disappears); 'raise' attacks push a negative "
         "image's score up. Attacks that converge right after the initial population count as failed."
     )
-    return Section("Study", [text, KeyValues("Run", items)])
+    return Section("About this study", [text, Details("How this report was made", [KeyValues("Run", items)])])
 
 
 def _model_section(target: str | None) -> Section | None:
@@ -84,20 +104,90 @@ def _model_section(target: str | None) -> Section | None:
                     items[f"{key} {sub}"] = v
         elif key in CARD_KEYS:
             items[key] = value
-    blocks: list[Any] = [KeyValues("Model card (from the weights' metadata)", items)]
+    blocks: list[Any] = []
     card = weights_path(name).parent / "MODEL_CARD.md"
     if card.is_file():
-        blocks.append(Text(" ".join(card.read_text().split())[:1500]))
+        blocks.append(Markdown(card.read_text()))
+    blocks.append(
+        Details("The weights' metadata", [KeyValues("Model card (from the weights' metadata)", items)])
+    )
     return Section("Target classifier", blocks)
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    from onepixel.attack.store import CampaignStore
+
+    with CampaignStore.open(run_dir, create=False) as store:
+        return store.config()
+
+
+def run_kind(config: dict[str, Any]) -> str:
+    """Return "confident" for a run with the confidence filter on, else "borderline"."""
+    return "confident" if config.get("filter", True) else "borderline (no confidence filter)"
+
+
+def run_title(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """Return a run's section title: direction, objective, k and confident vs borderline images."""
+    from onepixel.attack.summary import direction_title
+
+    return (
+        f"Attack {direction_title(summary)}: {summary.get('objective') or 'plain'}, "
+        f"k = {summary.get('pixels', 1)}, {run_kind(config)} images"
+    )
+
+
+def run_findings(run_dir: Path) -> dict[str, Any]:
+    """Return the headline facts of a run from its records.
+
+    A flip is an attack whose clean score was on the true label's side of 0.5 and whose
+    adversarial score is across it; an image already misclassified is never a flip. The worst
+    case is the lowest score after a 'lower' attack (highest after 'raise') and its image.
+    """
+    from onepixel.attack.store import CampaignStore
+
+    with CampaignStore.open(run_dir, create=False) as store:
+        records = store.records()
+        direction = store.config()["direction"]
+    before = np.array([r.score_before for r in records], dtype=np.float64)
+    after = np.array([r.score_after for r in records], dtype=np.float64)
+    if direction == "lower":
+        right, across = before >= 0.5, after < 0.5
+    else:
+        right, across = before < 0.5, after >= 0.5
+    flips = right & across
+    out: dict[str, Any] = {
+        "direction": direction,
+        "attacked": len(records),
+        "flips": int(flips.sum()),
+        "already_wrong": int((~right).sum()),
+        "flipped_ids": [r.image_id for r, f in zip(records, flips, strict=True) if f],
+        "worst": None,
+    }
+    if records:
+        pick = int(np.argmin(after) if direction == "lower" else np.argmax(after))
+        out["worst"] = {
+            "image_id": records[pick].image_id,
+            "score_before": float(before[pick]),
+            "score_after": float(after[pick]),
+        }
+    return out
 
 
 def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any]]:
     from onepixel.attack.figures import make_figures
-    from onepixel.attack.summary import direction_title, summarize_run
+    from onepixel.attack.summary import summarize_run
 
     s = summarize_run(run_dir)
-    title = f"Attack {direction_title(s)}: {s.get('objective', 'plain')}, k = {s.get('pixels', 1)}"
-    settings = {"run": str(run_dir), "target": s.get("target"), "seed": s.get("seed")}
+    config = _run_config(run_dir)
+    s["kind"] = run_kind(config)
+    s["title"] = run_title(s, config)
+    s["findings"] = run_findings(run_dir)
+    settings = {
+        "run": Path(run_dir).name,
+        "target": strip_paths(str(s.get("target"))),
+        "seed": s.get("seed"),
+        "confidence filter": config.get("filter", True),
+    }
     settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
     sign = "<" if s["direction"] == "lower" else ">"
     paper = PAPER_PLAIN.get(s["direction"]) if s.get("objective") in (None, "plain") else None
@@ -126,7 +216,20 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
         ["mean evaluations per attack", s["mean_evaluations"], "", None],
         ["mean wall time per attack (s)", s["mean_wall_time_s"], "", None],
     ]
-    blocks: list[Any] = [
+    f = s["findings"]
+    lead = (
+        f"{f['attacked']} images attacked, {f['flips']} flipped"
+        + (
+            f" ({f['already_wrong']} already misclassified before the attack, never a flip)"
+            if f["already_wrong"]
+            else ""
+        )
+        + "."
+    )
+    if f["worst"]:
+        w = f["worst"]
+        lead += f" Worst case: {w['image_id']}, score {w['score_before']:.4f} \u2192 {w['score_after']:.4f}."
+    raw: list[Any] = [
         KeyValues("Settings", settings),
         Table(
             "Counts (shares of the non-early attacks, as in the paper)",
@@ -137,16 +240,23 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
             f"Scores before / after ({s['stats_over']}, n = {s['non_early']})",
             ["", "before", "after"],
             [[label, s["before"][key], s["after"][key]] for key, label in STAT_ROWS],
+            empty="every attack converged right after the initial population (counted as failed), "
+            "so there are no non-early scores to summarise.",
         ),
     ]
     fig_dir = run_dir / "figures"
     if make_figs and s["attacked"]:
         make_figures(run_dir)
-    for png in sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []:
-        if png.name.startswith("analysis_"):
-            continue
-        blocks.append(Figure(png.stem.replace("_", " "), png))
-    return Section(title, blocks), s
+    figures = [
+        Figure(png.stem.replace("_", " "), png)
+        for png in (sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else [])
+        if not png.name.startswith("analysis_")
+    ]
+    blocks: list[Any] = [Text(lead)]
+    if figures:
+        blocks.append(Grid(figures))
+    blocks.append(Details("Settings and raw tables", raw))
+    return Section(s["title"], blocks), s
 
 
 def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
@@ -199,8 +309,12 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
                 ],
             )
         )
-    blocks.extend(Figure(p.stem.replace("_", " "), p) for p in figs)
-    return Section("Chromatic, spatial and periodicity analysis", blocks)
+    text, tables = blocks[0], blocks[1:]
+    out: list[Any] = [text]
+    if figs:
+        out.append(Grid([Figure(p.stem.replace("_", " "), p) for p in figs]))
+    out.append(Details("Position, colour and parity tables", tables))
+    return Section("Chromatic, spatial and periodicity analysis", out)
 
 
 def _confmap_section(folders: list[Path]) -> Section | None:
@@ -221,10 +335,25 @@ def _confmap_section(folders: list[Path]) -> Section | None:
             "highest score reached": summary.get("max_score"),
         }
         items.update({f"best {k}": v for k, v in best.items() if not isinstance(v, dict)})
-        blocks.append(KeyValues(f"Confidence map: {items['image']}", items))
+        maps = folder / "confmap.npz"
+        if maps.is_file():
+            with np.load(maps) as z:
+                blocks.append(
+                    ConfmapView(
+                        f"Explore the map: {items['image']}",
+                        z["image"],
+                        z["min"],
+                        z["max"],
+                        z["mean"],
+                        z["done"],
+                    )
+                )
         png = folder / "confmap.png"
+        inner: list[Any] = []
         if png.is_file():
-            blocks.append(Figure(f"min / max / mean score per pixel: {items['image']}", png))
+            inner.append(Grid([Figure(f"min / max / mean score per pixel: {items['image']}", png)]))
+        inner.append(KeyValues(f"Confidence map: {items['image']}", items))
+        blocks.append(Details(f"Figure and numbers: {items['image']}", inner, open=not maps.is_file()))
     return Section("Confidence maps", blocks) if blocks else None
 
 
@@ -236,18 +365,98 @@ def _detector_section(folders: list[Path]) -> Section | None:
             continue
         result = json.loads(path.read_text())
         flat = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+        tables: list[Any] = []
         if flat:
-            blocks.append(KeyValues(f"Detector evaluation ({folder.name})", flat))
+            tables.append(KeyValues(f"Detector evaluation ({folder.name})", flat))
         for key, value in result.items():
             if (
                 isinstance(value, dict)
                 and value
                 and all(not isinstance(v, (dict, list)) for v in value.values())
             ):
-                blocks.append(KeyValues(key.replace("_", " "), value))
-        for png in sorted(folder.glob("*.png")):
-            blocks.append(Figure(png.stem.replace("_", " "), png))
+                tables.append(KeyValues(key.replace("_", " "), value))
+        lead = detector_sentence(result)
+        if lead:
+            blocks.append(Text(lead))
+        pngs = sorted(folder.glob("*.png"))
+        if pngs:
+            blocks.append(Grid([Figure(png.stem.replace("_", " "), png) for png in pngs]))
+        if tables:
+            blocks.append(Details(f"Detector tables ({folder.name})", tables))
     return Section("Detector", blocks) if blocks else None
+
+
+def detector_sentence(result: dict[str, Any]) -> str:
+    """Return one sentence of a detector evaluation: successful attacks missed, clean false positives."""
+    parts = []
+    for key, value in result.items():
+        if key.endswith("_summary") and isinstance(value, dict) and "successful_missed" in value:
+            name = key[: -len("_summary")]
+            fpr = value.get("clean_fpr")
+            fpr_text = f" at {100 * fpr:.1f}% clean false positives" if isinstance(fpr, (int, float)) else ""
+            parts.append(
+                f"{name} misses {value['successful_missed']} successful attack(s), flags "
+                f"{value.get('detected')} of {value.get('total')} adversarial images{fpr_text}"
+            )
+    return ("Pooled over the runs: " + "; ".join(parts) + ".") if parts else ""
+
+
+def guard_by_run(guards: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
+    """Return {run folder name: {guard name: counts}} from ``onepixel evaluate-guard --out`` files."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for path in guards:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"guard evaluation {path} is not readable JSON ({exc})") from None
+        for row in doc.get("runs", []) if isinstance(doc, dict) else []:
+            name = Path(str(row.get("run", ""))).name
+            out.setdefault(name, {}).update(row.get("guards") or {})
+    return out
+
+
+def guard_verdict(counts: dict[str, dict[str, int]] | None, pooled: str) -> str:
+    """Return whether the guard held on a run: 'held' when no successful attack got through."""
+    if not counts:
+        return "see Detector (pooled)" if pooled else "not evaluated"
+    parts = []
+    for name, c in counts.items():
+        through = c.get("got_through_flips", c.get("got_through", 0))
+        ok = c.get("successful", 0)
+        verdict = "held" if through == 0 else "broken"
+        parts.append(f"{name}: {verdict} ({through} of {ok} successful attacks got through)")
+    return "; ".join(parts)
+
+
+def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], pooled: str) -> Section:
+    """Return the opening section: one row per run and a sentence over all of them."""
+    rows = []
+    total = flips = 0
+    for s in summaries:
+        f = s["findings"]
+        total += f["attacked"]
+        flips += f["flips"]
+        w = f["worst"]
+        worst = (
+            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})" if w else "no attack"
+        )
+        rows.append(
+            [
+                s["title"].removeprefix("Attack "),
+                f["attacked"],
+                f"{f['flips']}" + (f" (+{f['already_wrong']} already wrong)" if f["already_wrong"] else ""),
+                worst,
+                guard_verdict(guards.get(Path(s["run_dir"]).name), pooled),
+            ]
+        )
+    lead = (
+        f"{flips} of {total} attacked images flipped across {len(summaries)} run(s) "
+        "(a flip: the clean score on the true label's side of 0.5, the attacked score across it)."
+    )
+    if pooled:
+        lead += " " + pooled
+    headers = ["run", "images attacked", "flips", "worst case (score before \u2192 after)", "guard"]
+    return Section("Findings", [Findings(lead, headers, rows)])
 
 
 def build_report(
@@ -256,6 +465,7 @@ def build_report(
     *,
     confmaps: list[str | Path] = (),
     detectors: list[str | Path] = (),
+    guards: list[str | Path] = (),
     title: str = "One-pixel attack study",
     data: str | None = None,
     make_figures: bool = True,
@@ -263,19 +473,28 @@ def build_report(
     """Write the self-contained HTML report of ``runs`` (and maps, detector results) to ``out``.
 
     Returns the report's path. Figures missing from a run are drawn first when ``make_figures``.
+    ``guards`` are ``onepixel evaluate-guard --out`` JSON files (per-run guard verdicts).
     """
     run_dirs = [Path(r) for r in runs]
     for run in run_dirs:
         if not (run / "attacks.sqlite").is_file():
             raise FileNotFoundError(f"{run} is not a campaign folder (no attacks.sqlite)")
     out = Path(out)
-    sections = [_overview(run_dirs, data)]
+    sections: list[Section] = []
     summaries = []
     run_sections = []
     for run in run_dirs:
         section, summary = _run_section(run, make_figures)
         run_sections.append(section)
         summaries.append(summary)
+    detector_folders = [Path(d) for d in detectors]
+    pooled = " ".join(
+        detector_sentence(json.loads((d / "detector.json").read_text()))
+        for d in detector_folders
+        if (d / "detector.json").is_file()
+    ).strip()
+    sections.append(findings_section(summaries, guard_by_run([Path(g) for g in guards]), pooled))
+    sections.append(_overview(run_dirs, data))
     model = _model_section(summaries[0].get("target") if summaries else None)
     if model:
         sections.append(model)
@@ -286,7 +505,7 @@ def build_report(
             sections.append(analysis)
     for extra in (
         _confmap_section([Path(c) for c in confmaps]),
-        _detector_section([Path(d) for d in detectors]),
+        _detector_section(detector_folders),
     ):
         if extra:
             sections.append(extra)

@@ -15,9 +15,18 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
     ``"bundled"`` (or empty): the default bundled weights in-process; another bundled weights
     name or a ``.safetensors`` path: in-process :class:`TorchTarget`; ``http://...`` or
     ``https://...``: :class:`HttpTarget`. ``kwargs`` go to the target's constructor (e.g.
-    ``mode=``/``batch_size=`` in-process, ``timeout=``/``retries=`` over HTTP).
+    ``mode=``/``batch_size=`` in-process, ``timeout=``/``retries=`` over HTTP). A foreign model,
+    ``model.onnx``, a TorchScript ``model.pt`` or ``package.module:factory``, opens through
+    :mod:`onepixel.targets.foreign` (``spec=``/``batch_size=``; ``mode=`` does not apply to it).
     """
     text = str(spec).strip()
+    from onepixel.targets.spec import is_foreign
+
+    if is_foreign(text):
+        from onepixel.targets.foreign import open_foreign
+
+        kwargs.pop("mode", None)
+        return open_foreign(text, **kwargs)
     if text.startswith(("http://", "https://")):
         from onepixel.targets.http import HttpTarget
 
