@@ -3,12 +3,12 @@
 Starts two ``onepixel serve`` child processes, one with dynamic batching (``--batch-max``,
 ``--batch-wait-ms``) and one without (``--batch-max 1``), or uses ``--url`` (then only that one).
 For the single-image route ``/model/predict`` at each client count it runs that many concurrent
-clients (asyncio streams, one keep-alive connection each, prebuilt requests) for ``--duration`` seconds, batching on
-and off interleaved (on, off, on, off, ...); then the batch route ``/model/predict_batch`` and the
-pixel-delta route ``/model/predict_pixels`` (clean images uploaded once, then ``--batch-size``
-one-pixel queries per request by image id) on the batching server. Every client sends its next
-request as soon as the last one answered. Reports requests/s, images/s (queries/s), p50/p99/max
-latency and errors (any non-200 answer or transport failure).
+clients (asyncio streams, one keep-alive connection each, prebuilt requests) for ``--duration``
+seconds, batching on and off interleaved (on, off, on, off, ...); then the batch route
+``/model/predict_batch`` and the pixel-delta route ``/model/predict_pixels`` (clean images uploaded
+once, then ``--batch-size`` one-pixel queries per request by image id) on the batching server. Every
+client sends its next request as soon as the last one answered. Reports requests/s, images/s
+(queries/s), p50/p99/max latency and errors (any non-200 answer or transport failure).
 
     python benchmarks/serve_load.py [--clients 1 8 32] [--duration 3] [--batch-size 16]
         [--threads 1] [--batch-max 64] [--batch-wait-ms 5] [--token T] [--url http://host:port]

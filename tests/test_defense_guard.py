@@ -150,7 +150,8 @@ def test_adaptive_objective_penalises_flagged_vectors(target, images, residual) 
     guarded = GuardedTarget(target, residual)
     obj_bb = AdaptiveObjective("lower", guard=guarded)
     fit_bb = Fitness(guarded, images[:n], obj_bb)
-    np.testing.assert_allclose(fit_bb(vectors, ids), energies)
+    # painted images through the guard vs pixel queries: two inference paths, the 1e-5 contract
+    np.testing.assert_allclose(fit_bb(vectors, ids), energies, rtol=0, atol=TOLERANCE)
 
 
 def test_evaluation_table_on_random_one_pixel_attacks(images, residual) -> None:

@@ -61,7 +61,9 @@ def test_snapshots_of_a_running_campaign_resume_to_the_uninterrupted_result(
     data = write_class_folders(test_split, tmp_path_factory.mktemp("durable_amibr"), N_IMAGES)
     run = tmp_path / "run"
     args = ["attack", "--direction", "lower", "--data", str(data), "--no-filter", "--limit", str(N_IMAGES)]
-    args += ["--popsize", "20", "--maxiter", "12", "--images-per-batch", "1", "--seed", "11"]
+    # Enough work (no convergence stop) that the polling below sees the campaign part-way.
+    args += ["--popsize", "40", "--maxiter", "25", "--no-convergence", "--images-per-batch", "1"]
+    args += ["--seed", "11"]
     cmd = [sys.executable, "-m", "onepixel.cli.main", *args, "--no-progress", "--out"]
     rng = np.random.default_rng(3)
     proc = subprocess.Popen(
@@ -70,7 +72,7 @@ def test_snapshots_of_a_running_campaign_resume_to_the_uninterrupted_result(
     snapshots: list[Path] = []
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(float(rng.uniform(0.05, 0.6)))
+        time.sleep(float(rng.uniform(0.02, 0.3)))
         if (run / DB_NAME).exists():
             snapshots.append(tmp_path / f"snap{len(snapshots)}")
             snapshot(run, snapshots[-1], rng)

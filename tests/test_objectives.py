@@ -38,7 +38,8 @@ def target() -> CountingTarget:
     if "resnet_custom_amibr" not in list_pretrained():
         pytest.fail("the bundled weights resnet_custom_amibr are missing from onepixel.models")
     base = TorchTarget.from_pretrained()
-    return CountingTarget(base.model, base.meta, batch_size=64)
+    # pixel_mode="full": pixel queries are painted and scored by predict(), which this counts
+    return CountingTarget(base.model, base.meta, batch_size=64, pixel_mode="full")
 
 
 def test_energy_maps() -> None:

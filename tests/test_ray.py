@@ -55,13 +55,14 @@ def config(**kw: object) -> CampaignConfig:
 
 
 def comparable(run_dir: Path) -> list[dict[str, object]]:
-    """Return every stored row without its timings, with its PNG bytes, in selection order."""
+    """Return every stored row without its timings (wall, CPU, latency), with its PNG bytes, in selection order."""
     with CampaignStore.open(run_dir, create=False) as store:
         rows = [r.to_dict() for r in store.records()]
         pngs = store.png_paths()
         assert store.count() == len(store.selected()[0]) == len(store.done_ids())
     for row in rows:
         row.pop("wall_time_s")
+        row.pop("cpu_seconds")  # timing, like the wall time
         row["extra"].pop("latency_s")
         row["png"] = pngs[row["image_id"]].read_bytes()
     return rows

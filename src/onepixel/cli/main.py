@@ -75,7 +75,10 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         "The one-pixel detector (VAE or residual): train, calibrate, evaluate.",
         {"train": "train-detector", "calibrate": "calibrate-detector", "evaluate": "evaluate-detector"},
     ),
-    "guard": ("The guarded pipeline (detector before classifier): evaluate.", {"evaluate": "evaluate-guard"}),
+    "guard": (
+        "The guarded pipeline (detector before classifier): calibrate at a site, check, evaluate.",
+        {"evaluate": "evaluate-guard"},
+    ),
     "data": (
         "Patch sets: download AMi-Br, describe a data folder.",
         {"download": "download", "info": "data-info"},
@@ -91,13 +94,40 @@ def _command_name(info: typer.models.CommandInfo) -> str:
     return info.callback.__name__.replace("_", "-")
 
 
+def short_help(doc: str) -> str:
+    """Return the first sentence of a docstring's first paragraph on one line (the command list's
+    one-line summary; a docstring's hard line breaks would otherwise show in it)."""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    end = first.find(". ")
+    return first if end < 0 else first[: end + 1]
+
+
+def add_short_helps(app: typer.Typer) -> None:
+    """Give every command of ``app`` and of its groups without a ``short_help`` one from its help."""
+    for info in app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None) or ""
+        if info.short_help is None and doc:
+            info.short_help = short_help(doc)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            add_short_helps(group.typer_instance)
+
+
 def group_commands(app: typer.Typer) -> None:
-    """Add the sub-command groups of :data:`GROUPS` to ``app`` and hide the flat commands they alias."""
+    """Add the sub-command groups of :data:`GROUPS` to ``app`` and hide the flat commands they alias.
+
+    A group an area module created first (``cli/models.py`` adds ``model export``) gets the help
+    text of :data:`GROUPS`, which names all of its commands.
+    """
     from onepixel.cli.common import command_group
 
     flat = {_command_name(info): info for info in app.registered_commands}
     for group, (help_text, members) in GROUPS.items():
         sub = command_group(app, group, help_text)
+        for info in app.registered_groups:
+            if info.name == group:
+                info.help = help_text
+        sub.info.help = help_text
         present = {_command_name(info) for info in sub.registered_commands}
         for sub_name, flat_name in members.items():
             info = flat[flat_name]
@@ -109,6 +139,7 @@ def group_commands(app: typer.Typer) -> None:
 for _area in AREAS:
     importlib.import_module(f"onepixel.cli.{_area}").register(app)
 group_commands(app)
+add_short_helps(app)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ Pixel-change queries (``predict_pixels``) have their own path (``pixel_mode``):
   cone covers most of the image still take the full pass. Checked at build time against eager
   on probe queries (corners, edges, random pixels, k = 1..5); a model it cannot handle, or one
   that fails the check, gets ``full``;
-- ``auto`` (default): ``cone`` when it passes the check and is measured faster than ``full``
-  on one-pixel probe queries, else ``full``.
+- ``auto`` (default): ``cone`` when it passes the check, else ``full``. No timing enters the
+  choice, so a seeded campaign gives the same records in every process (Ray workers, resumed
+  runs). Per chunk of queries, cone inference is used only where it pays: a chunk whose
+  first-stage window covers more than ``cone.FULL_PASS_SHARE`` of the map (k pixels spread
+  over the image) takes the full pass; see ``benchmarks/throughput.py --pixels-only``.
 
 Small batches are faster per image on CPU because activations stay in cache, so ``predict``
 splits any request into chunks of ``batch_size`` (default 32). See ``docs/benchmarks.md``.
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -249,38 +251,8 @@ class TorchTarget(Target):
             return "full"
         if not deviation <= TOLERANCE:
             return "full"
-        if mode == "auto" and not self._cone_faster(cone, base):
-            return "full"
         self._cone, self.pixel_deviation = cone, deviation
         return "cone"
-
-    def _cone_faster(self, cone: ConeModel, base: np.ndarray, n: int = 64) -> bool:
-        """Return True when cone inference scores ``n`` one-pixel queries faster than the full pass."""
-        rng = np.random.default_rng(7)
-        size = self.info.input_size
-        changes = np.concatenate(
-            [rng.integers(0, size, (n, 1, 2)), rng.integers(0, 256, (n, 1, 3))], axis=-1
-        ).astype(np.int64)
-        index = np.zeros(n, dtype=np.int64)
-        slots = cone.slots_for(base)[index]
-
-        def full() -> None:
-            images = paint(base, index, changes)
-            for start in range(0, n, self.batch_size):
-                self._run(images[start : start + self.batch_size])
-
-        def incremental() -> None:
-            for start in range(0, n, DEFAULT_CHUNK):
-                cone.logits(slots[start : start + DEFAULT_CHUNK], changes[start : start + DEFAULT_CHUNK])
-
-        best = {full: float("inf"), incremental: float("inf")}
-        with torch.inference_mode():
-            for _ in range(2):  # interleaved, best of two, so that load hits both alike
-                for run in best:
-                    start = time.perf_counter()
-                    run()
-                    best[run] = min(best[run], time.perf_counter() - start)
-        return best[incremental] < best[full]
 
     def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
         """Score pixel-change queries with cone inference where it pays, else the full pass."""
