@@ -55,7 +55,7 @@ def config(**kw: object) -> CampaignConfig:
 
 
 def comparable(run_dir: Path) -> list[dict[str, object]]:
-    """Return every stored row without its timings (wall, CPU, latency), with its PNG bytes, in selection order."""
+    """Return every stored row without its timings (wall, CPU, latency), with its PNG bytes."""
     with CampaignStore.open(run_dir, create=False) as store:
         rows = [r.to_dict() for r in store.records()]
         pngs = store.png_paths()
