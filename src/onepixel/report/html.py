@@ -299,25 +299,31 @@ img.px{image-rendering:pixelated;cursor:crosshair;touch-action:none}
 #selfcheck{display:none}
 """
 
+# The error counters start in <head>, before any other script or image, so that every error
+# (a script's, an image that fails to decode) is counted whenever it happens; the summary is
+# written into #selfcheck at the load event.
+_ERROR_COUNTERS = """<script>
+(function(){var w=window;w.__opErrors=0;w.__opConsole=0;
+w.addEventListener('error',function(){w.__opErrors++;},true);
+var origError=console.error;
+console.error=function(){w.__opConsole++;return origError.apply(console,arguments);};})();
+</script>"""
+
 _SELFCHECK = """
 <div id="selfcheck" data-errors="0" data-images="pending"></div>
 <script>
-(function(){var c=document.getElementById('selfcheck');var errors=0;
-window.addEventListener('error',function(){errors++;c.dataset.errors=String(errors);},true);
-var consoleErrors=0,origError=console.error;
-console.error=function(){consoleErrors++;c.dataset.console=String(consoleErrors);
-return origError.apply(console,arguments);};
+(function(){var c=document.getElementById('selfcheck');
 window.addEventListener('load',function(){var imgs=document.images,ok=0;
 for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}}
 c.dataset.images=ok+'/'+imgs.length;c.dataset.tables=String(document.querySelectorAll('table').length);
-c.dataset.console=String(consoleErrors);
 var de=document.documentElement;c.dataset.width=String(window.innerWidth);
 c.dataset.overflow=String(Math.max(0,de.scrollWidth-de.clientWidth));
 var map=document.querySelector('.confmap img.px');
 if(map){var r=map.getBoundingClientRect();map.dispatchEvent(new MouseEvent('mousemove',
 {clientX:r.left+r.width/2,clientY:r.top+r.height/2,bubbles:true}));
 c.dataset.confmap=map.closest('.confmap').querySelector('.cm-readout').textContent;}
-c.dataset.errors=String(errors);c.dataset.done='1';});})();
+c.dataset.console=String(window.__opConsole);
+c.dataset.errors=String(window.__opErrors);c.dataset.done='1';});})();
 </script>
 """
 
@@ -362,7 +368,7 @@ def render(report: Report) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(report.title)}</title><style>{_STYLE}</style></head><body>"
+        f"{_ERROR_COUNTERS}<title>{esc(report.title)}</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>{esc(report.title)}</h1><p>{esc(report.subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{body}</main>{_SELFCHECK}{_CONFMAP_JS}</body></html>"
     )
