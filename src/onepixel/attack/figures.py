@@ -21,9 +21,8 @@ from matplotlib.patches import Circle, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onepixel.attack.records import AttackRecord  # noqa: E402
-from onepixel.attack.store import CampaignStore  # noqa: E402
+from onepixel.attack.run_folder import read_run  # noqa: E402
 from onepixel.attack.summary import direction_title, summarize_run  # noqa: E402
-from onepixel.data.patches import read_png  # noqa: E402
 
 FIG_DIR = "figures"
 BEFORE, AFTER = "#4C72B0", "#DD8452"
@@ -221,10 +220,9 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     failed one); pairs are drawn for the first ``n_pairs`` of those.
     """
     run_dir = Path(run_dir)
-    summary = summarize_run(run_dir)
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        pngs = store.png_paths()
+    run = read_run(run_dir)
+    summary = summarize_run(run)
+    records = run.records
     if not records:
         raise ValueError(f"{run_dir} holds no finished attack yet")
     out = run_dir / FIG_DIR
@@ -233,7 +231,7 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     paths.append(convergence_plot(records, chosen, summary, out / "convergence.png"))
     by_id = {r.image_id: r for r in records}
     for image_id in chosen[:n_pairs]:
-        adversarial = read_png(pngs[image_id])
+        adversarial = run.image(image_id)
         paths.append(pair_figure(by_id[image_id], adversarial, summary, out / f"pair_{image_id}.png"))
     paths.append(colour_chart(records, summary, out / "colours.png"))
     return paths

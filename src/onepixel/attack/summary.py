@@ -23,7 +23,7 @@ import numpy as np
 
 from onepixel.attack.objectives import strong_threshold
 from onepixel.attack.records import AttackRecord, record_flip, record_queries
-from onepixel.attack.store import CampaignStore
+from onepixel.attack.run_folder import RunFolder, read_run
 
 STATS = ("max", "p99", "p95", "mean", "median", "sd", "p20", "p10", "min")
 STAT_LABELS = {
@@ -141,14 +141,15 @@ def flip_stats(records: Sequence[AttackRecord]) -> dict[str, Any]:
     }
 
 
-def summarize_run(run_dir: str | Path) -> dict[str, Any]:
-    """Return :func:`summarize` of a run folder plus its labels, config and progress."""
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        config = store.config()
-        info = store.info()
-        selected, _ = store.selected()
-    summary = summarize(records, config["direction"])
+def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
+    """Return :func:`summarize` of a run folder (path or read :class:`RunFolder`) plus its labels,
+    config and progress."""
+    run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir)
+    records, info, selected = run.records, run.info, run.selected
+    config = run.config.raw if run.config is not None else {}
+    if isinstance(run_dir, RunFolder):
+        run_dir = run.path
+    summary = summarize(records, run.direction)
     summary.update(
         run_dir=str(run_dir),
         selected=len(selected),

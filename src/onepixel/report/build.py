@@ -115,10 +115,10 @@ def _model_section(target: str | None) -> Section | None:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    from onepixel.attack.store import CampaignStore
+    from onepixel.attack.run_folder import read_run
 
-    with CampaignStore.open(run_dir, create=False) as store:
-        return store.config()
+    config = read_run(run_dir).config
+    return config.raw if config is not None else {}
 
 
 def run_kind(config: dict[str, Any]) -> str:
@@ -143,18 +143,14 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
     adversarial score is across it; an image already misclassified is never a flip. The worst
     case is the lowest score after a 'lower' attack (highest after 'raise') and its image.
     """
-    from onepixel.attack.store import CampaignStore
+    from onepixel.attack.run_folder import read_run
 
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        direction = store.config()["direction"]
+    run = read_run(run_dir)
+    records, direction = run.records, run.direction
     before = np.array([r.score_before for r in records], dtype=np.float64)
     after = np.array([r.score_after for r in records], dtype=np.float64)
-    if direction == "lower":
-        right, across = before >= 0.5, after < 0.5
-    else:
-        right, across = before < 0.5, after >= 0.5
-    flips = right & across
+    right = direction.true_side(before)
+    flips = direction.flipped(before, after)
     out: dict[str, Any] = {
         "direction": direction,
         "attacked": len(records),
@@ -164,7 +160,7 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
         "worst": None,
     }
     if records:
-        pick = int(np.argmin(after) if direction == "lower" else np.argmax(after))
+        pick = direction.worst(after)
         out["worst"] = {
             "image_id": records[pick].image_id,
             "score_before": float(before[pick]),
