@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepixel.direction import DECISION, Direction, DirectionError
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target
 
@@ -74,11 +75,13 @@ class ConfidenceMap:
 
         The dict holds x, y, the colour (r, g, b), the score reached and the score before.
         """
-        if direction not in ("lower", "raise"):
-            raise ConfmapError(f"direction must be 'lower' or 'raise', got {direction!r}")
+        try:
+            direction = Direction.from_str(direction)
+        except DirectionError as exc:
+            raise ConfmapError(str(exc)) from None
         if not self.done.any():
             raise ConfmapError("no row of the map has been computed yet")
-        if direction == "lower":
+        if direction is Direction.LOWER:
             field = np.where(self.done[:, None], self.min, np.inf)
             y, x = np.unravel_index(np.argmin(field), field.shape)
             colour = self.argmin[y, x]
@@ -355,7 +358,8 @@ def _progress(enabled: bool, total: int, levels: int):
 def resolve_direction(cmap: ConfidenceMap, direction: str = "auto") -> str:
     """Return ``direction``, or for "auto" "lower" when the clean score is >= 0.5, else "raise"."""
     if direction == "auto":
-        return "lower" if cmap.score_before >= 0.5 else "raise"
-    if direction not in ("lower", "raise"):
-        raise ConfmapError(f"direction must be auto, lower or raise, got {direction!r}")
-    return direction
+        return Direction.LOWER if cmap.score_before >= DECISION else Direction.RAISE
+    try:
+        return Direction.from_str(direction)
+    except DirectionError:
+        raise ConfmapError(f"direction must be auto, lower or raise, got {direction!r}") from None

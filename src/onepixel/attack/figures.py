@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from onepixel.attack.records import AttackRecord  # noqa: E402
 from onepixel.attack.run_folder import read_run  # noqa: E402
 from onepixel.attack.summary import direction_title, summarize_run  # noqa: E402
+from onepixel.direction import Direction  # noqa: E402
 
 FIG_DIR = "figures"
 BEFORE, AFTER = "#4C72B0", "#DD8452"
@@ -83,7 +84,7 @@ def default_convergence_ids(records: Sequence[AttackRecord], n_best: int = 3) ->
     non_early = [r for r in records if not r.early_converged and len(r.history) > 1]
     if not non_early:
         return [r.image_id for r in records[:1]]
-    lower = non_early[0].direction == "lower"
+    lower = Direction.from_str(non_early[0].direction).is_lower
     ranked = sorted(non_early, key=lambda r: r.score_after if lower else -r.score_after)
     chosen = [r.image_id for r in ranked[:n_best]]  # the best final scores, successful or not
     failed = [r for r in ranked if not r.success and r.image_id not in chosen]
@@ -102,7 +103,7 @@ def convergence_plot(
     if missing:
         raise KeyError(f"no stored attack for image ids {missing}")
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    lower = summary["direction"] == "lower"
+    lower = Direction.from_str(summary["direction"]).is_lower
     for i in ids:
         r = by_id[i]
         gens = np.arange(len(r.history))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from onepixel.attack.de import DEConfig
+from onepixel.direction import Direction
 
 if TYPE_CHECKING:
     from onepixel.attack.campaign import CampaignConfig
@@ -147,7 +148,7 @@ class AttackMethod:
         target: Target,
         images: np.ndarray,
         labels: Sequence[str] | None = None,
-        direction: str = "lower",
+        direction: str | Direction = "lower",
         budget: int | None = None,
         seed: int = 0,
         *,
@@ -166,7 +167,7 @@ class AttackMethod:
 
         images = check_batch(images, target.info.input_size)
         n = len(images)
-        default = target.info.positive if direction == "lower" else target.info.negative
+        default = Direction.from_str(direction).attacked_label(target.info.positive, target.info.negative)
         labels = list(labels) if labels is not None else [default] * n
         ids = list(image_ids) if image_ids is not None else [f"image{i:05d}" for i in range(n)]
         if len(labels) != n or len(ids) != n or len(set(ids)) != n:

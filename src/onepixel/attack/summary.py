@@ -24,6 +24,7 @@ import numpy as np
 from onepixel.attack.objectives import strong_threshold
 from onepixel.attack.records import AttackRecord, record_flip, record_queries
 from onepixel.attack.run_folder import RunFolder, read_run
+from onepixel.direction import Direction
 
 STATS = ("max", "p99", "p95", "mean", "median", "sd", "p20", "p10", "min")
 STAT_LABELS = {
@@ -77,7 +78,7 @@ def summarize(records: Sequence[AttackRecord], direction: str | None = None) -> 
     if direction is None:
         if len(directions) > 1:
             raise ValueError(f"records mix directions {sorted(directions)}; summarise them separately")
-        direction = directions.pop() if directions else "lower"
+        direction = directions.pop() if directions else Direction.LOWER
     elif directions - {direction}:
         raise ValueError(f"records have direction {sorted(directions)}, not {direction!r}")
     non_early = [r for r in records if not r.early_converged]
@@ -172,7 +173,7 @@ def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
 def direction_title(summary: dict[str, Any]) -> str:
     """Return e.g. "Atypical → Normal" for a run summary (labels from the run, never assumed)."""
     pos, neg = summary.get("positive") or "positive", summary.get("negative") or "negative"
-    return f"{pos} → {neg}" if summary["direction"] == "lower" else f"{neg} → {pos}"
+    return f"{pos} → {neg}" if Direction.from_str(summary["direction"]).is_lower else f"{neg} → {pos}"
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -189,7 +190,7 @@ def render_summary(summary: dict[str, Any]) -> list[Any]:
     """Return rich renderables (two tables) of a run summary: counts and score statistics."""
     from rich.table import Table
 
-    sign = "<" if summary["direction"] == "lower" else ">"
+    sign = Direction.from_str(summary["direction"]).sign
     counts = Table(title=f"One-pixel attack {direction_title(summary)} ({summary['direction']} the score)")
     counts.add_column("")
     counts.add_column("count", justify="right")

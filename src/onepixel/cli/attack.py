@@ -14,13 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from onepixel.cli.common import DataOption, console, fail
-
-
-class Direction(StrEnum):
-    """Attack direction."""
-
-    lower = "lower"
-    raise_ = "raise"
+from onepixel.direction import Direction
 
 
 class Updating(StrEnum):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from onepixel import __version__
+from onepixel.direction import Direction
 from onepixel.report.html import (
     ConfmapView,
     Details,
@@ -185,7 +186,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
         "confidence filter": config.get("filter", True),
     }
     settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
-    sign = "<" if s["direction"] == "lower" else ">"
+    sign = Direction.from_str(s["direction"]).sign
     paper = PAPER_PLAIN.get(s["direction"]) if s.get("objective") in (None, "plain") else None
     rows = [
         ["attacked", s["attacked"], "", paper and paper["attacked"]],
@@ -278,7 +279,7 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
         rows = []
         for channel in ("X", "Y", "R", "G", "B"):
             row = stats.get(channel) or stats.get(channel.lower()) or {}
-            paper = PAPER_MEDIANS_LOWER[channel] if group["direction"] == "lower" else None
+            paper = PAPER_MEDIANS_LOWER[channel] if Direction.from_str(group["direction"]).is_lower else None
             rows.append([channel, row.get("mean"), row.get("median"), row.get("sd"), paper])
         blocks.append(
             Table(
