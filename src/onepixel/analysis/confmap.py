@@ -157,7 +157,8 @@ def _load_state(path: Path, key: str, levels: int, target_name: str, shape: tupl
         problems.append("a different image size")
     if problems:
         raise ConfmapError(
-            f"{path} holds a map for {', '.join(problems)}; use another --out folder or delete the file"
+            f"{path} holds a map for {', '.join(problems)}; use another output folder or delete the file",
+            settings=("out",),
         )
     return state
 
@@ -240,7 +241,8 @@ def compute_confmap(
             raise ConfmapError(
                 f"{state_path}: target {target_name!r} now scores the image {now:.6f}, but "
                 f"{score_before:.6f} when the saved rows were computed (model changed?); use another "
-                "--out folder or delete the file"
+                "output folder or delete the file",
+                settings=("out",),
             )
         cmap = ConfidenceMap(
             image=image,

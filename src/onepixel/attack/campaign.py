@@ -348,7 +348,8 @@ def make_jobs(
     if missing:
         raise CampaignError(
             f"{len(missing)} selected images are not in the data (e.g. {missing[:3]}); "
-            "resume with the same --data and --split"
+            "resume with the same data folder and split",
+            settings=("data", "split"),
         )
     jobs = []
     for number, start in enumerate(range(0, len(image_ids), images_per_batch)):

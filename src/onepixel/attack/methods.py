@@ -34,6 +34,7 @@ import numpy as np
 
 from onepixel.attack.de import DEConfig
 from onepixel.direction import Direction
+from onepixel.errors import OnePixelError
 
 if TYPE_CHECKING:
     from onepixel.attack.campaign import CampaignConfig
@@ -49,7 +50,7 @@ SEARCH_METHODS: dict[str, str] = {
 METHODS = (*DE_METHODS, *SEARCH_METHODS)
 
 
-class MethodError(ValueError):
+class MethodError(OnePixelError, ValueError):
     """An attack method that cannot be built as asked (unknown name or option, bad value)."""
 
 

@@ -84,7 +84,8 @@ def attacked_label(patches: PatchSet, info: TargetInfo, direction: str) -> str:
     if positive != patches.positive:
         raise SelectionError(
             f"the target scores {info.positive!r} but the data's positive class is "
-            f"{patches.positive!r}; load the data with --positive {positive}"
+            f"{patches.positive!r}; load the data with positive label {positive!r}",
+            settings=("positive",),
         )
     try:
         return Direction.from_str(direction).attacked_label(positive, patches.negative)
@@ -149,7 +150,8 @@ def select_images(
         bound = f">= {config.lower_min}" if lower else f"<= {config.raise_max}"
         raise SelectionError(
             f"none of the {len(order)} images labelled {label!r} has a score {bound}; "
-            "lower the threshold or pass --no-filter"
+            "lower the threshold or turn the confidence filter off",
+            settings=("lower_min" if lower else "raise_max", "filter"),
         )
     return Selection(
         indices=indices,
