@@ -121,3 +121,14 @@ def test_the_cli_names_the_flags_of_the_settings_an_error_names(tmp_path: Path) 
         "is not an AMi-Br folder (no Atypical/, Normal/ and amibr_train_split.csv); "
         "remove it to download there, or choose another data folder [--data]"
     )
+
+
+def test_docs_name_only_modules_that_exist() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", text))
+    assert {"errors.py", "direction.py", "attack/run_folder.py", "targets/cone.py"} <= named
+    missing = sorted(n for n in named if not (SRC / n).is_file() and not (REPO / n).is_file())
+    assert missing == []
+    for package in re.findall(r"^\| `([a-z]+)/` \|", text, flags=re.MULTILINE):
+        assert (SRC / package / "__init__.py").is_file(), package
+    assert "0 module import cycles and 0 subpackage cycles" in text
