@@ -64,3 +64,15 @@ def test_the_old_string_functions_agree_with_the_type(way: str) -> None:
     assert strong_threshold(way) == d.strong_threshold()
     flips = [is_flip(b, a, way) for b, a in zip(scores, scores[::-1], strict=True)]
     np.testing.assert_array_equal(flips, ~d.crossed(scores) & d.crossed(scores[::-1]))
+
+
+def test_a_campaign_config_takes_a_member_or_a_string_and_stores_the_string() -> None:
+    from onepixel.attack.campaign import CampaignConfig
+
+    for given in (Direction.RAISE, "raise", "RAISE"):
+        config = CampaignConfig(direction=given)
+        assert type(config.direction) is str and config.direction == "raise"
+        assert config.to_dict()["direction"] == "raise"
+    assert CampaignConfig(direction=Direction.LOWER).to_dict() == CampaignConfig(direction="lower").to_dict()
+    with pytest.raises(ValueError, match="'lower' or 'raise'"):
+        CampaignConfig(direction="down")
