@@ -132,3 +132,18 @@ def test_docs_name_only_modules_that_exist() -> None:
     for package in re.findall(r"^\| `([a-z]+)/` \|", text, flags=re.MULTILINE):
         assert (SRC / package / "__init__.py").is_file(), package
     assert "0 module import cycles and 0 subpackage cycles" in text
+
+
+def test_every_error_class_of_onepixel_is_a_onepixel_error() -> None:
+    from onepixel.errors import OnePixelError
+
+    checked = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Exception")):
+                parts = path.relative_to(SRC.parent).with_suffix("").parts
+                module = importlib.import_module(".".join(p for p in parts if p != "__init__"))
+                cls = getattr(module, node.name)
+                assert issubclass(cls, OnePixelError), f"{module.__name__}.{node.name}"
+                checked.append(node.name)
+    assert {"RunLoadError", "DirectionError", "MethodError", "GuardFileError", "TokenError"} <= set(checked)
