@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
                 raise_above=raise_above,
             )
         except (RunLoadError, ValueError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         paths = [Path(p) for p in result["figures"]]
         if as_json:
             typer.echo(json.dumps(result, indent=1))
@@ -203,7 +203,7 @@ def register(app: typer.Typer) -> None:
             img = load_image(image, data=data)
             tgt = open_target_spec(target)
         except (DataError, TargetError, ValueError, OSError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         name = image.split(":", 1)[1] if image.startswith("amibr:") else Path(image).stem
         out_dir = out or Path("runs") / "confmap" / name
         try:
@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
                 progress=progress,
             )
         except (ConfmapError, TargetError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         except KeyboardInterrupt:
             raise fail(f"interrupted; finished rows are saved in {out_dir}, rerun to resume", 130) from None
         summary = {

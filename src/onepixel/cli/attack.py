@@ -14,13 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from onepixel.cli.common import DataOption, console, fail
-
-
-class Direction(StrEnum):
-    """Attack direction."""
-
-    lower = "lower"
-    raise_ = "raise"
+from onepixel.direction import Direction
 
 
 class Updating(StrEnum):
@@ -347,7 +341,7 @@ def attack(
         ImportError,
         ValueError,
     ) as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     console.print(attack_summary_line(result))
     if progress and result.records:
         from onepixel.attack.summary import render_summary, summarize_run
@@ -377,7 +371,7 @@ def summary(
     try:
         result = summarize_run(run_dir)
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -397,7 +391,7 @@ def _figures(run_dir: Path, ids: list[str] | None) -> None:
     try:
         paths = make_figures(run_dir, ids)
     except (StoreError, KeyError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -427,7 +421,7 @@ def export(
             path = store.export_csv(out)
             n = store.count()
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     console.print(f"wrote {n} attacks to {path}")
 
 

@@ -46,7 +46,7 @@ def report(
             runs, out, confmaps=confmap or [], detectors=detector or [], guards=guard or [], title=title
         )
     except (FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")
     if check:
         from onepixel.report.browser import check_in_browser
