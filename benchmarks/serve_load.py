@@ -11,8 +11,10 @@ the others, and the summary takes the median over rounds. Clients are asyncio st
 keep-alive connection each, prebuilt requests; every client sends its next request as soon as
 the last one answered. Reports requests/s, images/s (queries/s), p50/p99/max latency, errors
 (any non-200 answer or transport failure) and, for a child server on Linux, the server's CPU
-time per image (user + system, from /proc): on a shared machine throughput is the CPU share the
-server gets divided by that cost, so the cost is the steadier number to compare.
+time per image (user + system, from /proc; and the part of it spent by the event loop, the
+main thread, which parses HTTP and multipart and decodes single-route PNGs): on a shared
+machine throughput is the CPU share the server gets divided by that cost, so the cost is the
+steadier number to compare.
 
     python benchmarks/serve_load.py [--clients 1 8 32] [--duration 3] [--rounds 2] [--batch-size 16]
         [--threads 1] [--batch-max 64] [--batch-wait-ms 5] [--token T] [--url http://host:port]
@@ -132,6 +134,17 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def loop_cpu_seconds(pid: int | None) -> float | None:
+    """Return the CPU seconds of the main thread of ``pid`` (the server's event loop), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_clients(
     url: str, route: str, clients: int, duration: float, requests: list[tuple[bytes, int]]
 ) -> dict[str, Any]:
@@ -242,22 +255,26 @@ def bench(
 
     def run(name: str, mode: str, clients_now: int, requests: dict[str, Any], round_: int) -> dict[str, Any]:
         pid = (pids or {}).get(mode)
-        before = cpu_seconds(pid)
+        before, loop_before = cpu_seconds(pid), loop_cpu_seconds(pid)
         row = asyncio.run(run_clients(urls[mode], ROUTES[name], clients_now, duration, requests[mode]))
-        after = cpu_seconds(pid)
+        after, loop_after = cpu_seconds(pid), loop_cpu_seconds(pid)
         scored = row["images_per_s"] * row["seconds"]
-        cpu_ms = None
+        cpu_ms = loop_ms = None
         if before is not None and after is not None and scored:
             cpu_ms = (after - before) / scored * 1000
+        if loop_before is not None and loop_after is not None and scored:
+            loop_ms = (loop_after - loop_before) / scored * 1000
         row.update(
             route=name,
             batching=mode,
             images_per_request=1 if name == "single" else batch_size,
             round=round_,
             server_cpu_ms_per_image=cpu_ms,
+            event_loop_cpu_ms_per_image=loop_ms,
             loadavg_1min=os.getloadavg()[0],
         )
         cpu_text = f"{cpu_ms:5.2f}" if cpu_ms is not None else "  n/a"
+        cpu_text += f" (loop {loop_ms:4.2f})" if loop_ms is not None else ""
         print(
             f"round {round_} {name:6s} batching={mode:3s} clients={clients_now:3d} "
             f"{row['requests_per_s']:8.1f} req/s {row['images_per_s']:8.1f} img/s "
@@ -303,6 +320,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in keys:
         group = [r for r in rows if (r["route"], r["batching"], r["clients"]) == key]
         cpu = [r["server_cpu_ms_per_image"] for r in group if r.get("server_cpu_ms_per_image") is not None]
+        loop = [r.get("event_loop_cpu_ms_per_image") for r in group]
+        loop = [v for v in loop if v is not None]
         out.append(
             {
                 "route": key[0],
@@ -317,6 +336,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "max_ms": float(max(r["max_ms"] for r in group)),
                 "errors": int(sum(r["errors"] for r in group)),
                 "server_cpu_ms_per_image": float(np.median(cpu)) if cpu else None,
+                "event_loop_cpu_ms_per_image": float(np.median(loop)) if loop else None,
                 "loadavg_1min": float(np.median([r["loadavg_1min"] for r in group])),
             }
         )
@@ -327,15 +347,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """Return the summary rows as a markdown table."""
     lines = [
         "| route | batching | images/request | clients | requests/s | images/s | p50 ms | p99 ms | errors "
-        "| server CPU ms/image |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/image | of it, event loop |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cpu = r.get("server_cpu_ms_per_image")
+        cpu, loop = r.get("server_cpu_ms_per_image"), r.get("event_loop_cpu_ms_per_image")
         lines.append(
             f"| {r['route']} | {r['batching']} | {r['images_per_request']} | {r['clients']} | "
             f"{r['requests_per_s']:.1f} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['errors']} | {f'{cpu:.2f}' if cpu is not None else 'n/a'} |"
+            f"{r['p99_ms']:.1f} | {r['errors']} | {f'{cpu:.2f}' if cpu is not None else 'n/a'} | "
+            f"{f'{loop:.2f}' if loop is not None else 'n/a'} |"
         )
     return "\n".join(lines)
 
