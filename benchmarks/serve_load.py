@@ -2,15 +2,21 @@
 
 Starts two ``onepixel serve`` child processes, one with dynamic batching (``--batch-max``,
 ``--batch-wait-ms``) and one without (``--batch-max 1``), or uses ``--url`` (then only that one).
-For the single-image route ``/model/predict`` at each client count it runs that many concurrent
-clients (asyncio streams, one keep-alive connection each, prebuilt requests) for ``--duration``
-seconds, batching on and off interleaved (on, off, on, off, ...); then the batch route
-``/model/predict_batch`` and the pixel-delta route ``/model/predict_pixels`` (clean images uploaded
-once, then ``--batch-size`` one-pixel queries per request by image id) on the batching server. Every
-client sends its next request as soon as the last one answered. Reports requests/s, images/s
-(queries/s), p50/p99/max latency and errors (any non-200 answer or transport failure).
+Each of ``--rounds`` rounds runs, for ``--duration`` seconds each: the single-image route
+``/model/predict`` at each client count with batching on and off interleaved (on, off, on, off,
+...), then the batch route ``/model/predict_batch`` and the pixel-delta route
+``/model/predict_pixels`` (clean images uploaded once, then ``--batch-size`` one-pixel queries per
+request by image id) on the batching server; so every setting is measured in every round, beside
+the others, and the summary takes the median over rounds. Clients are asyncio streams, one
+keep-alive connection each, prebuilt requests; every client sends its next request as soon as
+the last one answered. Reports requests/s, images/s (queries/s), p50/p99/max latency, errors
+(any non-200 answer or transport failure) and, for a child server on Linux, the server's CPU
+time per image (user + system, from /proc; and the part of it spent by the event loop, the
+main thread, which parses HTTP and multipart and decodes single-route PNGs): on a shared
+machine throughput is the CPU share the server gets divided by that cost, so the cost is the
+steadier number to compare.
 
-    python benchmarks/serve_load.py [--clients 1 8 32] [--duration 3] [--batch-size 16]
+    python benchmarks/serve_load.py [--clients 1 8 32] [--duration 3] [--rounds 2] [--batch-size 16]
         [--threads 1] [--batch-max 64] [--batch-wait-ms 5] [--token T] [--url http://host:port]
         [--out benchmarks/results/serve_load.json]
 
@@ -117,6 +123,28 @@ def raw_request(url: str, route: str, body: bytes, content_type: str, headers: d
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """Return the user + system CPU seconds of process ``pid`` so far (None off Linux or no pid)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loop_cpu_seconds(pid: int | None) -> float | None:
+    """Return the CPU seconds of the main thread of ``pid`` (the server's event loop), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_clients(
     url: str, route: str, clients: int, duration: float, requests: list[tuple[bytes, int]]
 ) -> dict[str, Any]:
@@ -187,9 +215,15 @@ async def run_clients(
 
 
 def bench(
-    urls: dict[str, str], clients: list[int], duration: float, batch_size: int, headers: dict[str, str]
+    urls: dict[str, str],
+    clients: list[int],
+    duration: float,
+    batch_size: int,
+    headers: dict[str, str],
+    rounds: int = 2,
+    pids: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Return one result row per (route, batching, client count); a 1 s warm-up precedes each."""
+    """Return one result row per (round, route, batching, client count); 1 s warm-ups first."""
     images = payload_images()
     pngs = payload_pngs(images)
     rng = np.random.default_rng(0)
@@ -219,29 +253,43 @@ def bench(
             out[mode] = rows
         return out
 
-    def run(name: str, mode: str, clients_now: int, requests: dict[str, Any]) -> dict[str, Any]:
+    def run(name: str, mode: str, clients_now: int, requests: dict[str, Any], round_: int) -> dict[str, Any]:
+        pid = (pids or {}).get(mode)
+        before, loop_before = cpu_seconds(pid), loop_cpu_seconds(pid)
         row = asyncio.run(run_clients(urls[mode], ROUTES[name], clients_now, duration, requests[mode]))
-        row.update(route=name, batching=mode, images_per_request=1 if name == "single" else batch_size)
+        after, loop_after = cpu_seconds(pid), loop_cpu_seconds(pid)
+        scored = row["images_per_s"] * row["seconds"]
+        cpu_ms = loop_ms = None
+        if before is not None and after is not None and scored:
+            cpu_ms = (after - before) / scored * 1000
+        if loop_before is not None and loop_after is not None and scored:
+            loop_ms = (loop_after - loop_before) / scored * 1000
+        row.update(
+            route=name,
+            batching=mode,
+            images_per_request=1 if name == "single" else batch_size,
+            round=round_,
+            server_cpu_ms_per_image=cpu_ms,
+            event_loop_cpu_ms_per_image=loop_ms,
+            loadavg_1min=os.getloadavg()[0],
+        )
+        cpu_text = f"{cpu_ms:5.2f}" if cpu_ms is not None else "  n/a"
+        cpu_text += f" (loop {loop_ms:4.2f})" if loop_ms is not None else ""
         print(
-            f"{name:6s} batching={mode:3s} clients={clients_now:3d} {row['requests_per_s']:8.1f} req/s "
-            f"{row['images_per_s']:8.1f} img/s p50 {row['p50_ms']:7.1f} ms "
-            f"p99 {row['p99_ms']:7.1f} ms errors {row['errors']}",
+            f"round {round_} {name:6s} batching={mode:3s} clients={clients_now:3d} "
+            f"{row['requests_per_s']:8.1f} req/s {row['images_per_s']:8.1f} img/s "
+            f"p50 {row['p50_ms']:7.1f} ms p99 {row['p99_ms']:7.1f} ms errors {row['errors']} "
+            f"server cpu {cpu_text} ms/img load {row['loadavg_1min']:.1f}",
             flush=True,
         )
         return row
 
-    rows = []
+    main_mode = next(iter(urls))
     single = built("single")
+    batch = built("batch")
     for mode in urls:
         asyncio.run(run_clients(urls[mode], ROUTES["single"], 1, 1.0, single[mode]))  # warm-up
-    for clients_now in clients:  # interleaved: batching on, off, on, off, ...
-        for mode in urls:
-            rows.append(run("single", mode, clients_now, single))
-    main_mode = next(iter(urls))
-    batch = built("batch")
     asyncio.run(run_clients(urls[main_mode], ROUTES["batch"], 1, 1.0, batch[main_mode]))  # warm-up
-    for clients_now in (1, 8):
-        rows.append(run("batch", main_mode, clients_now, batch))
     # Upload the clean images once; the pixel requests then name them by id.
     upload = {
         "images": [{"png": base64.b64encode(p).decode()} for p in pngs],
@@ -252,49 +300,103 @@ def bench(
     if answer.status_code != 200 or answer.json().get("images") != ids:
         raise RuntimeError(f"pixel route upload failed: HTTP {answer.status_code} {answer.text[:300]}")
     pixels = built("pixels")
-    for clients_now in (1, 8):
-        rows.append(run("pixels", main_mode, clients_now, pixels))
+    rows = []
+    for round_ in range(rounds):
+        for clients_now in clients:  # interleaved: batching on, off, on, off, ...
+            for mode in urls:
+                rows.append(run("single", mode, clients_now, single, round_))
+        for clients_now in (1, 8):
+            rows.append(run("batch", main_mode, clients_now, batch, round_))
+        for clients_now in (1, 8):
+            rows.append(run("pixels", main_mode, clients_now, pixels, round_))
     return rows
 
 
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return one row per (route, batching, clients) over the rounds: the median of the speeds,
+    latencies' p50 and CPU cost, the worst round's p99 and max, and the errors of all rounds."""
+    keys = list(dict.fromkeys((r["route"], r["batching"], r["clients"]) for r in rows))
+    out = []
+    for key in keys:
+        group = [r for r in rows if (r["route"], r["batching"], r["clients"]) == key]
+        cpu = [r["server_cpu_ms_per_image"] for r in group if r.get("server_cpu_ms_per_image") is not None]
+        loop = [r.get("event_loop_cpu_ms_per_image") for r in group]
+        loop = [v for v in loop if v is not None]
+        out.append(
+            {
+                "route": key[0],
+                "batching": key[1],
+                "clients": key[2],
+                "images_per_request": group[0]["images_per_request"],
+                "rounds": len(group),
+                "requests_per_s": float(np.median([r["requests_per_s"] for r in group])),
+                "images_per_s": float(np.median([r["images_per_s"] for r in group])),
+                "p50_ms": float(np.median([r["p50_ms"] for r in group])),
+                "p99_ms": float(max(r["p99_ms"] for r in group)),
+                "max_ms": float(max(r["max_ms"] for r in group)),
+                "errors": int(sum(r["errors"] for r in group)),
+                "server_cpu_ms_per_image": float(np.median(cpu)) if cpu else None,
+                "event_loop_cpu_ms_per_image": float(np.median(loop)) if loop else None,
+                "loadavg_1min": float(np.median([r["loadavg_1min"] for r in group])),
+            }
+        )
+    return out
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """Return the results as a markdown table."""
+    """Return the summary rows as a markdown table."""
     lines = [
-        "| route | batching | images/request | clients | requests/s | images/s | p50 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| route | batching | images/request | clients | requests/s | images/s | p50 ms | p99 ms | errors "
+        "| server CPU ms/image | of it, event loop |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        cpu, loop = r.get("server_cpu_ms_per_image"), r.get("event_loop_cpu_ms_per_image")
         lines.append(
             f"| {r['route']} | {r['batching']} | {r['images_per_request']} | {r['clients']} | "
-            f"{r['requests_per_s']:.1f} | "
-            f"{r['images_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"{r['requests_per_s']:.1f} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} | {f'{cpu:.2f}' if cpu is not None else 'n/a'} | "
+            f"{f'{loop:.2f}' if loop is not None else 'n/a'} |"
         )
     return "\n".join(lines)
 
 
 def ratio_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Return the headline ratios: batching on/off per client count, single route vs batch route."""
+    """Return the headline ratios, each the median over rounds of that round's ratio: batching
+    on/off per client count, single route vs the batch route's best images/s, and the same in
+    server CPU per image (batch route's cost over the single route's)."""
 
-    def find(route: str, mode: str, clients: int) -> dict[str, Any] | None:
+    def find(group: list[dict[str, Any]], route: str, mode: str, clients: int) -> dict[str, Any] | None:
         return next(
-            (r for r in rows if (r["route"], r["batching"], r["clients"]) == (route, mode, clients)), None
+            (r for r in group if (r["route"], r["batching"], r["clients"]) == (route, mode, clients)), None
         )
 
-    out: dict[str, float] = {}
-    modes = sorted({r["batching"] for r in rows})
-    best_batch = max((r["images_per_s"] for r in rows if r["route"] == "batch"), default=float("nan"))
-    for n in sorted({r["clients"] for r in rows if r["route"] == "single"}):
-        on, off = find("single", "on", n), find("single", "off", n)
-        if on and off and off["images_per_s"] > 0:
-            out[f"single_{n}_clients_batching_on_over_off"] = on["images_per_s"] / off["images_per_s"]
-        for mode in modes:
-            row = find("single", mode, n)
-            if row and best_batch > 0:
-                out[f"single_{n}_clients_{mode}_over_batch_route"] = row["images_per_s"] / best_batch
-    best_pixels = max((r["images_per_s"] for r in rows if r["route"] == "pixels"), default=float("nan"))
-    if best_batch > 0:
-        out["pixel_route_over_batch_route"] = best_pixels / best_batch
-    return out
+    per_round: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        if np.isfinite(value):
+            per_round.setdefault(name, []).append(float(value))
+
+    for round_ in sorted({r.get("round", 0) for r in rows}):
+        group = [r for r in rows if r.get("round", 0) == round_]
+        batch_rows = [r for r in group if r["route"] == "batch"]
+        best = max(batch_rows, key=lambda r: r["images_per_s"], default=None)
+        for n in sorted({r["clients"] for r in group if r["route"] == "single"}):
+            on, off = find(group, "single", "on", n), find(group, "single", "off", n)
+            if on and off and off["images_per_s"] > 0:
+                add(f"single_{n}_clients_batching_on_over_off", on["images_per_s"] / off["images_per_s"])
+            for mode in ("on", "off", "url"):
+                row = find(group, "single", mode, n)
+                if row is None or best is None or best["images_per_s"] <= 0:
+                    continue
+                add(f"single_{n}_clients_{mode}_over_batch_route", row["images_per_s"] / best["images_per_s"])
+                cost, best_cost = row.get("server_cpu_ms_per_image"), best.get("server_cpu_ms_per_image")
+                if cost and best_cost:
+                    add(f"single_{n}_clients_{mode}_cpu_cost_batch_route_over_single", best_cost / cost)
+        pixel_best = max((r["images_per_s"] for r in group if r["route"] == "pixels"), default=float("nan"))
+        if best is not None and best["images_per_s"] > 0:
+            add("pixel_route_over_batch_route", pixel_best / best["images_per_s"])
+    return {name: float(np.median(values)) for name, values in per_round.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -304,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per (route, clients)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all settings (interleaved)")
     parser.add_argument("--batch-size", type=int, default=16, help="images (or queries) per request")
     parser.add_argument("--batch-max", type=int, default=64, help="server's dynamic batching cap")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="server's dynamic batching wait")
@@ -312,11 +415,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--url", default=None, help="load an already running server instead")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.batch_size < 1 or min(args.clients) < 1:
-        parser.error("--duration must be > 0, --batch-size and --clients >= 1")
+    if args.duration <= 0 or args.batch_size < 1 or min(args.clients) < 1 or args.rounds < 1:
+        parser.error("--duration must be > 0, --batch-size, --clients and --rounds >= 1")
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     procs: list[subprocess.Popen] = []
     urls: dict[str, str] = {}
+    pids: dict[str, int] = {}
     if args.url:
         urls["url"] = args.url.rstrip("/")
     else:
@@ -326,19 +430,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             port = free_port()
             urls[mode] = f"http://127.0.0.1:{port}"
             procs.append(start_server(port, args.threads, args.token, batch_max, args.batch_wait_ms))
+            pids[mode] = procs[-1].pid
     try:
         for url, proc in zip(urls.values(), procs or [None] * len(urls), strict=True):
             wait_ready(url, headers, proc)
-        rows = bench(urls, args.clients, args.duration, args.batch_size, headers)
+        load_start = os.getloadavg()
+        rows = bench(urls, args.clients, args.duration, args.batch_size, headers, args.rounds, pids)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
     ratios = ratio_summary(rows)
+    summary = summarise(rows)
     result = {
-        "rows": rows,
+        "summary": summary,
         "ratios": ratios,
+        "rows": rows,
+        "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {
+            "rounds": args.rounds,
             "duration_s": args.duration,
             "batch_size": args.batch_size,
             "batch_max": args.batch_max,
@@ -352,9 +462,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        "loadavg_at_start": load_start,
         "loadavg_at_end": os.getloadavg(),
     }
-    print(markdown(rows))
+    print(markdown(summary))
     print(json.dumps(ratios, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

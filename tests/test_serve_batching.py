@@ -3,6 +3,7 @@ call, with answers equal to unbatched ones (within the cross-path tolerance)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import threading
@@ -221,3 +222,47 @@ def test_merged_pixel_jobs_with_different_k_score_as_separate_jobs(
     assert np.abs(scores - target.predict(separate)).max() <= TOLERANCE
     padded = pad_changes(jobs[0][2], 3)
     assert padded.shape == (3, 3, 5) and (padded == jobs[0][2]).all()
+
+
+def test_closed_loop_clients_are_gathered_and_answered_in_their_own_slices() -> None:
+    """After a call that answered N jobs the worker waits (bounded) for N jobs, so clients that
+    were just answered share the next call; every request still gets its own scores."""
+    gate, entered = threading.Event(), threading.Event()
+    sizes: list[int] = []
+
+    def score(images: np.ndarray) -> list[dict[str, Any]]:
+        if not sizes:
+            entered.set()
+            assert gate.wait(30)
+        sizes.append(len(images))
+        return [{"probability": float(image[0, 0, 0])} for image in images]
+
+    batcher = Batcher(score, score, max_batch=64, max_wait=5.0)  # type: ignore[arg-type]
+
+    def image(value: int) -> np.ndarray:
+        return np.full((1, 64, 64, 3), value, np.uint8)
+
+    async def clients() -> tuple[list[Any], float]:
+        first = asyncio.ensure_future(batcher.run("images", 1, image(0)))
+        deadline = time.monotonic() + 30
+        while not entered.is_set() and time.monotonic() < deadline:  # job 0 is behind the gate
+            await asyncio.sleep(0.005)
+        wave = [asyncio.ensure_future(batcher.run("images", 1, image(v))) for v in range(1, 5)]
+        while batcher.pending < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        gate.set()
+        answers = [await first, *[await job for job in wave]]
+        # The four answered clients come back one by one: one call, long before the 5 s wait.
+        start = time.perf_counter()
+        again = []
+        for v in range(5, 9):
+            again.append(asyncio.ensure_future(batcher.run("images", 1, image(v))))
+            await asyncio.sleep(0.02)
+        answers += [await job for job in again]
+        return answers, time.perf_counter() - start
+
+    answers, took = asyncio.run(clients())
+    batcher.close()
+    assert sizes == [1, 4, 4]
+    assert [a[0]["probability"] for a in answers] == [float(v) for v in range(9)]
+    assert took < 4.0

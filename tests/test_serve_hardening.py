@@ -347,17 +347,19 @@ def test_onepixel_serve_takes_the_token_from_the_environment(real_pngs: list[byt
 def test_parsed_uploads_are_closed_after_use(
     target: TorchTarget, real_pngs: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import onepixel.serve.app as app_module
+    import onepixel.serve.uploads as uploads_module
 
     forms: list[Any] = []
-    real_read_form = app_module.read_form
+    real_parse = uploads_module._parse
 
-    async def recording_read_form(*args: Any, **kwargs: Any) -> Any:
-        form = await real_read_form(*args, **kwargs)
+    async def recording_parse(*args: Any, **kwargs: Any) -> Any:
+        form = await real_parse(*args, **kwargs)
         forms.append(form)
         return form
 
-    monkeypatch.setattr(app_module, "read_form", recording_read_form)
+    # Every body through the full parser (the one that spools uploads to files).
+    monkeypatch.setattr(uploads_module, "split_multipart", lambda body, content_type: None)
+    monkeypatch.setattr(uploads_module, "_parse", recording_parse)
     client = TestClient(create_app(target, max_batch=8, max_upload_bytes=64 << 10))
     answers = [
         client.post("/model/predict", files={"image": ("a.png", real_pngs[0])}),
@@ -481,3 +483,77 @@ def test_access_log_escapes_control_characters_in_the_path(
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
     assert lines[0].startswith("GET /model/metadata\\x0d\\x0a2026-12-04 access GET /forged 200\\x1b[2J 404 ")
     assert lines[1].startswith("GET /x\\x0d\\x0aforged\\x1b[31m\\x00\\x7f\\x85\\\\end 404 ")
+
+
+def _part(field: str, data: bytes, filename: str | None = "x.png", boundary: str = "b0und") -> bytes:
+    """Return one multipart part (a file part when ``filename`` is given, else a plain field)."""
+    name = f'; filename="{filename}"' if filename is not None else ""
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"{name}\r\n'
+    return head.encode() + b"Content-Type: image/png\r\n\r\n" + data + b"\r\n"
+
+
+def test_one_pass_multipart_split_answers_as_the_full_parser(
+    target: TorchTarget, real_pngs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onepixel.serve.uploads as uploads_module
+
+    png = real_pngs[0]
+    end = b"--b0und--\r\n"
+    kind = "multipart/form-data; boundary=b0und"
+    cases: list[tuple[str, bytes, str]] = [
+        ("/model/predict", _part("image", png) + end, kind),
+        ("/model/predict", _part("image", png, "m\u00e4x.png") + end, kind),
+        ("/model/predict", _part("note", b"hello", None) + _part("image", png) + end, kind),
+        ("/model/predict", _part("image", png, None) + end, kind),  # a text field, not a file
+        ("/model/predict", _part("wrong", png) + end, kind),
+        ("/model/predict", b"preamble\r\n" + _part("image", png) + end, kind),
+        ("/model/predict", _part("image", png)[:-500], kind),  # truncated
+        ("/model/predict", _part("image", png) + b"--b0und", kind),  # no closing "--"
+        ("/model/predict", b"".join(_part("image", b"x") for _ in range(9)) + end, kind),  # > 8 files
+        ("/model/predict", _part("image", png) + end, "multipart/form-data"),  # no boundary
+        ("/model/predict", _part("image", b"not a png") + end, kind),
+        (
+            "/model/predict_batch",
+            b"".join(_part("images", p, f"{i}.png") for i, p in enumerate(real_pngs)) + end,
+            kind,
+        ),
+        ("/model/predict_batch", _part("images", png) + _part("images", b"junk", "j") + end, kind),
+        ("/model/predict_batch", b"".join(_part("images", png) for _ in range(9)) + end, kind),  # > 8
+    ]
+    app = create_app(target, max_batch=8, max_upload_bytes=64 << 10)
+
+    def answers() -> list[tuple[int, Any]]:
+        client = TestClient(app)
+        out = []
+        for route, body, content_type in cases:
+            response = client.post(route, content=body, headers={"content-type": content_type})
+            out.append((response.status_code, response.json()))
+        return out
+
+    split = uploads_module.split_multipart
+    taken: list[bool] = []
+
+    def recording_split(body: bytes, content_type: str) -> Any:
+        parts = split(body, content_type)
+        taken.append(parts is not None)
+        return parts
+
+    monkeypatch.setattr(uploads_module, "split_multipart", recording_split)
+    fast = answers()
+    # The one-pass split took the plain bodies and left the odd ones to the full parser.
+    assert taken == [True, True, True, True, True, False, False, False, True, False, True, True, True, True]
+    monkeypatch.setattr(uploads_module, "split_multipart", lambda body, content_type: None)
+    full = answers()
+    want = [200, 200, 200, 400, 400, 400, 400, 400, 413, 400, 400, 200, 400, 413]
+    assert [status for status, _ in fast] == want
+    for (status_f, body_f), (status_p, body_p) in zip(fast, full, strict=True):
+        assert status_f == status_p
+        if status_f == 200:  # the same images scored: equal scores (batching may differ)
+            got = [p["probability"] for p in body_f["predictions"]]
+            want = [p["probability"] for p in body_p["predictions"]]
+            assert np.abs(np.array(got) - np.array(want)).max() <= TOLERANCE
+        else:
+            assert body_f == body_p
+    # The split itself: the parts as sent, names and data byte for byte.
+    body = _part("note", b"hi", None) + _part("image", png, "a.png") + end
+    assert split(body, kind) == [("note", None, b"hi"), ("image", "a.png", png)]

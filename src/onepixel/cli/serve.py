@@ -60,7 +60,9 @@ def serve(
         float,
         typer.Option(
             envvar="ONEPIXEL_BATCH_WAIT_MS",
-            help="Dynamic batching: longest wait (ms) for requests being read to join a model call.",
+            help="Dynamic batching: longest wait (ms) of a model call for requests being read, or "
+            "for as many as the last call answered, to join it (a lone client waits at most once, "
+            "after a burst).",
         ),
     ] = 5.0,
     max_in_flight: Annotated[

@@ -7,8 +7,9 @@ extensions: ``POST /model/predict_batch`` (``images`` repeated), ``POST /model/p
 fields ``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``, ``pixel_route``,
 ``max_queries``, ``max_pixels``.
 
-Bad input always answers 4xx with a JSON ``message`` (never 500). Uploads are decoded in worker
-threads and closed after use. Scoring goes through one :class:`~onepixel.serve.batching.Batcher`:
+Bad input always answers 4xx with a JSON ``message`` (never 500). Multipart bodies are split in one pass when
+plain (else parsed by the full parser, whose spooled uploads are closed after use); batches are
+decoded in worker threads. Scoring goes through one :class:`~onepixel.serve.batching.Batcher`:
 concurrent requests on every route are gathered into one model call (bounded wait and size),
 so the event loop never blocks and the model is never entered twice. An optional ``guard``
 (``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its per-image fields to each
@@ -37,7 +38,7 @@ from onepixel.serve.pixels import (
     pixel_request_schema,
     read_json,
 )
-from onepixel.serve.uploads import UploadError, decode_image, form_files, read_form
+from onepixel.serve.uploads import UploadError, decode_image, read_files
 from onepixel.targets.base import Target, TargetError
 from onepixel.targets.pixels import paint_into
 
@@ -223,15 +224,12 @@ def create_app(
         batcher.expect()
         submitted = False
         try:
-            form = await read_form(
-                request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
-            )
-            try:
-                upload = form_files(form, "image", IMAGE_HELP)[0]
-                data = await upload.read()
-                label = upload.filename or "image"
-            finally:
-                await form.close()
+            name, data = (
+                await read_files(
+                    request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+                )
+            )[0]
+            label = name or "image"
             # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
             # cheaper on the event loop than a worker-thread hop.
             image = decode_image(data, size, label=label)
@@ -252,21 +250,16 @@ def create_app(
         batcher.expect()
         submitted = False
         try:
-            form = await read_form(
+            files = await read_files(
                 request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
             )
             blobs: list[tuple[str, bytes]] = []
-            try:
-                uploads = form_files(form, "images", IMAGES_HELP)
-                for index, upload in enumerate(uploads):
-                    data = await upload.read()
-                    label = f"images[{index}] ({upload.filename or 'unnamed'})"
-                    if len(data) > max_upload_bytes:
-                        too_big = f"{label}: file larger than {max_upload_bytes} bytes."
-                        raise UploadError(413, {"message": too_big, "index": index})
-                    blobs.append((label, data))
-            finally:
-                await form.close()
+            for index, (name, data) in enumerate(files):
+                label = f"images[{index}] ({name or 'unnamed'})"
+                if len(data) > max_upload_bytes:
+                    too_big = f"{label}: file larger than {max_upload_bytes} bytes."
+                    raise UploadError(413, {"message": too_big, "index": index})
+                blobs.append((label, data))
             images = await run_in_threadpool(_decode_all, blobs, size)
             submitted = True
             predictions = await batcher.run("images", len(images), images, announced=True)

@@ -19,6 +19,7 @@ The answers are those of unbatched calls up to the model's batch-size float nois
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -42,6 +43,26 @@ class _Job:
     size: int  # images or queries it scores
     payload: tuple[np.ndarray, ...]
     future: Future = field(default_factory=Future)
+    # An awaiting request's own event-loop future: answered in one hop per model call.
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future | None = None
+
+    def live(self) -> bool:
+        """Return True unless the request gave up (its future was cancelled)."""
+        if self.waiter is not None:
+            return not self.waiter.cancelled()
+        return self.future.set_running_or_notify_cancel()
+
+
+def _answer(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    """Set each awaiting request's result (or error), on its event loop; skip the cancelled."""
+    for waiter, result, error in items:
+        if waiter.done():
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
 
 
 def pad_changes(changes: np.ndarray, k: int) -> np.ndarray:
@@ -69,9 +90,13 @@ class Batcher:
 
     ``max_batch`` bounds the images (or queries) of one gathered call (a single larger job runs
     alone, unsplit); ``max_wait`` (seconds) bounds how long the oldest job waits for others.
-    It waits only while other requests are announced (:meth:`expect`) but not yet submitted, so
-    a lone client never pays the wait. ``calls`` counts model calls, ``jobs`` jobs answered,
-    ``largest`` is the most images (or queries) one call scored.
+    It waits while other requests are announced (:meth:`expect`) but not yet submitted, and
+    while fewer jobs are queued than the previous call answered (the clients just answered are
+    about to send again: closed-loop clients then share one call instead of trickling in one by
+    one); a lone client never pays the wait. The worker is woken only when its decision can
+    change, and each call answers all its awaiting requests with one hop per event loop.
+    ``calls`` counts model calls, ``jobs`` jobs answered, ``largest`` is the most images (or
+    queries) one call scored.
     """
 
     def __init__(
@@ -92,7 +117,9 @@ class Batcher:
         self.jobs = 0
         self.largest = 0
         self._queue: deque[_Job] = deque()
+        self._queued_size = 0
         self._expected = 0
+        self._last_jobs = 1  # jobs the previous model call answered
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -114,7 +141,8 @@ class Batcher:
         """Withdraw an announcement (the request failed before submitting)."""
         with self._cond:
             self._expected = max(0, self._expected - 1)
-            self._cond.notify_all()
+            if self._expected == 0:
+                self._cond.notify_all()
 
     def submit(self, kind: str, size: int, *payload: np.ndarray, announced: bool = False) -> Future:
         """Queue a job and return the Future of its prediction dicts (one per image or query).
@@ -122,22 +150,36 @@ class Batcher:
         ``kind`` is ``"images"`` (payload: (N, H, W, 3) images) or ``"pixels"`` (payload: base,
         index, changes); ``announced`` withdraws one :meth:`expect` announcement.
         """
-        if kind not in ("images", "pixels"):
-            raise ValueError(f"unknown job kind {kind!r}")
         job = _Job(kind, size, payload)
-        with self._cond:
-            if announced:
-                self._expected = max(0, self._expected - 1)
-            self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="onepixel-batcher", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+        self._enqueue(job, announced)
         return job.future
 
     async def run(self, kind: str, size: int, *payload: np.ndarray, announced: bool = False) -> Any:
         """Submit a job and await its predictions (see :meth:`submit`); return them."""
-        return await asyncio.wrap_future(self.submit(kind, size, *payload, announced=announced))
+        loop = asyncio.get_running_loop()
+        job = _Job(kind, size, payload, loop=loop, waiter=loop.create_future())
+        self._enqueue(job, announced)
+        return await job.waiter  # type: ignore[misc]
+
+    def _enqueue(self, job: _Job, announced: bool) -> None:
+        if job.kind not in ("images", "pixels"):
+            raise ValueError(f"unknown job kind {job.kind!r}")
+        with self._cond:
+            if announced:
+                self._expected = max(0, self._expected - 1)
+            self._queue.append(job)
+            self._queued_size += job.size
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="onepixel-batcher", daemon=True)
+                self._thread.start()
+            # Wake the worker only when this job can change its decision (each wake-up costs a
+            # thread switch on a busy event loop).
+            if (
+                len(self._queue) == 1
+                or self._queued_size >= self.max_batch
+                or (self._expected == 0 and len(self._queue) >= self._last_jobs)
+            ):
+                self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the worker once the queue is empty; a later :meth:`submit` starts a new one."""
@@ -163,9 +205,11 @@ class Batcher:
             first = self._queue[0]
             deadline = time.monotonic() + self.max_wait
             while True:
-                queued = sum(j.size for j in self._queue if j.kind == first.kind)
+                same = [j for j in self._queue if j.kind == first.kind]
+                queued = sum(j.size for j in same)
                 left = deadline - time.monotonic()
-                if queued >= self.max_batch or self._expected == 0 or left <= 0 or self._closed:
+                company = self._expected == 0 and len(same) >= self._last_jobs
+                if queued >= self.max_batch or company or left <= 0 or self._closed:
                     break
                 self._cond.wait(left)
             group, rest, total = [], deque(), 0
@@ -176,6 +220,8 @@ class Batcher:
                 else:
                     rest.append(job)
             self._queue = rest
+            self._queued_size -= total
+            self._last_jobs = len(group)
             return group
 
     def _run(self) -> None:
@@ -183,9 +229,11 @@ class Batcher:
             group = self._gather()
             if group is None:
                 return
-            live = [job for job in group if job.future.set_running_or_notify_cancel()]
+            live = [job for job in group if job.live()]
             if not live:
                 continue
+            error: BaseException | None = None
+            predictions: list[Any] = []
             try:
                 if live[0].kind == "images":
                     predictions = self.score_images(np.concatenate([j.payload[0] for j in live]))
@@ -193,14 +241,29 @@ class Batcher:
                     merged = merge_pixel_jobs([j.payload for j in live])  # type: ignore[misc]
                     predictions = self.score_pixels(*merged)
             except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
-                for job in live:
-                    job.future.set_exception(exc)
-                continue
+                error = exc
             finally:
                 self.calls += 1
                 self.largest = max(self.largest, sum(j.size for j in live))
-            start = 0
-            for job in live:
-                job.future.set_result(predictions[start : start + job.size])
-                start += job.size
-            self.jobs += len(live)
+            if error is None:
+                self.jobs += len(live)
+            self._deliver(live, predictions, error)
+
+    @staticmethod
+    def _deliver(live: list[_Job], predictions: list[Any], error: BaseException | None) -> None:
+        """Hand each job its slice of ``predictions`` (or ``error``): one hop per event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, BaseException | None]]] = {}
+        start = 0
+        for job in live:
+            result = None if error is not None else predictions[start : start + job.size]
+            start += job.size
+            if job.waiter is not None and job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
+            elif error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+        for loop, items in by_loop.items():
+            # RuntimeError: that event loop has closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_answer, items)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 from starlette.requests import Request
 
 from onepixel.data.patches import DataError, read_png
@@ -64,13 +64,100 @@ async def read_form(request: Request, *, limit: int, max_files: int, field: str,
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise missing_field(field, help_text)
     parser = MultiPartParser(request.headers, _capped(request.stream(), limit), max_files=max_files)
+    return await _parse(parser, max_files)
+
+
+def split_multipart(body: bytes, content_type: str) -> list[tuple[str, str | None, bytes]] | None:
+    """Return the (field name, file name or None, data) parts of a plain multipart body, or None.
+
+    A fast path for the common, well-formed body (a few parts, each with a ``form-data``
+    Content-Disposition): ``bytes.find`` on the whole body instead of a streaming parser's
+    callbacks. None means "not that simple" (a preamble, a malformed or truncated body, ...):
+    the caller then parses with the full parser, which gives the same answer or the same error.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        return None
+    delimiter = b"--" + boundary
+    if not body.startswith(delimiter):
+        return None
+    parts: list[tuple[str, str | None, bytes]] = []
+    pos = len(delimiter)
+    while True:
+        tail = body[pos : pos + 2]
+        if tail == b"--":
+            return parts if parts else None
+        if tail != b"\r\n":
+            return None
+        head_end = body.find(b"\r\n\r\n", pos + 2)
+        if head_end < 0:
+            return None
+        end = body.find(b"\r\n" + delimiter, head_end + 4)
+        if end < 0:
+            return None
+        name: bytes | None = None
+        filename: bytes | None = None
+        for line in body[pos + 2 : head_end].split(b"\r\n"):
+            key, colon, value = line.partition(b":")
+            if not colon:
+                return None
+            if key.strip().lower() == b"content-disposition":
+                disposition, options = parse_options_header(value.strip())
+                if disposition != b"form-data":
+                    return None
+                name, filename = options.get(b"name"), options.get(b"filename")
+        if name is None:
+            return None
+        label = filename.decode("utf-8", "replace") if filename is not None else None
+        parts.append((name.decode("latin-1"), label, body[head_end + 4 : end]))
+        pos = end + 2 + len(delimiter)
+
+
+async def read_files(
+    request: Request, *, limit: int, max_files: int, field: str, help_text: str
+) -> list[tuple[str, bytes]]:
+    """Return the (file name, data) of every file in multipart field ``field`` of ``request``.
+
+    Reads at most ``limit`` body bytes. A plain body is split in one pass
+    (:func:`split_multipart`); anything else goes through :func:`read_form`, so the answers and
+    the errors are those of the full parser: 413 past ``limit`` bytes or ``max_files`` files,
+    400 (missing ``field``) when the body is not multipart form data or has no such file, 400
+    for a malformed body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, {"message": f"Request body too large: the limit is {limit} bytes."})
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise missing_field(field, help_text)
+    body = b"".join([chunk async for chunk in _capped(request.stream(), limit)])
+    parts = split_multipart(body, content_type)
+    if parts is not None and sum(filename is not None for _, filename, _ in parts) <= max_files:
+        files = [(filename, data) for name, filename, data in parts if name == field and filename is not None]
+        if not files:
+            raise missing_field(field, help_text)
+        return files
+
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, replay(), max_files=max_files)
+    form = await _parse(parser, max_files)
     try:
-        form = await parser.parse()
+        return [(upload.filename or "", await upload.read()) for upload in form_files(form, field, help_text)]
+    finally:
+        await form.close()
+
+
+async def _parse(parser: MultiPartParser, max_files: int) -> FormData:
+    """Return the parsed form; raise UploadError 413 (too many files) or 400 (malformed)."""
+    try:
+        return await parser.parse()
     except MultiPartException as exc:
         if "files" in exc.message.lower() and "too many" in exc.message.lower():
             raise UploadError(413, {"message": f"Too many files: at most {max_files} per request."}) from exc
         raise UploadError(400, {"message": f"Malformed multipart body: {exc.message}"}) from exc
-    return form
 
 
 def form_files(form: FormData, field: str, help_text: str) -> list[UploadFile]:
