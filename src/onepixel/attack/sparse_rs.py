@@ -60,6 +60,15 @@ class SparseRS(AttackMethod):
         """Return alpha_init and candidates."""
         return {"alpha_init": self.alpha_init, "candidates": self.candidates}
 
+    def budget_independent(self) -> bool:
+        """Return True when the search does not depend on the budget (one pixel resampled per step).
+
+        The schedule only changes how many pixels a step resamples; when ``round(alpha_init * k)``
+        is at most 1 every step resamples one pixel whatever the budget, so a run at a larger
+        budget begins exactly as a run at a smaller one.
+        """
+        return max(1, round(self.alpha_init * self.pixels)) == 1
+
     def _changes(self, positions: np.ndarray, colours: np.ndarray, size: int) -> np.ndarray:
         """Return (..., k, 5) pixel changes of flat positions (..., k) and colours (..., k, 3)."""
         x, y = positions % size, positions // size
