@@ -99,7 +99,7 @@ def test_position_prior_is_even_even_from_the_centre_then_the_rest() -> None:
 def test_sparse_rs_is_seeded_batched_and_keeps_its_best(
     target: TorchTarget, images: np.ndarray, pixels: int
 ) -> None:
-    method = SparseRS(pixels=pixels, candidates=2)
+    method = SparseRS(pixels=pixels, candidates=2, screen=0)  # the paper's random start
     budget = 61
     first = method.run(target, images, direction="lower", budget=budget, seed=3)
     again = method.run(target, images, direction="lower", budget=budget, seed=3)
@@ -118,6 +118,31 @@ def test_sparse_rs_is_seeded_batched_and_keeps_its_best(
         )
         assert r.flip == is_flip(r.score_before, r.score_after, "lower")
         assert (r.queries_to_flip is not None) == r.flip
+
+
+@pytest.mark.parametrize("direction", ["lower", "raise"])
+def test_sparse_rs_starts_from_the_best_screened_single_pixels(
+    target: TorchTarget, images: np.ndarray, direction: str
+) -> None:
+    screen, k = 64, 3  # the first 8 prior positions x 8 corners, then the start set: 65 queries
+    (record,) = SparseRS(pixels=k, screen=screen).run(target, images[:1], direction=direction, budget=65)
+    positions = position_order(64, "centre")[: screen // 8]
+    singles = np.concatenate([np.repeat(positions, 8, axis=0), np.tile(CORNERS, (8, 1))], axis=1)
+    scores = target.predict_pixels(images[:1], np.zeros(screen, int), singles[:, None, :])
+    energy = (scores if direction == "lower" else -scores).reshape(8, 8)
+    top = np.argsort(energy.min(axis=1), kind="stable")[:k]
+    start = np.concatenate([positions[top], CORNERS[energy.argmin(axis=1)[top]]], axis=1)
+    combo = target.predict_pixels(images[:1], np.zeros(1, int), start[None])[0]
+    best_single = scores.min() if direction == "lower" else scores.max()
+    expected = min(combo, best_single) if direction == "lower" else max(combo, best_single)
+    assert record.queries == 65
+    assert record.extra["score_during_attack"] == pytest.approx(expected, abs=TOLERANCE)
+    assert record.score_after == pytest.approx(expected, abs=TOLERANCE)
+    px = np.array(record.vector).reshape(k, 5)
+    if expected == combo:
+        assert sorted(map(tuple, px)) == sorted(map(tuple, start))
+    else:  # the best single pixel, repeated: one changed pixel
+        assert len({tuple(r) for r in px}) == 1
 
 
 def test_de_method_gives_the_campaign_records(
