@@ -467,7 +467,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--from-json", type=Path, default=None, help="print the tables of a results file")
     args = p.parse_args(argv)
+    if args.from_json:
+        done = json.loads(args.from_json.read_text())
+        done["comparison"] = compare(done)
+        print_table(done)
+        return done
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -563,10 +569,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
     out["load_avg_1min_end"] = os.getloadavg()[0]
     out["wall_s"] = time.perf_counter() - wall0
+    out["comparison"] = compare(out)
     args.out.write_text(json.dumps(out, indent=1))
     figure(out, args.out.with_suffix(".png"))
     print_table(out)
     return out
+
+
+def compare(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return, per direction, k and budget, our best method's flips and the best peer's.
+
+    Also the lowest CPU s per flip (at the largest budget, the run as made) among ours and among
+    the peers, and their ratio (peer / ours: > 1 means ours is cheaper per flip).
+    """
+    rows = []
+    for direction, section in out["directions"].items():
+        for k, runs in section["runs"].items():
+            ours = {m: s for m, s in runs.items() if m in OURS}
+            peers = {m: s for m, s in runs.items() if m in PEERS}
+            if not ours or not peers:
+                continue
+
+            def cheapest(group: dict[str, Any]) -> tuple[str | None, float | None]:
+                costs = {m: s["cpu_s_per_flip"] for m, s in group.items() if s["cpu_s_per_flip"]}
+                if not costs:
+                    return None, None
+                m = min(costs, key=costs.__getitem__)
+                return m, costs[m]
+
+            (om, oc), (pm, pc) = cheapest(ours), cheapest(peers)
+            for b in out["budgets"]:
+                best_o = max(ours, key=lambda m: ours[m]["flips_at_budget"][str(b)])
+                best_p = max(peers, key=lambda m: peers[m]["flips_at_budget"][str(b)])
+                fo, fp = ours[best_o]["flips_at_budget"][str(b)], peers[best_p]["flips_at_budget"][str(b)]
+                rows.append(
+                    {
+                        "direction": direction,
+                        "k": int(k),
+                        "budget": b,
+                        "ours_best": best_o,
+                        "ours_flips": fo,
+                        "peer_best": best_p,
+                        "peer_flips": fp,
+                        "ours_at_least_peer": fo >= fp,
+                        "ours_cheapest_per_flip": om,
+                        "ours_cpu_s_per_flip": oc,
+                        "peer_cheapest_per_flip": pm,
+                        "peer_cpu_s_per_flip": pc,
+                        "per_flip_ratio_peer_over_ours": pc / oc if oc and pc else None,
+                    }
+                )
+    return rows
 
 
 def print_table(out: dict[str, Any]) -> None:
@@ -585,6 +638,29 @@ def print_table(out: dict[str, Any]) -> None:
                 per_flip = "-" if s["cpu_s_per_flip"] is None else f"{s['cpu_s_per_flip']:.2f}"
                 cpu = f"{s['cpu_s_per_attack']:.2f}"
                 print(f"| {direction} | {k} | {method} | {s['n']} | {at} | {med} | {cpu} | {per_flip} |")
+    print()
+    print("| direction | k | budget | our best (flips) | best peer (flips) | ours >= peer | ", end="")
+    print("cheapest per flip: ours | peers | peer / ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in out.get("comparison", []):
+        oc = (
+            "-"
+            if r["ours_cpu_s_per_flip"] is None
+            else f"{r['ours_cheapest_per_flip']} {r['ours_cpu_s_per_flip']:.2f}"
+        )
+        pc = (
+            "-"
+            if r["peer_cpu_s_per_flip"] is None
+            else f"{r['peer_cheapest_per_flip']} {r['peer_cpu_s_per_flip']:.2f}"
+        )
+        ratio = (
+            "-" if r["per_flip_ratio_peer_over_ours"] is None else f"{r['per_flip_ratio_peer_over_ours']:.2f}"
+        )
+        print(
+            f"| {r['direction']} | {r['k']} | {r['budget']} | {r['ours_best']} ({r['ours_flips']}) | "
+            f"{r['peer_best']} ({r['peer_flips']}) | {'yes' if r['ours_at_least_peer'] else 'NO'} | "
+            f"{oc} | {pc} | {ratio} |"
+        )
 
 
 if __name__ == "__main__":

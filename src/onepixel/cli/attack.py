@@ -61,7 +61,8 @@ Examples:
 Methods (--method): de (the paper's DE), de-noconv (DE without the convergence test),
 exhaustive (k=1: every pixel x the 8 RGB-cube corners, centre and even-even pixels first;
 --method-opt levels=3 for a finer grid), sparse-rs (random search over k pixels, corner
-colours, Sparse-RS schedule). --budget caps target queries per image (DE: maxiter =
+colours, Sparse-RS schedule, started from the k best of a 1,024-query single-pixel screen;
+--method-opt screen=0 for a random start). --budget caps target queries per image (DE: maxiter =
 budget // popsize - 1); --stop-at 0.5 stops each image at its first flip.
 """
 
