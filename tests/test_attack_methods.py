@@ -99,7 +99,7 @@ def test_position_prior_is_even_even_from_the_centre_then_the_rest() -> None:
 def test_sparse_rs_is_seeded_batched_and_keeps_its_best(
     target: TorchTarget, images: np.ndarray, pixels: int
 ) -> None:
-    method = SparseRS(pixels=pixels, candidates=2, screen=0)  # the paper's random start
+    method = SparseRS(pixels=pixels, candidates=2, screen=0, fill=0)  # the paper's random start
     budget = 61
     first = method.run(target, images, direction="lower", budget=budget, seed=3)
     again = method.run(target, images, direction="lower", budget=budget, seed=3)
@@ -309,3 +309,20 @@ def test_exhaustive_refinement_tries_finer_colours_at_the_best_positions(
         target, images[1:2], direction="lower", budget=plain.queries + 10
     )
     assert capped[0].queries == plain.queries + 10
+
+
+def test_sparse_rs_fills_target_calls_when_few_images_search(target: TorchTarget, images: np.ndarray) -> None:
+    plain = SparseRS(pixels=3, candidates=2, screen=0, fill=0).run(target, images[:1], budget=17)[0]
+    filled = SparseRS(pixels=3, candidates=2, screen=0, fill=8).run(target, images[:1], budget=17)[0]
+    assert plain.queries == filled.queries == 17
+    assert plain.generations == 8 and filled.generations == 2  # 2 vs 8 proposals per step
+    assert len(filled.history) == 3 and np.all(np.diff(filled.history) <= 0)
+
+
+def test_new_runs_store_every_option_of_a_search_method() -> None:
+    from onepixel.cli.attack import _stored_method_options
+
+    stored = _stored_method_options("sparse-rs", 3, ["screen=0"])
+    assert stored == {**SparseRS(pixels=3).options(), "screen": 0}
+    assert _stored_method_options("de", 1, None) == {}
+    assert _stored_method_options("sparse-rs", 1, ["nope=1"]) == {"nope": 1}  # the config rejects it

@@ -50,7 +50,9 @@ class SparseRS(AttackMethod):
 
     Options: ``alpha_init`` (first fraction of the k pixels resampled per step, default 0.3),
     ``candidates`` (proposals per image per step, default 8; 1 is the paper's, but one proposal
-    per image makes target calls of a few queries), ``screen`` (single-pixel screening queries
+    per image makes target calls of a few queries), ``fill`` (when few images are still
+    searching, each gets ``fill // searching`` proposals per step instead, so a target call keeps
+    about ``fill`` queries; default 128, 0 = off), ``screen`` (single-pixel screening queries
     before the search, default 1024; 0 = a random start) and ``chunk`` (screening queries per
     target call).
     Without a budget it spends 10,000 queries per image.
@@ -66,8 +68,12 @@ class SparseRS(AttackMethod):
         candidates: int = 8,
         screen: int = 1024,
         chunk: int = 4096,
+        fill: int = 128,
     ) -> None:
         super().__init__(pixels)
+        if int(fill) != fill or fill < 0:
+            raise MethodError(f"fill must be an integer >= 0 (queries per target call), got {fill!r}")
+        self.fill = int(fill)
         if int(screen) != screen or screen < 0:
             raise MethodError(f"screen must be an integer >= 0 (queries), got {screen!r}")
         if int(chunk) != chunk or chunk < 1:
@@ -80,12 +86,13 @@ class SparseRS(AttackMethod):
         self.alpha_init, self.candidates = float(alpha_init), int(candidates)
 
     def options(self) -> dict[str, Any]:
-        """Return alpha_init, candidates, screen and chunk."""
+        """Return alpha_init, candidates, screen, chunk and fill."""
         return {
             "alpha_init": self.alpha_init,
             "candidates": self.candidates,
             "screen": self.screen,
             "chunk": self.chunk,
+            "fill": self.fill,
         }
 
     def budget_independent(self) -> bool:
@@ -217,7 +224,7 @@ class SparseRS(AttackMethod):
         while active.any():
             rows = np.flatnonzero(active)
             a = len(rows)
-            width = min(m, budget - int(spent[rows].max()))
+            width = min(max(m, self.fill // a), budget - int(spent[rows].max()))
             n_new = max(1, int(round(alpha_at(int(spent[rows].max()), budget, self.alpha_init) * k)))
             n_new = min(n_new, k)
             # Which of the k pixels each proposal replaces, and with which new positions.

@@ -67,6 +67,23 @@ budget // popsize - 1); --stop-at 0.5 stops each image at its first flip.
 """
 
 
+def _stored_method_options(method: str, pixels: int, items: list[str] | None) -> dict[str, Any]:
+    """Return the method options a new run stores: every option of a search method, defaults too.
+
+    Storing the defaults keeps a resumed run on the settings it began with when a later version
+    changes a default. Options the method rejects are returned as given (the config reports them).
+    """
+    given = _parse_options(items or [], "--method-opt")
+    from onepixel.attack.methods import DE_METHODS, MethodError, make_method
+
+    if method in DE_METHODS:
+        return given
+    try:
+        return make_method(method, pixels, given).options()
+    except MethodError:
+        return given
+
+
 def _parse_options(items: list[str], flag: str = "--objective-option") -> dict[str, Any]:
     """Return KEY=VALUE items as a dict (values parsed as JSON when they are JSON)."""
     options: dict[str, Any] = {}
@@ -311,7 +328,7 @@ def attack(
             raise_max=raise_max,
             limit=limit,
             method=method,
-            method_options=_parse_options(method_option or [], "--method-opt"),
+            method_options=_stored_method_options(method, pixels, method_option),
             budget=budget,
         )
         runner = None
