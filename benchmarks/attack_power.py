@@ -374,12 +374,26 @@ def figure(out: dict[str, Any], path: Path) -> None:
         for method, s in section["runs"][k].items():
             if s.get("budget_dependent"):
                 xs = [int(b) for b in s["flips_at_budget"]]
-                ax.plot(xs, [s["flips_at_budget"][str(b)] / n for b in xs], "o--", label=method)
+                ax.plot(
+                    xs,
+                    [s["flips_at_budget"][str(b)] / n for b in xs],
+                    "o-",
+                    lw=2,
+                    label=f"{method} (per budget)",
+                )
                 continue
             q = sorted(r["queries_to_flip"] for r in s["per_image"] if r["flip"])
             xs = [1, *q, max(out["budgets"])]
             ys = [0, *range(1, len(q) + 1), len(q)]
-            ax.step(xs, np.array(ys) / n, where="post", label=method)
+            ours = method in OURS
+            ax.step(
+                xs,
+                np.array(ys) / n,
+                where="post",
+                label=method,
+                lw=2 if ours else 1.2,
+                ls="-" if ours else ":",
+            )
         for b in out["budgets"]:
             ax.axvline(b, color="0.85", lw=0.8, zorder=0)
         ax.set_xscale("log")
@@ -598,6 +612,15 @@ def compare(out: dict[str, Any]) -> list[dict[str, Any]]:
                 return m, costs[m]
 
             (om, oc), (pm, pc) = cheapest(ours), cheapest(peers)
+
+            def strongest(group: dict[str, Any]) -> str:
+                """Most flips at the largest budget, then the lowest CPU s per flip."""
+                return min(
+                    group, key=lambda name: (-group[name]["flips"], group[name]["cpu_s_per_flip"] or np.inf)
+                )
+
+            so, sp = strongest(ours), strongest(peers)
+            so_c, sp_c = ours[so]["cpu_s_per_flip"], peers[sp]["cpu_s_per_flip"]
             for b in out["budgets"]:
                 best_o = max(ours, key=lambda m: ours[m]["flips_at_budget"][str(b)])
                 best_p = max(peers, key=lambda m: peers[m]["flips_at_budget"][str(b)])
@@ -617,6 +640,9 @@ def compare(out: dict[str, Any]) -> list[dict[str, Any]]:
                         "peer_cheapest_per_flip": pm,
                         "peer_cpu_s_per_flip": pc,
                         "per_flip_ratio_peer_over_ours": pc / oc if oc and pc else None,
+                        "strongest_ours": so,
+                        "strongest_peer": sp,
+                        "strongest_ratio_peer_over_ours": sp_c / so_c if so_c and sp_c else None,
                     }
                 )
     return rows
@@ -640,8 +666,8 @@ def print_table(out: dict[str, Any]) -> None:
                 print(f"| {direction} | {k} | {method} | {s['n']} | {at} | {med} | {cpu} | {per_flip} |")
     print()
     print("| direction | k | budget | our best (flips) | best peer (flips) | ours >= peer | ", end="")
-    print("cheapest per flip: ours | peers | peer / ours |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("cheapest per flip: ours | peers | peer / ours | strongest: ours / peer, peer / ours per flip |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in out.get("comparison", []):
         oc = (
             "-"
@@ -656,10 +682,12 @@ def print_table(out: dict[str, Any]) -> None:
         ratio = (
             "-" if r["per_flip_ratio_peer_over_ours"] is None else f"{r['per_flip_ratio_peer_over_ours']:.2f}"
         )
+        sr = r.get("strongest_ratio_peer_over_ours")
+        strong = "-" if sr is None else f"{sr:.2f}"
         print(
             f"| {r['direction']} | {r['k']} | {r['budget']} | {r['ours_best']} ({r['ours_flips']}) | "
             f"{r['peer_best']} ({r['peer_flips']}) | {'yes' if r['ours_at_least_peer'] else 'NO'} | "
-            f"{oc} | {pc} | {ratio} |"
+            f"{oc} | {pc} | {ratio} | {r['strongest_ours']} / {r['strongest_peer']}, {strong} |"
         )
 
 
