@@ -99,7 +99,7 @@ def test_position_prior_is_even_even_from_the_centre_then_the_rest() -> None:
 def test_sparse_rs_is_seeded_batched_and_keeps_its_best(
     target: TorchTarget, images: np.ndarray, pixels: int
 ) -> None:
-    method = SparseRS(pixels=pixels, candidates=2)
+    method = SparseRS(pixels=pixels, candidates=2, screen=0, fill=0)  # the paper's random start
     budget = 61
     first = method.run(target, images, direction="lower", budget=budget, seed=3)
     again = method.run(target, images, direction="lower", budget=budget, seed=3)
@@ -118,6 +118,31 @@ def test_sparse_rs_is_seeded_batched_and_keeps_its_best(
         )
         assert r.flip == is_flip(r.score_before, r.score_after, "lower")
         assert (r.queries_to_flip is not None) == r.flip
+
+
+@pytest.mark.parametrize("direction", ["lower", "raise"])
+def test_sparse_rs_starts_from_the_best_screened_single_pixels(
+    target: TorchTarget, images: np.ndarray, direction: str
+) -> None:
+    screen, k = 64, 3  # the first 8 prior positions x 8 corners, then the start set: 65 queries
+    (record,) = SparseRS(pixels=k, screen=screen).run(target, images[:1], direction=direction, budget=65)
+    positions = position_order(64, "centre")[: screen // 8]
+    singles = np.concatenate([np.repeat(positions, 8, axis=0), np.tile(CORNERS, (8, 1))], axis=1)
+    scores = target.predict_pixels(images[:1], np.zeros(screen, int), singles[:, None, :])
+    energy = (scores if direction == "lower" else -scores).reshape(8, 8)
+    top = np.argsort(energy.min(axis=1), kind="stable")[:k]
+    start = np.concatenate([positions[top], CORNERS[energy.argmin(axis=1)[top]]], axis=1)
+    combo = target.predict_pixels(images[:1], np.zeros(1, int), start[None])[0]
+    best_single = scores.min() if direction == "lower" else scores.max()
+    expected = min(combo, best_single) if direction == "lower" else max(combo, best_single)
+    assert record.queries == 65
+    assert record.extra["score_during_attack"] == pytest.approx(expected, abs=TOLERANCE)
+    assert record.score_after == pytest.approx(expected, abs=TOLERANCE)
+    px = np.array(record.vector).reshape(k, 5)
+    if expected == combo:
+        assert sorted(map(tuple, px)) == sorted(map(tuple, start))
+    else:  # the best single pixel, repeated: one changed pixel
+        assert len({tuple(r) for r in px}) == 1
 
 
 def test_de_method_gives_the_campaign_records(
@@ -284,3 +309,20 @@ def test_exhaustive_refinement_tries_finer_colours_at_the_best_positions(
         target, images[1:2], direction="lower", budget=plain.queries + 10
     )
     assert capped[0].queries == plain.queries + 10
+
+
+def test_sparse_rs_fills_target_calls_when_few_images_search(target: TorchTarget, images: np.ndarray) -> None:
+    plain = SparseRS(pixels=3, candidates=2, screen=0, fill=0).run(target, images[:1], budget=17)[0]
+    filled = SparseRS(pixels=3, candidates=2, screen=0, fill=8).run(target, images[:1], budget=17)[0]
+    assert plain.queries == filled.queries == 17
+    assert plain.generations == 8 and filled.generations == 2  # 2 vs 8 proposals per step
+    assert len(filled.history) == 3 and np.all(np.diff(filled.history) <= 0)
+
+
+def test_new_runs_store_every_option_of_a_search_method() -> None:
+    from onepixel.cli.attack import _stored_method_options
+
+    stored = _stored_method_options("sparse-rs", 3, ["screen=0"])
+    assert stored == {**SparseRS(pixels=3).options(), "screen": 0}
+    assert _stored_method_options("de", 1, None) == {}
+    assert _stored_method_options("sparse-rs", 1, ["nope=1"]) == {"nope": 1}  # the config rejects it

@@ -9,6 +9,14 @@ proposal replaces the current set when its energy is not worse (score for ``lowe
 the query budget (the paper's piecewise-constant schedule, defined for 10,000 queries and
 rescaled to the budget), so the search moves from broad to local changes.
 
+Screening start (``screen`` queries, default 1,024; 0 = the paper's random start): before the
+random search, single-pixel corner colours are tried at positions in the exhaustive search's
+prior order (even-even pixels from the centre out, :func:`~onepixel.attack.exhaustive.position_order`),
+and the k best distinct positions, each with its best corner, become the starting set. The
+screen is a fixed prefix of queries, so the search does not depend on the budget beyond where it
+ends. When a screened single pixel stays better than every k-pixel set, it is the result (its
+change repeated k times: one changed pixel).
+
 All images of a batch step together: one ``target.predict_pixels`` call per step scores every
 proposal of every image still searching; one seeded Generator draws for the batch.
 """
@@ -19,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel.attack.methods import AttackMethod, MethodError, SearchResult
+from onepixel.attack.methods import AttackMethod, MethodError, SearchResult, first_crossing
 from onepixel.attack.objectives import check_direction, crossed, score_to_energy
 
 if TYPE_CHECKING:
@@ -41,15 +49,36 @@ class SparseRS(AttackMethod):
     """Sparse-RS random search over k pixels with corner colours.
 
     Options: ``alpha_init`` (first fraction of the k pixels resampled per step, default 0.3),
-    ``candidates`` (proposals per image per step, default 1 as in the paper).
+    ``candidates`` (proposals per image per step, default 8; 1 is the paper's, but one proposal
+    per image makes target calls of a few queries), ``fill`` (when few images are still
+    searching, each gets ``fill // searching`` proposals per step instead, so a target call keeps
+    about ``fill`` queries; default 128, 0 = off), ``screen`` (single-pixel screening queries
+    before the search, default 1024; 0 = a random start) and ``chunk`` (screening queries per
+    target call).
     Without a budget it spends 10,000 queries per image.
     """
 
     name = "sparse-rs"
     default_budget = DEFAULT_BUDGET
 
-    def __init__(self, pixels: int = 1, alpha_init: float = 0.3, candidates: int = 1) -> None:
+    def __init__(
+        self,
+        pixels: int = 1,
+        alpha_init: float = 0.3,
+        candidates: int = 8,
+        screen: int = 1024,
+        chunk: int = 4096,
+        fill: int = 128,
+    ) -> None:
         super().__init__(pixels)
+        if int(fill) != fill or fill < 0:
+            raise MethodError(f"fill must be an integer >= 0 (queries per target call), got {fill!r}")
+        self.fill = int(fill)
+        if int(screen) != screen or screen < 0:
+            raise MethodError(f"screen must be an integer >= 0 (queries), got {screen!r}")
+        if int(chunk) != chunk or chunk < 1:
+            raise MethodError(f"chunk must be an integer >= 1, got {chunk!r}")
+        self.screen, self.chunk = int(screen), int(chunk)
         if not 0.0 < float(alpha_init) <= 1.0:
             raise MethodError(f"alpha_init must lie in (0, 1], got {alpha_init!r}")
         if int(candidates) != candidates or candidates < 1:
@@ -57,8 +86,72 @@ class SparseRS(AttackMethod):
         self.alpha_init, self.candidates = float(alpha_init), int(candidates)
 
     def options(self) -> dict[str, Any]:
-        """Return alpha_init and candidates."""
-        return {"alpha_init": self.alpha_init, "candidates": self.candidates}
+        """Return alpha_init, candidates, screen, chunk and fill."""
+        return {
+            "alpha_init": self.alpha_init,
+            "candidates": self.candidates,
+            "screen": self.screen,
+            "chunk": self.chunk,
+            "fill": self.fill,
+        }
+
+    def budget_independent(self) -> bool:
+        """Return True when the search does not depend on the budget (one pixel resampled per step).
+
+        The schedule only changes how many pixels a step resamples; when ``round(alpha_init * k)``
+        is at most 1 every step resamples one pixel whatever the budget, so a run at a larger
+        budget begins exactly as a run at a smaller one.
+        """
+        return max(1, round(self.alpha_init * self.pixels)) == 1
+
+    def _screen(
+        self,
+        target: Target,
+        images: np.ndarray,
+        direction: str,
+        screen: int,
+        stop_at: float | None,
+        spent: np.ndarray,
+        first: np.ndarray,
+        history: list[list[float]],
+        active: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Try single pixels (prior order x 8 corners) for the first ``screen`` queries.
+
+        Updates ``spent``, ``first``, ``history`` and ``active`` (False once ``stop_at`` is crossed)
+        in place. Returns (best energy per screened position (n, P), the positions (P, 2) as
+        (x, y), the best corner's index per position (n, P), each image's best single-pixel
+        score (n,)); positions an image never reached have energy inf.
+        """
+        from onepixel.attack.exhaustive import position_order
+
+        n, size, n_col = len(images), images.shape[1], len(CORNERS)
+        order = position_order(size, "centre")[: screen // n_col]
+        energies = np.full((n, len(order) * n_col), np.inf)
+        scores_all = np.full((n, len(order) * n_col), np.nan)
+        offset = 0
+        while active.any() and offset < screen:
+            rows = np.flatnonzero(active)
+            width = min(max(n_col, self.chunk // len(rows)), screen - offset)
+            q = offset + np.arange(width)
+            one = np.concatenate([order[q // n_col], CORNERS[q % n_col]], axis=1)  # (width, 5)
+            changes = np.broadcast_to(one, (len(rows), width, 5)).reshape(-1, 1, 5)
+            sc = target.predict_pixels(images, np.repeat(rows, width), changes).reshape(len(rows), width)
+            scores_all[rows[:, None], q] = sc
+            energies[rows[:, None], q] = score_to_energy(sc, direction)
+            hit = first_crossing(np.asarray(crossed(sc, direction)))
+            new = (hit >= 0) & (first[rows] < 0)
+            first[rows[new]] = spent[rows[new]] + hit[new] + 1
+            spent[rows] += width
+            offset += width
+            best_now = scores_all[rows, np.argmin(energies[rows], axis=1)]
+            for j, i in enumerate(rows):
+                history[i].append(float(best_now[j]))
+            if stop_at is not None:
+                active[rows[np.asarray(crossed(best_now, direction, stop_at))]] = False
+        per_pos = energies.reshape(n, len(order), n_col)
+        best = scores_all[np.arange(n), np.argmin(energies, axis=1)]
+        return per_pos.min(axis=2), order, per_pos.argmin(axis=2), best
 
     def _changes(self, positions: np.ndarray, colours: np.ndarray, size: int) -> np.ndarray:
         """Return (..., k, 5) pixel changes of flat positions (..., k) and colours (..., k, 3)."""
@@ -81,26 +174,57 @@ class SparseRS(AttackMethod):
         n_pix = size * size
         if k > n_pix:
             raise MethodError(f"pixels={k} exceeds the {n_pix} pixels of the image")
+        spent = np.zeros(n, dtype=np.int64)
+        first = np.full(n, -1, dtype=np.int64)
+        history: list[list[float]] = [[] for _ in range(n)]
+        stopped = np.array(["budget"] * n, dtype=object)
+        # The overall best (what the search returns) and the random search's current set.
+        best_vec = np.zeros((n, k, 5), dtype=np.int64)
+        best_score = np.full(n, np.nan)
+        best_energy = np.full(n, np.inf)
         # Initial sets: k distinct positions per image (argsort of uniforms), random corners.
         positions = np.argsort(rng.random((n, n_pix)), axis=1)[:, :k]
         colours = CORNERS[rng.integers(0, len(CORNERS), size=(n, k))]
-        scores = target.predict_pixels(images, np.arange(n), self._changes(positions, colours, size))
-        energy = score_to_energy(scores, direction)
-        best_score = scores.copy()
-        spent = np.ones(n, dtype=np.int64)
-        first = np.where(np.asarray(crossed(scores, direction)), 1, -1).astype(np.int64)
-        history = [[float(s)] for s in scores]
-        active = np.full(n, budget > 1)
-        stopped = np.array(["budget"] * n, dtype=object)
+        active = np.ones(n, dtype=bool)
+        screen = min(self.screen, budget, n_pix * len(CORNERS)) // len(CORNERS) * len(CORNERS)
+        if screen:
+            single = self._screen(target, images, direction, screen, stop_at, spent, first, history, active)
+            e1, order, cols, best1 = single  # (n, P) best energy, (P, 2) positions, (n, P) best corner
+            top = np.argsort(e1, axis=1, kind="stable")[:, :k] if e1.shape[1] >= k else None
+            low = np.argmin(e1, axis=1)
+            one = np.concatenate([order[low], CORNERS[cols[np.arange(n), low]]], axis=1)  # (n, 5)
+            best_vec[:] = one[:, None, :]
+            best_energy[:] = e1[np.arange(n), low]
+            best_score[:] = best1
+            if top is not None:
+                positions = order[top][..., 1] * size + order[top][..., 0]
+                colours = CORNERS[np.take_along_axis(cols, top, axis=1)]
+            stopped[~active] = "stop_at"
+        rows = np.flatnonzero(active & (spent < budget))
+        energy = np.full(n, np.inf)
+        if len(rows):  # score the starting sets
+            scores = target.predict_pixels(images, rows, self._changes(positions[rows], colours[rows], size))
+            e = score_to_energy(scores, direction)
+            new = (first[rows] < 0) & np.asarray(crossed(scores, direction))
+            first[rows[new]] = spent[rows[new]] + 1
+            energy[rows] = e
+            better = e < best_energy[rows]
+            upd = rows[better]
+            best_energy[upd], best_score[upd] = e[better], scores[better]
+            best_vec[upd] = self._changes(positions[upd], colours[upd], size)
+            spent[rows] += 1
+            for i in rows:
+                history[i].append(float(best_score[i]))
+        active &= spent < budget
         if stop_at is not None:
-            hit = np.asarray(crossed(best_score, direction, stop_at))
-            active &= ~hit
+            hit = np.flatnonzero(active & np.asarray(crossed(best_score, direction, stop_at)))
+            active[hit] = False
             stopped[hit] = "stop_at"
         steps = np.zeros(n, dtype=np.int64)
         while active.any():
             rows = np.flatnonzero(active)
             a = len(rows)
-            width = min(m, budget - int(spent[rows].max()))
+            width = min(max(m, self.fill // a), budget - int(spent[rows].max()))
             n_new = max(1, int(round(alpha_at(int(spent[rows].max()), budget, self.alpha_init) * k)))
             n_new = min(n_new, k)
             # Which of the k pixels each proposal replaces, and with which new positions.
@@ -126,7 +250,11 @@ class SparseRS(AttackMethod):
             positions[upd] = cand_pos[np.flatnonzero(take), jt]
             colours[upd] = cand_col[np.flatnonzero(take), jt]
             energy[upd] = e[np.flatnonzero(take), jt]
-            best_score[upd] = s[np.flatnonzero(take), jt]
+            gain = energy[upd] < best_energy[upd]
+            won = upd[gain]
+            best_energy[won] = energy[won]
+            best_score[won] = s[np.flatnonzero(take)[gain], jt[gain]]
+            best_vec[won] = self._changes(positions[won], colours[won], size)
             cross = np.asarray(crossed(s, direction))
             new = cross.any(axis=1) & (first[rows] < 0)
             first[rows[new]] = spent[rows[new]] + np.argmax(cross[new], axis=1) + 1
@@ -139,7 +267,7 @@ class SparseRS(AttackMethod):
                 hit = rows[np.asarray(crossed(best_score[rows], direction, stop_at))]
                 active[hit] = False
                 stopped[hit] = "stop_at"
-        vectors = self._changes(positions, colours, size).reshape(n, 5 * k)
+        vectors = best_vec.reshape(n, 5 * k)
         return [
             SearchResult(
                 vector=vectors[i],

@@ -55,9 +55,27 @@ Examples:
 Methods (--method): de (the paper's DE), de-noconv (DE without the convergence test),
 exhaustive (k=1: every pixel x the 8 RGB-cube corners, centre and even-even pixels first;
 --method-opt levels=3 for a finer grid), sparse-rs (random search over k pixels, corner
-colours, Sparse-RS schedule). --budget caps target queries per image (DE: maxiter =
+colours, Sparse-RS schedule, started from the k best of a 1,024-query single-pixel screen;
+--method-opt screen=0 for a random start). --budget caps target queries per image (DE: maxiter =
 budget // popsize - 1); --stop-at 0.5 stops each image at its first flip.
 """
+
+
+def _stored_method_options(method: str, pixels: int, items: list[str] | None) -> dict[str, Any]:
+    """Return the method options a new run stores: every option of a search method, defaults too.
+
+    Storing the defaults keeps a resumed run on the settings it began with when a later version
+    changes a default. Options the method rejects are returned as given (the config reports them).
+    """
+    given = _parse_options(items or [], "--method-opt")
+    from onepixel.attack.methods import DE_METHODS, MethodError, make_method
+
+    if method in DE_METHODS:
+        return given
+    try:
+        return make_method(method, pixels, given).options()
+    except MethodError:
+        return given
 
 
 def _parse_options(items: list[str], flag: str = "--objective-option") -> dict[str, Any]:
@@ -304,7 +322,7 @@ def attack(
             raise_max=raise_max,
             limit=limit,
             method=method,
-            method_options=_parse_options(method_option or [], "--method-opt"),
+            method_options=_stored_method_options(method, pixels, method_option),
             budget=budget,
         )
         runner = None
