@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from onepixel.cli.common import console, fail
 
@@ -19,17 +20,23 @@ def report(
     ] = None,
     detector: Annotated[
         list[Path] | None,
-        typer.Option("--detector", help="Folder written by `onepixel evaluate-detector` (repeatable)."),
+        typer.Option("--detector", help="Folder written by `onepixel detector evaluate` (repeatable)."),
     ] = None,
     guard: Annotated[
         list[Path] | None,
         typer.Option(
-            "--guard", help="JSON of `onepixel evaluate-guard --out` (repeatable): per-run verdicts."
+            "--guard",
+            help="JSON file of `onepixel guard evaluate --out FILE` (or its --json output), repeatable: "
+            "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
         ),
     ] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
     check: Annotated[
-        bool, typer.Option("--check/--no-check", help="Open the report in headless Chromium and verify it.")
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Open the report in headless Chromium at desktop and phone widths and verify it.",
+        ),
     ] = False,
 ) -> None:
     """Write ONE self-contained HTML file of a study. It opens with the findings (per run: images
@@ -49,15 +56,23 @@ def report(
         raise fail(str(exc)) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")
     if check:
-        from onepixel.report.browser import check_in_browser
+        from onepixel.report.browser import DESKTOP, PHONE, check_in_browser
 
-        result = check_in_browser(path)
-        status = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
-        console.print(
-            f"browser check {status}: {result.tables} tables, {result.images_ok}/{result.images_total} "
-            f"images decoded, {result.errors} script errors"
-        )
-        if not result.ok:
+        failed = False
+        for name, window in (("desktop", DESKTOP), ("phone", PHONE)):
+            try:
+                result = check_in_browser(path, window=window)
+            except RuntimeError as exc:
+                raise fail(f"browser check: {exc}") from exc
+            problems = result.problems()
+            failed = failed or bool(problems)
+            status = "[green]ok[/]" if not problems else "[red]FAILED[/]: " + escape("; ".join(problems))
+            console.print(
+                f"browser check at {name} width ({window[0]} px) {status}: {result.titles} sections, "
+                f"{result.tables} tables, {result.images_ok}/{result.images_total} images decoded, "
+                f"{result.errors} script errors, {len(result.console_messages)} console messages"
+            )
+        if failed:
             raise typer.Exit(1)
 
 
