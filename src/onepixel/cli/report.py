@@ -13,23 +13,29 @@ from onepixel.cli.common import console, fail
 
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Campaign folders (made by `onepixel attack`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="File: the HTML report to write.")] = Path(
+        "report.html"
+    ),
     confmap: Annotated[
         list[Path] | None,
-        typer.Option("--confmap", help="Folder written by `onepixel confmap` (repeatable)."),
+        typer.Option("--confmap", help="Folder written by `onepixel confmap --out` (repeatable)."),
     ] = None,
-    detector: Annotated[
-        list[Path] | None,
-        typer.Option("--detector", help="Folder written by `onepixel detector evaluate` (repeatable)."),
-    ] = None,
-    guard: Annotated[
+    detector_results: Annotated[
         list[Path] | None,
         typer.Option(
-            "--guard",
-            help="JSON file of `onepixel guard evaluate --out FILE` (or its --json output), repeatable: "
+            "--detector-results", help="Folder written by `onepixel detector evaluate --out` (repeatable)."
+        ),
+    ] = None,
+    guard_results: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--guard-results",
+            help="File written by `onepixel guard evaluate --out` (or its --json output), repeatable: "
             "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
         ),
     ] = None,
+    old_detector: Annotated[list[Path] | None, typer.Option("--detector", hidden=True)] = None,
+    old_guard: Annotated[list[Path] | None, typer.Option("--guard", hidden=True)] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
     check: Annotated[
         bool,
@@ -42,15 +48,25 @@ def report(
     """Write ONE self-contained HTML file of a study. It opens with the findings (per run: images
     attacked, flips, the worst case, whether the guard held), then the model card, and per run the
     figures, with settings and the papers' tables folded; then chromatic / spatial / periodicity
-    results, explorable confidence maps and detector results when given.
+    results, the guarded pipeline's table (clean false positives, flips through per attack kind),
+    explorable confidence maps and detector results when given.
 
-    Example: onepixel report runs/lower runs/raise --confmap runs/confmap --out study.html
+    Example: onepixel report runs/lower runs/raise --confmap runs/confmap --guard-results guard.json
+    --out study.html
+
+    (--detector and --guard, the old spellings of --detector-results and --guard-results, still
+    work: in other commands --detector and --guard name a detector, not results.)
     """
     from onepixel.report.build import build_report
 
     try:
         path = build_report(
-            runs, out, confmaps=confmap or [], detectors=detector or [], guards=guard or [], title=title
+            runs,
+            out,
+            confmaps=confmap or [],
+            detectors=[*(detector_results or []), *(old_detector or [])],
+            guards=[*(guard_results or []), *(old_guard or [])],
+            title=title,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc

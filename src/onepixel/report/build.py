@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,25 @@ def _model_section(target: str | None) -> Section | None:
     blocks: list[Any] = []
     card = weights_path(name).parent / "MODEL_CARD.md"
     if card.is_file():
-        blocks.append(Markdown(card.read_text()))
+        shown, folded = split_card(card.read_text())
+        blocks.append(Markdown(shown))
+        if folded:
+            blocks.append(Details("The rest of the model card", [Markdown(folded)]))
     blocks.append(
         Details("The weights' metadata", [KeyValues("Model card (from the weights' metadata)", items)])
     )
     return Section("Target classifier", blocks, nav="Model")
+
+
+def split_card(text: str) -> tuple[str, str]:
+    """Return (shown, folded) parts of a model card's markdown: its introduction and the
+    sections whose ``##`` heading names scores or metrics are shown, the other sections folded."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    shown, folded = [parts[0]], []
+    for part in parts[1:]:
+        heading = part.splitlines()[0].lower()
+        (shown if any(w in heading for w in ("score", "metric", "performance")) else folded).append(part)
+    return "".join(shown).strip() + "\n", "".join(folded).strip()
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

@@ -312,7 +312,7 @@ img.px{image-rendering:pixelated;cursor:crosshair;touch-action:none}
 @media (min-width:820px){.grid figure.wide{grid-column:span 2}}
 @media (max-width:600px){
 nav{flex-wrap:nowrap;overflow-x:auto;white-space:nowrap;padding-bottom:12px}
-header h1{font-size:22px}p.lead{font-size:16px}
+header h1{font-size:22px}h2{font-size:20px}p.lead{font-size:16px}
 table.findings,table.findings tbody,table.findings tr,table.findings td{display:block;width:100%}
 table.findings thead{display:none}table.findings tr{border:1px solid #dde0e6;border-radius:6px;
 margin:0 0 10px;padding:4px 0}table.findings td{border:0;padding:2px 10px}
