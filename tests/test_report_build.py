@@ -166,8 +166,13 @@ def test_guard_table_comes_from_the_guard_evaluation(study: dict[str, Path]) -> 
         for r in doc["runs"]
     )
     assert f'data-label="flips through: plain">{through} of {flips}<' in section
-    # the run that was not evaluated says so in the findings
+    # the findings sum it up over the report's runs, and the run not evaluated says so
     findings = html.split("</section>", 1)[0]
+    verdict = "held" if through == 0 else "let through"
+    assert (
+        f"Guards over the evaluated runs: residual {verdict} ({through} of {flips} flips got through)."
+        in findings
+    )
     row = re.search(r'<td data-label="run">lower-b</td>.*?</tr>', findings)
     assert row and "not evaluated" in row.group(0)
 

@@ -673,6 +673,22 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
         f"{flips} of {total} attacked images flipped across {len(summaries)} run(s) "
         "(a flip: the clean score on the true label's side of 0.5, the attacked score across it)."
     )
+    totals: dict[str, list[int]] = {}
+    for s in summaries:
+        for name, counts in (guards.get(Path(s["run_dir"]).name) or {}).items():
+            through, run_flips = _flips_through(counts)
+            total_of = totals.setdefault(name, [0, 0])
+            total_of[0] += through
+            total_of[1] += run_flips
+    if totals:
+        lead += (
+            " Guards over the evaluated runs: "
+            + "; ".join(
+                f"{name} {'held' if t == 0 else 'let through'} ({t} of {f} flips got through)"
+                for name, (t, f) in totals.items()
+            )
+            + "."
+        )
     if pooled:
         lead += " " + pooled
     headers = ["run", "attack", "images attacked", "flips", "worst case (score before \u2192 after)", "guard"]
