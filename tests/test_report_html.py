@@ -113,9 +113,12 @@ def test_console_messages_are_read_from_chromiums_log() -> None:
     assert console_messages(log) == ("early err", "Uncaught ReferenceError: f is not defined")
 
 
-def test_report_loads_in_chromium(tmp_path: Path, chromium: str) -> None:
+@pytest.mark.parametrize("window", [(1280, 800), PHONE], ids=["desktop", "phone"])
+def test_report_loads_in_chromium(tmp_path: Path, chromium: str, window: tuple[int, int]) -> None:
     out = write(_report(), tmp_path / "report.html")
-    check = check_in_browser(out)
+    check = check_in_browser(out, window=window)
+    assert check.width == window[0] and check.titles == 2
+    assert "<h2>Counts</h2>" in check.dom and "pagedom" not in check.dom  # the page's own DOM
     assert check.ok, check.problems()
     assert (check.images_ok, check.images_total, check.tables) == (1, 1, 2)
     assert "share" in check.dom

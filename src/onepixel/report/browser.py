@@ -120,11 +120,13 @@ MIN_WINDOW_WIDTH = 500
 # Holds the page in an iframe of the phone's size and copies the page's own #selfcheck out when
 # the iframe's load event fires (after the page's own load handlers, before this page's load).
 _FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{{margin:0}}
-iframe{{border:0;width:{w}px;height:{h}px;display:block}}</style></head><body>
-<div id="selfcheck"></div><iframe id="page" src="{src}"></iframe><script>
+iframe{{border:0;width:{w}px;height:{h}px;display:block}}textarea{{display:none}}</style></head><body>
+<div id="selfcheck"></div><iframe id="page" src="{src}"></iframe><textarea id="pagedom"></textarea>
+<script>
 (function(){{var f=document.getElementById('page'),out=document.getElementById('selfcheck');
 f.addEventListener('load',function(){{var d=f.contentDocument,c=d&&d.getElementById('selfcheck');
-if(!c){{return;}}for(var k in c.dataset){{out.dataset[k]=c.dataset[k];}}}});}})();
+if(!c){{return;}}for(var k in c.dataset){{out.dataset[k]=c.dataset[k];}}
+document.getElementById('pagedom').textContent=d.documentElement.outerHTML;}});}})();
 </script></body></html>"""
 
 
@@ -184,6 +186,9 @@ def check_in_browser(
                 with Image.open(screenshot) as shot:
                     cropped = shot.crop((0, 0, width, min(height, shot.height)))
                 cropped.save(screenshot)
+    framed = re.search(r'<textarea id="pagedom">(.*?)</textarea>', dom, re.S)
+    if framed:  # the page's own DOM, not the frame's around it
+        dom = html.unescape(framed.group(1))
     if _optional(dom, "done", "") != "1":
         raise RuntimeError("the page did not finish loading in the browser (its load handler never ran)")
     images_ok, images_total = (int(v) for v in _selfcheck_value(dom, "images").split("/"))

@@ -689,7 +689,7 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
             )
             + "."
         )
-    if pooled:
+    elif pooled:  # no guard evaluation: the detector's pooled numbers are the defence's only word
         lead += " " + pooled
     headers = ["run", "attack", "images attacked", "flips", "worst case (score before \u2192 after)", "guard"]
     return Section("Findings", [Findings(lead, headers, rows)])

@@ -6,8 +6,10 @@ a section holds blocks (:class:`Text`, :class:`Table`, :class:`Figure`, :class:`
 table and an explorable :class:`ConfmapView`). Figures are embedded as base64 data URIs, so the
 file needs nothing beside it; every text cell has absolute machine paths stripped. A table
 with nothing in it becomes a sentence. A tiny inline
-script records load errors and undecodable images into ``#selfcheck`` so that a headless
-browser can confirm the page rendered (see :mod:`onepixel.report.browser`).
+script, the first thing in ``<head>``, counts script errors and ``console.error`` calls from the
+start; on load, another records them, the images decoded, the tables and the section titles
+(and repeats among them) into ``#selfcheck`` so that a headless browser can confirm the page
+rendered (see :mod:`onepixel.report.browser`).
 """
 
 from __future__ import annotations
