@@ -225,3 +225,27 @@ def test_report_in_chromium(
                 assert float(m.group(3 + i)) == pytest.approx(float(z[key][y, x]), abs=1e-4)
         else:
             assert m.group(3) == "not computed"
+
+
+def test_a_map_still_being_computed_is_a_clear_error(study: dict[str, Path], tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "confmap_state.npz").write_bytes((study["map"] / "confmap_state.npz").read_bytes())
+    for folder, message in ((partial, "still being computed"), (tmp_path, "not a confidence-map folder")):
+        out = CliRunner().invoke(
+            app,
+            ["report", str(study["raise-a"]), "--confmap", str(folder), "--out", str(tmp_path / "r.html")],
+        )
+        assert out.exit_code == 2 and message in " ".join(out.output.split()), out.output
+    out = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(study["raise-a"]),
+            "--detector-results",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+    )
+    assert out.exit_code == 2 and "not a detector evaluation" in " ".join(out.output.split())

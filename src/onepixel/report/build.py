@@ -420,6 +420,20 @@ def analysis_caption(stem: str, result: dict[str, Any]) -> str:
     return stem.removeprefix("analysis_").replace("_", " ")
 
 
+def check_confmap_folder(folder: Path) -> None:
+    """Raise FileNotFoundError unless ``folder`` holds a confidence map the report can show
+    (``confmap.json``); the message says when the map is only part-way (state file, no JSON)."""
+    if (folder / "confmap.json").is_file():
+        return
+    if (folder / "confmap_state.npz").is_file():
+        raise FileNotFoundError(
+            f"{folder} holds a confidence map still being computed or interrupted (confmap_state.npz, "
+            "no confmap.json yet): let `onepixel confmap` finish, or rerun the same command to resume "
+            "an interrupted one"
+        )
+    raise FileNotFoundError(f"{folder} is not a confidence-map folder (no confmap.json)")
+
+
 def _confmap_section(folders: list[Path]) -> Section | None:
     blocks: list[Any] = []
     for folder in folders:
@@ -715,6 +729,14 @@ def build_report(
     for run in run_dirs:
         if not (run / "attacks.sqlite").is_file():
             raise FileNotFoundError(f"{run} is not a campaign folder (no attacks.sqlite)")
+    for folder in confmaps:
+        check_confmap_folder(Path(folder))
+    for folder in detectors:
+        if not (Path(folder) / "detector.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a detector evaluation (no detector.json; `onepixel detector evaluate "
+                "--out FOLDER` writes one)"
+            )
     out = Path(out)
     sections: list[Section] = []
     summaries = []
