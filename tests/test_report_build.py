@@ -249,3 +249,13 @@ def test_a_map_still_being_computed_is_a_clear_error(study: dict[str, Path], tmp
         ],
     )
     assert out.exit_code == 2 and "not a detector evaluation" in " ".join(out.output.split())
+
+
+def test_attack_kinds_of_the_guard_table() -> None:
+    from onepixel.report.build import attack_kind
+
+    assert attack_kind({"objective": "plain"}, {"method": "exhaustive"}) == "exhaustive"
+    assert attack_kind({"objective": "plain", "method": "exhaustive"}, None) == "exhaustive"
+    assert attack_kind({"objective": "adaptive"}, {"method": "de"}) == "adaptive"
+    assert attack_kind({"objective": "plain"}, {"method": "de-noconv"}) == "plain"
+    assert attack_kind({"objective": "plain"}, {"method": "sparse-rs"}) == "sparse-rs"

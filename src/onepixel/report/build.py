@@ -547,13 +547,16 @@ def guard_by_run(guards: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
 
 # Attack kinds of the guard table, in this order first; any other objective follows.
 GUARD_KINDS = ("plain", "adaptive", "exhaustive")
+DE_METHODS = ("de", "de-noconv")
 
 
 def attack_kind(row: dict[str, Any], summary: dict[str, Any] | None) -> str:
-    """Return the kind of attack of a guard-evaluation row: "exhaustive" for the exhaustive
-    method, else the objective (plain, adaptive, colour...)."""
+    """Return the kind of attack of a guard-evaluation row: the method when it is not
+    differential evolution (exhaustive, sparse-rs), else the objective (plain, adaptive, colour)."""
     method = row.get("method") or (summary or {}).get("method")
-    return "exhaustive" if method == "exhaustive" else str(row.get("objective") or "plain")
+    if method and method not in DE_METHODS:
+        return str(method)
+    return str(row.get("objective") or "plain")
 
 
 def guard_section(guards: list[Path], summaries: list[dict[str, Any]]) -> Section | None:
