@@ -216,15 +216,20 @@ def test_report_in_chromium(
         assert image.size == window
         assert len(np.unique(np.asarray(image.convert("L")))) > 20  # a rendered page, not a blank one
     # hovering the map's centre shows that pixel's min / max / mean, as stored in confmap.npz
-    m = re.fullmatch(r"x (\d+), y (\d+): min ([\d.]+|not computed), max (\S+), mean (\S+)", check.confmap)
+    number = r"([\d.]+|not computed)"
+    colour = r"(?: \(RGB (\d+,\d+,\d+)\))?"
+    pattern = rf"x (\d+), y (\d+): min {number}{colour}, max {number}{colour}, mean {number}"
+    m = re.fullmatch(pattern, check.confmap)
     assert m, check.confmap
     x, y = int(m.group(1)), int(m.group(2))
     with np.load(study["map"] / "confmap.npz") as z:
         if y in MAP_ROWS:
-            for i, key in enumerate(("min", "max", "mean")):
-                assert float(m.group(3 + i)) == pytest.approx(float(z[key][y, x]), abs=1e-4)
+            for group, key in ((3, "min"), (5, "max"), (7, "mean")):
+                assert float(m.group(group)) == pytest.approx(float(z[key][y, x]), abs=1e-4)
+            assert m.group(4) == ",".join(str(int(v)) for v in z["argmin"][y, x])
+            assert m.group(6) == ",".join(str(int(v)) for v in z["argmax"][y, x])
         else:
-            assert m.group(3) == "not computed"
+            assert m.group(3) == "not computed" and m.group(4) is None
 
 
 def test_a_map_still_being_computed_is_a_clear_error(study: dict[str, Path], tmp_path: Path) -> None:

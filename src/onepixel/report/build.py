@@ -463,6 +463,8 @@ def _confmap_section(folders: list[Path]) -> Section | None:
                         z["max"],
                         z["mean"],
                         z["done"],
+                        z["argmin"] if "argmin" in z.files else None,
+                        z["argmax"] if "argmax" in z.files else None,
                     )
                 )
         png = folder / "confmap.png"

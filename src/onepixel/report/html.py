@@ -113,7 +113,8 @@ class Details:
 class ConfmapView:
     """An explorable confidence map: hover a pixel of the image to see its min/max/mean score.
 
-    ``image`` (H, W, 3) uint8; ``min``/``max``/``mean`` (H, W) scores; ``done`` (H,) rows computed.
+    ``image`` (H, W, 3) uint8; ``min``/``max``/``mean`` (H, W) scores; ``done`` (H,) rows computed;
+    ``argmin``/``argmax`` (H, W, 3) the colour reaching the min / max at each pixel, when known.
     """
 
     title: str
@@ -122,6 +123,8 @@ class ConfmapView:
     max: np.ndarray
     mean: np.ndarray
     done: np.ndarray | None = None
+    argmin: np.ndarray | None = None
+    argmax: np.ndarray | None = None
 
 
 Block = Text | Table | KeyValues | Figure | Markdown | Grid | Findings | Details | ConfmapView
@@ -204,9 +207,13 @@ def _confmap(block: ConfmapView, index: int) -> str:
         a = np.where(done[:, None], np.asarray(a, dtype=np.float64), np.nan)
         return [[None if math.isnan(v) else round(float(v), 5) for v in row] for row in a]
 
-    data = json.dumps(
-        {"w": w, "h": h, "min": grid(block.min), "max": grid(block.max), "mean": grid(block.mean)}
-    )
+    maps: dict[str, Any] = {"w": w, "h": h, "min": grid(block.min), "max": grid(block.max)}
+    maps["mean"] = grid(block.mean)
+    for key in ("argmin", "argmax"):
+        colours = getattr(block, key)
+        if colours is not None:
+            maps[key] = np.asarray(colours, dtype=np.int64).tolist()
+    data = json.dumps(maps)
     data = data.replace("</", "<\\/")
     low = np.where(done[:, None], np.asarray(block.min, dtype=np.float64), np.nan)
     lo, hi = (float(np.nanmin(low)), float(np.nanmax(low))) if done.any() else (0.0, 1.0)
@@ -215,7 +222,7 @@ def _confmap(block: ConfmapView, index: int) -> str:
     return (
         f'<div class="confmap" data-map="{vid}"><h3>{_esc(block.title)}</h3>'
         '<p class="hint">Hover (or tap) a pixel: the lowest, highest and mean score over every colour '
-        "tried at that pixel.</p>"
+        "tried at that pixel, and the colour reaching the lowest and the highest.</p>"
         '<div class="cm-pair">'
         f'<figure><img class="px" src="{png_data_uri(_png_bytes(block.image))}" alt="clean image"'
         f' width="{w}" height="{h}"><figcaption>clean image</figcaption></figure>'
@@ -355,14 +362,16 @@ c.dataset.errors=String(s.errors);c.dataset.console=String(s.console);c.dataset.
 _CONFMAP_JS = """
 <script>
 (function(){function fmt(v){return v===null?'not computed':v.toFixed(4);}
+function rgb(c,v,x,y){return (c&&v!==null)?' (RGB '+c[y][x].join(',')+')':'';}
 document.querySelectorAll('.confmap').forEach(function(box){
 var data=JSON.parse(document.getElementById(box.dataset.map).textContent);
 var out=box.querySelector('.cm-readout');
 function show(ev,img){var r=img.getBoundingClientRect();var p=ev.touches?ev.touches[0]:ev;
 var x=Math.min(data.w-1,Math.max(0,Math.floor((p.clientX-r.left)/r.width*data.w)));
 var y=Math.min(data.h-1,Math.max(0,Math.floor((p.clientY-r.top)/r.height*data.h)));
-out.textContent='x '+x+', y '+y+': min '+fmt(data.min[y][x])+', max '+fmt(data.max[y][x])+
-', mean '+fmt(data.mean[y][x]);out.dataset.x=x;out.dataset.y=y;}
+out.textContent='x '+x+', y '+y+': min '+fmt(data.min[y][x])+rgb(data.argmin,data.min[y][x],x,y)+
+', max '+fmt(data.max[y][x])+rgb(data.argmax,data.max[y][x],x,y)+', mean '+fmt(data.mean[y][x]);
+out.dataset.x=x;out.dataset.y=y;}
 box.querySelectorAll('img.px').forEach(function(img){
 img.addEventListener('mousemove',function(ev){show(ev,img);});
 img.addEventListener('touchstart',function(ev){show(ev,img);},{passive:true});});});})();
