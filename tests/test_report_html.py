@@ -153,3 +153,20 @@ def test_browser_check_sees_console_output_and_a_page_wider_than_the_phone(
     check = check_in_browser(out, window=PHONE)
     assert check.errors == 0 and check.console_messages == ("stray",) and not check.ok
     assert check.width == PHONE[0] and check.overflow > 0
+
+
+def test_attack_location_counts_have_whole_number_ticks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from onepixel.analysis import figures as analysis_figures
+
+    shown: list[Any] = []
+    monkeypatch.setattr(analysis_figures, "_save", lambda fig, path: shown.append(fig) or path)
+    heat = np.zeros((64, 64))
+    heat[3, 4], heat[10, 10] = 2, 1
+    analysis_figures.location_heatmap_figure(heat, "plain, lower", tmp_path / "h.png")
+    bar = shown[0].axes[1]
+    lo, hi = bar.get_ylim()
+    ticks = [t for t in bar.get_yticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(shown[0])
