@@ -177,8 +177,9 @@ def test_selection_filter_order_and_limit(target: TorchTarget, small_data: Path)
     raise_cut = float(np.median(scores[neg]))
     raised = select_images(patches, target, SelectionConfig("raise", raise_max=raise_cut))
     assert set(raised.image_ids) == {patches.names[i] for i in np.flatnonzero(neg & (scores <= raise_cut))}
-    with pytest.raises(SelectionError, match="no-filter"):
+    with pytest.raises(SelectionError, match="turn the confidence filter off") as none_left:
         select_images(patches, target, SelectionConfig("lower", lower_min=1.0))
+    assert none_left.value.settings == ("lower_min", "filter")  # the CLI adds --lower-min, --no-filter
 
 
 def test_selection_rejects_a_target_with_other_labels(target: TorchTarget, small_data: Path) -> None:
@@ -205,7 +206,9 @@ def test_resume_with_another_config_is_a_clear_error(
     args = ["attack", "--direction", "lower", "--target", TARGET, "--data", str(small_data), "--no-filter"]
     args += ["--limit", "1", "--popsize", "40", "--maxiter", "1", "--out", str(tmp_path), "--no-progress"]
     out = CliRunner().invoke(app, args)
-    assert out.exit_code == 2 and "different config" in " ".join(out.output.split())
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "different config" in said
+    assert said.endswith("start over. [--out, --force-new]")
 
 
 def _attack_args(data: Path, out: Path) -> list[str]:

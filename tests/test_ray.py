@@ -140,4 +140,5 @@ def test_cli_executor_ray_equals_local(
     assert "(0 resumed, 6 new)" in " ".join(out.output.split())
     assert comparable(tmp_path) == local_rows
     bad = CliRunner().invoke(app, [*args[:-4], "--executor", "local", "--workers", "2"])
-    assert bad.exit_code == 2 and "only apply to --executor ray" in " ".join(bad.output.split())
+    said = " ".join(bad.output.split())
+    assert bad.exit_code == 2 and "only apply to the ray executor [--address, --workers, --executor]" in said

@@ -82,7 +82,8 @@ def test_config_mismatch_names_the_changed_settings(tmp_path: Path) -> None:
             store.check_config(changed)
     message = str(err.value)
     assert "de.popsize: stored 20, now 40" in message and "limit: stored None, now 3" in message
-    assert "maxiter" not in message and "--force-new" in message
+    assert "maxiter" not in message and "start over" in message and "--" not in message
+    assert err.value.settings == ("out", "force_new")  # the CLI shows them as --out, --force-new
 
 
 def test_missing_store_and_corrupt_file_are_clear_errors(tmp_path: Path) -> None:

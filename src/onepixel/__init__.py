@@ -1,7 +1,8 @@
 """onepixel: one-pixel attacks and their defence on medical image classifiers.
 
-Layers point one way: data -> models -> targets -> attack -> analysis -> defense -> report;
-``serve`` and ``cli`` sit on top. Batches cross layer boundaries as numpy uint8 NHWC arrays.
+Layers point one way: data -> models -> targets -> attack -> analysis / defense (siblings) ->
+report; ``serve`` and ``cli`` sit on top (see docs/architecture.md). Batches cross layer
+boundaries as numpy uint8 NHWC arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
     from onepixel.attack.methods import AttackMethod
     from onepixel.attack.records import AttackRecord
+    from onepixel.direction import Direction
     from onepixel.targets.base import Target
 
 
@@ -23,7 +25,7 @@ def attack_images(
     images: np.ndarray,
     labels: list[str] | None = None,
     method: str | AttackMethod = "de",
-    direction: str = "lower",
+    direction: str | Direction = "lower",
     budget: int | None = None,
     *,
     pixels: int = 1,

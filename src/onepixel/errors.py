@@ -12,3 +12,9 @@ from __future__ import annotations
 
 class OnePixelError(Exception):
     """Base class of onepixel's own errors; ``str(error)`` is a complete, user-facing message."""
+
+    def __init__(self, *args: object, settings: tuple[str, ...] | list[str] = ()) -> None:
+        """Keep the message ``args``; ``settings`` names the settings (e.g. "out", "force_new") a
+        user can change to fix it, which the CLI shows as its flags."""
+        super().__init__(*args)
+        self.settings = tuple(settings)

@@ -15,6 +15,7 @@ from onepixel.analysis.loading import AttackTable, group_keys, group_mask
 from onepixel.analysis.periodicity import periodicity_analysis
 from onepixel.analysis.spatial import spatial_analysis
 from onepixel.config import IMAGE_SIZE
+from onepixel.direction import Direction
 
 
 def analyze(
@@ -45,7 +46,7 @@ def analyze(
             "partly_successful": len(used),
             "filter": (
                 {"score_after_below": lower_below}
-                if direction == "lower"
+                if Direction.from_str(direction).is_lower
                 else {"score_after_above": raise_above}
             ),
             "chromatic": chromatic_analysis(used, top_colours),

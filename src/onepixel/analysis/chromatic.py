@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from onepixel.analysis.loading import AttackTable
+from onepixel.direction import Direction
 
 # Partly-successful attacks (the analysis paper's filter): lower now < 0.9, raise now > 0.1.
 PARTIAL_LOWER_BELOW = 0.9
@@ -19,15 +20,15 @@ def partial_success(
     table: AttackTable, lower_below: float = PARTIAL_LOWER_BELOW, raise_above: float = PARTIAL_RAISE_ABOVE
 ) -> np.ndarray:
     """Return a bool mask (N,) of attacks that at least partly worked in their own direction."""
-    lower = (table.direction == "lower") & (table.score_after < lower_below)
-    raised = (table.direction == "raise") & (table.score_after > raise_above)
+    lower = (table.direction == Direction.LOWER) & (table.score_after < lower_below)
+    raised = (table.direction == Direction.RAISE) & (table.score_after > raise_above)
     return lower | raised
 
 
 def score_change(table: AttackTable) -> np.ndarray:
     """Return (N,) the score moved in the attack direction: before - after (lower), after - before (raise)."""
     diff = table.score_after - table.score_before
-    return np.where(table.direction == "lower", -diff, diff)
+    return np.where(table.direction == Direction.LOWER, -diff, diff)
 
 
 def describe(values: np.ndarray) -> dict[str, float | int | None]:

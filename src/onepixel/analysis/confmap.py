@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepixel.direction import DECISION, Direction, DirectionError
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target
 
@@ -74,11 +75,13 @@ class ConfidenceMap:
 
         The dict holds x, y, the colour (r, g, b), the score reached and the score before.
         """
-        if direction not in ("lower", "raise"):
-            raise ConfmapError(f"direction must be 'lower' or 'raise', got {direction!r}")
+        try:
+            direction = Direction.from_str(direction)
+        except DirectionError as exc:
+            raise ConfmapError(str(exc)) from None
         if not self.done.any():
             raise ConfmapError("no row of the map has been computed yet")
-        if direction == "lower":
+        if direction is Direction.LOWER:
             field = np.where(self.done[:, None], self.min, np.inf)
             y, x = np.unravel_index(np.argmin(field), field.shape)
             colour = self.argmin[y, x]
@@ -154,7 +157,8 @@ def _load_state(path: Path, key: str, levels: int, target_name: str, shape: tupl
         problems.append("a different image size")
     if problems:
         raise ConfmapError(
-            f"{path} holds a map for {', '.join(problems)}; use another --out folder or delete the file"
+            f"{path} holds a map for {', '.join(problems)}; use another output folder or delete the file",
+            settings=("out",),
         )
     return state
 
@@ -237,7 +241,8 @@ def compute_confmap(
             raise ConfmapError(
                 f"{state_path}: target {target_name!r} now scores the image {now:.6f}, but "
                 f"{score_before:.6f} when the saved rows were computed (model changed?); use another "
-                "--out folder or delete the file"
+                "output folder or delete the file",
+                settings=("out",),
             )
         cmap = ConfidenceMap(
             image=image,
@@ -355,7 +360,8 @@ def _progress(enabled: bool, total: int, levels: int):
 def resolve_direction(cmap: ConfidenceMap, direction: str = "auto") -> str:
     """Return ``direction``, or for "auto" "lower" when the clean score is >= 0.5, else "raise"."""
     if direction == "auto":
-        return "lower" if cmap.score_before >= 0.5 else "raise"
-    if direction not in ("lower", "raise"):
-        raise ConfmapError(f"direction must be auto, lower or raise, got {direction!r}")
-    return direction
+        return Direction.LOWER if cmap.score_before >= DECISION else Direction.RAISE
+    try:
+        return Direction.from_str(direction)
+    except DirectionError:
+        raise ConfmapError(f"direction must be auto, lower or raise, got {direction!r}") from None

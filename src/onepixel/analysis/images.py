@@ -59,7 +59,7 @@ def _any_positive(root: Path) -> str | None:
     from onepixel.data.patches import KNOWN_POSITIVE_LABELS
 
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist (pass --data)")
+        raise DataError(f"data folder {root} does not exist", settings=("data",))
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if any(f.lower() in KNOWN_POSITIVE_LABELS for f in folders):
         return None

@@ -1,28 +1,33 @@
 """Load attack runs for analysis into plain numpy arrays (no pandas).
 
-A run folder holds ``attacks.sqlite`` (read with the campaign store) or only ``attacks.csv``
-(every AttackRecord field; JSON columns as JSON strings). Several runs are concatenated; each row
+Runs are read with :func:`onepixel.attack.run_folder.read_run` (a run folder with
+``attacks.sqlite``, or only an ``attacks.csv`` export). Several runs are concatenated; each row
 remembers its run. Pixel-level views (:meth:`AttackTable.pixels`) give one row per changed pixel,
 so k-pixel attacks contribute k locations and colours.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onepixel.attack.records import AttackRecord
-from onepixel.attack.store import CSV_NAME, DB_NAME, CampaignStore, StoreError
-from onepixel.errors import OnePixelError
+from onepixel.attack.run_folder import RunLoadError, read_csv_records, read_run
 
-
-class RunLoadError(OnePixelError, ValueError):
-    """A run folder or file that cannot be read as attack records (message names it)."""
+__all__ = [
+    "AttackTable",
+    "PixelRows",
+    "RunLoadError",
+    "fill_colour_errors",
+    "group_keys",
+    "group_mask",
+    "load_run",
+    "load_runs",
+    "read_csv_records",
+]
 
 
 @dataclass(frozen=True)
@@ -105,94 +110,9 @@ class AttackTable:
         return PixelRows(record, flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3], flat[:, 4])
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(AttackRecord)}
-_JSON = ("settings", "vector", "history", "extra")
-_BOOL = ("early_converged", "success", "strong_success")
-_INT = ("pixels", "seed", "generations", "evaluations")
-_FLOAT = ("score_before", "score_after", "wall_time_s")
-
-
-def read_csv_records(path: str | Path) -> list[AttackRecord]:
-    """Return the AttackRecords of an ``attacks.csv`` export (extra columns are ignored)."""
-    path = Path(path)
-    try:
-        handle = path.open(newline="")
-    except OSError as exc:
-        raise RunLoadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        needed = {"image_id", "direction", "score_before", "score_after", "vector"}
-        missing = needed - set(reader.fieldnames or ())
-        if missing:
-            raise RunLoadError(f"{path}: missing columns {sorted(missing)}")
-        records = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                records.append(_record_from_csv(row))
-            except (ValueError, TypeError, json.JSONDecodeError) as exc:
-                raise RunLoadError(f"{path}, line {line}: {exc}") from exc
-    return records
-
-
-def _record_from_csv(row: dict[str, str]) -> AttackRecord:
-    values: dict[str, object] = {}
-    for name, f in _FIELDS.items():
-        cell = row.get(name)
-        if cell is None or cell == "":
-            if f.default is not dataclasses.MISSING:
-                values[name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                values[name] = f.default_factory()
-            elif name in _JSON:
-                values[name] = {} if name in ("settings", "extra") else []
-            elif name in _BOOL:
-                values[name] = False
-            elif name in _INT:
-                values[name] = 0
-            elif name in _FLOAT:
-                values[name] = float("nan")
-            else:
-                values[name] = ""
-            continue
-        if name in _JSON:
-            values[name] = json.loads(cell)
-        elif name in _BOOL:
-            values[name] = cell.strip().lower() in ("1", "true", "yes")
-        elif name in _INT:
-            values[name] = int(float(cell))
-        elif name in _FLOAT or name == "colour_error":
-            values[name] = float(cell)
-        else:
-            values[name] = cell
-    if values["pixels"] == 0:
-        values["pixels"] = len(values["vector"]) // 5
-    return AttackRecord(**values)
-
-
 def load_run(path: str | Path) -> list[AttackRecord]:
     """Return the records of one run: a run folder (SQLite store, else CSV) or a CSV / SQLite file."""
-    path = Path(path)
-    if not path.exists():
-        raise RunLoadError(f"{path} does not exist")
-    if path.is_dir():
-        if (path / DB_NAME).is_file():
-            return _read_store(path)
-        if (path / CSV_NAME).is_file():
-            return read_csv_records(path / CSV_NAME)
-        raise RunLoadError(f"{path}: neither {DB_NAME} nor {CSV_NAME} found; is this a run folder?")
-    if path.suffix == ".csv" and path.is_file():
-        return read_csv_records(path)
-    if path.name == DB_NAME and path.is_file():
-        return _read_store(path.parent)
-    raise RunLoadError(f"{path}: not a run folder, {CSV_NAME} or {DB_NAME}")
-
-
-def _read_store(run_dir: Path) -> list[AttackRecord]:
-    try:
-        with CampaignStore.open(run_dir, create=False) as store:
-            return store.records()
-    except StoreError as exc:
-        raise RunLoadError(str(exc)) from exc
+    return read_run(path).records
 
 
 def load_runs(paths: list[str | Path]) -> AttackTable:

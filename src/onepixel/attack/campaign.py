@@ -182,7 +182,7 @@ class CampaignConfig:
     budget: int | None = None  # target queries per image; DE: caps maxiter at budget // popsize - 1
 
     def __post_init__(self) -> None:
-        check_direction(self.direction)
+        self.direction = check_direction(self.direction).value  # a Direction or a string: keep the string
         if self.budget is not None and (int(self.budget) != self.budget or self.budget < 1):
             raise CampaignError(f"budget must be an integer >= 1 (target queries), got {self.budget!r}")
         if self.method in DE_METHODS:
@@ -348,7 +348,8 @@ def make_jobs(
     if missing:
         raise CampaignError(
             f"{len(missing)} selected images are not in the data (e.g. {missing[:3]}); "
-            "resume with the same --data and --split"
+            "resume with the same data folder and split",
+            settings=("data", "split"),
         )
     jobs = []
     for number, start in enumerate(range(0, len(image_ids), images_per_batch)):

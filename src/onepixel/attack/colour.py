@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-DIRECTIONS = ("lower", "raise")
+from onepixel.direction import Direction
+
+DIRECTIONS = tuple(d.value for d in Direction)
 INIT_COLOUR_SPREAD = 50
 
 # The paper's settings (population 1,500 total members, 20 generations), by attack direction.
@@ -39,10 +41,8 @@ COLOUR_PRESET: dict[str, dict[str, Any]] = {
 DE_KEYS = ("popsize", "maxiter", "mutation", "recombination")
 
 
-def _check_direction(direction: str) -> str:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    return direction
+def _check_direction(direction: str | Direction) -> Direction:
+    return Direction.from_str(direction)
 
 
 def colour_preset(direction: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -143,7 +143,7 @@ class ColourObjective:
     ) -> None:
         self.direction = _check_direction(direction)
         self.images = _check_images(images)
-        defaults = COLOUR_PRESET[direction]
+        defaults = COLOUR_PRESET[self.direction]
         self.w_nn = float(defaults["w_nn"] if w_nn is None else w_nn)
         self.w_c = float(defaults["w_c"] if w_c is None else w_c)
         if self.w_nn < 0 or self.w_c < 0:
@@ -156,8 +156,7 @@ class ColourObjective:
 
     def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
         """Return (B,) energies to minimise: ``w_nn * g(score) + w_c * colour RMSE``."""
-        scores = np.asarray(scores, dtype=np.float64)
-        g = scores if self.direction == "lower" else 1.0 - scores
+        g = self.direction.energy(scores)
         return self.w_nn * g + self.w_c * self.colour_error(vectors, problem_ids)
 
     def init_population(

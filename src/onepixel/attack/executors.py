@@ -266,7 +266,10 @@ def make_executor(name: str, address: str | None = None, **options: Any) -> Loca
     """Return the executor called ``name`` ("local" or "ray"); ``address`` only applies to Ray."""
     if name == "local":
         if address or any(v is not None for v in options.values()):
-            raise CampaignError("--address and --workers only apply to --executor ray")
+            raise CampaignError(
+                "a cluster address and a worker count only apply to the ray executor",
+                settings=("address", "workers", "executor"),
+            )
         return LocalExecutor()
     if name == "ray":
         import_ray()

@@ -21,9 +21,9 @@ from matplotlib.patches import Circle, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onepixel.attack.records import AttackRecord  # noqa: E402
-from onepixel.attack.store import CampaignStore  # noqa: E402
+from onepixel.attack.run_folder import read_run  # noqa: E402
 from onepixel.attack.summary import direction_title, summarize_run  # noqa: E402
-from onepixel.data.patches import read_png  # noqa: E402
+from onepixel.direction import Direction  # noqa: E402
 
 FIG_DIR = "figures"
 BEFORE, AFTER = "#4C72B0", "#DD8452"
@@ -84,7 +84,7 @@ def default_convergence_ids(records: Sequence[AttackRecord], n_best: int = 3) ->
     non_early = [r for r in records if not r.early_converged and len(r.history) > 1]
     if not non_early:
         return [r.image_id for r in records[:1]]
-    lower = non_early[0].direction == "lower"
+    lower = Direction.from_str(non_early[0].direction).is_lower
     ranked = sorted(non_early, key=lambda r: r.score_after if lower else -r.score_after)
     chosen = [r.image_id for r in ranked[:n_best]]  # the best final scores, successful or not
     failed = [r for r in ranked if not r.success and r.image_id not in chosen]
@@ -103,7 +103,7 @@ def convergence_plot(
     if missing:
         raise KeyError(f"no stored attack for image ids {missing}")
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    lower = summary["direction"] == "lower"
+    lower = Direction.from_str(summary["direction"]).is_lower
     for i in ids:
         r = by_id[i]
         gens = np.arange(len(r.history))
@@ -223,10 +223,9 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     failed one); pairs are drawn for the first ``n_pairs`` of those.
     """
     run_dir = Path(run_dir)
-    summary = summarize_run(run_dir)
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        pngs = store.png_paths()
+    run = read_run(run_dir)
+    summary = summarize_run(run)
+    records = run.records
     if not records:
         raise ValueError(f"{run_dir} holds no finished attack yet")
     out = run_dir / FIG_DIR
@@ -235,7 +234,7 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     paths.append(convergence_plot(records, chosen, summary, out / "convergence.png"))
     by_id = {r.image_id: r for r in records}
     for image_id in chosen[:n_pairs]:
-        adversarial = read_png(pngs[image_id])
+        adversarial = run.image(image_id)
         paths.append(pair_figure(by_id[image_id], adversarial, summary, out / f"pair_{image_id}.png"))
     paths.append(colour_chart(records, summary, out / "colours.png"))
     return paths

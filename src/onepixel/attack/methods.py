@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from onepixel.attack.de import DEConfig
+from onepixel.direction import Direction
+from onepixel.errors import OnePixelError
 
 if TYPE_CHECKING:
     from onepixel.attack.campaign import CampaignConfig
@@ -48,7 +50,7 @@ SEARCH_METHODS: dict[str, str] = {
 METHODS = (*DE_METHODS, *SEARCH_METHODS)
 
 
-class MethodError(ValueError):
+class MethodError(OnePixelError, ValueError):
     """An attack method that cannot be built as asked (unknown name or option, bad value)."""
 
 
@@ -147,7 +149,7 @@ class AttackMethod:
         target: Target,
         images: np.ndarray,
         labels: Sequence[str] | None = None,
-        direction: str = "lower",
+        direction: str | Direction = "lower",
         budget: int | None = None,
         seed: int = 0,
         *,
@@ -166,7 +168,7 @@ class AttackMethod:
 
         images = check_batch(images, target.info.input_size)
         n = len(images)
-        default = target.info.positive if direction == "lower" else target.info.negative
+        default = Direction.from_str(direction).attacked_label(target.info.positive, target.info.negative)
         labels = list(labels) if labels is not None else [default] * n
         ids = list(image_ids) if image_ids is not None else [f"image{i:05d}" for i in range(n)]
         if len(labels) != n or len(ids) != n or len(set(ids)) != n:

@@ -16,41 +16,41 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from onepixel.attack.perturb import vectors_to_changes
+from onepixel.direction import DECISION, Direction
 
 if TYPE_CHECKING:
     from onepixel.targets.base import Target
 
-DIRECTIONS = ("lower", "raise")
-SUCCESS_THRESHOLD = 0.5
+DIRECTIONS = tuple(d.value for d in Direction)
+SUCCESS_THRESHOLD = DECISION
 
 
-def check_direction(direction: str) -> str:
-    """Return ``direction`` if it is "lower" or "raise", else raise ValueError."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    return direction
+def check_direction(direction: str | Direction) -> Direction:
+    """Return ``direction`` as a :class:`Direction` ("lower" or "raise"); DirectionError (a ValueError)
+    otherwise."""
+    return Direction.from_str(direction)
 
 
-def score_to_energy(scores: np.ndarray, direction: str) -> np.ndarray:
+def score_to_energy(scores: np.ndarray, direction: str | Direction) -> np.ndarray:
     """Return the energy to minimise for scores: score (lower) or 1 - score (raise)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return scores if check_direction(direction) == "lower" else 1.0 - scores
+    return Direction.from_str(direction).energy(scores)
 
 
-def energy_to_score(energies: np.ndarray, direction: str) -> np.ndarray:
+def energy_to_score(energies: np.ndarray, direction: str | Direction) -> np.ndarray:
     """Return the scores whose plain energies are ``energies`` (the inverse of score_to_energy)."""
     return score_to_energy(energies, direction)  # both maps are involutions
 
 
-def crossed(score: np.ndarray | float, direction: str, threshold: float = SUCCESS_THRESHOLD) -> np.ndarray:
+def crossed(
+    score: np.ndarray | float, direction: str | Direction, threshold: float = SUCCESS_THRESHOLD
+) -> np.ndarray:
     """Return whether scores crossed ``threshold``: below it (lower) or above it (raise), as bool array."""
-    score = np.asarray(score, dtype=np.float64)
-    return score < threshold if check_direction(direction) == "lower" else score > threshold
+    return Direction.from_str(direction).crossed(score, threshold)
 
 
-def strong_threshold(direction: str) -> float:
+def strong_threshold(direction: str | Direction) -> float:
     """Return the strong-success threshold: 0.05 (lower) or 0.95 (raise)."""
-    return 0.05 if check_direction(direction) == "lower" else 0.95
+    return Direction.from_str(direction).strong_threshold()
 
 
 @runtime_checkable
@@ -90,7 +90,7 @@ class PlainObjective:
         return None
 
     def __repr__(self) -> str:
-        return f"PlainObjective({self.direction!r})"
+        return f"PlainObjective({self.direction.value!r})"
 
 
 class Fitness:

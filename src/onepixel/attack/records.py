@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from onepixel.direction import Direction
+
 
 @dataclass
 class AttackRecord:
@@ -53,14 +55,13 @@ class AttackRecord:
         return asdict(self)
 
 
-def is_flip(score_before: float, score_after: float, direction: str) -> bool:
+def is_flip(score_before: float, score_after: float, direction: str | Direction) -> bool:
     """Return True when the score before is on the true label's side of 0.5 and the score after crossed it.
 
     An image already misclassified before the attack is never a flip.
     """
-    from onepixel.attack.objectives import crossed
-
-    return (not bool(crossed(score_before, direction))) and bool(crossed(score_after, direction))
+    way = Direction.from_str(direction)
+    return (not bool(way.crossed(score_before))) and bool(way.crossed(score_after))
 
 
 def record_flip(record: AttackRecord) -> bool:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.data.patches import PatchSet
+from onepixel.direction import Direction, DirectionError
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo
 
-DIRECTIONS = ("lower", "raise")
+DIRECTIONS = tuple(d.value for d in Direction)
 
 
 class SelectionError(OnePixelError, ValueError):
@@ -39,8 +40,10 @@ class SelectionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise SelectionError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        try:
+            Direction.from_str(self.direction)
+        except DirectionError as exc:
+            raise SelectionError(str(exc)) from None
         if self.limit is not None and self.limit < 1:
             raise SelectionError(f"limit must be >= 1, got {self.limit}")
         for name in ("lower_min", "raise_max"):
@@ -81,13 +84,13 @@ def attacked_label(patches: PatchSet, info: TargetInfo, direction: str) -> str:
     if positive != patches.positive:
         raise SelectionError(
             f"the target scores {info.positive!r} but the data's positive class is "
-            f"{patches.positive!r}; load the data with --positive {positive}"
+            f"{patches.positive!r}; load the data with positive label {positive!r}",
+            settings=("positive",),
         )
-    if direction == "lower":
-        return positive
-    if direction == "raise":
-        return patches.negative
-    raise SelectionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    try:
+        return Direction.from_str(direction).attacked_label(positive, patches.negative)
+    except DirectionError as exc:
+        raise SelectionError(str(exc)) from None
 
 
 def passes_filter(scores: np.ndarray, config: SelectionConfig) -> np.ndarray:
@@ -95,7 +98,7 @@ def passes_filter(scores: np.ndarray, config: SelectionConfig) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if not config.filter:
         return np.ones(scores.shape, dtype=bool)
-    if config.direction == "lower":
+    if Direction.from_str(config.direction) is Direction.LOWER:
         return scores >= config.lower_min
     return scores <= config.raise_max
 
@@ -143,10 +146,12 @@ def select_images(
     indices = np.concatenate(kept)[:want].astype(np.int64)
     scores = np.concatenate(kept_scores)[:want]
     if len(indices) == 0:
-        bound = f">= {config.lower_min}" if config.direction == "lower" else f"<= {config.raise_max}"
+        lower = Direction.from_str(config.direction) is Direction.LOWER
+        bound = f">= {config.lower_min}" if lower else f"<= {config.raise_max}"
         raise SelectionError(
             f"none of the {len(order)} images labelled {label!r} has a score {bound}; "
-            "lower the threshold or pass --no-filter"
+            "lower the threshold or turn the confidence filter off",
+            settings=("lower_min" if lower else "raise_max", "filter"),
         )
     return Selection(
         indices=indices,

@@ -296,8 +296,9 @@ class CampaignStore:
             diff = "\n  ".join(config_diff(stored, config)) or "(key order only)"
             raise StoreError(
                 f"{self.run_dir} holds a campaign with a different config:\n  {diff}\n"
-                "Rerun with the same options to resume it, use another --out folder, or pass "
-                "--force-new to delete it and start over."
+                "Rerun with the same settings to resume it, use another output folder, or delete "
+                "the campaign and start over.",
+                settings=("out", "force_new"),
             )
 
     # -- attacks -----------------------------------------------------------------------------

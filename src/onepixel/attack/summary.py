@@ -23,7 +23,8 @@ import numpy as np
 
 from onepixel.attack.objectives import strong_threshold
 from onepixel.attack.records import AttackRecord, record_flip, record_queries
-from onepixel.attack.store import CampaignStore
+from onepixel.attack.run_folder import RunFolder, read_run
+from onepixel.direction import Direction
 
 STATS = ("max", "p99", "p95", "mean", "median", "sd", "p20", "p10", "min")
 STAT_LABELS = {
@@ -77,7 +78,7 @@ def summarize(records: Sequence[AttackRecord], direction: str | None = None) -> 
     if direction is None:
         if len(directions) > 1:
             raise ValueError(f"records mix directions {sorted(directions)}; summarise them separately")
-        direction = directions.pop() if directions else "lower"
+        direction = directions.pop() if directions else Direction.LOWER
     elif directions - {direction}:
         raise ValueError(f"records have direction {sorted(directions)}, not {direction!r}")
     non_early = [r for r in records if not r.early_converged]
@@ -141,14 +142,15 @@ def flip_stats(records: Sequence[AttackRecord]) -> dict[str, Any]:
     }
 
 
-def summarize_run(run_dir: str | Path) -> dict[str, Any]:
-    """Return :func:`summarize` of a run folder plus its labels, config and progress."""
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        config = store.config()
-        info = store.info()
-        selected, _ = store.selected()
-    summary = summarize(records, config["direction"])
+def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
+    """Return :func:`summarize` of a run folder (path or read :class:`RunFolder`) plus its labels,
+    config and progress."""
+    run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir)
+    records, info, selected = run.records, run.info, run.selected
+    config = run.config.raw if run.config is not None else {}
+    if isinstance(run_dir, RunFolder):
+        run_dir = run.path
+    summary = summarize(records, run.direction)
     summary.update(
         run_dir=str(run_dir),
         selected=len(selected),
@@ -171,7 +173,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
 def direction_title(summary: dict[str, Any]) -> str:
     """Return e.g. "Atypical → Normal" for a run summary (labels from the run, never assumed)."""
     pos, neg = summary.get("positive") or "positive", summary.get("negative") or "negative"
-    return f"{pos} → {neg}" if summary["direction"] == "lower" else f"{neg} → {pos}"
+    return f"{pos} → {neg}" if Direction.from_str(summary["direction"]).is_lower else f"{neg} → {pos}"
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -188,7 +190,7 @@ def render_summary(summary: dict[str, Any]) -> list[Any]:
     """Return rich renderables (two tables) of a run summary: counts and score statistics."""
     from rich.table import Table
 
-    sign = "<" if summary["direction"] == "lower" else ">"
+    sign = Direction.from_str(summary["direction"]).sign
     counts = Table(title=f"One-pixel attack {direction_title(summary)} ({summary['direction']} the score)")
     counts.add_column("")
     counts.add_column("count", justify="right")

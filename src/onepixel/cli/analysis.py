@@ -106,7 +106,7 @@ def summary(
     try:
         result = summarize_run(run_dir)
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -135,7 +135,7 @@ def run_figures(
     try:
         paths = make_figures(run_dir, image_id or None)
     except (StoreError, KeyError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -154,7 +154,7 @@ def export(
             path = store.export_csv(out)
             n = store.count()
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     console.print(f"wrote {n} attacks to {path}")
 
 
@@ -222,7 +222,7 @@ def register(app: typer.Typer) -> None:
                 raise_above=after_above if old_raise_above is None else old_raise_above,
             )
         except (RunLoadError, ValueError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         paths = [Path(p) for p in result["figures"]]
         if as_json:
             typer.echo(json.dumps(result, indent=1))
@@ -295,7 +295,7 @@ def register(app: typer.Typer) -> None:
             img = load_image(image, data=data)
             tgt = open_target_spec(target)
         except (DataError, TargetError, ValueError, OSError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         name = image.split(":", 1)[1] if image.startswith("amibr:") else Path(image).stem
         out_dir = out or Path("runs") / "confmap" / name
         try:
@@ -309,7 +309,7 @@ def register(app: typer.Typer) -> None:
                 progress=progress,
             )
         except (ConfmapError, TargetError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         except KeyboardInterrupt:
             raise fail(f"interrupted; finished rows are saved in {out_dir}, rerun to resume", 130) from None
         summary = {

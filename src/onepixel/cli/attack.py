@@ -14,13 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from onepixel.cli.common import DataOption, console, fail
-
-
-class Direction(StrEnum):
-    """Attack direction."""
-
-    lower = "lower"
-    raise_ = "raise"
+from onepixel.direction import Direction
 
 
 class Updating(StrEnum):
@@ -347,7 +341,7 @@ def attack(
         ImportError,
         ValueError,
     ) as exc:
-        raise fail(str(exc)) from None
+        raise fail(exc) from None
     console.print(attack_summary_line(result))
     if progress and result.records:
         from onepixel.attack.summary import render_summary, summarize_run

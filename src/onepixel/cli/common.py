@@ -59,9 +59,37 @@ ModelOption = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``message`` as an error and return an Exit to raise with ``code``."""
-    console.print(f"[bold red]error:[/] {escape(message)}")
+# The flag of each library setting an error can name (OnePixelError.settings): library messages
+# speak of settings ("another output folder"); the CLI adds the flags that change them.
+SETTING_FLAGS = {
+    "address": "--address",
+    "data": "--data",
+    "detector": "--detector",
+    "executor": "--executor",
+    "filter": "--no-filter",
+    "force_new": "--force-new",
+    "guard_threshold": "--guard-threshold",
+    "lower_min": "--lower-min",
+    "out": "--out",
+    "positive": "--positive",
+    "raise_max": "--raise-max",
+    "split": "--split",
+    "token": "--token",
+    "workers": "--workers",
+}
+
+
+def error_text(error: str | BaseException) -> str:
+    """Return the one message to show for ``error``: its text, then the flags of the settings it names."""
+    text = str(error)
+    flags = [SETTING_FLAGS.get(s, "--" + s.replace("_", "-")) for s in getattr(error, "settings", ())]
+    return f"{text} [{', '.join(flags)}]" if flags else text
+
+
+def fail(message: str | BaseException, code: int = 2) -> typer.Exit:
+    """Print ``message`` (a text, or an error whose settings are shown as flags) as an error and
+    return an Exit to raise with ``code``."""
+    console.print(f"[bold red]error:[/] {escape(error_text(message))}")
     return typer.Exit(code)
 
 

@@ -37,7 +37,7 @@ def download(data: DataOption = None) -> None:
     try:
         path = ensure_amibr(root)
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     console.print(f"AMi-Br ready and verified at [bold]{path}[/]")
 
 
@@ -83,7 +83,7 @@ def data_info(
             info["positive"] = s.positive
             info["image_size"] = list(s.images.shape[1:3])
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     info["counts"] = [{"split": sp, "label": c, "n": n} for sp, c, n in rows]
     if as_json:
         typer.echo(json.dumps(info, indent=2))

@@ -54,7 +54,7 @@ def train_detector(
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     held = (
         split_heldout_slides(patches.groups, heldout, seed)
         if patches.groups is not None and heldout > 0
@@ -189,7 +189,7 @@ def evaluate_detector(
         )
         vae = VAEDetector.from_pretrained(detector, p=p)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     console.print(
         f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial images with {detector}"
     )
@@ -268,7 +268,7 @@ def calibrate_detector(
         train = load_amibr(root, "train")
         det = VAEDetector.from_pretrained(weights)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     held = split_heldout_slides(train.groups, heldout, seed)
     result = calibrate_thresholds(det, train.images[held], seed)
     info = dict(det.meta.get("info") or {})
@@ -365,7 +365,7 @@ def evaluate_guard(
         classifier = open_target(target)
         report = run_evaluation(runs, guards, classifier, clean.images, repair=repair)
     except (DataError, FileNotFoundError, ValueError, TargetError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     if calibration is not None:
         report["guards"]["residual"]["calibration"] = calibration
     doc = jsonable(report)
@@ -481,7 +481,7 @@ def guard_calibrate(
         )
         write_guard_file(doc, out)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
@@ -526,7 +526,7 @@ def guard_check(
             raise DataError(f"{data}: no PNG files in the selection")
         flags = np.asarray(built.detector.predict(read_patches(files))["is_adversarial"], dtype=bool)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     result = {
         "guard": guard,
         "threshold": built.threshold,

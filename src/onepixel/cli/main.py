@@ -28,9 +28,9 @@ class OnePixelApp(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except OnePixelError as error:
-            from onepixel.cli.common import console
+            from onepixel.cli.common import console, error_text
 
-            console.print(f"[bold red]error:[/] {escape(str(error))}")
+            console.print(f"[bold red]error:[/] {escape(error_text(error))}")
             sys.exit(2)
 
 

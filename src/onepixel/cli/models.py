@@ -101,7 +101,7 @@ def train(
                 root, cfg, out, name=name, split=split, positive=positive, command=command
             )
     except DataError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     console.print(f"wrote [bold]{path}[/] (best epoch {meta.info['best_epoch']})")
     for part in ("validation", "test"):
         m = meta.info.get(part)
@@ -163,7 +163,7 @@ def evaluate(
     try:
         result = evaluate_model(model, data_root(data), split)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -192,7 +192,7 @@ def predict(
     try:
         target = TorchTarget.from_pretrained(model)
     except (FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     size = target.meta.input_size
     rows: list[dict[str, Any]] = []
     good: list[np.ndarray] = []
@@ -252,7 +252,7 @@ def export(
         try:
             written, sidecar = fn(path, model)
         except (ExportError, FileNotFoundError, ValueError, OSError) as exc:
-            raise fail(str(exc)) from exc
+            raise fail(exc) from exc
         console.print(f"wrote [bold]{written}[/] and its spec [bold]{sidecar}[/]")
 
 

@@ -69,7 +69,7 @@ def report(
             title=title,
         )
     except (FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(exc) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")
     if check:
         from onepixel.report.browser import DESKTOP, PHONE, check_in_browser

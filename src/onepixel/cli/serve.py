@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onepixel.cli.common import fail
+from onepixel.cli.common import error_text, fail
 
 
 def serve(
@@ -109,7 +109,7 @@ def serve(
         try:
             inspector = build_guard(guard, guard_threshold)
         except (FileNotFoundError, ValueError) as exc:
-            raise fail(f"cannot build guard {guard!r}: {exc}") from exc
+            raise fail(f"cannot build guard {guard!r}: {error_text(exc)}") from exc
     app = create_app(
         target,
         max_batch=max_batch,

@@ -106,7 +106,8 @@ def ensure_amibr(root: str | Path | None = None, *, progress: bool = True) -> Pa
     if not is_amibr(root):
         raise DataError(
             f"{root} exists but is not an AMi-Br folder (no Atypical/, Normal/ and amibr_train_split.csv); "
-            "remove it to download there, or pass --data to another folder"
+            "remove it to download there, or choose another data folder",
+            settings=("data",),
         )
     verify_dataset(root).raise_for_errors()
     return root

@@ -175,7 +175,8 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0)
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(
             f"cannot download AMi-Br from {url}: {getattr(exc, 'reason', exc)}. Without network, "
-            "copy the data folder and pass --data PATH (or set $ONEPIXEL_DATA)"
+            "copy the data folder and point to it (or set $ONEPIXEL_DATA)",
+            settings=("data",),
         ) from exc
     total = response.headers.get("Content-Length")
     with (
@@ -226,7 +227,9 @@ def download_amibr(root: str | Path | None = None, *, url: str | None = None, pr
     if not url.startswith(("http://", "https://")):
         raise DataError(f"AMi-Br URL must be http(s), got {url!r}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise DataError(f"{root} exists and is not empty; remove it or choose another --data folder")
+        raise DataError(
+            f"{root} exists and is not empty; remove it or choose another data folder", settings=("data",)
+        )
     manifest = load_manifest()
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".amibr-", dir=root.parent) as tmp:

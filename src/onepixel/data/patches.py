@@ -195,8 +195,8 @@ def infer_positive(classes: Sequence[str], positive: str | None = None) -> str:
     matches = [c for c in classes if c.lower() in KNOWN_POSITIVE_LABELS]
     if len(matches) != 1:
         raise DataError(
-            f"cannot tell which of {list(classes)} is the positive class; pass it explicitly "
-            "(--positive LABEL)"
+            f"cannot tell which of {list(classes)} is the positive class; name it explicitly",
+            settings=("positive",),
         )
     return matches[0]
 

@@ -34,6 +34,7 @@ from onepixel.data.patches import IMAGE_SIZE, DataError, fit_to_size, read_png
 from onepixel.defense.guard import Guard
 from onepixel.defense.residual import ResidualDetector
 from onepixel.defense.scores import fpr_threshold
+from onepixel.errors import OnePixelError
 
 GUARD_FORMAT = "onepixel-guard"
 GUARD_VERSION = 1
@@ -46,7 +47,7 @@ DEFAULT_COMMAND = (
 )
 
 
-class GuardFileError(ValueError):
+class GuardFileError(OnePixelError, ValueError):
     """A guard file is missing, unreadable, or does not describe a usable guard."""
 
 
@@ -272,7 +273,8 @@ def guard_from_document(doc: dict[str, Any], source: str = "guard file") -> Guar
         if weights.get("sha256") not in (None, file_sha256(path)):
             raise GuardFileError(
                 f"{source}: VAE weights {path} changed since calibration (SHA-256 differs); "
-                "recalibrate with `onepixel guard calibrate --detector vae`"
+                "recalibrate the guard with the vae detector (onepixel guard calibrate)",
+                settings=("detector",),
             )
         det = make_detector("vae", p=p, weights=weights["name"])
     else:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from onepixel.data.patches import DataError, read_png
+from onepixel.attack.run_folder import read_run
+from onepixel.data.patches import DataError
 from onepixel.defense.scores import rates, youden_threshold
 
 PS = (3.0, 5.0, 7.0)
@@ -44,28 +45,6 @@ class AdversarialSet:
         )
 
 
-def read_campaign(run_dir: str | Path) -> tuple[dict[str, Any], list[Any], list[np.ndarray]]:
-    """Return ``(config, records, adversarial images)`` of a campaign folder, images in record
-    order; DataError when the folder is not a campaign or an adversarial PNG is missing."""
-    from onepixel.attack.store import CampaignStore, StoreError
-
-    try:
-        store = CampaignStore.open(run_dir, create=False)
-    except StoreError as exc:
-        raise DataError(str(exc)) from exc
-    with store:
-        config = store.config()
-        records = store.records()
-        pngs = store.png_paths()
-    images = []
-    for rec in records:
-        path = pngs.get(rec.image_id)
-        if path is None or not Path(path).is_file():
-            raise DataError(f"{run_dir}: adversarial image of {rec.image_id} is missing ({path})")
-        images.append(read_png(path))
-    return config, records, images
-
-
 def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
     """Return the adversarial images of campaign folders (``attacks.sqlite`` + ``adversarial/``)."""
     images: list[np.ndarray] = []
@@ -74,7 +53,8 @@ def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
     runs: list[str] = []
     early: list[bool] = []
     for run_dir in run_dirs:
-        _, records, run_images = read_campaign(run_dir)
+        run = read_run(run_dir)
+        records, run_images = run.records, run.images()
         images.extend(run_images)
         ids.extend(rec.image_id for rec in records)
         success.extend(bool(rec.success) for rec in records)

@@ -25,9 +25,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from onepixel.defense.residual import ResidualDetector
+from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo, check_batch
 
 Mode = Literal["reject", "repair", "repair-always"]
+
+
+class GuardError(OnePixelError, ValueError):
+    """A guard that cannot be built as asked (no threshold known for it)."""
 
 
 class Detector(Protocol):
@@ -184,14 +189,17 @@ def build_guard(spec: str, threshold: float | None = None, p: float = 7.0) -> Gu
         try:
             default_guard_path(spec)
         except FileNotFoundError:
-            raise ValueError(
-                f"guard {spec!r} has no bundled default threshold: pass --guard-threshold or a "
-                "guard file from `onepixel guard calibrate`"
+            raise GuardError(
+                f"guard {spec!r} has no bundled default threshold: give a threshold or a "
+                "guard file from `onepixel guard calibrate`",
+                settings=("guard_threshold",),
             ) from None
         return default_guard(spec)
     from onepixel.defense.detector import VAEDetector
 
     det = VAEDetector.from_pretrained(spec, p=p, threshold=threshold)
     if det.threshold is None:
-        raise ValueError(f"VAE {spec!r} stores no threshold for p={p:g}; pass --guard-threshold")
+        raise GuardError(
+            f"VAE {spec!r} stores no threshold for p={p:g}; give one", settings=("guard_threshold",)
+        )
     return Guard(det)

@@ -32,6 +32,7 @@ import numpy as np
 from onepixel.attack.objectives import SUCCESS_THRESHOLD
 from onepixel.data.patches import DataError, PatchSet
 from onepixel.defense.guard import Guard
+from onepixel.direction import Direction
 from onepixel.targets.base import Target
 
 COUNTS = (
@@ -53,7 +54,7 @@ class Campaign:
     """One stored campaign: its records' key fields as arrays and its adversarial images."""
 
     run: str
-    direction: str
+    direction: Direction
     objective: str
     objective_options: dict[str, Any]
     pixels: int
@@ -66,20 +67,24 @@ class Campaign:
 
 def load_campaign(run_dir: str | Path) -> Campaign:
     """Return the records and adversarial images of a campaign folder; DataError when unusable."""
-    from onepixel.defense.evaluate import read_campaign
+    from onepixel.attack.run_folder import read_run
 
-    config, records, images = read_campaign(run_dir)
+    run = read_run(run_dir)
+    config, records = run.config, run.records
     if not records:
         raise DataError(f"{run_dir}: the campaign holds no finished attacks yet")
-    k = int(config.get("pixels", 1))
+    if config is None:
+        raise DataError(f"{run_dir}: holds only a CSV export, not a campaign store")
+    images = run.images()
+    k = config.pixels
     vectors = np.array([r.vector for r in records], dtype=np.int64).reshape(len(records), k, 5)
     return Campaign(
         run=str(run_dir),
-        direction=str(config["direction"]),
-        objective=str(config.get("objective", "plain")),
-        objective_options=dict(config.get("objective_options") or {}),
+        direction=config.direction,
+        objective=config.objective,
+        objective_options=dict(config.objective_options),
         pixels=k,
-        filtered=bool(config.get("filter", True)),
+        filtered=config.filter,
         images=np.stack(images),
         success=np.array([r.success for r in records], dtype=bool),
         score_before=np.array([r.score_before for r in records], dtype=np.float64),
@@ -100,7 +105,7 @@ def guard_counts(campaign: Campaign, guard: Guard, target: Target, *, repair: bo
     flags = np.asarray(guard.detector.predict(campaign.images)["is_adversarial"], dtype=bool)
     ok = campaign.success
     clean_positive = on_positive_side(campaign.score_before)
-    attacked_side = clean_positive if campaign.direction == "lower" else ~clean_positive
+    attacked_side = Direction.from_str(campaign.direction).true_side(campaign.score_before)
     out = {
         "attacks": int(len(ok)),
         "successful": int(ok.sum()),

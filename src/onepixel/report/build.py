@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from onepixel import __version__
+from onepixel.direction import Direction
 from onepixel.report.html import (
     ConfmapView,
     Details,
@@ -135,10 +136,10 @@ def split_card(text: str) -> tuple[str, str]:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    from onepixel.attack.store import CampaignStore
+    from onepixel.attack.run_folder import read_run
 
-    with CampaignStore.open(run_dir, create=False) as store:
-        return store.config()
+    config = read_run(run_dir).config
+    return config.raw if config is not None else {}
 
 
 def run_kind(config: dict[str, Any]) -> str:
@@ -210,18 +211,14 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
     adversarial score is across it; an image already misclassified is never a flip. The worst
     case is the lowest score after a 'lower' attack (highest after 'raise') and its image.
     """
-    from onepixel.attack.store import CampaignStore
+    from onepixel.attack.run_folder import read_run
 
-    with CampaignStore.open(run_dir, create=False) as store:
-        records = store.records()
-        direction = store.config()["direction"]
+    run = read_run(run_dir)
+    records, direction = run.records, run.direction
     before = np.array([r.score_before for r in records], dtype=np.float64)
     after = np.array([r.score_after for r in records], dtype=np.float64)
-    if direction == "lower":
-        right, across = before >= 0.5, after < 0.5
-    else:
-        right, across = before < 0.5, after >= 0.5
-    flips = right & across
+    right = direction.true_side(before)
+    flips = direction.flipped(before, after)
     out: dict[str, Any] = {
         "direction": direction,
         "attacked": len(records),
@@ -231,7 +228,7 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
         "worst": None,
     }
     if records:
-        pick = int(np.argmin(after) if direction == "lower" else np.argmax(after))
+        pick = direction.worst(after)
         out["worst"] = {
             "image_id": records[pick].image_id,
             "score_before": float(before[pick]),
@@ -257,7 +254,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
         "confidence filter": config.get("filter", True),
     }
     settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
-    sign = "<" if s["direction"] == "lower" else ">"
+    sign = Direction.from_str(s["direction"]).sign
     paper = PAPER_PLAIN.get(s["direction"]) if s.get("objective") in (None, "plain") else None
     rows = [
         ["attacked", s["attacked"], "", paper and paper["attacked"]],
@@ -364,7 +361,7 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
         rows = []
         for channel in ("X", "Y", "R", "G", "B"):
             row = stats.get(channel) or stats.get(channel.lower()) or {}
-            paper = PAPER_MEDIANS_LOWER[channel] if group["direction"] == "lower" else None
+            paper = PAPER_MEDIANS_LOWER[channel] if Direction.from_str(group["direction"]).is_lower else None
             rows.append([channel, row.get("mean"), row.get("median"), row.get("sd"), paper])
         blocks.append(
             Table(
@@ -739,8 +736,8 @@ def build_report(
     for folder in detectors:
         if not (Path(folder) / "detector.json").is_file():
             raise FileNotFoundError(
-                f"{folder} is not a detector evaluation (no detector.json; `onepixel detector evaluate "
-                "--out FOLDER` writes one)"
+                f"{folder} is not a detector evaluation (no detector.json, which "
+                "`onepixel detector evaluate` writes)"
             )
     out = Path(out)
     sections: list[Section] = []

@@ -31,6 +31,8 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onepixel.errors import OnePixelError
+
 TOKEN_ENV = "ONEPIXEL_API_TOKEN"
 ACCESS_LOGGER = "onepixel.serve.access"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,7 +40,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
-class TokenError(ValueError):
+class TokenError(OnePixelError, ValueError):
     """An API token that is set but unusable (empty or only whitespace)."""
 
 
@@ -48,16 +50,18 @@ def token_from_env(explicit: str | None = None) -> str | None:
     A token that is set but empty or whitespace raises :class:`TokenError`: starting without
     auth because a secret failed to load would silently open the service to everyone.
     """
-    source = "--token" if explicit is not None else f"${TOKEN_ENV}"
+    source = "the API token given" if explicit is not None else f"${TOKEN_ENV}"
+    settings = ("token",) if explicit is not None else ()
     token = explicit if explicit is not None else os.environ.get(TOKEN_ENV)
     if token is None:
         return None
     if not token.strip():
         raise TokenError(
-            f"{source} is set but empty; set a real token, or unset {TOKEN_ENV} to serve without auth"
+            f"{source} is set but empty; set a real token, or unset {TOKEN_ENV} to serve without auth",
+            settings=settings,
         )
     if token != token.strip():
-        raise TokenError(f"{source} has leading or trailing whitespace; remove it")
+        raise TokenError(f"{source} has leading or trailing whitespace; remove it", settings=settings)
     return token
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from onepixel.errors import OnePixelError
 from onepixel.models.registry import DEFAULT_MODEL, ModelMeta, load_model
 from onepixel.targets.spec import ModelSpec, sidecar_path
 
 
-class ExportError(RuntimeError):
+class ExportError(OnePixelError, RuntimeError):
     """An export that cannot be written (missing exporter, unwritable path)."""
 
 
