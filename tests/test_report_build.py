@@ -264,3 +264,15 @@ def test_attack_kinds_of_the_guard_table() -> None:
     assert attack_kind({"objective": "adaptive"}, {"method": "de"}) == "adaptive"
     assert attack_kind({"objective": "plain"}, {"method": "de-noconv"}) == "plain"
     assert attack_kind({"objective": "plain"}, {"method": "sparse-rs"}) == "sparse-rs"
+
+
+def test_analysis_figures_are_captioned_and_empty_groups_said(study: dict[str, Path]) -> None:
+    html = study["report"].read_text()
+    section = html.split("<h2>Chromatic, spatial and periodicity analysis</h2>", 1)[1].split("</section>", 1)[
+        0
+    ]
+    for direction in ("lower", "raise"):
+        drawn = f"attack locations: plain, {direction}" in section
+        said = re.search(rf"No partly successful attack, so no figure, in: [^<]*plain/{direction}", section)
+        assert drawn != bool(said), direction
+    assert "analysis_" not in re.sub(r'src="[^"]*"', "", section)  # no file names as captions

@@ -408,10 +408,7 @@ def analysis_caption(stem: str, result: dict[str, Any]) -> str:
     """Return the caption of an analysis figure (``analysis_<kind>_<objective>_<direction>``)."""
     for key in result["groups"]:
         slug = key.replace("/", "_").replace(" ", "_")
-        for kind, text in (
-            ("colour_error", "colour error vs score change"),
-            ("locations", "attack locations"),
-        ):
+        for kind, text in ANALYSIS_FIGURES:
             if stem == f"analysis_{kind}_{slug}":
                 return f"{text}: {key.replace('/', ', ')}"
     return stem.removeprefix("analysis_").replace("_", " ")
