@@ -170,3 +170,16 @@ def test_attack_location_counts_have_whole_number_ticks(
     ticks = [t for t in bar.get_yticks() if lo <= t <= hi]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
     plt.close(shown[0])
+
+
+def test_cells_read_as_numbers() -> None:
+    from onepixel.report.html import format_cell
+
+    assert [format_cell(v) for v in (2097152, 826, True, None, 0.123456, float("nan"))] == [
+        "2,097,152",
+        "826",
+        "yes",
+        "\u2014",
+        "0.1235",
+        "\u2014",
+    ]

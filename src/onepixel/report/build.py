@@ -464,7 +464,7 @@ def _confmap_section(folders: list[Path]) -> Section | None:
         png = folder / "confmap.png"
         inner: list[Any] = []
         if png.is_file():
-            inner.append(Grid([Figure(f"min / max / mean score per pixel: {items['image']}", png)]))
+            inner.append(Figure(f"min / max / mean score per pixel: {items['image']}", png))
         inner.append(KeyValues(f"Confidence map: {items['image']}", items))
         blocks.append(Details(f"Figure and numbers: {items['image']}", inner, open=not maps.is_file()))
     return Section("Confidence maps", blocks) if blocks else None

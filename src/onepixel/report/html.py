@@ -151,11 +151,14 @@ class Report:
 
 
 def format_cell(value: Any) -> str:
-    """Return ``value`` as display text: floats to 4 significant digits, None as an em dash."""
+    """Return ``value`` as display text: floats to 4 significant digits, integers from 10,000 up
+    with thousands separators, None as an em dash."""
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
     if isinstance(value, float):
         if math.isnan(value):
             return "\u2014"
