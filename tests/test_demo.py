@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from onepixel.attack.store import CampaignStore
 from onepixel.cli.main import app
-from onepixel.report.browser import check_in_browser, find_chromium
+from onepixel.report.browser import DESKTOP, PHONE, check_in_browser, find_chromium
 
 
 @pytest.mark.slow
@@ -27,12 +28,19 @@ def test_quick_demo_produces_a_report_that_loads_in_chromium(tmp_path: Path, ami
     detector = json.loads((out / "detector" / "detector.json").read_text())
     assert detector["adversarial (test half)"] > 0
     assert list(out.glob("confmap-*/confmap.png"))
+    guard = json.loads((out / "guard.json").read_text())
+    assert set(guard["guards"]) == {"vae p=7", "residual"}
+    assert sorted(Path(r["run"]).name for r in guard["runs"]) == runs
     report = out / "report.html"
     assert report.is_file()
-    if find_chromium() is None and not __import__("os").environ.get("CI"):
+    if find_chromium() is None:
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+            pytest.fail("Chromium is not installed, and CI must run the browser check")
         pytest.skip("Chromium is not installed (CI installs it and never skips)")
-    check = check_in_browser(report)
-    assert check.ok, (check.errors, check.images_ok, check.images_total)
-    assert check.tables >= 10 and check.images_total >= 8
-    for heading in ("Target classifier", "Confidence maps", "Detector", "periodicity"):
-        assert heading in check.dom
+    for window in (DESKTOP, PHONE):
+        check = check_in_browser(report, window=window)
+        assert check.ok and not check.problems(), check.problems()
+        assert check.tables >= 10 and check.images_total >= 8
+        for heading in ("Findings", "Target classifier", "Guarded pipeline", "Confidence maps", "Detector"):
+            assert f"<h2>{heading}</h2>" in check.dom
+        assert "periodicity" in check.dom

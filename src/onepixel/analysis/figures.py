@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onepixel.analysis.chromatic import score_change  # noqa: E402
 from onepixel.analysis.confmap import ConfidenceMap  # noqa: E402
@@ -49,7 +50,9 @@ def location_heatmap_figure(heatmap: np.ndarray, title: str, path: Path) -> Path
     """Write the attack-location heatmap (counts per pixel, [y, x]); return path."""
     fig, ax = plt.subplots(figsize=(4.6, 4))
     im = ax.imshow(heatmap, cmap="magma", interpolation="nearest", origin="upper")
-    fig.colorbar(im, ax=ax, label="attacks")
+    bar = fig.colorbar(im, ax=ax, label="attacks")
+    bar.locator = MaxNLocator(integer=True)  # counts of attacks: whole numbers
+    bar.update_ticks()
     ax.set_xlabel("x (column)")
     ax.set_ylabel("y (row)")
     ax.set_title(f"{title} (n = {int(heatmap.sum())})")

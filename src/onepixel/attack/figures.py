@@ -117,7 +117,9 @@ def convergence_plot(
     ax.set_ylabel(f"{'lowest' if lower else 'highest'} score of {pos!r}")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(f"{direction_title(summary)}: differential evolution progress")
-    ax.legend(fontsize=8, loc="best", frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
+    # below the axes, so that it never hides a curve, and large enough to read when scaled down
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     return _save(fig, path)
 
 

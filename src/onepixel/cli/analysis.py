@@ -1,4 +1,5 @@
-"""CLI commands of the analysis area: ``onepixel analyze`` and ``onepixel confmap``."""
+"""CLI commands on run folders and maps: ``onepixel run {summary,analyze,figures,export}`` (also
+the hidden flat ``summary``, ``analyze``, ``figures``, ``export``) and ``onepixel confmap``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DataOption, fail
+from onepixel.cli.common import DataOption, console, fail
 
 
 class MapDirection(StrEnum):
@@ -81,6 +82,82 @@ def _print_tables(result: dict[str, Any], figures: list[Path]) -> None:
         out.print(f"figure: {path}")
 
 
+RunDirArgument = Annotated[Path, typer.Argument(help="Run folder of `onepixel attack`.")]
+
+
+def summary(
+    run_dir: RunDirArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    figures: Annotated[
+        bool,
+        typer.Option(
+            "--figures", hidden=True, help="Also run `onepixel run figures RUN_DIR` (kept for old scripts)."
+        ),
+    ] = False,
+) -> None:
+    """Print the paper's numbers of a campaign: counts, success shares, score statistics.
+
+    Shares of (strong) success are of the non-early attacks and the before/after statistics are
+    over the non-early attacks, as in the paper's tables. Figures: `onepixel run figures RUN_DIR`.
+    """
+    from onepixel.attack.store import StoreError
+    from onepixel.attack.summary import render_summary, summarize_run
+
+    try:
+        result = summarize_run(run_dir)
+    except StoreError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from onepixel.cli.common import stdout_console
+
+        out = stdout_console()
+        for table in render_summary(result):
+            out.print(table)
+    if figures:  # the same command as `run figures`, not a copy of it
+        run_figures(run_dir)
+
+
+def run_figures(
+    run_dir: RunDirArgument,
+    image_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id", help="Attack to plot (convergence + pair); repeatable. Default: best few + a failure."
+        ),
+    ] = None,
+) -> None:
+    """Write campaign figures to RUN_DIR/figures: score box plot, convergence, image pairs, colours."""
+    from onepixel.attack.figures import make_figures
+    from onepixel.attack.store import StoreError
+
+    try:
+        paths = make_figures(run_dir, image_id or None)
+    except (StoreError, KeyError, ValueError) as exc:
+        raise fail(exc) from None
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+def export(
+    run_dir: RunDirArgument,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File: the CSV to write (default RUN_DIR/attacks.csv).")
+    ] = None,
+) -> None:
+    """Rewrite the campaign's CSV (every record field, vector split into x1, y1, r1, g1, b1...)."""
+    from onepixel.attack.store import CampaignStore, StoreError
+
+    try:
+        with CampaignStore.open(run_dir, create=False) as store:
+            path = store.export_csv(out)
+            n = store.count()
+    except StoreError as exc:
+        raise fail(exc) from None
+    console.print(f"wrote {n} attacks to {path}")
+
+
 def _parse_rows(text: str) -> list[int]:
     """Return the row numbers of "a-b" ranges and single numbers separated by commas."""
     out: list[int] = []
@@ -95,29 +172,42 @@ def _parse_rows(text: str) -> list[int]:
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("summary")(summary)
+    app.command("export")(export)
+    app.command("figures")(run_figures)
 
     @app.command()
     def analyze(
         runs: Annotated[list[Path], typer.Argument(help="Run folders (attacks.sqlite or attacks.csv).")],
         as_json: Annotated[bool, typer.Option("--json", help="Print every number as JSON.")] = False,
         out: Annotated[
-            Path | None, typer.Option("--out", help="Figure folder (default: FIRST_RUN/figures).")
+            Path | None, typer.Option("--out", help="Folder for the figures (default: FIRST_RUN/figures).")
         ] = None,
-        lower_below: Annotated[
-            float, typer.Option("--lower-below", help="lower: use attacks whose score after is below this.")
+        after_below: Annotated[
+            float,
+            typer.Option(
+                "--after-below",
+                help="lower runs: use the attacks whose score AFTER the attack is below this.",
+            ),
         ] = 0.9,
-        raise_above: Annotated[
-            float, typer.Option("--raise-above", help="raise: use attacks whose score after is above this.")
+        after_above: Annotated[
+            float,
+            typer.Option(
+                "--after-above",
+                help="raise runs: use the attacks whose score AFTER the attack is above this.",
+            ),
         ] = 0.1,
+        old_lower_below: Annotated[float | None, typer.Option("--lower-below", hidden=True)] = None,
+        old_raise_above: Annotated[float | None, typer.Option("--raise-above", hidden=True)] = None,
         figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write PNG figures.")] = True,
         data: DataOption = None,
     ) -> None:
         """Chromatic, spatial and periodicity analysis of partly-successful attacks, per direction.
 
         Uses the attacks that at least partly worked (lower: score after < 0.9; raise: score after
-        > 0.1): X/Y/R/G/B mean/median/sd, colour error (attack colour vs 8-neighbour mean) against
-        score change, most common colours, location heatmap, and the share of even-even
-        coordinates with an exact binomial test against 25%. Figures go to --out.
+        > 0.1; see --after-below, --after-above): X/Y/R/G/B mean/median/sd, colour error (attack
+        colour vs 8-neighbour mean) against score change, most common colours, location heatmap,
+        and the share of even-even coordinates with an exact binomial test against 25%. Figures go to --out.
         """
         from onepixel.analysis.analyze import analyze_runs
         from onepixel.analysis.loading import RunLoadError
@@ -128,8 +218,8 @@ def register(app: typer.Typer) -> None:
                 out=out,
                 data=data,
                 figures=figures,
-                lower_below=lower_below,
-                raise_above=raise_above,
+                lower_below=after_below if old_lower_below is None else old_lower_below,
+                raise_above=after_above if old_raise_above is None else old_raise_above,
             )
         except (RunLoadError, ValueError) as exc:
             raise fail(exc) from exc
@@ -146,11 +236,13 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--levels", "-L", min=2, max=256, help="Values per channel (52: 0,5,...,255).")
         ] = 6,
         target: Annotated[
-            str, typer.Option("--target", help="bundled, a bundled name, a .safetensors file or a URL.")
+            str, typer.Option("--target", help="The classifier, as for `onepixel attack --target`.")
         ] = "bundled",
         out: Annotated[
             Path | None,
-            typer.Option("--out", help="Output folder (state, JSON, figure); default runs/confmap/<image>."),
+            typer.Option(
+                "--out", help="Folder for the state, JSON and figure; default runs/confmap/<image>."
+            ),
         ] = None,
         direction: Annotated[
             MapDirection,

@@ -23,6 +23,8 @@ def _done(start: float, what: str) -> None:
 
 # --quick: a smoke run of every step with tiny budgets (seconds, not minutes).
 QUICK_DE = {"popsize": 20, "maxiter": 3}
+QUICK_MAP_ROWS = list(range(30, 34))  # the quick confidence map: 4 rows through the centre
+STEPS = 7
 
 
 def _campaign(
@@ -85,12 +87,14 @@ def demo(
     """Run the whole study on the default data (AMi-Br test split) with the bundled model:
     evaluate the classifier, one-pixel attacks in both directions (plain and colour-optimised;
     plain also on borderline images without the confidence filter, where flips happen),
-    a small confidence map, the chromatic/spatial/periodicity analysis, the VAE detector, and the
-    HTML report. Takes a few minutes on 2 CPU cores; rerunning resumes finished steps.
+    a small confidence map, the chromatic/spatial/periodicity analysis, the VAE detector, the
+    guarded pipeline (VAE and residual guards in front of the classifier), and the HTML report.
+    Takes a few minutes on 2 CPU cores; rerunning resumes finished steps.
     """
     import numpy as np
 
-    from onepixel.analysis.confmap_files import confidence_map
+    from onepixel.analysis.confmap import compute_confmap
+    from onepixel.analysis.confmap_files import save_confmap
     from onepixel.config import resolve_data_dir
     from onepixel.data.amibr import ensure_amibr, load_amibr
     from onepixel.data.patches import DataError
@@ -102,7 +106,7 @@ def demo(
     if quick:
         images, colour_images, levels = 2, 2, 2
     out.mkdir(parents=True, exist_ok=True)
-    start = _step("1/6 data and model")
+    start = _step(f"1/{STEPS} data and model")
     try:
         root = ensure_amibr(resolve_data_dir(data))
         patches = load_amibr(root, "test")
@@ -120,7 +124,7 @@ def demo(
 
     runs = []
     for i, objective in enumerate(("plain", "colour")):
-        start = _step(f"{2 + i}/6 {objective} one-pixel attack, both directions")
+        start = _step(f"{2 + i}/{STEPS} {objective} one-pixel attack, both directions")
         n = images if objective == "plain" else colour_images
         for direction in ("lower", "raise"):
             runs.append(_campaign(target, patches, out, direction, objective, n, quick))
@@ -129,24 +133,37 @@ def demo(
             runs.append(_campaign(target, patches, out, "lower", objective, n, quick, borderline=True))
         _done(start, f"{objective} attacks")
 
-    start = _step("4/6 confidence map")
+    start = _step(f"4/{STEPS} confidence map")
     positive = np.flatnonzero(patches.y == 1)
     pick = int(positive[np.argmax(scores[positive])])
     image_id = patches.names[pick]
     cmap_dir = out / f"confmap-{image_id}-L{levels}"
-    _, cmap_summary = confidence_map(
-        target, patches.images[pick], levels, cmap_dir, title=image_id, progress=True
+    rows = QUICK_MAP_ROWS if quick else None
+    cmap = compute_confmap(target, patches.images[pick], levels, out_dir=cmap_dir, rows=rows, progress=True)
+    best = save_confmap(cmap, cmap_dir, "auto", title=image_id)["best"]
+    console.print(
+        f"confidence map of {image_id} ({int(cmap.done.sum())} of {len(cmap.done)} rows): score "
+        f"{cmap.score_before:.4f}; best {best['direction']} pixel ({best['x']}, {best['y']}) colour "
+        f"{tuple(best['colour'])} -> {best['score']:.4f}"
     )
-    console.print(f"confidence map of {image_id}: {cmap_summary}")
     _done(start, "confidence map")
 
-    start = _step("5/6 VAE detector")
+    start = _step(f"5/{STEPS} VAE detector")
     detector_dirs = _detector(runs, out, root)
     _done(start, "detector evaluation")
 
-    start = _step("6/6 report")
+    start = _step(f"6/{STEPS} guarded pipeline")
+    guard_file = _guard(runs, out, target, patches.images)
+    _done(start, "guard evaluation")
+
+    start = _step(f"7/{STEPS} report")
     report = build_report(
-        runs, out / "report.html", confmaps=[cmap_dir], detectors=detector_dirs, data=str(root)
+        runs,
+        out / "report.html",
+        confmaps=[cmap_dir],
+        detectors=detector_dirs,
+        guards=[guard_file],
+        data=str(root),
     )
     _done(start, "report")
     console.rule()
@@ -163,6 +180,28 @@ def _detector(runs: list[Path], out: Path, data: Path) -> list[Path]:
     folder = out / "detector"
     evaluate_detector(runs=runs, data=data, out=folder)
     return [folder]
+
+
+def _guard(runs: list[Path], out: Path, target: Any, clean: Any) -> Path:
+    """Evaluate the bundled VAE and residual guards on the demo's campaigns (clean false positives
+    on the test split); write and return ``out/guard.json``, as `onepixel guard evaluate --out`."""
+    import json
+
+    from onepixel.defense.evaluate import jsonable
+    from onepixel.defense.guard import build_guard
+    from onepixel.defense.guard_eval import evaluate_guard
+
+    guards = {"vae p=7": build_guard("vae_amibr"), "residual": build_guard("residual")}
+    doc = jsonable(evaluate_guard(runs, guards, target, clean))
+    path = out / "guard.json"
+    path.write_text(json.dumps(doc, indent=2, allow_nan=False))
+    for name, totals in doc["totals"].items():
+        flips = totals["successful"] - totals["already_misclassified"]
+        console.print(
+            f"{name}: {totals['got_through_flips']} of {flips} flips got through; clean FPR "
+            f"{doc['guards'][name]['clean_fpr']:.3f}"
+        )
+    return path
 
 
 def register(app: typer.Typer) -> None:

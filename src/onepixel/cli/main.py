@@ -102,12 +102,25 @@ def short_help(doc: str) -> str:
     return first if end < 0 else first[: end + 1]
 
 
+def reflow(doc: str) -> str:
+    """Return a docstring with each paragraph on one line: the help screen wraps it to the
+    terminal's width instead of keeping the source's line breaks mid-sentence. A paragraph that
+    starts with click's ``\\b`` marker (examples, aligned lists) keeps its lines."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
 def add_short_helps(app: typer.Typer) -> None:
-    """Give every command of ``app`` and of its groups without a ``short_help`` one from its help."""
+    """Give every command of ``app`` and of its groups without a ``short_help`` one from its help,
+    and reflow its help text (see :func:`reflow`)."""
     for info in app.registered_commands:
         doc = info.help or (info.callback.__doc__ if info.callback else None) or ""
         if info.short_help is None and doc:
             info.short_help = short_help(doc)
+        if doc:
+            info.help = reflow(doc)
     for group in app.registered_groups:
         if group.typer_instance is not None:
             add_short_helps(group.typer_instance)

@@ -6,58 +6,89 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from onepixel.cli.common import console, fail
 
 
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Campaign folders (made by `onepixel attack`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="File: the HTML report to write.")] = Path(
+        "report.html"
+    ),
     confmap: Annotated[
         list[Path] | None,
-        typer.Option("--confmap", help="Folder written by `onepixel confmap` (repeatable)."),
+        typer.Option("--confmap", help="Folder written by `onepixel confmap --out` (repeatable)."),
     ] = None,
-    detector: Annotated[
-        list[Path] | None,
-        typer.Option("--detector", help="Folder written by `onepixel evaluate-detector` (repeatable)."),
-    ] = None,
-    guard: Annotated[
+    detector_results: Annotated[
         list[Path] | None,
         typer.Option(
-            "--guard", help="JSON of `onepixel evaluate-guard --out` (repeatable): per-run verdicts."
+            "--detector-results", help="Folder written by `onepixel detector evaluate --out` (repeatable)."
         ),
     ] = None,
+    guard_results: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--guard-results",
+            help="File written by `onepixel guard evaluate --out` (or its --json output), repeatable: "
+            "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
+        ),
+    ] = None,
+    old_detector: Annotated[list[Path] | None, typer.Option("--detector", hidden=True)] = None,
+    old_guard: Annotated[list[Path] | None, typer.Option("--guard", hidden=True)] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
     check: Annotated[
-        bool, typer.Option("--check/--no-check", help="Open the report in headless Chromium and verify it.")
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Open the report in headless Chromium at desktop and phone widths and verify it.",
+        ),
     ] = False,
 ) -> None:
     """Write ONE self-contained HTML file of a study. It opens with the findings (per run: images
     attacked, flips, the worst case, whether the guard held), then the model card, and per run the
     figures, with settings and the papers' tables folded; then chromatic / spatial / periodicity
-    results, explorable confidence maps and detector results when given.
+    results, the guarded pipeline's table (clean false positives, flips through per attack kind),
+    explorable confidence maps and detector results when given.
 
-    Example: onepixel report runs/lower runs/raise --confmap runs/confmap --out study.html
+    Example: onepixel report runs/lower runs/raise --confmap runs/confmap --guard-results guard.json
+    --out study.html
+
+    (--detector and --guard, the old spellings of --detector-results and --guard-results, still
+    work: in other commands --detector and --guard name a detector, not results.)
     """
     from onepixel.report.build import build_report
 
     try:
         path = build_report(
-            runs, out, confmaps=confmap or [], detectors=detector or [], guards=guard or [], title=title
+            runs,
+            out,
+            confmaps=confmap or [],
+            detectors=[*(detector_results or []), *(old_detector or [])],
+            guards=[*(guard_results or []), *(old_guard or [])],
+            title=title,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")
     if check:
-        from onepixel.report.browser import check_in_browser
+        from onepixel.report.browser import DESKTOP, PHONE, check_in_browser
 
-        result = check_in_browser(path)
-        status = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
-        console.print(
-            f"browser check {status}: {result.tables} tables, {result.images_ok}/{result.images_total} "
-            f"images decoded, {result.errors} script errors"
-        )
-        if not result.ok:
+        failed = False
+        for name, window in (("desktop", DESKTOP), ("phone", PHONE)):
+            try:
+                result = check_in_browser(path, window=window)
+            except RuntimeError as exc:
+                raise fail(f"browser check: {exc}") from exc
+            problems = result.problems()
+            failed = failed or bool(problems)
+            status = "[green]ok[/]" if not problems else "[red]FAILED[/]: " + escape("; ".join(problems))
+            console.print(
+                f"browser check at {name} width ({window[0]} px) {status}: {result.titles} sections, "
+                f"{result.tables} tables, {result.images_ok}/{result.images_total} images decoded, "
+                f"{result.errors} script errors, {len(result.console_messages)} console messages"
+            )
+        if failed:
             raise typer.Exit(1)
 
 

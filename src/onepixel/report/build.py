@@ -3,7 +3,8 @@
 Inputs are the folders other commands wrote: campaign RUN_DIRs (``attacks.sqlite``), confidence
 map folders (``confmap.json`` + ``confmap.png``, ``confmap.npz`` for the explorable map),
 detector-evaluation folders (``detector.json`` + figures) and guard evaluations (the JSON of
-``onepixel evaluate-guard --out``). Missing pieces are simply left out of the report.
+``onepixel guard evaluate --out FILE``, or its ``--json`` output saved to a file). Missing
+pieces are simply left out of the report.
 
 The report opens with the findings (per run: images attacked, flips, the worst case found,
 whether the guard held); settings and raw tables follow, folded.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,11 @@ def _overview(runs: list[Path], data: str | None) -> Section:
         "positive image's score down (a finding disappears); 'raise' attacks push a negative "
         "image's score up. Attacks that converge right after the initial population count as failed."
     )
-    return Section("About this study", [text, Details("How this report was made", [KeyValues("Run", items)])])
+    return Section(
+        "About this study",
+        [text, Details("How this report was made", [KeyValues("Run", items)])],
+        nav="About",
+    )
 
 
 def _model_section(target: str | None) -> Section | None:
@@ -108,11 +114,25 @@ def _model_section(target: str | None) -> Section | None:
     blocks: list[Any] = []
     card = weights_path(name).parent / "MODEL_CARD.md"
     if card.is_file():
-        blocks.append(Markdown(card.read_text()))
+        shown, folded = split_card(card.read_text())
+        blocks.append(Markdown(shown))
+        if folded:
+            blocks.append(Details("The rest of the model card", [Markdown(folded)]))
     blocks.append(
         Details("The weights' metadata", [KeyValues("Model card (from the weights' metadata)", items)])
     )
-    return Section("Target classifier", blocks)
+    return Section("Target classifier", blocks, nav="Model")
+
+
+def split_card(text: str) -> tuple[str, str]:
+    """Return (shown, folded) parts of a model card's markdown: its introduction and the
+    sections whose ``##`` heading names scores or metrics are shown, the other sections folded."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    shown, folded = [parts[0]], []
+    for part in parts[1:]:
+        heading = part.splitlines()[0].lower()
+        (shown if any(w in heading for w in ("score", "metric", "performance")) else folded).append(part)
+    return "".join(shown).strip() + "\n", "".join(folded).strip()
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
@@ -128,13 +148,60 @@ def run_kind(config: dict[str, Any]) -> str:
 
 
 def run_title(summary: dict[str, Any], config: dict[str, Any]) -> str:
-    """Return a run's section title: direction, objective, k and confident vs borderline images."""
+    """Return a run's section title: direction, objective (with its detector), method when not
+    plain DE, k and confident vs borderline images."""
     from onepixel.attack.summary import direction_title
 
+    objective = summary.get("objective") or "plain"
+    against = (config.get("objective_options") or {}).get("detector")
+    if against:
+        objective += f" (against {against})"
+    method = summary.get("method")
+    how = f" by {method}" if method and method != "de" else ""
     return (
-        f"Attack {direction_title(summary)}: {summary.get('objective') or 'plain'}, "
+        f"Attack {direction_title(summary)}: {objective}{how}, "
         f"k = {summary.get('pixels', 1)}, {run_kind(config)} images"
     )
+
+
+# Settings that never tell two runs apart for a reader (paths, hashes, batching).
+_UNTOLD = {"data.path", "target_sha256", "images_per_batch", "stop_at"}
+
+
+def _settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return ``config`` flattened to {"de.maxiter": 30, ...}, without the settings in _UNTOLD."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_settings(value, f"{name}."))
+        elif name not in _UNTOLD:
+            out[name] = value
+    return out
+
+
+def _setting_text(name: str, value: Any) -> str:
+    label = name.replace("de.", "DE ").replace("objective_options.", "").replace("_", " ")
+    if isinstance(value, bool):
+        return f"{label} {'on' if value else 'off'}"
+    return f"{label} {value}"
+
+
+def distinct_run_titles(titles: list[str], configs: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Return ``titles`` made distinct: runs that share a title get the settings that differ
+    between them ("DE maxiter 30, limit 15"), or their folder name when no setting differs."""
+    out = list(titles)
+    for title in set(titles):
+        group = [i for i, t in enumerate(titles) if t == title]
+        if len(group) < 2:
+            continue
+        flat = [_settings(configs[i]) for i in group]
+        keys = sorted({k for f in flat for k in f})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        for i, f in zip(group, flat, strict=True):
+            told = ", ".join(_setting_text(k, f.get(k)) for k in differ)
+            out[i] = f"{title} ({told or names[i]})"
+    return out
 
 
 def run_findings(run_dir: Path) -> dict[str, Any]:
@@ -177,6 +244,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
     s = summarize_run(run_dir)
     config = _run_config(run_dir)
     s["kind"] = run_kind(config)
+    s["config"] = config
     s["title"] = run_title(s, config)
     s["findings"] = run_findings(run_dir)
     settings = {
@@ -245,7 +313,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
     if make_figs and s["attacked"]:
         make_figures(run_dir)
     figures = [
-        Figure(png.stem.replace("_", " "), png)
+        Figure(figure_caption(png.stem), png, wide=png.stem == "convergence")
         for png in (sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else [])
         if not png.name.startswith("analysis_")
     ]
@@ -254,6 +322,20 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
         blocks.append(Grid(figures))
     blocks.append(Details("Settings and raw tables", raw))
     return Section(s["title"], blocks), s
+
+
+RUN_FIGURES = {
+    "convergence": "best score per generation (differential evolution)",
+    "scores_boxplot": "scores before and after the attack",
+    "colours": "most common attack colours",
+}
+
+
+def figure_caption(stem: str) -> str:
+    """Return the caption of a run figure from its file name (``pair_<image id>``: the pair)."""
+    if stem.startswith("pair_"):
+        return f"clean and attacked image: {stem.removeprefix('pair_')}"
+    return RUN_FIGURES.get(stem, stem.replace("_", " "))
 
 
 def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
@@ -308,10 +390,42 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
         )
     text, tables = blocks[0], blocks[1:]
     out: list[Any] = [text]
+    empty = [key for key, group in result["groups"].items() if not group["partly_successful"]]
+    slugs = [key.replace("/", "_").replace(" ", "_") for key in empty]
+    figs = [p for p in figs if not any(p.stem.endswith(f"_{slug}") for slug in slugs)]
+    if empty:
+        out.append(Text(f"No partly successful attack, so no figure, in: {', '.join(empty)}."))
     if figs:
-        out.append(Grid([Figure(p.stem.replace("_", " "), p) for p in figs]))
+        out.append(Grid([Figure(analysis_caption(p.stem, result), p) for p in figs]))
     out.append(Details("Position, colour and parity tables", tables))
-    return Section("Chromatic, spatial and periodicity analysis", out)
+    return Section("Chromatic, spatial and periodicity analysis", out, nav="Analysis")
+
+
+ANALYSIS_FIGURES = (("colour_error", "colour error vs score change"), ("locations", "attack locations"))
+
+
+def analysis_caption(stem: str, result: dict[str, Any]) -> str:
+    """Return the caption of an analysis figure (``analysis_<kind>_<objective>_<direction>``)."""
+    for key in result["groups"]:
+        slug = key.replace("/", "_").replace(" ", "_")
+        for kind, text in ANALYSIS_FIGURES:
+            if stem == f"analysis_{kind}_{slug}":
+                return f"{text}: {key.replace('/', ', ')}"
+    return stem.removeprefix("analysis_").replace("_", " ")
+
+
+def check_confmap_folder(folder: Path) -> None:
+    """Raise FileNotFoundError unless ``folder`` holds a confidence map the report can show
+    (``confmap.json``); the message says when the map is only part-way (state file, no JSON)."""
+    if (folder / "confmap.json").is_file():
+        return
+    if (folder / "confmap_state.npz").is_file():
+        raise FileNotFoundError(
+            f"{folder} holds a confidence map still being computed or interrupted (confmap_state.npz, "
+            "no confmap.json yet): let `onepixel confmap` finish, or rerun the same command to resume "
+            "an interrupted one"
+        )
+    raise FileNotFoundError(f"{folder} is not a confidence-map folder (no confmap.json)")
 
 
 def _confmap_section(folders: list[Path]) -> Section | None:
@@ -343,12 +457,14 @@ def _confmap_section(folders: list[Path]) -> Section | None:
                         z["max"],
                         z["mean"],
                         z["done"],
+                        z["argmin"] if "argmin" in z.files else None,
+                        z["argmax"] if "argmax" in z.files else None,
                     )
                 )
         png = folder / "confmap.png"
         inner: list[Any] = []
         if png.is_file():
-            inner.append(Grid([Figure(f"min / max / mean score per pixel: {items['image']}", png)]))
+            inner.append(Figure(f"min / max / mean score per pixel: {items['image']}", png))
         inner.append(KeyValues(f"Confidence map: {items['image']}", items))
         blocks.append(Details(f"Figure and numbers: {items['image']}", inner, open=not maps.is_file()))
     return Section("Confidence maps", blocks) if blocks else None
@@ -398,31 +514,150 @@ def detector_sentence(result: dict[str, Any]) -> str:
     return ("Pooled over the runs: " + "; ".join(parts) + ".") if parts else ""
 
 
+def read_guard_evaluation(path: str | Path) -> dict[str, Any]:
+    """Return the document of ``onepixel guard evaluate --out FILE`` (or its ``--json`` output
+    saved to a file); ValueError when it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"guard evaluation {path} is not readable JSON ({exc})") from None
+    if not (
+        isinstance(doc, dict) and isinstance(doc.get("guards"), dict) and isinstance(doc.get("runs"), list)
+    ):
+        raise ValueError(
+            f"{path} is not a guard evaluation (the JSON of `onepixel guard evaluate`: "
+            "'guards' and 'runs' at the top)"
+        )
+    return doc
+
+
 def guard_by_run(guards: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
-    """Return {run folder name: {guard name: counts}} from ``onepixel evaluate-guard --out`` files."""
+    """Return {run folder name: {guard name: counts}} from ``onepixel guard evaluate`` files."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for path in guards:
-        try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"guard evaluation {path} is not readable JSON ({exc})") from None
-        for row in doc.get("runs", []) if isinstance(doc, dict) else []:
+        for row in read_guard_evaluation(path)["runs"]:
             name = Path(str(row.get("run", ""))).name
             out.setdefault(name, {}).update(row.get("guards") or {})
     return out
 
 
+# Attack kinds of the guard table, in this order first; any other objective follows.
+GUARD_KINDS = ("plain", "adaptive", "exhaustive")
+DE_METHODS = ("de", "de-noconv")
+
+
+def attack_kind(row: dict[str, Any], summary: dict[str, Any] | None) -> str:
+    """Return the kind of attack of a guard-evaluation row: the method when it is not
+    differential evolution (exhaustive, sparse-rs), else the objective (plain, adaptive, colour)."""
+    method = row.get("method") or (summary or {}).get("method")
+    if method and method not in DE_METHODS:
+        return str(method)
+    return str(row.get("objective") or "plain")
+
+
+def guard_section(guards: list[Path], summaries: list[dict[str, Any]]) -> Section | None:
+    """Return the guard section: per guard its clean false-positive rate and how many flips got
+    through it, per kind of attack (plain, adaptive, exhaustive...), then per run, folded."""
+    by_name = {Path(str(s["run_dir"])).name: s for s in summaries}
+    rows: dict[str, dict[str, Any]] = {}
+    per_run: list[list[Any]] = []
+    kinds: set[str] = set()
+    for path in guards:
+        doc = read_guard_evaluation(path)
+        names = {name: name if name not in rows else f"{name} ({Path(path).stem})" for name in doc["guards"]}
+        for name, g in doc["guards"].items():
+            rows[names[name]] = {"guard": g, "through": {}}
+        for run in doc["runs"]:
+            folder = Path(str(run.get("run", ""))).name
+            kind = attack_kind(run, by_name.get(folder))
+            kinds.add(kind)
+            for name, counts in (run.get("guards") or {}).items():
+                through, flips = _flips_through(counts)
+                label = names.get(name, name)
+                sums = rows.setdefault(label, {"guard": {}, "through": {}})["through"]
+                t, f = sums.get(kind, (0, 0))
+                sums[kind] = (t + through, f + flips)
+                per_run.append(
+                    [folder, kind, label, counts.get("successful"), flips, counts.get("blocked"), through]
+                    + [counts.get("repairs_restoring")]
+                )
+    if not rows:
+        return None
+    order = [k for k in GUARD_KINDS if k in kinds] + sorted(kinds - set(GUARD_KINDS))
+    table = []
+    for label, row in rows.items():
+        g = row["guard"]
+        fpr = g.get("clean_fpr")
+        clean = (
+            f"{_share(fpr)} ({g.get('clean_flagged')} of {g.get('clean_images')})"
+            if isinstance(fpr, (int, float))
+            else None
+        )
+        cells = [
+            f"{row['through'][k][0]} of {row['through'][k][1]}" if k in row["through"] else None
+            for k in order
+        ]
+        table.append([label, g.get("threshold"), clean, *cells])
+    held = [label for label, row in rows.items() if not any(t for t, _ in row["through"].values())]
+    lead = (
+        "A guard holds when no flip gets past it (a flip: the clean image on the true label's side "
+        "of 0.5, the attacked one across it). "
+        + (
+            f"Held against every attack: {', '.join(held)}."
+            if held
+            else "No guard held against every attack."
+        )
+    )
+    blocks: list[Any] = [
+        Text(lead),
+        Table(
+            "Per guard: clean false positives and flips that got through",
+            ["guard", "threshold", "clean images flagged", *(f"flips through: {k}" for k in order)],
+            table,
+        ),
+        Details(
+            "Per run",
+            [
+                Table(
+                    "Per run and guard",
+                    [
+                        "run",
+                        "attack",
+                        "guard",
+                        "successful",
+                        "flips",
+                        "blocked",
+                        "flips through",
+                        "repairs restoring",
+                    ],
+                    per_run,
+                )
+            ],
+        ),
+    ]
+    return Section("Guarded pipeline", blocks, nav="Guard")
+
+
 def guard_verdict(counts: dict[str, dict[str, int]] | None, pooled: str) -> str:
-    """Return whether the guard held on a run: 'held' when no successful attack got through."""
+    """Return whether each guard held on a run: 'held' when no flip got through, else how many
+    of the run's flips did; "no flip to stop" when the run has none."""
     if not counts:
         return "see Detector (pooled)" if pooled else "not evaluated"
-    parts = []
-    for name, c in counts.items():
-        through = c.get("got_through_flips", c.get("got_through", 0))
-        ok = c.get("successful", 0)
-        verdict = "held" if through == 0 else "broken"
-        parts.append(f"{name}: {verdict} ({through} of {ok} successful attacks got through)")
-    return "; ".join(parts)
+    pairs = {name: _flips_through(c) for name, c in counts.items()}
+    if not any(flips for _, flips in pairs.values()):
+        return "no flip to stop"
+    return "; ".join(
+        f"{name}: held" if through == 0 else f"{name}: {through} of {flips} flips got through"
+        for name, (through, flips) in pairs.items()
+    )
+
+
+def _flips_through(counts: dict[str, int]) -> tuple[int, int]:
+    """Return (flips that got past the guard, flips) of one guard on one run: a flip is a
+    successful attack whose clean image was not already misclassified."""
+    flips = int(counts.get("successful", 0)) - int(counts.get("already_misclassified", 0))
+    through = int(counts.get("got_through_flips", counts.get("got_through", 0)))
+    return through, flips
 
 
 def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], pooled: str) -> Section:
@@ -439,6 +674,7 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
         )
         rows.append(
             [
+                Path(s["run_dir"]).name,
                 s["title"].removeprefix("Attack "),
                 f["attacked"],
                 f"{f['flips']}" + (f" (+{f['already_wrong']} already wrong)" if f["already_wrong"] else ""),
@@ -450,9 +686,25 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
         f"{flips} of {total} attacked images flipped across {len(summaries)} run(s) "
         "(a flip: the clean score on the true label's side of 0.5, the attacked score across it)."
     )
-    if pooled:
+    totals: dict[str, list[int]] = {}
+    for s in summaries:
+        for name, counts in (guards.get(Path(s["run_dir"]).name) or {}).items():
+            through, run_flips = _flips_through(counts)
+            total_of = totals.setdefault(name, [0, 0])
+            total_of[0] += through
+            total_of[1] += run_flips
+    if totals:
+        lead += (
+            " Guards over the evaluated runs: "
+            + "; ".join(
+                f"{name} {'held' if t == 0 else 'let through'} ({t} of {f} flips got through)"
+                for name, (t, f) in totals.items()
+            )
+            + "."
+        )
+    elif pooled:  # no guard evaluation: the detector's pooled numbers are the defence's only word
         lead += " " + pooled
-    headers = ["run", "images attacked", "flips", "worst case (score before \u2192 after)", "guard"]
+    headers = ["run", "attack", "images attacked", "flips", "worst case (score before \u2192 after)", "guard"]
     return Section("Findings", [Findings(lead, headers, rows)])
 
 
@@ -470,12 +722,20 @@ def build_report(
     """Write the self-contained HTML report of ``runs`` (and maps, detector results) to ``out``.
 
     Returns the report's path. Figures missing from a run are drawn first when ``make_figures``.
-    ``guards`` are ``onepixel evaluate-guard --out`` JSON files (per-run guard verdicts).
+    ``guards`` are ``onepixel guard evaluate --out`` JSON files (the guard table, per-run verdicts).
     """
     run_dirs = [Path(r) for r in runs]
     for run in run_dirs:
         if not (run / "attacks.sqlite").is_file():
             raise FileNotFoundError(f"{run} is not a campaign folder (no attacks.sqlite)")
+    for folder in confmaps:
+        check_confmap_folder(Path(folder))
+    for folder in detectors:
+        if not (Path(folder) / "detector.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a detector evaluation (no detector.json, which "
+                "`onepixel detector evaluate` writes)"
+            )
     out = Path(out)
     sections: list[Section] = []
     summaries = []
@@ -484,6 +744,12 @@ def build_report(
         section, summary = _run_section(run, make_figures)
         run_sections.append(section)
         summaries.append(summary)
+    titles = distinct_run_titles(
+        [s["title"] for s in summaries], [s["config"] for s in summaries], [r.name for r in run_dirs]
+    )
+    for section, summary, run_title_, run in zip(run_sections, summaries, titles, run_dirs, strict=True):
+        section.title = summary["title"] = run_title_
+        section.nav = run.name
     detector_folders = [Path(d) for d in detectors]
     pooled = " ".join(
         detector_sentence(json.loads((d / "detector.json").read_text()))
@@ -501,6 +767,7 @@ def build_report(
         if analysis:
             sections.append(analysis)
     for extra in (
+        guard_section([Path(g) for g in guards], summaries),
         _confmap_section([Path(c) for c in confmaps]),
         _detector_section(detector_folders),
     ):

@@ -6,8 +6,10 @@ a section holds blocks (:class:`Text`, :class:`Table`, :class:`Figure`, :class:`
 table and an explorable :class:`ConfmapView`). Figures are embedded as base64 data URIs, so the
 file needs nothing beside it; every text cell has absolute machine paths stripped. A table
 with nothing in it becomes a sentence. A tiny inline
-script records load errors and undecodable images into ``#selfcheck`` so that a headless
-browser can confirm the page rendered (see :mod:`onepixel.report.browser`).
+script, the first thing in ``<head>``, counts script errors and ``console.error`` calls from the
+start; on load, another records them, the images decoded, the tables and the section titles
+(and repeats among them) into ``#selfcheck`` so that a headless browser can confirm the page
+rendered (see :mod:`onepixel.report.browser`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Figure:
     caption: str
     png: Path | bytes
     width: int | None = None
+    wide: bool = False  # spans two grid columns where the page is wide enough (convergence plots)
 
 
 @dataclass
@@ -110,7 +113,8 @@ class Details:
 class ConfmapView:
     """An explorable confidence map: hover a pixel of the image to see its min/max/mean score.
 
-    ``image`` (H, W, 3) uint8; ``min``/``max``/``mean`` (H, W) scores; ``done`` (H,) rows computed.
+    ``image`` (H, W, 3) uint8; ``min``/``max``/``mean`` (H, W) scores; ``done`` (H,) rows computed;
+    ``argmin``/``argmax`` (H, W, 3) the colour reaching the min / max at each pixel, when known.
     """
 
     title: str
@@ -119,6 +123,8 @@ class ConfmapView:
     max: np.ndarray
     mean: np.ndarray
     done: np.ndarray | None = None
+    argmin: np.ndarray | None = None
+    argmax: np.ndarray | None = None
 
 
 Block = Text | Table | KeyValues | Figure | Markdown | Grid | Findings | Details | ConfmapView
@@ -126,11 +132,13 @@ Block = Text | Table | KeyValues | Figure | Markdown | Grid | Findings | Details
 
 @dataclass
 class Section:
-    """A titled part of the report; ``anchor`` is its id for the table of contents."""
+    """A titled part of the report; ``anchor`` is its id for the table of contents, ``nav`` its
+    short label there."""
 
     title: str
     blocks: list[Block] = field(default_factory=list)
     anchor: str = ""
+    nav: str = ""  # short label in the table of contents (default: the title)
 
 
 @dataclass
@@ -143,11 +151,14 @@ class Report:
 
 
 def format_cell(value: Any) -> str:
-    """Return ``value`` as display text: floats to 4 significant digits, None as an em dash."""
+    """Return ``value`` as display text: floats to 4 significant digits, integers from 10,000 up
+    with thousands separators, None as an em dash."""
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
     if isinstance(value, float):
         if math.isnan(value):
             return "\u2014"
@@ -179,11 +190,13 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _heat(values: np.ndarray) -> np.ndarray:
-    """Return (H, W) scores in [0, 1] as an RGB uint8 heat map (viridis; NaN grey)."""
+def _heat(values: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """Return (H, W) scores as an RGB uint8 heat map, ``lo`` darkest and ``hi`` brightest
+    (viridis; NaN grey)."""
     from matplotlib import colormaps
 
-    rgba = colormaps["viridis"](np.nan_to_num(np.clip(values, 0.0, 1.0), nan=0.0))
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    rgba = colormaps["viridis"](np.nan_to_num(np.clip(scaled, 0.0, 1.0), nan=0.0))
     rgb = (rgba[..., :3] * 255).round().astype(np.uint8)
     rgb[np.isnan(values)] = 128
     return rgb
@@ -197,21 +210,28 @@ def _confmap(block: ConfmapView, index: int) -> str:
         a = np.where(done[:, None], np.asarray(a, dtype=np.float64), np.nan)
         return [[None if math.isnan(v) else round(float(v), 5) for v in row] for row in a]
 
-    data = json.dumps(
-        {"w": w, "h": h, "min": grid(block.min), "max": grid(block.max), "mean": grid(block.mean)}
-    )
+    maps: dict[str, Any] = {"w": w, "h": h, "min": grid(block.min), "max": grid(block.max)}
+    maps["mean"] = grid(block.mean)
+    for key in ("argmin", "argmax"):
+        colours = getattr(block, key)
+        if colours is not None:
+            maps[key] = np.asarray(colours, dtype=np.int64).tolist()
+    data = json.dumps(maps)
     data = data.replace("</", "<\\/")
-    low = np.where(done[:, None], block.min, np.nan)
+    low = np.where(done[:, None], np.asarray(block.min, dtype=np.float64), np.nan)
+    lo, hi = (float(np.nanmin(low)), float(np.nanmax(low))) if done.any() else (0.0, 1.0)
+    rows = f"; grey: rows not computed ({int(done.sum())} of {h} done)" if not done.all() else ""
     vid = f"cm{index}"
     return (
         f'<div class="confmap" data-map="{vid}"><h3>{_esc(block.title)}</h3>'
         '<p class="hint">Hover (or tap) a pixel: the lowest, highest and mean score over every colour '
-        "tried at that pixel.</p>"
+        "tried at that pixel, and the colour reaching the lowest and the highest.</p>"
         '<div class="cm-pair">'
         f'<figure><img class="px" src="{png_data_uri(_png_bytes(block.image))}" alt="clean image"'
         f' width="{w}" height="{h}"><figcaption>clean image</figcaption></figure>'
-        f'<figure><img class="px" src="{png_data_uri(_png_bytes(_heat(low)))}" alt="lowest score per pixel"'
-        f' width="{w}" height="{h}"><figcaption>lowest score per pixel (dark = low)</figcaption></figure>'
+        f'<figure><img class="px" src="{png_data_uri(_png_bytes(_heat(low, lo, hi)))}"'
+        f' alt="lowest score per pixel" width="{w}" height="{h}"><figcaption>lowest score per pixel: '
+        f"dark {lo:.4f}, bright {hi:.4f}{rows}</figcaption></figure>"
         "</div>"
         '<output class="cm-readout">hover a pixel</output>'
         f'<script type="application/json" id="{vid}">{data}</script></div>'
@@ -220,9 +240,12 @@ def _confmap(block: ConfmapView, index: int) -> str:
 
 def _table_html(caption: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(format_cell(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
+    labels = [f' data-label="{_esc(h)}"' for h in headers]
+
+    def cell(i: int, value: Any) -> str:
+        return f"<td{labels[i] if i < len(labels) else ''}>{_esc(format_cell(value))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
     klass = f' class="{cls}"' if cls else ""
     cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
     table = f"<table{klass}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -254,8 +277,9 @@ def _render_block(block: Block, index: int = 0) -> str:
         )
     if isinstance(block, Figure):
         style = f' style="max-width:{block.width}px"' if block.width else ""
+        klass = ' class="wide"' if block.wide else ""
         return (
-            f'<figure><img src="{png_data_uri(block.png)}" alt="{_esc(block.caption)}"{style}>'
+            f'<figure{klass}><img src="{png_data_uri(block.png)}" alt="{_esc(block.caption)}"{style}>'
             f"<figcaption>{_esc(block.caption)}</figcaption></figure>"
         )
     if isinstance(block, Grid):
@@ -283,7 +307,7 @@ border-radius:8px;padding:16px clamp(10px,3vw,24px);margin:20px 0}h2{color:#3b1f
 table{border-collapse:collapse;margin:12px 0;font-size:14px}caption{text-align:left;font-weight:600;
 padding:4px 0;color:#3b1f4a}th,td{border:1px solid #dde0e6;padding:4px 10px;text-align:right}
 th{background:#f0edf3}table.kv th{text-align:left}td:first-child{text-align:left}
-table.findings{font-size:15px}table.findings td{text-align:left}
+table.findings{font-size:15px}table.findings td,table.findings th{text-align:left}
 p.lead{font-size:17px;margin:6px 0 4px}p.empty{color:#555;font-style:italic}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,340px),1fr));gap:16px;margin:12px 0}
 figure{margin:0}figure img{width:100%;height:auto;border:1px solid #e3e5ea;background:#fff}
@@ -297,33 +321,43 @@ summary{cursor:pointer;font-weight:600;color:#6a2c8c}
 img.px{image-rendering:pixelated;cursor:crosshair;touch-action:none}
 .cm-readout{display:block;font-family:ui-monospace,monospace;font-size:14px;margin:8px 0;min-height:1.5em}
 #selfcheck{display:none}
+@media (min-width:820px){.grid figure.wide{grid-column:span 2}}
+@media (max-width:600px){
+nav{flex-wrap:nowrap;overflow-x:auto;white-space:nowrap;padding-bottom:12px}
+header h1{font-size:22px}h2{font-size:20px}p.lead{font-size:16px}
+table.findings,table.findings tbody,table.findings tr,table.findings td{display:block;width:100%}
+table.findings thead{display:none}table.findings tr{border:1px solid #dde0e6;border-radius:6px;
+margin:0 0 10px;padding:4px 0}table.findings td{border:0;padding:2px 10px}
+table.findings td:first-child{font-weight:600}
+table.findings td:not(:first-child)::before{content:attr(data-label) ": ";color:#555}}
 """
 
-# The error counters start in <head>, before any other script or image, so that every error
-# (a script's, an image that fails to decode) is counted whenever it happens; the summary is
-# written into #selfcheck at the load event.
-_ERROR_COUNTERS = """<script>
-(function(){var w=window;w.__opErrors=0;w.__opConsole=0;
-w.addEventListener('error',function(){w.__opErrors++;},true);
-var origError=console.error;
-console.error=function(){w.__opConsole++;return origError.apply(console,arguments);};})();
+# In <head>, before anything else runs: count script errors and console.error calls from the start.
+_SELFCHECK_HEAD = """<script>
+(function(){var s=window.__selfcheck={errors:0,console:0};
+window.addEventListener('error',function(){s.errors++;},true);
+var origError=console.error;console.error=function(){s.console++;return origError.apply(console,arguments);};
+})();
 </script>"""
 
+# At the end of <body>: on load, write what the page saw into #selfcheck for a headless browser.
 _SELFCHECK = """
 <div id="selfcheck" data-errors="0" data-images="pending"></div>
 <script>
-(function(){var c=document.getElementById('selfcheck');
-window.addEventListener('load',function(){var imgs=document.images,ok=0;
+window.addEventListener('load',function(){var c=document.getElementById('selfcheck'),s=window.__selfcheck;
+var imgs=document.images,ok=0;
 for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}}
 c.dataset.images=ok+'/'+imgs.length;c.dataset.tables=String(document.querySelectorAll('table').length);
+var seen={},dup=[],heads=document.querySelectorAll('h2');
+for(var j=0;j<heads.length;j++){var t=heads[j].textContent;if(seen[t]){dup.push(t);}seen[t]=1;}
+c.dataset.titles=String(heads.length);c.dataset.duplicates=dup.join(' | ');
 var de=document.documentElement;c.dataset.width=String(window.innerWidth);
 c.dataset.overflow=String(Math.max(0,de.scrollWidth-de.clientWidth));
 var map=document.querySelector('.confmap img.px');
 if(map){var r=map.getBoundingClientRect();map.dispatchEvent(new MouseEvent('mousemove',
 {clientX:r.left+r.width/2,clientY:r.top+r.height/2,bubbles:true}));
 c.dataset.confmap=map.closest('.confmap').querySelector('.cm-readout').textContent;}
-c.dataset.console=String(window.__opConsole);
-c.dataset.errors=String(window.__opErrors);c.dataset.done='1';});})();
+c.dataset.errors=String(s.errors);c.dataset.console=String(s.console);c.dataset.done='1';});
 </script>
 """
 
@@ -331,14 +365,16 @@ c.dataset.errors=String(window.__opErrors);c.dataset.done='1';});})();
 _CONFMAP_JS = """
 <script>
 (function(){function fmt(v){return v===null?'not computed':v.toFixed(4);}
+function rgb(c,v,x,y){return (c&&v!==null)?' (RGB '+c[y][x].join(',')+')':'';}
 document.querySelectorAll('.confmap').forEach(function(box){
 var data=JSON.parse(document.getElementById(box.dataset.map).textContent);
 var out=box.querySelector('.cm-readout');
 function show(ev,img){var r=img.getBoundingClientRect();var p=ev.touches?ev.touches[0]:ev;
 var x=Math.min(data.w-1,Math.max(0,Math.floor((p.clientX-r.left)/r.width*data.w)));
 var y=Math.min(data.h-1,Math.max(0,Math.floor((p.clientY-r.top)/r.height*data.h)));
-out.textContent='x '+x+', y '+y+': min '+fmt(data.min[y][x])+', max '+fmt(data.max[y][x])+
-', mean '+fmt(data.mean[y][x]);out.dataset.x=x;out.dataset.y=y;}
+out.textContent='x '+x+', y '+y+': min '+fmt(data.min[y][x])+rgb(data.argmin,data.min[y][x],x,y)+
+', max '+fmt(data.max[y][x])+rgb(data.argmax,data.max[y][x],x,y)+', mean '+fmt(data.mean[y][x]);
+out.dataset.x=x;out.dataset.y=y;}
 box.querySelectorAll('img.px').forEach(function(img){
 img.addEventListener('mousemove',function(ev){show(ev,img);});
 img.addEventListener('touchstart',function(ev){show(ev,img);},{passive:true});});});})();
@@ -346,19 +382,25 @@ img.addEventListener('touchstart',function(ev){show(ev,img);},{passive:true});})
 """
 
 
+def distinct_titles(titles: Sequence[str]) -> list[str]:
+    """Return ``titles`` with every repeat numbered ("T", "T (2)", ...), so that all are distinct."""
+    seen: dict[str, int] = {}
+    out = []
+    for title in titles:
+        seen[title] = seen.get(title, 0) + 1
+        out.append(title if seen[title] == 1 else f"{title} ({seen[title]})")
+    return out
+
+
 def render(report: Report) -> str:
     """Return the complete HTML document for ``report``."""
     esc = _esc
-    seen: dict[str, int] = {}
-    titles = []
     for i, section in enumerate(report.sections):
         section.anchor = section.anchor or f"s{i + 1}"
-        seen[section.title] = seen.get(section.title, 0) + 1
-        # every title distinct, even when two sections are given the same one
-        titles.append(
-            section.title if seen[section.title] == 1 else f"{section.title} ({seen[section.title]})"
-        )
-    nav = "".join(f'<a href="#{s.anchor}">{esc(t)}</a>' for s, t in zip(report.sections, titles, strict=True))
+    # every title distinct, even when two sections are given the same one
+    titles = distinct_titles([s.title for s in report.sections])
+    navs = distinct_titles([s.nav or s.title for s in report.sections])
+    nav = "".join(f'<a href="#{s.anchor}">{esc(t)}</a>' for s, t in zip(report.sections, navs, strict=True))
     body = "".join(
         f'<section id="{s.anchor}"><h2>{esc(t)}</h2>'
         + "".join(_render_block(b, i * 1000 + j) for j, b in enumerate(s.blocks))
@@ -368,9 +410,9 @@ def render(report: Report) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{_ERROR_COUNTERS}<title>{esc(report.title)}</title><style>{_STYLE}</style></head><body>"
+        f"{_SELFCHECK_HEAD}<title>{esc(report.title)}</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>{esc(report.title)}</h1><p>{esc(report.subtitle)}</p></header>"
-        f"<nav>{nav}</nav><main>{body}</main>{_SELFCHECK}{_CONFMAP_JS}</body></html>"
+        f"<nav>{nav}</nav><main>{body}</main>{_CONFMAP_JS}{_SELFCHECK}</body></html>"
     )
 
 
