@@ -41,7 +41,7 @@ Attacks converged right after the initial population count as failed (early conv
 \b
 The run folder (--out) holds attacks.sqlite (one committed row per attack), adversarial/<id>.png
 and attacks.csv. Killed? Rerun the SAME command: finished images are skipped and the results
-equal an uninterrupted run. Then: onepixel summary RUN_DIR [--figures].
+equal an uninterrupted run. Then: onepixel run summary RUN_DIR, onepixel run figures RUN_DIR.
 
 \b
 Examples:
@@ -192,8 +192,12 @@ def attack(
     no_filter: Annotated[
         bool, typer.Option("--no-filter", help="Attack every image of the label, whatever its score.")
     ] = False,
-    lower_min: Annotated[float, typer.Option("--lower-min", help="lower: attack only scores >= this.")] = 0.9,
-    raise_max: Annotated[float, typer.Option("--raise-max", help="raise: attack only scores <= this.")] = 0.1,
+    lower_min: Annotated[
+        float, typer.Option("--lower-min", help="lower: attack only images whose clean score is >= this.")
+    ] = 0.9,
+    raise_max: Annotated[
+        float, typer.Option("--raise-max", help="raise: attack only images whose clean score is <= this.")
+    ] = 0.1,
     pixels: Annotated[
         int, typer.Option("--pixels", "-k", min=1, help="Pixels changed per image (1, 3, 5...).")
     ] = 1,
@@ -367,7 +371,8 @@ def attack(
         for table in render_summary(summarize_run(out)):
             console.print(table)
     console.print(
-        f"results: {out}/attacks.sqlite, {out}/attacks.csv, {out}/adversarial/; next: onepixel summary {out}"
+        f"results: {out}/attacks.sqlite, {out}/attacks.csv, {out}/adversarial/; "
+        f"next: onepixel run summary {out}"
     )
 
 

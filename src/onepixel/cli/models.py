@@ -35,8 +35,8 @@ def train(
         float, typer.Option(help="Translation jitter: crop centre within this many px.")
     ] = 25.0,
     brightness: Annotated[float, typer.Option(help="Brightness jitter, +- this many /255 levels.")] = 64.0,
-    contrast_min: Annotated[float, typer.Option(help="Contrast factor drawn from [this, 1].")] = 0.25,
-    saturation_min: Annotated[float, typer.Option(help="Saturation factor drawn from [this, 1].")] = 0.75,
+    contrast_min: Annotated[float, typer.Option(help="Contrast factor drawn from \\[this, 1].")] = 0.25,
+    saturation_min: Annotated[float, typer.Option(help="Saturation factor drawn from \\[this, 1].")] = 0.75,
     hue: Annotated[float, typer.Option(help="Hue shift, +- this fraction of a full turn.")] = 0.04,
     val_fraction: Annotated[
         float, typer.Option(help="Share of training images (whole slides) for validation.")

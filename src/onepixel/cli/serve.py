@@ -21,7 +21,15 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (MAX uses 5000).")] = 5000,
     mode: Annotated[str, typer.Option(help="In-process inference path: auto, eager, jit, ...")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Torch intra-op threads (default: torch's).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Most images per /model/predict_batch request.")] = 1024,
+    max_request_images: Annotated[
+        int,
+        typer.Option(
+            "--max-request-images",
+            help="Most images one /model/predict_batch request may carry (413 past it); not to be "
+            "confused with --batch-max, the dynamic batcher's model-call size.",
+        ),
+    ] = 1024,
+    old_max_batch: Annotated[int | None, typer.Option("--max-batch", hidden=True)] = None,
     max_upload: Annotated[int, typer.Option(help="Largest single upload in bytes (413 past it).")] = 1 << 20,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     token: Annotated[
@@ -114,7 +122,7 @@ def serve(
             raise fail(f"cannot build guard {guard!r}: {error_text(exc)}") from exc
     app = create_app(
         target,
-        max_batch=max_batch,
+        max_batch=max_request_images if old_max_batch is None else old_max_batch,
         max_upload_bytes=max_upload,
         guard=inspector,
         batch_max=batch_max,
