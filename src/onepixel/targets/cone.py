@@ -212,6 +212,9 @@ def _gather(
     """
     q, c = len(slots), clean.channels
     n, p = clean.size, clean.pad
+    if cur is not None and step > 1 and cur.h == n and cur.w == n and rh == rw == -(-n // step):
+        # The whole strided grid of a whole map (origins are then 0): a strided view.
+        return cur.values[:, ::step, ::step]
     if cur is not None and step == 1 and cur.h == n and cur.w == n:
         # The current window is the whole map: the request is a (padded) crop of it.
         if rh == n + 2 * p and rw == n + 2 * p:
@@ -283,16 +286,22 @@ class ConeModel:
         for fb in fused.stages:
             stride = fb.conv1.stride[0]
             out = -(-size // stride)
-            w2 = fb.conv2.weight.detach().float().clone()
+            w2 = fb.conv2.weight.detach().float().contiguous(memory_format=torch.channels_last)
             b2 = fb.conv2.bias.detach().float().clone()
+            conv3 = _lin(fb.conv3)
+            shortcut = _lin(fb.shortcut) if fb.shortcut is not None else None
+            if shortcut is not None:
+                # conv3's bias moves into the shortcut's: out = conv3(t2) + shortcut(pre) in one addmm.
+                shortcut = (shortcut[0], shortcut[1] + conv3[1])
+                conv3 = (conv3[0], torch.zeros_like(conv3[1]))
             self.blocks.append(
                 _Block(
                     affine1=_affine(fb.bn1) if fb.bn1 is not None else None,
                     stride=stride,
                     conv1=_lin(fb.conv1),
                     conv2=(w2, b2),
-                    conv3=_lin(fb.conv3),
-                    shortcut=_lin(fb.shortcut) if fb.shortcut is not None else None,
+                    conv3=conv3,
+                    shortcut=shortcut,
                     size_in=size,
                     size_out=out,
                 )
@@ -338,22 +347,22 @@ class ConeModel:
         a = F.conv2d(xp, self.stem_w, self.stem_b, stride=self.stem_s).permute(0, 2, 3, 1)
         for i, b in enumerate(self.blocks):
             self.m_in[i].put(slots, a)
-            pre = a if b.affine1 is None else a * b.affine1[0] + b.affine1[1]
-            pre = F.relu(pre)
             if b.stride > 1:
-                pre = pre[:, :: b.stride, :: b.stride]
-            t1 = F.relu(_linear(pre, b.conv1))
+                pre = _pre_activate(a[:, :: b.stride, :: b.stride], b.affine1)
+            else:
+                pre = _pre_activate(a, b.affine1)
+            t1 = F.linear(pre, *b.conv1).relu_()
             self.m_t1[i].put(slots, t1)
             res = a
             if b.shortcut is not None:
                 res = _linear(pre, b.shortcut)
                 self.m_res[i].put(slots, res)
             pad = b.conv2[0].shape[-1] // 2
-            t2 = F.relu(F.conv2d(t1.permute(0, 3, 1, 2), *b.conv2, padding=pad).permute(0, 2, 3, 1))
-            a = _linear(t2, b.conv3) + res
-        z = F.relu(a * self.final_affine[0] + self.final_affine[1])
+            t2 = F.conv2d(t1.permute(0, 3, 1, 2), *b.conv2, padding=pad).relu_().permute(0, 2, 3, 1)
+            a = _project_add(t2.contiguous(), b, res)
+        z = _pre_activate(a, self.final_affine)
         self.m_z.put(slots, z)
-        self.z_sum[slots] = z.double().sum((1, 2))
+        self.z_sum[slots] = z.sum((1, 2), dtype=torch.float64)
 
     def slots_for(self, base: np.ndarray) -> Tensor:
         """Return the cache slot (B,) of every image of ``base`` (at most ``cache_images``),
@@ -431,13 +440,17 @@ class ConeModel:
             cur, ylo, yhi, xlo, xhi = self._block(i, b, slots, cur, ylo, yhi, xlo, xhi)
         # ----- final batch norm, ReLU, global mean, head -----
         fa = self.final_affine
-        z = F.relu(cur.values * fa[0] + fa[1]).double()
+        z = _pre_activate(cur.values, fa)
         nf = self.final_size
         if cur.h == nf and cur.w == nf:
-            pooled = z.sum((1, 2))
+            pooled = z.sum((1, 2), dtype=torch.float64)
         else:
-            clean_win = _gather(self.m_z, slots, None, cur.oy, cur.ox, cur.h, cur.w).double()
-            pooled = self.z_sum[slots] - clean_win.sum((1, 2)) + z.sum((1, 2))
+            clean_win = _gather(self.m_z, slots, None, cur.oy, cur.ox, cur.h, cur.w)
+            pooled = (
+                self.z_sum[slots]
+                - clean_win.sum((1, 2), dtype=torch.float64)
+                + z.sum((1, 2), dtype=torch.float64)
+            )
         pooled = pooled / float(nf * nf)
         hw, hb = self.head
         return pooled @ hw.double().T[:, 0] + hb.double()[0]
@@ -454,9 +467,8 @@ class ConeModel:
             oy, h = _window(ylo, yhi, b.size_out)
             ox, w = _window(xlo, xhi, b.size_out)
             g = _gather(self.m_in[i], slots, cur, oy * s, ox * s, h, w, step=s)
-        pre = g if b.affine1 is None else g * b.affine1[0] + b.affine1[1]
-        pre = F.relu(pre)
-        t1 = _Win(F.relu(_linear(pre, b.conv1)), oy, ox)
+        pre = _pre_activate(g, b.affine1)
+        t1 = _Win(F.linear(pre, *b.conv1).relu_(), oy, ox)
         if b.shortcut is not None:
             res = _Win(_linear(pre, b.shortcut), oy, ox)
             res_map = self.m_res[i]
@@ -470,11 +482,31 @@ class ConeModel:
         xlo, xhi = _out_range(xlo, xhi, kk, 1, r, n)
         oy2, h2 = _window(ylo, yhi, n)
         ox2, w2 = _window(xlo, xhi, n)
-        t1g = _gather(self.m_t1[i], slots, t1, oy2 - r, ox2 - r, h2 + 2 * r, w2 + 2 * r)
-        t2 = F.relu(_conv(t1g, *b.conv2))
+        if h2 == n and w2 == n and t1.h == n and t1.w == n:
+            # The whole map in and out: the convolution pads itself (no padded copy).
+            t2 = F.conv2d(t1.values.permute(0, 3, 1, 2), *b.conv2, padding=r).relu_().permute(0, 2, 3, 1)
+        else:
+            t1g = _gather(self.m_t1[i], slots, t1, oy2 - r, ox2 - r, h2 + 2 * r, w2 + 2 * r)
+            t2 = _conv(t1g, *b.conv2).relu_()
         resg = _gather(res_map, slots, res, oy2, ox2, h2, w2)
-        out = _linear(t2, b.conv3) + resg
-        return _Win(out, oy2, ox2), ylo, yhi, xlo, xhi
+        return _Win(_project_add(t2, b, resg), oy2, ox2), ylo, yhi, xlo, xhi
+
+
+def _pre_activate(x: Tensor, affine: tuple[Tensor, Tensor] | None) -> Tensor:
+    """Return relu(scale * x + shift) (or relu(x) without an affine) as a new tensor."""
+    if affine is None:
+        return F.relu(x)
+    return torch.addcmul(affine[1], x, affine[0]).relu_()
+
+
+def _project_add(t2: Tensor, b: _Block, residual: Tensor) -> Tensor:
+    """Return conv3(t2) + residual (NHWC) in one matrix product; the residual is not modified."""
+    weight, bias = b.conv3
+    shape = (*t2.shape[:-1], weight.shape[0])
+    flat = torch.addmm(residual.reshape(-1, shape[-1]), t2.reshape(-1, t2.shape[-1]), weight.T)
+    if b.shortcut is None:
+        flat.add_(bias)  # with a projection shortcut the bias is folded into the shortcut's
+    return flat.view(shape)
 
 
 def build_cone(model: nn.Module, input_size: int = 64, **kwargs) -> ConeModel | None:
