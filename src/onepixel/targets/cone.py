@@ -446,11 +446,8 @@ class ConeModel:
             pooled = z.sum((1, 2), dtype=torch.float64)
         else:
             clean_win = _gather(self.m_z, slots, None, cur.oy, cur.ox, cur.h, cur.w)
-            pooled = (
-                self.z_sum[slots]
-                - clean_win.sum((1, 2), dtype=torch.float64)
-                + z.sum((1, 2), dtype=torch.float64)
-            )
+            f64 = torch.float64
+            pooled = self.z_sum[slots] - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
         pooled = pooled / float(nf * nf)
         hw, hb = self.head
         return pooled @ hw.double().T[:, 0] + hb.double()[0]
