@@ -180,3 +180,24 @@ def test_confmap_cli_partial_then_resume(tmp_path, test_split, amibr_root):
     assert bad.exit_code == 2 and "--rows" in bad.output
     wrong = CliRunner().invoke(app, [*args[:3], "3", *args[4:], "--rows", "1"])
     assert wrong.exit_code == 2 and "levels=2" in wrong.output
+
+
+def test_confmap_uses_cone_inference_and_matches_full_pass(image):
+    """Maps score through predict_pixels: the cone path runs and equals the full pass to 1e-5."""
+    from onepixel.targets import TorchTarget
+    from onepixel.targets.local import TOLERANCE
+
+    cone = TorchTarget.from_pretrained(pixel_mode="cone")
+    full = TorchTarget.from_pretrained(pixel_mode="full")
+    assert cone.resolved_pixel_mode == "cone" and full.resolved_pixel_mode == "full"
+    calls = []
+    logits = cone._cone.logits
+    cone._cone.logits = lambda slots, changes: calls.append(len(changes)) or logits(slots, changes)
+    rows = [0, 31, 63]  # both borders and the middle
+    got = compute_confmap(cone, image, levels=3, rows=rows, progress=False)
+    ref = compute_confmap(full, image, levels=3, rows=rows, progress=False)
+    assert sum(calls) == got.evaluations == 3 * 64 * 27  # every evaluation took the cone path
+    assert cone.queries == full.queries == 1 + got.evaluations
+    for name in ("min", "max", "mean"):
+        np.testing.assert_allclose(getattr(got, name)[rows], getattr(ref, name)[rows], rtol=0, atol=TOLERANCE)
+    assert np.isfinite(got.min[rows]).all() and got.min[rows].min() < got.max[rows].max()

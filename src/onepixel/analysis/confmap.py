@@ -1,10 +1,13 @@
 """Brute-force one-pixel confidence maps: every pixel x every colour of a grid, reduced per pixel.
 
 For one image and a grid of ``levels`` values per channel (52 levels = the paper's 0, 5, ..., 255),
-every pixel is set to every grid colour and scored by the target. Scores are folded on the fly into
-per-pixel min / max / sum (and the colour reaching the min and the max); no full score array is
-ever built. Work proceeds one row of pixels at a time; after each row the partial state is saved
-to ``<out>/confmap_state.npz`` so an interrupted run resumes where it stopped.
+every pixel is set to every grid colour and scored by the target through
+:meth:`~onepixel.targets.base.Target.predict_pixels` (the clean image once, then one pixel change
+per query, so in-process targets use cone inference; black-box targets get painted images).
+Scores are folded on the fly into per-pixel min / max / sum (and the colour reaching the min and
+the max); no full score array is ever built. Work proceeds one row of pixels at a time; after
+each row the partial state is saved to ``<out>/confmap_state.npz`` so an interrupted run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -199,9 +202,9 @@ def compute_confmap(
     """Return the brute-force confidence map of ``image`` (H, W, 3) uint8 for ``target``.
 
         Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
-        min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
-        perturbed images (default: the smallest multiple of ``target.batch_size`` >= 1024) are built in
-        one reused buffer. With ``out_dir``, the state is saved after
+        min / max / mean on the fly. Each call of ``target.predict_pixels`` scores ``batch_size``
+        one-pixel changes (default: the smallest multiple of ``target.batch_size`` >= 1024) of the
+        clean image. With ``out_dir``, the state is saved after
         every row and finished rows of an earlier run (same image, levels and target, checked by name
     and by the target's score of the clean image) are skipped.
         ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
@@ -280,8 +283,9 @@ def compute_confmap(
     if max_rows is not None:
         todo = todo[: max(int(max_rows), 0)]
     per_row = w * n_col
-    buffer = np.broadcast_to(image, (batch, h, w, 3)).copy()
-    lanes = np.arange(batch)
+    base = image[None]
+    zeros = np.zeros(batch, dtype=np.int64)
+    changes = np.empty((batch, 1, 5), dtype=np.int64)
 
     bar, task = _progress(progress, len(todo) * per_row, levels)
     try:
@@ -298,9 +302,9 @@ def compute_confmap(
                 flat = np.arange(lo, min(lo + batch, per_row))
                 m = len(flat)
                 pix, cidx = flat // n_col, flat % n_col
-                buffer[lanes[:m], y, pix] = colours[cidx]
-                scores = target.predict(buffer[:m])
-                buffer[lanes[:m], y, pix] = image[y, pix]
+                changes[:m, 0, 0], changes[:m, 0, 1], changes[:m, 0, 2:] = pix, y, colours[cidx]
+                # Pixel-change queries: targets with cone inference recompute only what changes.
+                scores = target.predict_pixels(base, zeros[:m], changes[:m])
                 if not np.all(np.isfinite(scores)):
                     raise ConfmapError(f"target {target_name!r} returned non-finite scores in row {y}")
                 starts = np.flatnonzero(np.diff(pix, prepend=-1))
