@@ -43,8 +43,8 @@ Tensor = torch.Tensor
 # spread over the image cover more and are no faster than the full pass).
 FULL_PASS_SHARE = 0.12
 # A layer's window longer than this share of its map (rows or columns) covers the whole map.
-FULL_MAP_SHARE = 0.75
-DEFAULT_CHUNK = 64
+FULL_MAP_SHARE = 0.9
+DEFAULT_CHUNK = 128
 DEFAULT_CACHE_IMAGES = 64
 
 
@@ -138,24 +138,27 @@ class _Block:
     size_out: int
 
 
-def _out_range(lo: Tensor, hi: Tensor, kernel: int, stride: int, pad_top: int, size_out: int):
+# Window geometry (origins, ranges) is kept in NumPy int64 arrays (Q,): tiny arrays, for which
+# NumPy's per-call cost is a fraction of torch's.
+Ints = np.ndarray
+
+
+def _out_range(lo: Ints, hi: Ints, kernel: int, stride: int, pad_top: int, size_out: int):
     """Return the output rows [lo', hi') of a conv whose input rows [lo, hi) changed."""
-    a = -torch.div(-(lo - kernel + 1 + pad_top), stride, rounding_mode="floor")
-    b = torch.div(hi - 1 + pad_top, stride, rounding_mode="floor") + 1
-    a = a.clamp(0, size_out)
-    b = b.clamp(0, size_out)
-    return a, torch.maximum(a, b)
+    a = np.clip(-((kernel - 1 - pad_top - lo) // stride), 0, size_out)
+    b = np.clip((hi - 1 + pad_top) // stride + 1, 0, size_out)
+    return a, np.maximum(a, b)
 
 
-def _window(lo: Tensor, hi: Tensor, size: int) -> tuple[Tensor, int]:
+def _window(lo: Ints, hi: Ints, size: int) -> tuple[Ints, int]:
     """Return (origin (Q,), common length) of windows inside [0, size) that hold every [lo, hi).
 
     A window longer than ``FULL_MAP_SHARE`` of the map becomes the whole map (cheaper to gather).
     """
     length = min(max(int((hi - lo).max()), 1), size)
     if length > FULL_MAP_SHARE * size:
-        return torch.zeros_like(lo), size
-    return (lo.clamp(max=size - length)).clamp(min=0), length
+        return np.zeros_like(lo), size
+    return np.clip(lo, None, size - length).clip(min=0), length
 
 
 class _Map:
@@ -166,18 +169,18 @@ class _Map:
         self.padded = size + 2 * pad
         self.data = torch.zeros(slots, self.padded, self.padded, channels)
         self.flat = self.data.view(-1, channels)
-        self._grids: dict[tuple[int, int, int], Tensor] = {}
+        self._grids: dict[tuple[int, int, int], Ints] = {}
 
     def put(self, slots: Tensor, nhwc: Tensor) -> None:
         """Store the clean maps ``nhwc`` (n, size, size, C) into ``slots``."""
         p = self.pad
         self.data[slots, p : p + self.size, p : p + self.size] = nhwc
 
-    def grid(self, rh: int, rw: int, step: int) -> Tensor:
+    def grid(self, rh: int, rw: int, step: int) -> Ints:
         """Return the flat offsets (rh*rw,) of a (rh, rw) window with ``step`` in this map."""
         key = (rh, rw, step)
         if key not in self._grids:
-            g = (torch.arange(rh) * (step * self.padded))[:, None] + torch.arange(rw) * step
+            g = (np.arange(rh) * (step * self.padded))[:, None] + np.arange(rw) * step
             self._grids[key] = g.reshape(-1)
         return self._grids[key]
 
@@ -187,24 +190,24 @@ class _Win:
 
     __slots__ = ("values", "oy", "ox", "h", "w")
 
-    def __init__(self, values: Tensor, oy: Tensor, ox: Tensor):
+    def __init__(self, values: Tensor, oy: Ints, ox: Ints):
         self.values, self.oy, self.ox = values, oy, ox
         self.h, self.w = values.shape[1], values.shape[2]
 
 
-_GRIDS: dict[tuple[int, int, int], Tensor] = {}
+_GRIDS: dict[tuple[int, int, int], Ints] = {}
 
 
-def _local_grid(h: int, w: int, stride_row: int) -> Tensor:
+def _local_grid(h: int, w: int, stride_row: int) -> Ints:
     """Return the flat offsets (h*w,) of an (h, w) block inside rows of length ``stride_row``."""
     key = (h, w, stride_row)
     if key not in _GRIDS:
-        _GRIDS[key] = ((torch.arange(h) * stride_row)[:, None] + torch.arange(w)).reshape(-1)
+        _GRIDS[key] = ((np.arange(h) * stride_row)[:, None] + np.arange(w)).reshape(-1)
     return _GRIDS[key]
 
 
 def _gather(
-    clean: _Map, slots: Tensor, cur: _Win | None, ry: Tensor, rx: Tensor, rh: int, rw: int, step: int = 1
+    clean: _Map, slots: Ints, cur: _Win | None, ry: Ints, rx: Ints, rh: int, rw: int, step: int = 1
 ) -> Tensor:
     """Return (Q, rh, rw, C): the map at rows ry + step*i, cols rx + step*j, ``cur`` where it covers.
 
@@ -225,24 +228,24 @@ def _gather(
     wp = clean.padded
     start = slots * (wp * wp) + (ry + p) * wp + (rx + p)
     idx = start[:, None] + clean.grid(rh, rw, step)
-    out = clean.flat.index_select(0, idx.reshape(-1))
+    out = clean.flat.index_select(0, torch.from_numpy(idx.reshape(-1)))
     if cur is None:
         return out.view(q, rh, rw, c)
     dy, dx = cur.oy - ry, cur.ox - rx
     values = cur.values.reshape(-1, c)
     if step == 1 and bool(((dy >= 0) & (dx >= 0) & (dy + cur.h <= rh) & (dx + cur.w <= rw)).all()):
         # Common case: the current window lies inside the request; paste it whole.
-        dst = (torch.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
-        out.index_copy_(0, dst.reshape(-1), values)
+        dst = (np.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
+        out.index_copy_(0, torch.from_numpy(dst.reshape(-1)), values)
         return out.view(q, rh, rw, c)
-    py = ry[:, None] + step * torch.arange(rh)
-    px = rx[:, None] + step * torch.arange(rw)
+    py = ry[:, None] + step * np.arange(rh)
+    px = rx[:, None] + step * np.arange(rw)
     iy = py - cur.oy[:, None]
     ix = px - cur.ox[:, None]
     inside = ((iy >= 0) & (iy < cur.h))[:, :, None] & ((ix >= 0) & (ix < cur.w))[:, None, :]
-    src = (torch.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
+    src = (np.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
     keep = inside.reshape(-1)
-    out[keep] = values.index_select(0, src.reshape(-1)[keep])
+    out[torch.from_numpy(keep)] = values.index_select(0, torch.from_numpy(src.reshape(-1)[keep]))
     return out.view(q, rh, rw, c)
 
 
@@ -398,10 +401,10 @@ class ConeModel:
     def stem_extent(self, changes: np.ndarray) -> np.ndarray:
         """Return (2, Q) the rows and columns of the stem map that each query's cone covers."""
         y, x = changes[..., 1], changes[..., 0]
-        lo = torch.from_numpy(np.stack([y.min(1), x.min(1)]))
-        hi = torch.from_numpy(np.stack([y.max(1), x.max(1)])) + 1
+        lo = np.stack([y.min(1), x.min(1)])
+        hi = np.stack([y.max(1), x.max(1)]) + 1
         a, b = _out_range(lo, hi, self.stem_k, self.stem_s, self.stem_pad_top, self.stem_size)
-        return (b - a).numpy()
+        return b - a
 
     def stem_share(self, changes: np.ndarray) -> np.ndarray:
         """Return per query the share (0..1] of the stem map that its cone covers."""
@@ -412,11 +415,12 @@ class ConeModel:
     def logits(self, slots: Tensor, changes: np.ndarray) -> Tensor:
         """Return the logits (Q,) of cached images ``slots`` (Q,) with ``changes`` (Q, k, 5)."""
         q, k = changes.shape[:2]
-        ch = torch.from_numpy(changes)
-        px, py = ch[..., 0], ch[..., 1]
+        changes = np.asarray(changes, dtype=np.int64)
+        px, py = changes[..., 0], changes[..., 1]
         # Changed rows/cols [lo, hi) at the input: bounding box of the changed pixels.
-        ylo, yhi = py.min(1).values, py.max(1).values + 1
-        xlo, xhi = px.min(1).values, px.max(1).values + 1
+        ylo, yhi = py.min(1), py.max(1) + 1
+        xlo, xhi = px.min(1), px.max(1) + 1
+        sl = slots.numpy()
         # ----- stem: gather the input window, paint, convolve -----
         ks, ss, pt = self.stem_k, self.stem_s, self.stem_pad_top
         n = self.stem_size
@@ -426,18 +430,18 @@ class ConeModel:
         ox, w = _window(xlo, xhi, n)
         iy, ix = oy * ss - pt, ox * ss - pt
         ih, iw = ss * (h - 1) + ks, ss * (w - 1) + ks
-        inp = _gather(self.m_input, slots, None, iy, ix, ih, iw)
-        keep = torch.from_numpy(last_wins_mask(changes[..., 0], changes[..., 1], self.input_size))
-        rgb = ch[..., 2:].float().mul_(2.0 / 255.0).sub_(1.0)
+        inp = _gather(self.m_input, sl, None, iy, ix, ih, iw)
+        keep = last_wins_mask(px, py, self.input_size)
         ry, rx = py - iy[:, None], px - ix[:, None]
         # A pixel outside the window changes no output of the window (e.g. off a stride-2 grid).
         keep &= (ry >= 0) & (ry < ih) & (rx >= 0) & (rx < iw)
-        rows = torch.arange(q)[:, None].expand(q, k)
-        inp[rows[keep], ry[keep], rx[keep]] = rgb[keep]
+        rows = np.broadcast_to(np.arange(q)[:, None], (q, k))
+        rgb = torch.from_numpy(changes[..., 2:][keep]).float().mul_(2.0 / 255.0).sub_(1.0)
+        inp[torch.from_numpy(rows[keep]), torch.from_numpy(ry[keep]), torch.from_numpy(rx[keep])] = rgb
         cur = _Win(_conv(inp, self.stem_w, self.stem_b, ss), oy, ox)
         # ----- blocks -----
         for i, b in enumerate(self.blocks):
-            cur, ylo, yhi, xlo, xhi = self._block(i, b, slots, cur, ylo, yhi, xlo, xhi)
+            cur, ylo, yhi, xlo, xhi = self._block(i, b, sl, cur, ylo, yhi, xlo, xhi)
         # ----- final batch norm, ReLU, global mean, head -----
         fa = self.final_affine
         z = _pre_activate(cur.values, fa)
@@ -445,14 +449,14 @@ class ConeModel:
         if cur.h == nf and cur.w == nf:
             pooled = z.sum((1, 2), dtype=torch.float64)
         else:
-            clean_win = _gather(self.m_z, slots, None, cur.oy, cur.ox, cur.h, cur.w)
+            clean_win = _gather(self.m_z, sl, None, cur.oy, cur.ox, cur.h, cur.w)
             f64 = torch.float64
             pooled = self.z_sum[slots] - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
         pooled = pooled / float(nf * nf)
         hw, hb = self.head
         return pooled @ hw.double().T[:, 0] + hb.double()[0]
 
-    def _block(self, i: int, b: _Block, slots: Tensor, cur: _Win, ylo, yhi, xlo, xhi):
+    def _block(self, i: int, b: _Block, slots: Ints, cur: _Win, ylo, yhi, xlo, xhi):
         """Return the block's output window and changed ranges given its input window."""
         s = b.stride
         if s == 1:
