@@ -201,3 +201,32 @@ def test_confmap_uses_cone_inference_and_matches_full_pass(image):
     for name in ("min", "max", "mean"):
         np.testing.assert_allclose(getattr(got, name)[rows], getattr(ref, name)[rows], rtol=0, atol=TOLERANCE)
     assert np.isfinite(got.min[rows]).all() and got.min[rows].min() < got.max[rows].max()
+
+
+def test_two_workers_fill_one_map(tmp_path, image):
+    """Two concurrent runs on disjoint rows into one folder: every save merges the other's rows."""
+    import threading
+
+    whole = compute_confmap(LinearTarget(seed=6), image, levels=2, progress=False)
+    halves = [list(range(0, 64, 2)), list(range(1, 64, 2))]  # interleaved rows: saves overlap in time
+    errors: list[BaseException] = []
+
+    def work(rows: list[int]) -> None:
+        try:
+            target = LinearTarget(seed=6)
+            compute_confmap(target, image, levels=2, out_dir=tmp_path, rows=rows, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(rows,)) for rows in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    target = LinearTarget(seed=6)
+    merged = compute_confmap(target, image, levels=2, out_dir=tmp_path, progress=False)
+    assert target.queries == 1  # nothing left to compute: the saved state holds all 64 rows
+    assert merged.complete and merged.evaluations == whole.evaluations
+    for name in ("min", "max", "mean", "argmin", "argmax"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))

@@ -7,7 +7,8 @@ per query, so in-process targets use cone inference; black-box targets get paint
 Scores are folded on the fly into per-pixel min / max / sum (and the colour reaching the min and
 the max); no full score array is ever built. Work proceeds one row of pixels at a time; after
 each row the partial state is saved to ``<out>/confmap_state.npz`` so an interrupted run resumes
-where it stopped.
+where it stopped. Several processes may fill one map at once (each with its own ``rows``, same
+``out_dir``): every save merges the rows the others have saved, under a file lock.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +122,10 @@ def _image_key(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def _save_state(path: Path, cmap: ConfidenceMap, sums: np.ndarray, key: str, target_name: str) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
+def _save_state(
+    path: Path, cmap: ConfidenceMap, sums: np.ndarray, row_seconds: np.ndarray, key: str, target_name: str
+) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(
         tmp,
         image_key=np.array(key),
@@ -136,8 +140,47 @@ def _save_state(path: Path, cmap: ConfidenceMap, sums: np.ndarray, key: str, tar
         done=cmap.done,
         evaluations=np.array(cmap.evaluations),
         seconds=np.array(cmap.seconds),
+        row_seconds=row_seconds,
     )
     os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``.lock (POSIX ``flock``; no lock where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: one process per map
+            pass
+        yield
+
+
+def _row_seconds(state: dict, rows: int) -> np.ndarray:
+    """Return the saved seconds per row (older files: their total spread over their done rows)."""
+    if "row_seconds" in state:
+        return state["row_seconds"].astype(np.float64)
+    done = state["done"].astype(bool)
+    out = np.zeros(rows)
+    out[done] = float(state["seconds"]) / max(int(done.sum()), 1)
+    return out
+
+
+def _merge_saved(
+    state: dict, cmap: ConfidenceMap, sums: np.ndarray, row_seconds: np.ndarray, n_col: int
+) -> None:
+    """Copy into ``cmap`` the rows that ``state`` (another process's save) has and ``cmap`` lacks."""
+    new = state["done"].astype(bool) & ~cmap.done
+    if not new.any():
+        return
+    cmap.min[new], cmap.max[new], sums[new] = state["min"][new], state["max"][new], state["sum"][new]
+    cmap.argmin[new], cmap.argmax[new] = state["argmin"][new], state["argmax"][new]
+    cmap.mean[new] = state["sum"][new] / n_col
+    row_seconds[new] = _row_seconds(state, len(new))[new]
+    cmap.done[new] = True
 
 
 def _load_state(path: Path, key: str, levels: int, target_name: str, shape: tuple[int, int]) -> dict:
@@ -256,6 +299,7 @@ def compute_confmap(
             seconds=float(saved["seconds"]),
         )
         sums = saved["sum"].astype(np.float64)
+        row_seconds = _row_seconds(saved, h)
     else:
         score_before = float(target.predict(image[None])[0])
         cmap = ConfidenceMap(
@@ -272,6 +316,7 @@ def compute_confmap(
             seconds=0.0,
         )
         sums = np.zeros((h, w), dtype=np.float64)
+        row_seconds = np.zeros(h)
 
     todo = [int(r) for r in np.flatnonzero(~cmap.done)]
     if rows is not None:
@@ -315,11 +360,18 @@ def compute_confmap(
             cmap.argmin[y], cmap.argmax[y] = row["argmin"], row["argmax"]
             cmap.mean[y] = row["sum"] / n_col
             cmap.done[y] = True
-            cmap.evaluations += per_row
-            cmap.seconds += time.perf_counter() - start
+            row_seconds[y] = time.perf_counter() - start
             if state_path is not None:
-                state_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_state(state_path, cmap, sums, key, target_name)
+                with _locked(state_path):
+                    if state_path.exists():  # rows other processes saved meanwhile
+                        other = _load_state(state_path, key, int(levels), target_name, (h, w))
+                        _merge_saved(other, cmap, sums, row_seconds, n_col)
+                    cmap.evaluations = int(cmap.done.sum()) * per_row
+                    cmap.seconds = float(row_seconds[cmap.done].sum())
+                    _save_state(state_path, cmap, sums, row_seconds, key, target_name)
+            else:
+                cmap.evaluations = int(cmap.done.sum()) * per_row
+                cmap.seconds = float(row_seconds[cmap.done].sum())
             if on_row is not None:
                 on_row(y, cmap)
     finally:
