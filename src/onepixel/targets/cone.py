@@ -38,10 +38,11 @@ from onepixel.targets.fuse import fuse
 from onepixel.targets.pixels import last_wins_mask
 
 Tensor = torch.Tensor
-# A chunk whose first-stage window exceeds this share of the map is scored by the full pass
-# (measured on 2 threads: cone pays below it, 1.5-2x for one pixel or a 5x5 patch; k pixels
-# spread over the image cover more and are no faster than the full pass).
-FULL_PASS_SHARE = 0.12
+# A query whose first-stage window exceeds this share of the map is scored by the full pass
+# (measured on one thread: cone pays below it, 2.4-2.9x for one pixel or a 5x5 patch; at shares
+# of 0.06-0.12 the later windows already cover the maps and the cone was 10% slower than the
+# full pass; k pixels spread over the image cover more still).
+FULL_PASS_SHARE = 0.06
 # A layer's window longer than this share of its map (rows or columns) covers the whole map.
 FULL_MAP_SHARE = 0.9
 DEFAULT_CHUNK = 128
