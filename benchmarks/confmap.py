@@ -1,11 +1,14 @@
-"""Confidence-map throughput: brute-force evaluations/s against the target's raw batched throughput.
+"""Confidence-map throughput: brute-force evaluations/s, cone inference against the full pass.
 
 Measures, for small grids (default L = 4 and 6), the evaluations/s of
 :func:`onepixel.analysis.confmap.compute_confmap` on a few rows of pixels of a real AMi-Br image,
-interleaved round by round with ``raw_throughput`` of the same target (``target.predict`` on a
-fixed batch of the same request size, from ``benchmarks/throughput.py``), so that load from other
-processes hits both alike. Then extrapolates the cost of a full map (every row) for each L and
-for the paper's L = 52 grid (575,930,368 images) on this machine.
+which scores through ``predict_pixels``: with the default target (``pixel_mode="auto"``, cone
+inference) and with ``pixel_mode="full"`` (every query painted and fully scored), interleaved
+round by round with ``raw_throughput`` of the target (``target.predict`` on a fixed batch of the
+same request size, from ``benchmarks/throughput.py``), so that load from other processes hits
+all alike. Wall rates and rates per CPU second of this process are both kept. Then extrapolates
+the cost of a full map (every row) for each L and for the paper's L = 52 grid (575,930,368
+images) on this machine.
 
     python benchmarks/confmap.py [--levels 4 6] [--rows 2] [--rounds 3] [--threads 1]
                                  [--full-levels 0] [--out benchmarks/results/confmap.json]
@@ -75,6 +78,11 @@ def raw_rates(target: TorchTarget, batch: np.ndarray, seconds: float) -> tuple[f
             return done / elapsed, done / (time.process_time() - cpu0)
 
 
+def _median_ratio(a: list[float], b: list[float]) -> float:
+    """Return the median of the per-round ratios a[i] / b[i]."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
 def bench_image() -> tuple[str, np.ndarray]:
     """Return (id, image) of the first Atypical test image of AMi-Br."""
     from onepixel.data.amibr import load_amibr
@@ -89,25 +97,29 @@ def measure(levels: list[int], rows: int, rounds: int, seconds: float, full_leve
     """Return the measurements (rates per round, medians, ratios, extrapolations) as a dict."""
     raw_throughput = _raw_throughput()
     target = TorchTarget.from_pretrained()
+    full = TorchTarget.from_pretrained(pixel_mode="full")
     name, image = bench_image()
     chunk = target.batch_size * max(1, -(-DEFAULT_CHUNK // target.batch_size))
     batch = np.ascontiguousarray(np.broadcast_to(image, (chunk, SIZE, SIZE, 3)))
     middle = list(range(SIZE // 2 - rows // 2, SIZE // 2 - rows // 2 + rows))
-    samples: dict[str, list[float]] = {"raw": [], **{f"L{L}": [] for L in levels}}
-    cpu: dict[str, list[float]] = {"raw": [], **{f"L{L}": [] for L in levels}}
+    keys = ["raw", *(f"L{L}{way}" for L in levels for way in ("", "_full"))]
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys}
     # Warm-up: the traced model specialises on the shapes it sees during its first calls.
     raw_throughput(target, chunk, seconds=seconds, images=batch)
     for L in levels:
-        compute_confmap(target, image, L, rows=middle[:1], progress=False)
+        for tgt in (target, full):
+            compute_confmap(tgt, image, L, rows=middle[:1], progress=False)
     for r in range(rounds):
         wall_rate, cpu_rate = raw_rates(target, batch, seconds)
         samples["raw"].append(wall_rate)
         cpu["raw"].append(cpu_rate)
         for L in levels:
-            c0 = time.process_time()
-            cmap = compute_confmap(target, image, L, rows=middle, progress=False)
-            cpu[f"L{L}"].append(cmap.evaluations / (time.process_time() - c0))
-            samples[f"L{L}"].append(cmap.evaluations / cmap.seconds)
+            for way, tgt in (("", target), ("_full", full)):
+                c0 = time.process_time()
+                cmap = compute_confmap(tgt, image, L, rows=middle, progress=False)
+                cpu[f"L{L}{way}"].append(cmap.evaluations / (time.process_time() - c0))
+                samples[f"L{L}{way}"].append(cmap.evaluations / cmap.seconds)
         line = "  ".join(f"{k} {v[-1]:.0f}/s (cpu {cpu[k][-1]:.0f}/s)" for k, v in samples.items())
         print(f"round {r + 1}/{rounds}: {line}", flush=True)
     raw_py = raw_throughput(target, chunk, seconds=seconds, images=batch)
@@ -125,6 +137,10 @@ def measure(levels: list[int], rows: int, rounds: int, seconds: float, full_leve
             "evaluations_per_cpu_s": statistics.median(cpu[f"L{L}"]),
             "ratio_to_raw_cpu": statistics.median(cpu[f"L{L}"]) / raw_cpu,
             "full_map_seconds_estimate": total / rate,
+            "full_pass_evaluations_per_s": statistics.median(samples[f"L{L}_full"]),
+            "full_pass_evaluations_per_cpu_s": statistics.median(cpu[f"L{L}_full"]),
+            "cone_over_full": _median_ratio(samples[f"L{L}"], samples[f"L{L}_full"]),
+            "cone_over_full_cpu": _median_ratio(cpu[f"L{L}"], cpu[f"L{L}_full"]),
         }
     best = max(statistics.median(samples[f"L{L}"]) for L in levels)
     best_cpu = max(statistics.median(cpu[f"L{L}"]) for L in levels)
@@ -133,6 +149,7 @@ def measure(levels: list[int], rows: int, rounds: int, seconds: float, full_leve
         "image": name,
         "target": target.info.name,
         "mode": target.resolved_mode,
+        "pixel_mode": target.resolved_pixel_mode,
         "target_batch_size": target.batch_size,
         "request_size": chunk,
         "rows_measured": middle,
@@ -193,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     for L, r in result["levels"].items():
         print(
             f"L={L}: {r['evaluations_per_s']:.0f} evaluations/s = {r['ratio_to_raw']:.2f} x raw "
-            f"(per CPU second: {r['ratio_to_raw_cpu']:.2f} x); "
+            f"(per CPU second: {r['ratio_to_raw_cpu']:.2f} x); cone / full pass "
+            f"{r['cone_over_full']:.2f} x (per CPU second {r['cone_over_full_cpu']:.2f} x); "
             f"full map {r['evaluations_full_map']:,} images ~ {r['full_map_seconds_estimate'] / 3600:.2f} h"
         )
     p = result["paper_L52"]

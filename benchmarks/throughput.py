@@ -3,7 +3,8 @@
 In-process: images/s of ``TorchTarget`` for every inference path and forward batch size.
 Pixel-change queries: queries/s of ``predict_pixels`` with the full pass (paint, then score)
 against cone inference (:mod:`onepixel.targets.cone`) at k = 1, 3, 5 changed pixels, for k
-pixels anywhere in the image and for k pixels within a 5x5 patch; ``--pixels-only`` runs just
+pixels anywhere in the image and for k pixels within a 5x5 patch, and for one pixel with 64
+colours per pixel (a confidence map's queries); ``--pixels-only`` runs just
 this part and writes ``benchmarks/results/throughput_pixels.json``.
 
 Over loopback HTTP (``onepixel serve``'s app under uvicorn in a child process): the single
@@ -137,11 +138,16 @@ def pixel_queries(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (index (n,), changes (n, k, 5)) of random-colour queries over ``n_images`` images.
 
-    ``layout`` "anywhere": k pixels anywhere in the image; "patch": within a 5x5 patch.
+    ``layout`` "anywhere": k pixels anywhere in the image; "patch": within a 5x5 patch;
+    "colours": one pixel, 64 colours per random pixel in a row (a confidence map's queries).
     """
     rng = np.random.default_rng(seed)
     if layout == "anywhere":
         xy = rng.integers(0, size, (n, k, 2))
+    elif layout == "colours":
+        if k != 1:
+            raise ValueError("the colours layout has one pixel per query")
+        xy = np.repeat(rng.integers(0, size, (-(-n // 64), 1, 2)), 64, axis=0)[:n]
     elif layout == "patch":
         xy = np.minimum(rng.integers(0, size - 4, (n, 1, 2)) + rng.integers(0, 5, (n, k, 2)), size - 1)
     else:
@@ -151,24 +157,38 @@ def pixel_queries(
 
 
 def pixel_rate(
-    target: TorchTarget, base: np.ndarray, index: np.ndarray, changes: np.ndarray, seconds: float
+    target: TorchTarget,
+    base: np.ndarray,
+    index: np.ndarray,
+    changes: np.ndarray,
+    seconds: float,
+    cpu: list[float] | None = None,
 ) -> float:
-    """Return queries/s of ``target.predict_pixels`` on the same request until ``seconds`` pass."""
+    """Return queries/s (wall) of ``target.predict_pixels`` on the same request until ``seconds`` pass.
+
+    With ``cpu``, also appends queries per CPU second of this process (which other processes'
+    load inflates much less than wall time).
+    """
     target.predict_pixels(base, index, changes)
-    done, start = 0, time.perf_counter()
+    done, start, cpu0 = 0, time.perf_counter(), time.process_time()
     while True:
         target.predict_pixels(base, index, changes)
         done += len(changes)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
+            if cpu is not None:
+                cpu.append(done / max(time.process_time() - cpu0, 1e-9))
             return done / elapsed
 
 
-def bench_pixels(rounds: int, seconds: float, n_queries: int = 512, n_images: int = 8) -> dict:
+def bench_pixels(
+    rounds: int, seconds: float, n_queries: int = 512, n_images: int = 8, cases: list[str] | None = None
+) -> dict:
     """Return full-pass and cone queries/s of pixel-change queries, interleaved, with their ratios.
 
     One request is ``n_queries`` queries over ``n_images`` test images; every (k, layout)
     measures both paths in alternating rounds on the same request, and checks they agree.
+    ``cases`` (names such as ``k1_anywhere``) restricts the run to those rows.
     """
     from onepixel.targets.local import TOLERANCE
 
@@ -178,10 +198,13 @@ def bench_pixels(rounds: int, seconds: float, n_queries: int = 512, n_images: in
     cone = TorchTarget(model, meta, pixel_mode="cone")
     auto = TorchTarget(model, meta)
     rows: dict[str, dict] = {}
-    for layout in ("anywhere", "patch"):
+    for layout in ("anywhere", "patch", "colours"):
         for k in PIXEL_KS:
-            if layout == "patch" and k == 1:
-                continue  # the same queries as "anywhere"
+            if (layout == "patch" and k == 1) or (layout == "colours" and k != 1):
+                continue  # patch k=1 is the same as anywhere; colours is one pixel per query
+            name = f"k{k}_{layout}"
+            if cases and name not in cases:
+                continue
             index, changes = pixel_queries(n_queries, k, n_images, layout, meta.input_size, seed=k)
             deviation = float(
                 np.abs(
@@ -190,13 +213,14 @@ def bench_pixels(rounds: int, seconds: float, n_queries: int = 512, n_images: in
             )
             if deviation > TOLERANCE:
                 raise RuntimeError(f"cone and full pass differ by {deviation:.2e} at k={k} ({layout})")
+            cpu: dict[str, list[float]] = {"full": [], "cone": []}
             runs = {
-                name: lambda t=target, i=index, c=changes: pixel_rate(t, base, i, c, seconds)
+                name: lambda t=target, i=index, c=changes, o=cpu[name]: pixel_rate(t, base, i, c, seconds, o)
                 for name, target in (("full", full), ("cone", cone))
             }
             result = interleaved(runs, rounds)
             ratios = [c / f for c, f in zip(result["cone"]["rounds"], result["full"]["rounds"], strict=True)]
-            name = f"k{k}_{layout}"
+            cpu_ratios = [c / f for c, f in zip(cpu["cone"], cpu["full"], strict=True)]
             rows[name] = {
                 "k": k,
                 "layout": layout,
@@ -204,12 +228,16 @@ def bench_pixels(rounds: int, seconds: float, n_queries: int = 512, n_images: in
                 "cone_qps": result["cone"],
                 "ratio_median": statistics.median(ratios),
                 "ratio_rounds": ratios,
+                "full_qps_per_cpu_s": cpu["full"],
+                "cone_qps_per_cpu_s": cpu["cone"],
+                "cpu_ratio_median": statistics.median(cpu_ratios),
                 "max_abs_deviation": deviation,
             }
             f_qps, c_qps = result["full"]["median"], result["cone"]["median"]
             print(
                 f"  {name:<14} full {f_qps:>7.0f} q/s  cone {c_qps:>7.0f} q/s"
-                f"  ratio {statistics.median(ratios):.2f}x  (max |diff| {deviation:.1e})",
+                f"  ratio {statistics.median(ratios):.2f}x  per CPU s {statistics.median(cpu_ratios):.2f}x"
+                f"  (max |diff| {deviation:.1e})",
                 flush=True,
             )
     return {
@@ -301,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--pixels-only", action="store_true", help="only full pass vs cone inference")
+    parser.add_argument("--cases", nargs="+", default=None, help="only these pixel rows, e.g. k1_anywhere")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (2 if args.quick else 5)
@@ -316,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(["python", "benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     if args.pixels_only:
         print(f"pixel queries: full pass vs cone, {rounds} rounds of {seconds} s, {args.threads} threads")
-        pixels = bench_pixels(rounds, seconds)
+        pixels = bench_pixels(rounds, seconds, cases=args.cases)
         machine["load_average_at_end"] = os.getloadavg()
         out = args.out if args.out != DEFAULT_OUT else PIXELS_OUT
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,14 @@
 """Brute-force one-pixel confidence maps: every pixel x every colour of a grid, reduced per pixel.
 
 For one image and a grid of ``levels`` values per channel (52 levels = the paper's 0, 5, ..., 255),
-every pixel is set to every grid colour and scored by the target. Scores are folded on the fly into
-per-pixel min / max / sum (and the colour reaching the min and the max); no full score array is
-ever built. Work proceeds one row of pixels at a time; after each row the partial state is saved
-to ``<out>/confmap_state.npz`` so an interrupted run resumes where it stopped.
+every pixel is set to every grid colour and scored by the target through
+:meth:`~onepixel.targets.base.Target.predict_pixels` (the clean image once, then one pixel change
+per query, so in-process targets use cone inference; black-box targets get painted images).
+Scores are folded on the fly into per-pixel min / max / sum (and the colour reaching the min and
+the max); no full score array is ever built. Work proceeds one row of pixels at a time; after
+each row the partial state is saved to ``<out>/confmap_state.npz`` so an interrupted run resumes
+where it stopped. Several processes may fill one map at once (each with its own ``rows``, same
+``out_dir``): every save merges the rows the others have saved, under a file lock.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +125,10 @@ def _image_key(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def _save_state(path: Path, cmap: ConfidenceMap, sums: np.ndarray, key: str, target_name: str) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
+def _save_state(
+    path: Path, cmap: ConfidenceMap, sums: np.ndarray, row_seconds: np.ndarray, key: str, target_name: str
+) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(
         tmp,
         image_key=np.array(key),
@@ -136,8 +143,47 @@ def _save_state(path: Path, cmap: ConfidenceMap, sums: np.ndarray, key: str, tar
         done=cmap.done,
         evaluations=np.array(cmap.evaluations),
         seconds=np.array(cmap.seconds),
+        row_seconds=row_seconds,
     )
     os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``.lock (POSIX ``flock``; no lock where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: one process per map
+            pass
+        yield
+
+
+def _row_seconds(state: dict, rows: int) -> np.ndarray:
+    """Return the saved seconds per row (older files: their total spread over their done rows)."""
+    if "row_seconds" in state:
+        return state["row_seconds"].astype(np.float64)
+    done = state["done"].astype(bool)
+    out = np.zeros(rows)
+    out[done] = float(state["seconds"]) / max(int(done.sum()), 1)
+    return out
+
+
+def _merge_saved(
+    state: dict, cmap: ConfidenceMap, sums: np.ndarray, row_seconds: np.ndarray, n_col: int
+) -> None:
+    """Copy into ``cmap`` the rows that ``state`` (another process's save) has and ``cmap`` lacks."""
+    new = state["done"].astype(bool) & ~cmap.done
+    if not new.any():
+        return
+    cmap.min[new], cmap.max[new], sums[new] = state["min"][new], state["max"][new], state["sum"][new]
+    cmap.argmin[new], cmap.argmax[new] = state["argmin"][new], state["argmax"][new]
+    cmap.mean[new] = state["sum"][new] / n_col
+    row_seconds[new] = _row_seconds(state, len(new))[new]
+    cmap.done[new] = True
 
 
 def _load_state(path: Path, key: str, levels: int, target_name: str, shape: tuple[int, int]) -> dict:
@@ -203,9 +249,9 @@ def compute_confmap(
     """Return the brute-force confidence map of ``image`` (H, W, 3) uint8 for ``target``.
 
         Every pixel is set to each of the ``levels**3`` grid colours; scores are reduced per pixel to
-        min / max / mean on the fly. Batches of ``batch_size`` (default ``target.batch_size``)
-        perturbed images (default: the smallest multiple of ``target.batch_size`` >= 1024) are built in
-        one reused buffer. With ``out_dir``, the state is saved after
+        min / max / mean on the fly. Each call of ``target.predict_pixels`` scores ``batch_size``
+        one-pixel changes (default: the smallest multiple of ``target.batch_size`` >= 1024) of the
+        clean image. With ``out_dir``, the state is saved after
         every row and finished rows of an earlier run (same image, levels and target, checked by name
     and by the target's score of the clean image) are skipped.
         ``rows`` restricts the work to those rows of pixels and ``max_rows`` stops after that many new
@@ -258,6 +304,7 @@ def compute_confmap(
             seconds=float(saved["seconds"]),
         )
         sums = saved["sum"].astype(np.float64)
+        row_seconds = _row_seconds(saved, h)
     else:
         score_before = float(target.predict(image[None])[0])
         cmap = ConfidenceMap(
@@ -274,6 +321,7 @@ def compute_confmap(
             seconds=0.0,
         )
         sums = np.zeros((h, w), dtype=np.float64)
+        row_seconds = np.zeros(h)
 
     todo = [int(r) for r in np.flatnonzero(~cmap.done)]
     if rows is not None:
@@ -285,8 +333,9 @@ def compute_confmap(
     if max_rows is not None:
         todo = todo[: max(int(max_rows), 0)]
     per_row = w * n_col
-    buffer = np.broadcast_to(image, (batch, h, w, 3)).copy()
-    lanes = np.arange(batch)
+    base = image[None]
+    zeros = np.zeros(batch, dtype=np.int64)
+    changes = np.empty((batch, 1, 5), dtype=np.int64)
 
     bar, task = _progress(progress, len(todo) * per_row, levels)
     try:
@@ -303,9 +352,9 @@ def compute_confmap(
                 flat = np.arange(lo, min(lo + batch, per_row))
                 m = len(flat)
                 pix, cidx = flat // n_col, flat % n_col
-                buffer[lanes[:m], y, pix] = colours[cidx]
-                scores = target.predict(buffer[:m])
-                buffer[lanes[:m], y, pix] = image[y, pix]
+                changes[:m, 0, 0], changes[:m, 0, 1], changes[:m, 0, 2:] = pix, y, colours[cidx]
+                # Pixel-change queries: targets with cone inference recompute only what changes.
+                scores = target.predict_pixels(base, zeros[:m], changes[:m])
                 if not np.all(np.isfinite(scores)):
                     raise ConfmapError(f"target {target_name!r} returned non-finite scores in row {y}")
                 starts = np.flatnonzero(np.diff(pix, prepend=-1))
@@ -316,11 +365,18 @@ def compute_confmap(
             cmap.argmin[y], cmap.argmax[y] = row["argmin"], row["argmax"]
             cmap.mean[y] = row["sum"] / n_col
             cmap.done[y] = True
-            cmap.evaluations += per_row
-            cmap.seconds += time.perf_counter() - start
+            row_seconds[y] = time.perf_counter() - start
             if state_path is not None:
-                state_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_state(state_path, cmap, sums, key, target_name)
+                with _locked(state_path):
+                    if state_path.exists():  # rows other processes saved meanwhile
+                        other = _load_state(state_path, key, int(levels), target_name, (h, w))
+                        _merge_saved(other, cmap, sums, row_seconds, n_col)
+                    cmap.evaluations = int(cmap.done.sum()) * per_row
+                    cmap.seconds = float(row_seconds[cmap.done].sum())
+                    _save_state(state_path, cmap, sums, row_seconds, key, target_name)
+            else:
+                cmap.evaluations = int(cmap.done.sum()) * per_row
+                cmap.seconds = float(row_seconds[cmap.done].sum())
             if on_row is not None:
                 on_row(y, cmap)
     finally:

@@ -38,13 +38,14 @@ from onepixel.targets.fuse import fuse
 from onepixel.targets.pixels import last_wins_mask
 
 Tensor = torch.Tensor
-# A chunk whose first-stage window exceeds this share of the map is scored by the full pass
-# (measured on 2 threads: cone pays below it, 1.5-2x for one pixel or a 5x5 patch; k pixels
-# spread over the image cover more and are no faster than the full pass).
-FULL_PASS_SHARE = 0.12
+# A query whose first-stage window exceeds this share of the map is scored by the full pass
+# (measured on one thread: cone pays below it, 2.4-2.9x for one pixel or a 5x5 patch; at shares
+# of 0.06-0.12 the later windows already cover the maps and the cone was 10% slower than the
+# full pass; k pixels spread over the image cover more still).
+FULL_PASS_SHARE = 0.06
 # A layer's window longer than this share of its map (rows or columns) covers the whole map.
-FULL_MAP_SHARE = 0.75
-DEFAULT_CHUNK = 64
+FULL_MAP_SHARE = 0.9
+DEFAULT_CHUNK = 128
 DEFAULT_CACHE_IMAGES = 64
 
 
@@ -138,24 +139,28 @@ class _Block:
     size_out: int
 
 
-def _out_range(lo: Tensor, hi: Tensor, kernel: int, stride: int, pad_top: int, size_out: int):
+# Window geometry (origins, ranges) is kept in NumPy int64 arrays (Q,): tiny arrays, for which
+# NumPy's per-call cost is a fraction of torch's.
+Ints = np.ndarray
+
+
+def _out_range(lo: Ints, hi: Ints, kernel: int, stride: int, pad_top: int, size_out: int):
     """Return the output rows [lo', hi') of a conv whose input rows [lo, hi) changed."""
-    a = -torch.div(-(lo - kernel + 1 + pad_top), stride, rounding_mode="floor")
-    b = torch.div(hi - 1 + pad_top, stride, rounding_mode="floor") + 1
-    a = a.clamp(0, size_out)
-    b = b.clamp(0, size_out)
-    return a, torch.maximum(a, b)
+    # np.minimum/np.maximum, not np.clip: clip costs several times more on tiny arrays.
+    a = np.minimum(np.maximum(-((kernel - 1 - pad_top - lo) // stride), 0), size_out)
+    b = np.minimum((hi - 1 + pad_top) // stride + 1, size_out)
+    return a, np.maximum(a, b)
 
 
-def _window(lo: Tensor, hi: Tensor, size: int) -> tuple[Tensor, int]:
+def _window(lo: Ints, hi: Ints, size: int) -> tuple[Ints, int]:
     """Return (origin (Q,), common length) of windows inside [0, size) that hold every [lo, hi).
 
     A window longer than ``FULL_MAP_SHARE`` of the map becomes the whole map (cheaper to gather).
     """
     length = min(max(int((hi - lo).max()), 1), size)
     if length > FULL_MAP_SHARE * size:
-        return torch.zeros_like(lo), size
-    return (lo.clamp(max=size - length)).clamp(min=0), length
+        return np.zeros_like(lo), size
+    return np.maximum(np.minimum(lo, size - length), 0), length
 
 
 class _Map:
@@ -166,18 +171,18 @@ class _Map:
         self.padded = size + 2 * pad
         self.data = torch.zeros(slots, self.padded, self.padded, channels)
         self.flat = self.data.view(-1, channels)
-        self._grids: dict[tuple[int, int, int], Tensor] = {}
+        self._grids: dict[tuple[int, int, int], Ints] = {}
 
     def put(self, slots: Tensor, nhwc: Tensor) -> None:
         """Store the clean maps ``nhwc`` (n, size, size, C) into ``slots``."""
         p = self.pad
         self.data[slots, p : p + self.size, p : p + self.size] = nhwc
 
-    def grid(self, rh: int, rw: int, step: int) -> Tensor:
+    def grid(self, rh: int, rw: int, step: int) -> Ints:
         """Return the flat offsets (rh*rw,) of a (rh, rw) window with ``step`` in this map."""
         key = (rh, rw, step)
         if key not in self._grids:
-            g = (torch.arange(rh) * (step * self.padded))[:, None] + torch.arange(rw) * step
+            g = (np.arange(rh) * (step * self.padded))[:, None] + np.arange(rw) * step
             self._grids[key] = g.reshape(-1)
         return self._grids[key]
 
@@ -187,24 +192,24 @@ class _Win:
 
     __slots__ = ("values", "oy", "ox", "h", "w")
 
-    def __init__(self, values: Tensor, oy: Tensor, ox: Tensor):
+    def __init__(self, values: Tensor, oy: Ints, ox: Ints):
         self.values, self.oy, self.ox = values, oy, ox
         self.h, self.w = values.shape[1], values.shape[2]
 
 
-_GRIDS: dict[tuple[int, int, int], Tensor] = {}
+_GRIDS: dict[tuple[int, int, int], Ints] = {}
 
 
-def _local_grid(h: int, w: int, stride_row: int) -> Tensor:
+def _local_grid(h: int, w: int, stride_row: int) -> Ints:
     """Return the flat offsets (h*w,) of an (h, w) block inside rows of length ``stride_row``."""
     key = (h, w, stride_row)
     if key not in _GRIDS:
-        _GRIDS[key] = ((torch.arange(h) * stride_row)[:, None] + torch.arange(w)).reshape(-1)
+        _GRIDS[key] = ((np.arange(h) * stride_row)[:, None] + np.arange(w)).reshape(-1)
     return _GRIDS[key]
 
 
 def _gather(
-    clean: _Map, slots: Tensor, cur: _Win | None, ry: Tensor, rx: Tensor, rh: int, rw: int, step: int = 1
+    clean: _Map, slots: Ints, cur: _Win | None, ry: Ints, rx: Ints, rh: int, rw: int, step: int = 1
 ) -> Tensor:
     """Return (Q, rh, rw, C): the map at rows ry + step*i, cols rx + step*j, ``cur`` where it covers.
 
@@ -212,6 +217,9 @@ def _gather(
     """
     q, c = len(slots), clean.channels
     n, p = clean.size, clean.pad
+    if cur is not None and step > 1 and cur.h == n and cur.w == n and rh == rw == -(-n // step):
+        # The whole strided grid of a whole map (origins are then 0): a strided view.
+        return cur.values[:, ::step, ::step]
     if cur is not None and step == 1 and cur.h == n and cur.w == n:
         # The current window is the whole map: the request is a (padded) crop of it.
         if rh == n + 2 * p and rw == n + 2 * p:
@@ -222,24 +230,24 @@ def _gather(
     wp = clean.padded
     start = slots * (wp * wp) + (ry + p) * wp + (rx + p)
     idx = start[:, None] + clean.grid(rh, rw, step)
-    out = clean.flat.index_select(0, idx.reshape(-1))
+    out = clean.flat.index_select(0, torch.from_numpy(idx.reshape(-1)))
     if cur is None:
         return out.view(q, rh, rw, c)
     dy, dx = cur.oy - ry, cur.ox - rx
     values = cur.values.reshape(-1, c)
     if step == 1 and bool(((dy >= 0) & (dx >= 0) & (dy + cur.h <= rh) & (dx + cur.w <= rw)).all()):
         # Common case: the current window lies inside the request; paste it whole.
-        dst = (torch.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
-        out.index_copy_(0, dst.reshape(-1), values)
+        dst = (np.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
+        out.index_copy_(0, torch.from_numpy(dst.reshape(-1)), values)
         return out.view(q, rh, rw, c)
-    py = ry[:, None] + step * torch.arange(rh)
-    px = rx[:, None] + step * torch.arange(rw)
+    py = ry[:, None] + step * np.arange(rh)
+    px = rx[:, None] + step * np.arange(rw)
     iy = py - cur.oy[:, None]
     ix = px - cur.ox[:, None]
     inside = ((iy >= 0) & (iy < cur.h))[:, :, None] & ((ix >= 0) & (ix < cur.w))[:, None, :]
-    src = (torch.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
+    src = (np.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
     keep = inside.reshape(-1)
-    out[keep] = values.index_select(0, src.reshape(-1)[keep])
+    out[torch.from_numpy(keep)] = values.index_select(0, torch.from_numpy(src.reshape(-1)[keep]))
     return out.view(q, rh, rw, c)
 
 
@@ -283,16 +291,22 @@ class ConeModel:
         for fb in fused.stages:
             stride = fb.conv1.stride[0]
             out = -(-size // stride)
-            w2 = fb.conv2.weight.detach().float().clone()
+            w2 = fb.conv2.weight.detach().float().contiguous(memory_format=torch.channels_last)
             b2 = fb.conv2.bias.detach().float().clone()
+            conv3 = _lin(fb.conv3)
+            shortcut = _lin(fb.shortcut) if fb.shortcut is not None else None
+            if shortcut is not None:
+                # conv3's bias moves into the shortcut's: out = conv3(t2) + shortcut(pre) in one addmm.
+                shortcut = (shortcut[0], shortcut[1] + conv3[1])
+                conv3 = (conv3[0], torch.zeros_like(conv3[1]))
             self.blocks.append(
                 _Block(
                     affine1=_affine(fb.bn1) if fb.bn1 is not None else None,
                     stride=stride,
                     conv1=_lin(fb.conv1),
                     conv2=(w2, b2),
-                    conv3=_lin(fb.conv3),
-                    shortcut=_lin(fb.shortcut) if fb.shortcut is not None else None,
+                    conv3=conv3,
+                    shortcut=shortcut,
                     size_in=size,
                     size_out=out,
                 )
@@ -338,22 +352,22 @@ class ConeModel:
         a = F.conv2d(xp, self.stem_w, self.stem_b, stride=self.stem_s).permute(0, 2, 3, 1)
         for i, b in enumerate(self.blocks):
             self.m_in[i].put(slots, a)
-            pre = a if b.affine1 is None else a * b.affine1[0] + b.affine1[1]
-            pre = F.relu(pre)
             if b.stride > 1:
-                pre = pre[:, :: b.stride, :: b.stride]
-            t1 = F.relu(_linear(pre, b.conv1))
+                pre = _pre_activate(a[:, :: b.stride, :: b.stride], b.affine1)
+            else:
+                pre = _pre_activate(a, b.affine1)
+            t1 = F.linear(pre, *b.conv1).relu_()
             self.m_t1[i].put(slots, t1)
             res = a
             if b.shortcut is not None:
                 res = _linear(pre, b.shortcut)
                 self.m_res[i].put(slots, res)
             pad = b.conv2[0].shape[-1] // 2
-            t2 = F.relu(F.conv2d(t1.permute(0, 3, 1, 2), *b.conv2, padding=pad).permute(0, 2, 3, 1))
-            a = _linear(t2, b.conv3) + res
-        z = F.relu(a * self.final_affine[0] + self.final_affine[1])
+            t2 = F.conv2d(t1.permute(0, 3, 1, 2), *b.conv2, padding=pad).relu_().permute(0, 2, 3, 1)
+            a = _project_add(t2.contiguous(), b, res)
+        z = _pre_activate(a, self.final_affine)
         self.m_z.put(slots, z)
-        self.z_sum[slots] = z.double().sum((1, 2))
+        self.z_sum[slots] = z.sum((1, 2), dtype=torch.float64)
 
     def slots_for(self, base: np.ndarray) -> Tensor:
         """Return the cache slot (B,) of every image of ``base`` (at most ``cache_images``),
@@ -389,10 +403,10 @@ class ConeModel:
     def stem_extent(self, changes: np.ndarray) -> np.ndarray:
         """Return (2, Q) the rows and columns of the stem map that each query's cone covers."""
         y, x = changes[..., 1], changes[..., 0]
-        lo = torch.from_numpy(np.stack([y.min(1), x.min(1)]))
-        hi = torch.from_numpy(np.stack([y.max(1), x.max(1)])) + 1
+        lo = np.stack([y.min(1), x.min(1)])
+        hi = np.stack([y.max(1), x.max(1)]) + 1
         a, b = _out_range(lo, hi, self.stem_k, self.stem_s, self.stem_pad_top, self.stem_size)
-        return (b - a).numpy()
+        return b - a
 
     def stem_share(self, changes: np.ndarray) -> np.ndarray:
         """Return per query the share (0..1] of the stem map that its cone covers."""
@@ -403,11 +417,12 @@ class ConeModel:
     def logits(self, slots: Tensor, changes: np.ndarray) -> Tensor:
         """Return the logits (Q,) of cached images ``slots`` (Q,) with ``changes`` (Q, k, 5)."""
         q, k = changes.shape[:2]
-        ch = torch.from_numpy(changes)
-        px, py = ch[..., 0], ch[..., 1]
+        changes = np.asarray(changes, dtype=np.int64)
+        px, py = changes[..., 0], changes[..., 1]
         # Changed rows/cols [lo, hi) at the input: bounding box of the changed pixels.
-        ylo, yhi = py.min(1).values, py.max(1).values + 1
-        xlo, xhi = px.min(1).values, px.max(1).values + 1
+        ylo, yhi = py.min(1), py.max(1) + 1
+        xlo, xhi = px.min(1), px.max(1) + 1
+        sl = slots.numpy()
         # ----- stem: gather the input window, paint, convolve -----
         ks, ss, pt = self.stem_k, self.stem_s, self.stem_pad_top
         n = self.stem_size
@@ -417,32 +432,34 @@ class ConeModel:
         ox, w = _window(xlo, xhi, n)
         iy, ix = oy * ss - pt, ox * ss - pt
         ih, iw = ss * (h - 1) + ks, ss * (w - 1) + ks
-        inp = _gather(self.m_input, slots, None, iy, ix, ih, iw)
-        keep = torch.from_numpy(last_wins_mask(changes[..., 0], changes[..., 1], self.input_size))
-        rgb = ch[..., 2:].float().mul_(2.0 / 255.0).sub_(1.0)
+        inp = _gather(self.m_input, sl, None, iy, ix, ih, iw)
+        keep = last_wins_mask(px, py, self.input_size)
         ry, rx = py - iy[:, None], px - ix[:, None]
         # A pixel outside the window changes no output of the window (e.g. off a stride-2 grid).
         keep &= (ry >= 0) & (ry < ih) & (rx >= 0) & (rx < iw)
-        rows = torch.arange(q)[:, None].expand(q, k)
-        inp[rows[keep], ry[keep], rx[keep]] = rgb[keep]
+        rows = np.broadcast_to(np.arange(q)[:, None], (q, k))
+        rgb = torch.from_numpy(changes[..., 2:][keep]).float().mul_(2.0 / 255.0).sub_(1.0)
+        inp[torch.from_numpy(rows[keep]), torch.from_numpy(ry[keep]), torch.from_numpy(rx[keep])] = rgb
         cur = _Win(_conv(inp, self.stem_w, self.stem_b, ss), oy, ox)
         # ----- blocks -----
         for i, b in enumerate(self.blocks):
-            cur, ylo, yhi, xlo, xhi = self._block(i, b, slots, cur, ylo, yhi, xlo, xhi)
+            cur, ylo, yhi, xlo, xhi = self._block(i, b, sl, cur, ylo, yhi, xlo, xhi)
         # ----- final batch norm, ReLU, global mean, head -----
         fa = self.final_affine
-        z = F.relu(cur.values * fa[0] + fa[1]).double()
+        z = _pre_activate(cur.values, fa)
         nf = self.final_size
         if cur.h == nf and cur.w == nf:
-            pooled = z.sum((1, 2))
+            # float32 sum (pairwise, of nf*nf terms), float64 from here on.
+            pooled = z.sum((1, 2)).double()
         else:
-            clean_win = _gather(self.m_z, slots, None, cur.oy, cur.ox, cur.h, cur.w).double()
-            pooled = self.z_sum[slots] - clean_win.sum((1, 2)) + z.sum((1, 2))
+            clean_win = _gather(self.m_z, sl, None, cur.oy, cur.ox, cur.h, cur.w)
+            f64 = torch.float64
+            pooled = self.z_sum[slots] - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
         pooled = pooled / float(nf * nf)
         hw, hb = self.head
         return pooled @ hw.double().T[:, 0] + hb.double()[0]
 
-    def _block(self, i: int, b: _Block, slots: Tensor, cur: _Win, ylo, yhi, xlo, xhi):
+    def _block(self, i: int, b: _Block, slots: Ints, cur: _Win, ylo, yhi, xlo, xhi):
         """Return the block's output window and changed ranges given its input window."""
         s = b.stride
         if s == 1:
@@ -454,9 +471,8 @@ class ConeModel:
             oy, h = _window(ylo, yhi, b.size_out)
             ox, w = _window(xlo, xhi, b.size_out)
             g = _gather(self.m_in[i], slots, cur, oy * s, ox * s, h, w, step=s)
-        pre = g if b.affine1 is None else g * b.affine1[0] + b.affine1[1]
-        pre = F.relu(pre)
-        t1 = _Win(F.relu(_linear(pre, b.conv1)), oy, ox)
+        pre = _pre_activate(g, b.affine1)
+        t1 = _Win(F.linear(pre, *b.conv1).relu_(), oy, ox)
         if b.shortcut is not None:
             res = _Win(_linear(pre, b.shortcut), oy, ox)
             res_map = self.m_res[i]
@@ -470,11 +486,31 @@ class ConeModel:
         xlo, xhi = _out_range(xlo, xhi, kk, 1, r, n)
         oy2, h2 = _window(ylo, yhi, n)
         ox2, w2 = _window(xlo, xhi, n)
-        t1g = _gather(self.m_t1[i], slots, t1, oy2 - r, ox2 - r, h2 + 2 * r, w2 + 2 * r)
-        t2 = F.relu(_conv(t1g, *b.conv2))
+        if h2 == n and w2 == n and t1.h == n and t1.w == n:
+            # The whole map in and out: the convolution pads itself (no padded copy).
+            t2 = F.conv2d(t1.values.permute(0, 3, 1, 2), *b.conv2, padding=r).relu_().permute(0, 2, 3, 1)
+        else:
+            t1g = _gather(self.m_t1[i], slots, t1, oy2 - r, ox2 - r, h2 + 2 * r, w2 + 2 * r)
+            t2 = _conv(t1g, *b.conv2).relu_()
         resg = _gather(res_map, slots, res, oy2, ox2, h2, w2)
-        out = _linear(t2, b.conv3) + resg
-        return _Win(out, oy2, ox2), ylo, yhi, xlo, xhi
+        return _Win(_project_add(t2, b, resg), oy2, ox2), ylo, yhi, xlo, xhi
+
+
+def _pre_activate(x: Tensor, affine: tuple[Tensor, Tensor] | None) -> Tensor:
+    """Return relu(scale * x + shift) (or relu(x) without an affine) as a new tensor."""
+    if affine is None:
+        return F.relu(x)
+    return torch.addcmul(affine[1], x, affine[0]).relu_()
+
+
+def _project_add(t2: Tensor, b: _Block, residual: Tensor) -> Tensor:
+    """Return conv3(t2) + residual (NHWC) in one matrix product; the residual is not modified."""
+    weight, bias = b.conv3
+    shape = (*t2.shape[:-1], weight.shape[0])
+    flat = torch.addmm(residual.reshape(-1, shape[-1]), t2.reshape(-1, t2.shape[-1]), weight.T)
+    if b.shortcut is None:
+        flat.add_(bias)  # with a projection shortcut the bias is folded into the shortcut's
+    return flat.view(shape)
 
 
 def build_cone(model: nn.Module, input_size: int = 64, **kwargs) -> ConeModel | None:
