@@ -27,6 +27,7 @@ from onepixel.defense.guard import GuardedTarget, build_guard
 from onepixel.defense.worst_case import exhaustive_through_guards, true_side
 from onepixel.targets.local import TorchTarget
 
+
 def borderline(scores: np.ndarray, positive: np.ndarray, direction: str, limit: int) -> np.ndarray:
     """Return indices of the ``limit`` images of the attacked label on their true side of 0.5
     and closest to it (ties by index)."""
@@ -65,7 +66,9 @@ def main() -> None:
         guards["vae p=7"] = GuardedTarget(target, build_guard("vae_amibr"))
     doc = {"command": " ".join(sys.argv), "image_ids": [test.names[i] for i in rows]}
     for i in range(len(images)):  # one image at a time: a partial file after every image
-        part = exhaustive_through_guards(target, guards, images[i : i + 1], args.direction, vae_cap=args.vae_cap)
+        part = exhaustive_through_guards(
+            target, guards, images[i : i + 1], args.direction, vae_cap=args.vae_cap
+        )
         doc = merge(doc, part)
         doc["seconds"] = round(time.perf_counter() - t0, 1)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,10 @@ def test_sparse_scores_equal_the_full_detector(base: np.ndarray, kind: str, k: i
 
 
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize(("mode", "pixels"), [("reject", 1), ("repair", 1), ("repair-always", 1), ("repair-always", 3), ("median", 1)])
+@pytest.mark.parametrize(
+    ("mode", "pixels"),
+    [("reject", 1), ("repair", 1), ("repair-always", 1), ("repair-always", 3), ("median", 1)],
+)
 def test_guarded_pixel_queries_serve_what_predict_serves(
     target: TorchTarget, base: np.ndarray, k: int, mode: str, pixels: int
 ) -> None:

@@ -128,9 +128,16 @@ def exhaustive_through_guards(
         rows = rows[np.sort(keep)]
         det, threshold = reject[name].guard.detector, reject[name].guard.threshold
         index, changes = rows[:, 0], plan[rows[:, 1]][:, None, :]
-        anomaly = np.concatenate(
-            [np.asarray(det.score(paint(images, index[s : s + 256], changes[s : s + 256]))) for s in range(0, len(rows), 256)]
-        ) if len(rows) else np.zeros(0)
+        anomaly = (
+            np.concatenate(
+                [
+                    np.asarray(det.score(paint(images, index[s : s + 256], changes[s : s + 256])))
+                    for s in range(0, len(rows), 256)
+                ]
+            )
+            if len(rows)
+            else np.zeros(0)
+        )
         scores = target.predict_pixels(images, index, changes) if len(rows) else np.zeros(0)
         np.minimum.at(min_anomaly[name], index, anomaly)
         passed = anomaly <= threshold
@@ -149,7 +156,9 @@ def exhaustive_through_guards(
         doc = {"mode": g.mode, "repair_pixels": g.repair_pixels, **_summary(acc[name], before, ok)}
         if name in reject:
             doc["threshold"] = g.guard.threshold
-            doc["min_anomaly_of_flips"] = [None if not np.isfinite(v) else float(v) for v in min_anomaly[name]]
+            doc["min_anomaly_of_flips"] = [
+                None if not np.isfinite(v) else float(v) for v in min_anomaly[name]
+            ]
             doc["capped"] = capped.get(name, [False] * k)
         out["guards"][name] = doc
     return out
