@@ -139,3 +139,30 @@ def test_exhaustive_through_guards_counts_what_painting_counts(
     assert out["guards"]["repair"]["score_before"][0] == pytest.approx(clean_served, abs=TOLERANCE)
     through = (served < 0.5) & (clean_served >= 0.5)
     assert out["guards"]["repair"]["flip_candidates"] == [int(through.sum())]
+
+
+def test_adaptive_objective_against_two_detectors(base: np.ndarray) -> None:
+    """``detector=a+b``: the energy adds both detectors' penalties, a vector is flagged when
+    either flags it, and residual scores come out exactly as on the painted images."""
+    from onepixel.attack.perturb import apply_pixels
+    from onepixel.defense.adaptive import adaptive_factory
+
+    both = adaptive_factory("lower", base, detector="residual+residual-robust")
+    plain, robust = both.detector, both.also[0]
+    assert plain.name == "residual" and robust.name == "residual-robust"
+    rng = np.random.default_rng(3)
+    vectors = np.concatenate([rng.integers(0, 64, (60, 2)), rng.choice([0, 255], (60, 3))], axis=1).astype(
+        np.float64
+    )
+    ids = rng.integers(0, len(base), 60)
+    painted = apply_pixels(base, vectors, ids)
+    a, b = plain.score(painted), robust.score(painted)
+    np.testing.assert_array_equal(both.anomaly(vectors, ids), a)
+    scores = np.full(60, 0.7)
+    energies = both.energies(scores, vectors, ids)
+    np.testing.assert_array_equal(both.last_flags, (a > plain.threshold) | (b > robust.threshold))
+    expected = 0.7 + both._penalty(a, plain.threshold) + both._penalty(b, robust.threshold)
+    np.testing.assert_allclose(energies, expected, rtol=0, atol=1e-12)
+    one = adaptive_factory("lower", base, detector="residual")
+    assert (energies >= one.energies(scores, vectors, ids)).all()
+    assert (energies > one.energies(scores, vectors, ids)).any()
