@@ -62,17 +62,38 @@ class Campaign:
     success: np.ndarray  # (N,) bool
     score_before: np.ndarray  # (N,) clean scores
     attacked_xy: np.ndarray  # (N, k, 2) [x, y] of the attack's pixels
+    clean: np.ndarray | None = None  # (N, H, W, 3) clean images, when the records hold the originals
+    info: dict[str, Any] | None = None  # the run's stored info (e.g. the guard it attacked through)
+
+
+def _clean_images(images: np.ndarray, vectors: np.ndarray, records: Sequence[Any]) -> np.ndarray | None:
+    """Return the clean images (adversarial ones with the attacked pixels' stored original colours
+    put back), or None when a record lacks them."""
+    originals = [(r.extra or {}).get("original_pixels") for r in records]
+    if any(o is None for o in originals):
+        return None
+    clean = images.copy()
+    rgb = np.array(originals, dtype=np.int64).reshape(len(records), -1, 3)
+    n = np.arange(len(records))[:, None]
+    size = images.shape[1]
+    xs, ys = np.clip(vectors[:, :, 0], 0, size - 1), np.clip(vectors[:, :, 1], 0, size - 1)
+    clean[n, ys, xs] = rgb.astype(np.uint8)
+    return clean
 
 
 def load_campaign(run_dir: str | Path) -> Campaign:
     """Return the records and adversarial images of a campaign folder; DataError when unusable."""
+    from onepixel.attack.store import CampaignStore
     from onepixel.defense.evaluate import read_campaign
 
     config, records, images = read_campaign(run_dir)
     if not records:
         raise DataError(f"{run_dir}: the campaign holds no finished attacks yet")
+    with CampaignStore.open(run_dir, create=False) as store:
+        info = store.info()
     k = int(config.get("pixels", 1))
     vectors = np.array([r.vector for r in records], dtype=np.int64).reshape(len(records), k, 5)
+    stacked = np.stack(images)
     return Campaign(
         run=str(run_dir),
         direction=str(config["direction"]),
@@ -80,10 +101,12 @@ def load_campaign(run_dir: str | Path) -> Campaign:
         objective_options=dict(config.get("objective_options") or {}),
         pixels=k,
         filtered=bool(config.get("filter", True)),
-        images=np.stack(images),
+        images=stacked,
         success=np.array([r.success for r in records], dtype=bool),
         score_before=np.array([r.score_before for r in records], dtype=np.float64),
         attacked_xy=vectors[:, :, :2],
+        clean=_clean_images(stacked, vectors, records),
+        info=dict(info or {}),
     )
 
 
