@@ -16,9 +16,12 @@ def train_detector(
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 40,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")] = 0,
     out: Annotated[
-        Path | None,
-        typer.Option(help="Weights file to write (.safetensors). Default: the bundled vae_amibr."),
-    ] = None,
+        Path,
+        typer.Option(help="Weights file to write (.safetensors); never the bundled file unless --force."),
+    ] = Path("runs/vae/vae_amibr.safetensors"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow --out to overwrite a weights file bundled with onepixel.")
+    ] = False,
     heldout: Annotated[
         float, typer.Option(help="Fraction of train-split slides held out as clean validation.")
     ] = 0.1,
@@ -41,34 +44,31 @@ def train_detector(
     from onepixel.data.amibr import is_amibr, load_amibr
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.train import (
-        DEFAULT_DETECTOR,
-        WEIGHTS_DIR,
+        BundledWeightsError,
         TrainConfig,
-        save_vae,
+        check_out_path,
         split_heldout_slides,
-        train_vae,
-        vae_info,
+        train_detector,
     )
 
+    try:
+        check_out_path(out, force=force)
+    except BundledWeightsError as exc:
+        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
     except DataError as exc:
         raise fail(str(exc)) from exc
-    held = (
-        split_heldout_slides(patches.groups, heldout, seed)
-        if patches.groups is not None and heldout > 0
-        else None
-    )
-    train = patches.subset(~held) if held is not None else patches
-    heldout_names = [patches.names[i] for i in range(len(patches)) if held is not None and held[i]]
     cfg = TrainConfig(
         epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
     )
-    path = out or WEIGHTS_DIR / f"{DEFAULT_DETECTOR}.safetensors"
+    held = 0
+    if patches.groups is not None and heldout > 0:
+        held = int(split_heldout_slides(patches.groups, heldout, seed).sum())
+    n_train = len(patches) - held
     console.print(
-        f"training VAE on {len(train)} clean patches from {root} ({len(heldout_names)} held out), "
-        f"{epochs} epochs -> {path}"
+        f"training VAE on {n_train} clean patches from {root} ({held} held out), {epochs} epochs -> {out}"
     )
     command = (
         f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
@@ -83,58 +83,26 @@ def train_detector(
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("train", total=epochs * len(train), epoch=0, loss=0.0, mse=0.0, kl=0.0)
+        task = progress.add_task("train", total=epochs * n_train, epoch=0, loss=0.0, mse=0.0, kl=0.0)
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
             progress.update(task, epoch=epoch, loss=stats["loss"], mse=stats["mse"], kl=stats["kl"])
-            info = {"command": command, "history": history, "partial_epochs": epoch}
-            save_vae(state["model"], path, info)
 
-        history: list[dict[str, float]] = []
-        state: dict[str, object] = {}
-
-        def record(epoch: int, stats: dict[str, float]) -> None:
-            stats = {**stats, "epoch": len(previous) + epoch}
-            history.append(stats)
-            on_epoch(epoch, stats)
-
-        from onepixel.defense.train import load_vae
-        from onepixel.defense.vae import VAE
-
-        previous: list[dict[str, float]] = []
-        if resume is not None:
-            state["model"], old = load_vae(resume)
-            previous.extend((old.get("info") or {}).get("history", []))
-            history.extend(previous)
-            earlier = (old.get("info") or {}).get("command")
-            old_info = old.get("info") or {}
-            earlier_seconds = float(old_info.get("seconds_total", old_info.get("seconds", 0.0)) or 0.0)
-        else:
-            state["model"] = VAE()
-            earlier, earlier_seconds = None, 0.0
-        result = train_vae(
-            train.images,
-            cfg,
-            model=state["model"],  # type: ignore[arg-type]
-            on_epoch=record,
-            on_step=lambda n: progress.advance(task, n),
-        )
-    info = vae_info(
-        result,
-        cfg,
-        command=command,
-        data=str(root),
-        n_train=len(train),
-        heldout_fraction=heldout,
-        heldout_slides=sorted({str(g) for g, h in zip(patches.groups, held, strict=True) if h})
-        if held is not None and patches.groups is not None
-        else [],
-        history=history,
-        epochs_total=len(history),
-        resumed_from=earlier,
-        seconds_total=round(earlier_seconds + result.seconds, 1),
-    )
-    save_vae(result.model, path, info)
+        try:
+            path, info, result = train_detector(
+                patches,
+                out,
+                cfg,
+                heldout=heldout,
+                resume=resume,
+                force=force,
+                data=str(root),
+                command=command,
+                on_epoch=on_epoch,
+                on_step=lambda n: progress.advance(task, n),
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
     console.print(
         f"wrote {path}: {info['parameters']:,} parameters, {result.seconds:.0f} s "
         f"({result.images_per_second:.0f} images/s), final mse {result.history[-1]['mse']:.5f}"
