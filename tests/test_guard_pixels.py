@@ -166,3 +166,18 @@ def test_adaptive_objective_against_two_detectors(base: np.ndarray) -> None:
     one = adaptive_factory("lower", base, detector="residual")
     assert (energies >= one.energies(scores, vectors, ids)).all()
     assert (energies > one.energies(scores, vectors, ids)).any()
+
+
+def test_tradeoff_curve_counts_flips_under_each_threshold(test_split: PatchSet) -> None:
+    """Over thresholds set at clean FPRs of real residual scores, the flips that pass are the
+    images whose lowest flipping anomaly is at or under the threshold; FPR falls as it rises."""
+    from onepixel.defense.worst_case import tradeoff_curve
+
+    clean = ResidualDetector().score(test_split.images[:200])
+    mins = [0.1, 0.2, None, 0.35, float(np.quantile(clean, 0.9))]
+    curve = tradeoff_curve(clean, mins, np.array([0.0, 0.05, 0.1, 0.3]))
+    t = np.array(curve["threshold"])
+    assert np.all(np.diff(t) <= 0) and np.all(np.diff(curve["fpr"]) >= 0)
+    assert curve["fpr"][0] == 0.0 and abs(curve["fpr"][2] - 0.1) <= 0.01
+    want = [sum(m is not None and m <= x for m in mins) for x in t]
+    assert curve["flips"] == want

@@ -209,4 +209,18 @@ def flips_at_thresholds(min_anomaly: list[float | None], thresholds: np.ndarray)
     return (m[None, :] <= np.asarray(thresholds, dtype=np.float64)[:, None]).sum(axis=1)
 
 
-__all__ = ["exhaustive_through_guards", "flips_at_thresholds", "true_side"]
+def tradeoff_curve(
+    clean_scores: np.ndarray, min_anomaly: list[float | None], fprs: np.ndarray | None = None
+) -> dict[str, list[float]]:
+    """Return ``{"threshold", "fpr", "flips"}`` over thresholds: for each target clean FPR in
+    ``fprs`` (default 0 to 0.3) the threshold flagging that share of ``clean_scores``, the share
+    it really flags, and how many images' worst-case flips get through it."""
+    clean = np.sort(np.asarray(clean_scores, dtype=np.float64))
+    fprs = np.linspace(0.0, 0.3, 61) if fprs is None else np.asarray(fprs, dtype=np.float64)
+    thresholds = np.quantile(clean, 1.0 - fprs)
+    real = (clean[None, :] > thresholds[:, None]).mean(axis=1)
+    flips = flips_at_thresholds(min_anomaly, thresholds)
+    return {"threshold": thresholds.tolist(), "fpr": real.tolist(), "flips": flips.tolist()}
+
+
+__all__ = ["exhaustive_through_guards", "flips_at_thresholds", "tradeoff_curve", "true_side"]
