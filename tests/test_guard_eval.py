@@ -263,6 +263,7 @@ def test_cli_table_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet
     plain = res["through"]["plain k=1"]
     assert plain["attacks"] == 6 and plain["flips"] == int(flips.sum())
     assert plain["successes"] - plain["already_misclassified"] == plain["flips"]
+    assert doc["bare"]["plain k=1"]["flips"] == int(((after < 0.5) & (before >= 0.5)).sum())
     assert res["through"]["exhaustive k=1"] == {
         "attacks": 1,
         "on_true_side": int(worst["guards"]["residual"]["on_true_side"][0]),

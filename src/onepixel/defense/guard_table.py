@@ -110,7 +110,8 @@ def guard_table(
     worst_cases: Sequence[Mapping[str, Any]] = (),
     site_study: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return ``{"guards": {name: row}, "runs": [per-run counts]}`` (rows: see the module doc).
+    """Return ``{"guards": {name: row}, "runs": [per-run counts], "bare": {kind: counts without
+    a guard}, "bare_exhaustive", "balanced_accuracy_bare"}`` (rows: see the module doc).
 
     ``clean_images`` / ``clean_positive`` are the clean test patches and their labels.
     """
@@ -165,6 +166,19 @@ def guard_table(
             total["flips"] += int(g_doc["flips"])
             total["capped"] += int(sum(g_doc.get("capped", [])))
         rows[name] = row
+    bare: dict[str, dict[str, int]] = {}
+    for c in campaigns:  # the same attacks against the classifier alone
+        if (c.info or {}).get("guard") is not None:
+            continue  # attacks run through a pipeline say nothing about the bare classifier
+        ok = np.asarray(crossed(target.predict(c.images), c.direction))
+        already = ok & ~true_side(c.score_before, c.direction)
+        total = bare.setdefault(
+            kind_of(c), {"attacks": 0, "successes": 0, "already_misclassified": 0, "flips": 0}
+        )
+        total["attacks"] += len(ok)
+        total["successes"] += int(ok.sum())
+        total["already_misclassified"] += int(already.sum())
+        total["flips"] += int(ok.sum() - already.sum())
     bare_exhaustive = {"attacks": 0, "flips": 0}
     for doc in worst_cases:
         bare_exhaustive["attacks"] += int(doc["images"])
