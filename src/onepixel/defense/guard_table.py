@@ -186,6 +186,7 @@ def guard_table(
     return {
         "guards": rows,
         "runs": runs,
+        "bare": bare,
         "bare_exhaustive": bare_exhaustive,
         "balanced_accuracy_bare": bare_ba,
     }
