@@ -54,6 +54,8 @@ def main() -> None:
         t = doc.get("bare", {}).get(k)
         if k.startswith("exhaustive"):
             cells.append(f"{be.get('flips')} / {be.get('attacks')}")
+        elif k.startswith("adaptive"):
+            cells.append("-")
         else:
             cells.append("-" if t is None else f"{t['flips']} / {t['attacks']}")
     print("| " + " | ".join(cells) + " |")

@@ -19,7 +19,8 @@ Stored campaigns are served through every guard: the adversarial image as it was
 clean image rebuilt from the records' original pixel colours. A campaign is ``adaptive`` for a
 guard when it was aimed at it (adaptive objective naming the guard's detector, or run through
 that very pipeline); adaptive campaigns aimed elsewhere are kept in the per-run detail only.
-Exhaustive counts come from the JSON of :func:`onepixel.defense.worst_case.exhaustive_through_guards`.
+Exhaustive counts come from the JSON of :func:`onepixel.defense.worst_case.exhaustive_through_guards`;
+for reject guards they are recounted at the guard's own threshold from ``min_anomaly_of_flips``.
 """
 
 from __future__ import annotations
@@ -163,7 +164,11 @@ def guard_table(
             )
             total["attacks"] += int(doc["images"])
             total["on_true_side"] += int(sum(g_doc["on_true_side"]))
-            total["flips"] += int(g_doc["flips"])
+            mins = g_doc.get("min_anomaly_of_flips")
+            if g.mode == "reject" and mins is not None:  # recount at this guard's own threshold
+                total["flips"] += int(sum(m is not None and m <= g.guard.threshold for m in mins))
+            else:
+                total["flips"] += int(g_doc["flips"])
             total["capped"] += int(sum(g_doc.get("capped", [])))
         rows[name] = row
     bare: dict[str, dict[str, int]] = {}
