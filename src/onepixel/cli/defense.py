@@ -309,7 +309,7 @@ def evaluate_guard(
         classifier = open_target(target)
         guards = default_guards(classifier, vae=detector, p=p)
         if no_vae:
-            guards = {n: g for n, g in guards.items() if not n.startswith("vae")}
+            guards = {n: g for n, g in guards.items() if "vae" not in n}
         report = guard_table(
             campaigns,
             guards,

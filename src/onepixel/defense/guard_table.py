@@ -4,6 +4,9 @@ Guards are :class:`~onepixel.defense.guard.GuardedTarget` pipelines (:func:`defa
 reject with the residual, residual-robust and VAE detectors at their bundled thresholds, repair
 always of the k = 1 / k = 3 most anomalous pixels, and the 3x3 median pre-filter. Per guard:
 
+(``residual + vae p=7`` rejects when either detector flags: the guard an attacker who knows both
+must pass.)
+
 - ``clean_fpr_in_domain``: share of the clean test patches the guard rejects (reject guards;
   the others never reject: None);
 - ``clean_fpr_out_of_domain``: the worst leave-one-source-out FPR of the detector after site
@@ -39,13 +42,35 @@ from onepixel.targets.base import Target
 DETECTOR_OF = {"residual": "residual", "residual-robust": "residual-robust", "vae p=7": "vae"}
 
 
+class AnyOf:
+    """A detector that flags an image when any of several guards' detectors flags it; its score
+    is the largest ratio of a detector's score to its threshold (flagged above 1)."""
+
+    def __init__(self, *guards: Any):
+        self.parts = [(g.detector, float(g.threshold)) for g in guards]
+        self.threshold: float | None = 1.0
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """Return (N,) float64: the largest score / threshold over the detectors."""
+        return np.max([np.asarray(d.score(images), dtype=np.float64) / t for d, t in self.parts], axis=0)
+
+    def predict(self, images: np.ndarray) -> dict[str, Any]:
+        """Return ``{"is_adversarial", "score"}`` (flagged when any detector flags)."""
+        s = self.score(images)
+        return {"is_adversarial": s > 1.0, "score": s}
+
+
 def default_guards(target: Target, *, vae: str = "vae_amibr", p: float = 7.0) -> dict[str, GuardedTarget]:
     """Return the guards of the study in front of ``target``, by name (see the module doc)."""
+    from onepixel.defense.guard import Guard
+
     residual = build_guard("residual")
+    vae_guard = build_guard(vae, None, p)
     return {
         "residual": GuardedTarget(target, residual),
         "residual-robust": GuardedTarget(target, build_guard("residual-robust")),
-        f"vae p={p:g}": GuardedTarget(target, build_guard(vae, None, p)),
+        f"vae p={p:g}": GuardedTarget(target, vae_guard),
+        f"residual + vae p={p:g}": GuardedTarget(target, Guard(AnyOf(residual, vae_guard))),
         "repair-always k=1": GuardedTarget(target, residual, mode="repair-always", repair_pixels=1),
         "repair-always k=3": GuardedTarget(target, residual, mode="repair-always", repair_pixels=3),
         "median 3x3": GuardedTarget(target, residual, mode="median"),
@@ -71,10 +96,16 @@ def aims_at(campaign: Campaign, name: str, guard: GuardedTarget) -> bool:
     if campaign.objective != "adaptive" or guard.mode != "reject":
         return False
     names = [d.strip() for d in str(campaign.objective_options.get("detector", "vae_amibr")).split("+")]
-    want = DETECTOR_OF.get(name, name)
-    return any(
-        d == want or (want == "vae" and (d.startswith("vae") or d.endswith(".safetensors"))) for d in names
-    )
+
+    def covers(want: str) -> bool:
+        return any(
+            d == want or (want == "vae" and (d.startswith("vae") or d.endswith(".safetensors")))
+            for d in names
+        )
+
+    if name.startswith("residual + vae"):  # rejects when either detector flags: aimed at by a+b only
+        return covers("residual") and covers("vae")
+    return covers(DETECTOR_OF.get(name, name))
 
 
 def kind_of(campaign: Campaign) -> str:
