@@ -248,3 +248,31 @@ def test_bundled_vae_flags_non_pathology_images() -> None:
     assert names == ["chelsea (cat)", "astronaut"], "scikit-image (the defense extra) is required"
     result = VAEDetector.from_pretrained().predict(images)
     assert result["is_adversarial"].all(), (result["score"], result["threshold"])
+
+
+def test_neighbour_median_network_is_exact(patches: np.ndarray) -> None:
+    """The sorting network sorts every 0/1 input of 8 (so every input), and the neighbour
+    median and MAD equal a plain numpy median over the 8 edge-padded neighbours, bit for bit."""
+    import itertools
+
+    from onepixel.defense.residual import SORT8
+
+    for bits in itertools.product((0, 1), repeat=8):
+        v = list(bits)
+        for a, b in SORT8:
+            v[a], v[b] = min(v[a], v[b]), max(v[a], v[b])
+        assert v == sorted(bits)
+    x = patches[:8].astype(np.float32) / np.float32(255.0)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    win = np.stack(
+        [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)], -1
+    )
+    s = np.sort(win, axis=-1)
+    want_med = np.float32(0.5) * (s[..., 3] + s[..., 4])
+    spread = np.sort(np.abs(win - want_med[..., None]), axis=-1)
+    want_mad = np.float32(0.5) * (spread[..., 3] + spread[..., 4])
+    med, mad = neighbour_median(patches[:8])
+    np.testing.assert_array_equal(med, want_med)
+    np.testing.assert_array_equal(mad, want_mad)
+    assert neighbour_median(patches[:8], with_mad=False)[1] is None

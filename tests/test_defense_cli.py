@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -95,3 +96,44 @@ def test_evaluate_detector_needs_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate-detector", "--data", str(tmp_path)])
     assert result.exit_code != 0
     assert "RUN_DIR" in result.output or "synthetic" in result.output
+
+
+def test_train_detector_never_overwrites_the_bundled_weights(tmp_path: Path, test_split: PatchSet) -> None:
+    """``detector train --out`` on the bundled file is refused (file unchanged) without --force;
+    the library run writes a user path, loads back, and resuming carries the history on."""
+    import hashlib
+
+    from onepixel.defense.train import (
+        DEFAULT_OUT,
+        WEIGHTS_DIR,
+        BundledWeightsError,
+        TrainConfig,
+        check_out_path,
+        load_vae,
+        train_detector,
+    )
+
+    bundled = WEIGHTS_DIR / "vae_amibr.safetensors"
+    digest = hashlib.sha256(bundled.read_bytes()).hexdigest()
+    folder = tmp_path / "clean"
+    write_clean(folder, test_split.subset(np.arange(30)))
+    refused = CliRunner().invoke(
+        app, ["detector", "train", "--data", str(folder), "--epochs", "1", "--out", str(bundled)]
+    )
+    assert refused.exit_code == 2
+    assert "--force" in refused.output and "bundled" in refused.output
+    assert hashlib.sha256(bundled.read_bytes()).hexdigest() == digest
+    assert DEFAULT_OUT.parent.resolve() != WEIGHTS_DIR.resolve()
+    with pytest.raises(BundledWeightsError):
+        check_out_path(bundled)
+    assert check_out_path(bundled, force=True) == bundled  # deliberate overwrites stay possible
+
+    out = tmp_path / "vae.safetensors"
+    cfg = TrainConfig(epochs=1, batch_size=10)
+    path, info, result = train_detector(test_split.subset(np.arange(30)), out, cfg, command="test")
+    assert path == out and info["epochs_total"] == 1 and info["n_train"] == 30
+    _, meta = load_vae(out)
+    assert meta["info"]["history"] == result.history or len(meta["info"]["history"]) == 1
+    again = tmp_path / "vae2.safetensors"
+    _, info2, _ = train_detector(test_split.subset(np.arange(30)), again, cfg, resume=out)
+    assert info2["epochs_total"] == 2 and [h["epoch"] for h in info2["history"]] == [1, 2]

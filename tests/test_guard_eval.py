@@ -204,7 +204,13 @@ def test_evaluate_guard_totals_and_clean_fpr(campaign_dir: Path, guard: Guard, t
         evaluate_guard([campaign_dir], {}, target, clean)
 
 
-def test_cli_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet) -> None:
+def test_cli_table_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet, target) -> None:
+    """``evaluate-guard`` on a real campaign, a worst-case file and 12 clean patches: one row per
+    guard; FPR and flips through the residual guard equal a plain-numpy recount."""
+    from onepixel.defense.calibrate import default_guard
+    from onepixel.defense.guard import GuardedTarget
+    from onepixel.defense.worst_case import exhaustive_through_guards
+
     clean_dir = tmp_path / "clean"
     written = []
     for label in test_split.classes:
@@ -212,26 +218,60 @@ def test_cli_json(tmp_path: Path, campaign_dir: Path, test_split: PatchSet) -> N
         for i in np.flatnonzero(test_split.labels == test_split.classes.index(label))[:6]:
             Image.fromarray(test_split.images[i]).save(clean_dir / label / f"{test_split.names[i]}.png")
             written.append(i)
+    bundled = default_guard("residual").threshold
+    worst = exhaustive_through_guards(
+        target,
+        {"residual": GuardedTarget(target, default_guard("residual"))},
+        test_split.images[written[:1]],
+        "lower",
+        rows=[31],
+    )
+    worst_file = tmp_path / "worst.json"
+    worst_file.write_text(json.dumps(worst))
     out = tmp_path / "guard.json"
-    args = ["evaluate-guard", str(campaign_dir), "--data", str(clean_dir), "--json", "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--residual-threshold", str(RESIDUAL_THRESHOLD)])
+    args = [
+        "evaluate-guard",
+        str(campaign_dir),
+        "--data",
+        str(clean_dir),
+        "--no-vae",
+        "--json",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, [*args, "--worst-case", str(worst_file)])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert json.loads(out.read_text()) == doc
-    assert set(doc["guards"]) == {"vae p=7", "residual"}
-    assert doc["guards"]["residual"]["clean_images"] == 12
-    want = reference_residual(test_split.images[written]).reshape(12, -1).max(axis=1) > RESIDUAL_THRESHOLD
-    assert doc["guards"]["residual"]["clean_flagged"] == int(want.sum())
-    for counts in doc["runs"][0]["guards"].values():
-        assert counts["attacks"] == 6
-        assert counts["blocked"] + counts["got_through"] == counts["successful"]
-    # without a residual threshold a non-AMi-Br folder cannot be calibrated: clear error
-    bad = CliRunner().invoke(app, args)
-    assert bad.exit_code != 0
-    assert "--residual-threshold" in bad.output
-    missing = CliRunner().invoke(
-        app,
-        ["evaluate-guard", str(tmp_path / "nope"), "--data", str(clean_dir), "--residual-threshold", "0.2"],
-    )
+    assert set(doc["guards"]) == {
+        "residual",
+        "residual-robust",
+        "repair-always k=1",
+        "repair-always k=3",
+        "median 3x3",
+    }
+    res = doc["guards"]["residual"]
+    want = reference_residual(test_split.images[written]).reshape(12, -1).max(axis=1) > bundled
+    assert res["clean_images"] == 12 and res["clean_fpr_in_domain"] == pytest.approx(want.mean())
+    assert doc["guards"]["median 3x3"]["clean_fpr_in_domain"] is None
+    rows = stored_attacks(campaign_dir)
+    adv = np.stack([r["adversarial"] for r in rows])
+    flagged = reference_residual(adv).reshape(len(rows), -1).max(axis=1) > bundled
+    after = target.predict(adv)
+    before = np.array([r["score_before"] for r in rows])
+    flips = (after < 0.5) & ~flagged & (before >= 0.5)
+    plain = res["through"]["plain k=1"]
+    assert plain["attacks"] == 6 and plain["flips"] == int(flips.sum())
+    assert plain["successes"] - plain["already_misclassified"] == plain["flips"]
+    assert doc["bare"]["plain k=1"]["flips"] == int(((after < 0.5) & (before >= 0.5)).sum())
+    assert res["through"]["exhaustive k=1"] == {
+        "attacks": 1,
+        "on_true_side": int(worst["guards"]["residual"]["on_true_side"][0]),
+        "flips": worst["guards"]["residual"]["flips"],
+        "capped": 0,
+    }
+    bad = CliRunner().invoke(app, [*args, "--worst-case", str(tmp_path / "nope.json")])
+    assert bad.exit_code != 0 and "--worst-case" in bad.output
+    missing = CliRunner().invoke(app, ["evaluate-guard", str(tmp_path / "nope"), "--data", str(clean_dir)])
     assert missing.exit_code != 0
     assert "attacks.sqlite" in " ".join(missing.output.split())

@@ -16,9 +16,12 @@ def train_detector(
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 40,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")] = 0,
     out: Annotated[
-        Path | None,
-        typer.Option(help="Weights file to write (.safetensors). Default: the bundled vae_amibr."),
-    ] = None,
+        Path,
+        typer.Option(help="Weights file to write (.safetensors); never the bundled file unless --force."),
+    ] = Path("runs/vae/vae_amibr.safetensors"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow --out to overwrite a weights file bundled with onepixel.")
+    ] = False,
     heldout: Annotated[
         float, typer.Option(help="Fraction of train-split slides held out as clean validation.")
     ] = 0.1,
@@ -41,34 +44,31 @@ def train_detector(
     from onepixel.data.amibr import is_amibr, load_amibr
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.train import (
-        DEFAULT_DETECTOR,
-        WEIGHTS_DIR,
+        BundledWeightsError,
         TrainConfig,
-        save_vae,
+        check_out_path,
         split_heldout_slides,
-        train_vae,
-        vae_info,
+        train_detector,
     )
 
+    try:
+        check_out_path(out, force=force)
+    except BundledWeightsError as exc:
+        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
         patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
     except DataError as exc:
         raise fail(exc) from exc
-    held = (
-        split_heldout_slides(patches.groups, heldout, seed)
-        if patches.groups is not None and heldout > 0
-        else None
-    )
-    train = patches.subset(~held) if held is not None else patches
-    heldout_names = [patches.names[i] for i in range(len(patches)) if held is not None and held[i]]
     cfg = TrainConfig(
         epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
     )
-    path = out or WEIGHTS_DIR / f"{DEFAULT_DETECTOR}.safetensors"
+    held = 0
+    if patches.groups is not None and heldout > 0:
+        held = int(split_heldout_slides(patches.groups, heldout, seed).sum())
+    n_train = len(patches) - held
     console.print(
-        f"training VAE on {len(train)} clean patches from {root} ({len(heldout_names)} held out), "
-        f"{epochs} epochs -> {path}"
+        f"training VAE on {n_train} clean patches from {root} ({held} held out), {epochs} epochs -> {out}"
     )
     command = (
         f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
@@ -83,58 +83,26 @@ def train_detector(
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("train", total=epochs * len(train), epoch=0, loss=0.0, mse=0.0, kl=0.0)
+        task = progress.add_task("train", total=epochs * n_train, epoch=0, loss=0.0, mse=0.0, kl=0.0)
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
             progress.update(task, epoch=epoch, loss=stats["loss"], mse=stats["mse"], kl=stats["kl"])
-            info = {"command": command, "history": history, "partial_epochs": epoch}
-            save_vae(state["model"], path, info)
 
-        history: list[dict[str, float]] = []
-        state: dict[str, object] = {}
-
-        def record(epoch: int, stats: dict[str, float]) -> None:
-            stats = {**stats, "epoch": len(previous) + epoch}
-            history.append(stats)
-            on_epoch(epoch, stats)
-
-        from onepixel.defense.train import load_vae
-        from onepixel.defense.vae import VAE
-
-        previous: list[dict[str, float]] = []
-        if resume is not None:
-            state["model"], old = load_vae(resume)
-            previous.extend((old.get("info") or {}).get("history", []))
-            history.extend(previous)
-            earlier = (old.get("info") or {}).get("command")
-            old_info = old.get("info") or {}
-            earlier_seconds = float(old_info.get("seconds_total", old_info.get("seconds", 0.0)) or 0.0)
-        else:
-            state["model"] = VAE()
-            earlier, earlier_seconds = None, 0.0
-        result = train_vae(
-            train.images,
-            cfg,
-            model=state["model"],  # type: ignore[arg-type]
-            on_epoch=record,
-            on_step=lambda n: progress.advance(task, n),
-        )
-    info = vae_info(
-        result,
-        cfg,
-        command=command,
-        data=str(root),
-        n_train=len(train),
-        heldout_fraction=heldout,
-        heldout_slides=sorted({str(g) for g, h in zip(patches.groups, held, strict=True) if h})
-        if held is not None and patches.groups is not None
-        else [],
-        history=history,
-        epochs_total=len(history),
-        resumed_from=earlier,
-        seconds_total=round(earlier_seconds + result.seconds, 1),
-    )
-    save_vae(result.model, path, info)
+        try:
+            path, info, result = train_detector(
+                patches,
+                out,
+                cfg,
+                heldout=heldout,
+                resume=resume,
+                force=force,
+                data=str(root),
+                command=command,
+                on_epoch=on_epoch,
+                on_step=lambda n: progress.advance(task, n),
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(exc) from exc
     console.print(
         f"wrote {path}: {info['parameters']:,} parameters, {result.seconds:.0f} s "
         f"({result.images_per_second:.0f} images/s), final mse {result.history[-1]['mse']:.5f}"
@@ -284,90 +252,75 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
-HEADERS = {
-    "attacks": "attacks",
-    "successful": "succ",
-    "already_misclassified": "pre-mis",
-    "flagged": "flagged",
-    "blocked": "blocked",
-    "got_through": "through",
-    "got_through_flips": "thr. flips",
-    "repairs_restoring": "restored",
-    "located_attacked": "loc hit",
-    "flipped_in_repair_mode": "flip (rep)",
-}
+KINDS = ("plain k=1", "plain k=3", "adaptive k=1", "adaptive k=3", "exhaustive k=1")
 
 
 def evaluate_guard(
     runs: Annotated[
-        list[Path], typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png): plain and adaptive."),
+    ] = None,
     data: DataOption = None,
+    worst_case: Annotated[
+        list[Path] | None,
+        typer.Option(help="Exhaustive worst-case JSON (scripts/guard_worst_case.py); repeatable."),
+    ] = None,
+    site_study: Annotated[
+        Path | None,
+        typer.Option(help="Site-study JSON (scripts/guard_site_study.py): out-of-domain FPR column."),
+    ] = None,
     detector: Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")] = "vae_amibr",
     p: Annotated[float, typer.Option(help="Minkowski order of the VAE guard.")] = 7.0,
-    vae_threshold: Annotated[
-        float | None, typer.Option(help="VAE threshold. Default: the one stored with the weights.")
+    no_vae: Annotated[bool, typer.Option("--no-vae", help="Leave the VAE guard out (faster).")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the first N clean patches (seeded shuffle) for FPR/accuracy."),
     ] = None,
-    residual_threshold: Annotated[
-        float | None,
-        typer.Option(help="Residual threshold. Default: calibrated like the VAE's (held-out train slides)."),
-    ] = None,
-    vae_fpr: Annotated[
-        float,
-        typer.Option(
-            help="Also a VAE guard whose threshold flags this share of the clean held-out train "
-            "slides (AMi-Br only; 0: off)."
-        ),
-    ] = 0.05,
-    target: Annotated[str, typer.Option(help="Classifier that sees repaired images.")] = "bundled",
-    repair: Annotated[
-        bool, typer.Option(help="Also repair flagged successful attacks and re-classify.")
-    ] = True,
+    target: Annotated[str, typer.Option(help="Classifier behind the guards.")] = "bundled",
     out: Annotated[Path | None, typer.Option(help="Also write the full report to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
-    """The guarded pipeline on stored campaigns: per run and guard (VAE, residual baseline), how
-    many successful attacks the guard blocks, how many get through, and how many repairs
-    (neighbour-median on the located pixel) restore the clean decision; clean FPR on the test split."""
+    """The guarded pipeline, one row per guard (reject with residual / residual-robust / VAE,
+    repair-always k=1 and k=3, 3x3 median pre-filter): clean FPR in and out of domain, clean
+    balanced accuracy through the guard, and the flips that get through (plain, adaptive,
+    exhaustive; flips = successes through the guard minus already-misclassified images)."""
     import json
 
+    import numpy as np
     import torch
 
     from onepixel.cli.data import data_root
     from onepixel.data.amibr import is_amibr, load_amibr
     from onepixel.data.patches import DataError, load_folder
     from onepixel.defense.evaluate import jsonable
-    from onepixel.defense.guard import build_guard
-    from onepixel.defense.guard_eval import COUNTS, calibrate_residual, heldout_clean
-    from onepixel.defense.guard_eval import evaluate_guard as run_evaluation
+    from onepixel.defense.guard_eval import load_campaign
+    from onepixel.defense.guard_table import default_guards, guard_table
     from onepixel.targets import TargetError, open_target
 
     torch.set_num_threads(1)
     try:
         root = data_root(data)
-        amibr = is_amibr(root)
-        clean = load_amibr(root, "test") if amibr else load_folder(root)
-        calibration = None
-        train = load_amibr(root, "train") if amibr and (residual_threshold is None or vae_fpr > 0) else None
-        if residual_threshold is None:
-            if train is None:
-                raise DataError(
-                    f"{root} is not AMi-Br: pass --residual-threshold (no train slides to calibrate on)"
-                )
-            calibration = calibrate_residual(train)
-            residual_threshold = calibration["threshold"]
-        guards = {f"vae p={p:g}": build_guard(detector, vae_threshold, p)}
-        if train is not None and vae_fpr > 0:
-            strict = build_guard(detector, None, p)
-            strict.detector.infer_threshold(heldout_clean(train), fpr=vae_fpr)
-            guards[f"vae p={p:g} fpr{vae_fpr:g}"] = strict
-        guards["residual"] = build_guard("residual", residual_threshold)
+        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        if limit is not None and limit < len(clean):
+            clean = clean.subset(np.sort(np.random.default_rng(0).permutation(len(clean))[:limit]))
+        campaigns = [load_campaign(r) for r in runs or []]
+        docs = [_read_json(w, "--worst-case") for w in worst_case or []]
+        study = _read_json(site_study, "--site-study") if site_study is not None else None
         classifier = open_target(target)
-        report = run_evaluation(runs, guards, classifier, clean.images, repair=repair)
+        guards = default_guards(classifier, vae=detector, p=p)
+        if no_vae:
+            guards = {n: g for n, g in guards.items() if "vae" not in n}
+        report = guard_table(
+            campaigns,
+            guards,
+            clean.images,
+            clean.labels == clean.positive_index,
+            worst_cases=docs,
+            site_study=study,
+        )
     except (DataError, FileNotFoundError, ValueError, TargetError) as exc:
         raise fail(exc) from exc
-    if calibration is not None:
-        report["guards"]["residual"]["calibration"] = calibration
+    report["clean_data"] = {"folder": str(root), "images": len(clean)}
     doc = jsonable(report)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -377,21 +330,40 @@ def evaluate_guard(
         return
     from rich.table import Table
 
-    keys = COUNTS if repair else COUNTS[:7]
-    table = Table(title="guarded pipeline: successful attacks blocked / through, repairs restoring")
-    for col in ("run", "guard", *keys):
-        table.add_column(HEADERS.get(col, col))
-    for row in report["runs"]:
-        for name, counts in row["guards"].items():
-            table.add_row(Path(row["run"]).name, name, *(str(counts[k]) for k in keys))
-    for name, counts in report["totals"].items():
-        table.add_row("[bold]all", name, *(str(counts[k]) for k in keys))
-    console.print(table)
-    for name, g in report["guards"].items():
-        console.print(
-            f"{name}: threshold {g['threshold']:.4g}, clean FPR {g['clean_fpr']:.3f} "
-            f"({g['clean_flagged']}/{g['clean_images']} clean test images)"
+    def fmt(v: float | None) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    kinds = [k for k in KINDS if any(k in row["through"] for row in report["guards"].values())]
+    table = Table(title=f"guarded pipeline (bare balanced accuracy {fmt(report['balanced_accuracy_bare'])})")
+    for col in ("guard", "FPR in", "FPR out (worst)", "bal. acc.", *(f"flips {k}" for k in kinds)):
+        table.add_column(col)
+    for name, row in report["guards"].items():
+        ood = row["clean_fpr_out_of_domain"]
+        cells = []
+        for k in kinds:
+            t = row["through"].get(k)
+            cells.append("-" if t is None else f"{t['flips']}/{t['attacks']}")
+        table.add_row(
+            name,
+            fmt(row["clean_fpr_in_domain"]),
+            fmt(ood["worst"] if ood else None),
+            fmt(row["balanced_accuracy"]),
+            *cells,
         )
+    stdout_console().print(table)
+
+
+def _read_json(path: Path, flag: str) -> dict:
+    """Return a JSON file's object; a clear CLI error when unreadable."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(f"{flag}: {path} is not a readable JSON file ({exc})") from None
+    if not isinstance(doc, dict):
+        raise fail(f"{flag}: {path} does not hold a JSON object")
+    return doc
 
 
 def _split_names(data: Path, split: str) -> set[str] | None:

@@ -99,3 +99,37 @@ def outside_images(size: int = 64) -> tuple[np.ndarray, list[str]]:
         np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)) for im in (cat, astro)
     ]
     return np.stack(out).astype(np.uint8), ["chelsea (cat)", "astronaut"]
+
+
+def tradeoff_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    points: dict[str, tuple[float, float]],
+    attacked: int,
+    path: Path,
+    title: str = "exhaustive k = 1 worst case through the guard",
+) -> Path:
+    """Write the trade-off plot (clean FPR against flips that get through) and return ``path``.
+
+    ``curves``: per reject detector, (clean FPR (T,), flips through (T,)) over thresholds;
+    ``points``: guards without a threshold (repair, median) at (FPR, flips); ``attacked``: images.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for name, (fpr, flips) in curves.items():
+        order = np.argsort(fpr)
+        ax.step(np.asarray(fpr)[order], np.asarray(flips)[order], where="post", label=f"reject: {name}")
+    for marker, (name, (fpr, flips)) in zip("os^Dv", points.items(), strict=False):
+        ax.plot([fpr], [flips], marker, ms=7, label=name)
+    ax.axvline(0.05, color="grey", ls=":", lw=0.8)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(
+        xlabel="clean false-alarm rate (AMi-Br test split)",
+        ylabel=f"images flipped through the guard (of {attacked})",
+        title=title,
+        xlim=(0, 0.3),
+    )
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -16,6 +16,13 @@ wraps any target with a guard:
 - ``mode="repair-always"``: EVERY image gets its ``repair_pixels`` most suspicious pixels
   replaced that way, flagged or not (an attacker cannot slip under a threshold); the verdicts
   are still reported.
+- ``mode="median"``: every image goes through a 3x3 median pre-filter; verdicts reported.
+
+Pixel-change queries (``predict_pixels``, what attacks send) are served exactly as ``predict``
+would serve the painted images, without painting them when the detector is a residual one:
+:mod:`onepixel.defense.sparse` recomputes only the residuals a change can move, the served
+image is written as changes of the (filtered) base image, each distinct served image is scored
+once, and the wrapped target's own fast path (cone inference) scores it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from onepixel.defense.residual import ResidualDetector
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo, check_batch
 
-Mode = Literal["reject", "repair", "repair-always"]
+Mode = Literal["reject", "repair", "repair-always", "median"]
+MODES: tuple[str, ...] = ("reject", "repair", "repair-always", "median")
 
 
 class GuardError(OnePixelError, ValueError):
@@ -106,8 +114,8 @@ class GuardedTarget(Target):
         repair_pixels: int = 1,
     ):
         super().__init__()
-        if mode not in ("reject", "repair", "repair-always"):
-            raise ValueError(f"mode must be 'reject', 'repair' or 'repair-always', got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if repair_pixels < 1:
             raise ValueError(f"repair_pixels must be >= 1, got {repair_pixels}")
         self.repair_pixels = int(repair_pixels)
@@ -131,6 +139,7 @@ class GuardedTarget(Target):
         self.rejected = 0
         self._verdicts: list[np.ndarray] = []
         self._anomaly: list[np.ndarray] = []
+        self._sparse: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return the classifier's scores (N,) (after repair in repair mode); sets ``last_verdicts``."""
@@ -157,6 +166,10 @@ class GuardedTarget(Target):
             from onepixel.defense.residual import repair_top
 
             images = repair_top(images, self.repair_pixels, self.guard.locator)
+        elif self.mode == "median":
+            from onepixel.defense.residual import median_filter
+
+            images = median_filter(images, self.info.input_size)
         elif self.mode == "repair" and flags.any():
             images = images.copy()
             images[flags] = self.guard.locator.repair(images[flags], where[flags])
@@ -164,6 +177,72 @@ class GuardedTarget(Target):
         if self.mode == "reject" and self.on_reject == "nan":
             scores = np.where(flags, np.nan, scores)
         return scores
+
+    def _base_state(self, base: np.ndarray) -> dict[str, Any]:
+        """Return the per-base-image state of the pixel path (cached for the last base set)."""
+        import hashlib
+
+        from onepixel.defense.residual import median_filter
+        from onepixel.defense.sparse import SparseResidual
+
+        key = (base.shape, hashlib.blake2b(np.ascontiguousarray(base).tobytes(), digest_size=16).digest())
+        if self._sparse is not None and self._sparse[0] == key:
+            return self._sparse[1]
+        det = self.guard.detector
+        state: dict[str, Any] = {
+            "detector": SparseResidual(det, base) if isinstance(det, ResidualDetector) else None,
+            "locator": SparseResidual(self.guard.locator, base) if self.mode != "median" else None,
+            "filtered": median_filter(base, self.info.input_size) if self.mode == "median" else None,
+        }
+        self._sparse = (key, state)
+        return state
+
+    def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Serve pixel-change queries as :meth:`predict` serves the painted images (verdicts in
+        ``last_verdicts``), scoring each distinct served image once through the wrapped target."""
+        from onepixel.defense.sparse import canonical_changes, median_filter_changes
+        from onepixel.targets.pixels import paint
+
+        state = self._base_state(base)
+        if state["detector"] is not None:
+            anomaly = state["detector"].scores(index, changes)
+            flags = anomaly > self.guard.threshold
+        else:
+            parts = [
+                self.guard.detector.predict(paint(base, index[s : s + 1024], changes[s : s + 1024]))
+                for s in range(0, len(changes), 1024)
+            ]
+            anomaly = np.concatenate([np.asarray(p["score"], dtype=np.float64) for p in parts])
+            flags = np.concatenate([np.asarray(p["is_adversarial"], dtype=bool) for p in parts])
+        served, classified = changes, base
+        if self.mode == "repair":
+            fix = state["locator"].repair_changes(index, changes)
+            fix = np.where(flags[:, None], fix, changes[:, -1])  # unflagged: a repeat (no-op)
+            served = np.concatenate([changes, fix[:, None]], axis=1)
+        elif self.mode == "repair-always":
+            for _ in range(self.repair_pixels):  # rounds, as repair_top: re-locate each time
+                fix = state["locator"].repair_changes(index, served)
+                served = np.concatenate([served, fix[:, None]], axis=1)
+        elif self.mode == "median":
+            classified = state["filtered"]
+            served = median_filter_changes(base, index, changes)
+        canon = canonical_changes(classified, index, served)
+        keys = np.concatenate([index[:, None], canon.reshape(len(canon), -1)], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        scores = self.target.predict_pixels(
+            classified, unique[:, 0], unique[:, 1:].reshape(len(unique), -1, 5)
+        )[inverse.ravel()]
+        self.queries += len(changes)
+        self.last_verdicts, self.last_anomaly_scores = flags, anomaly
+        self.rejected += int(flags.sum())
+        if self.mode == "reject" and self.on_reject == "nan":
+            scores = np.where(flags, np.nan, scores)
+        return scores
+
+    def predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        """Return the served scores (Q,) of pixel-change queries; sets ``last_verdicts``."""
+        self.last_verdicts, self.last_anomaly_scores = np.zeros(0, dtype=bool), np.zeros(0)
+        return super().predict_pixels(base, index, changes)
 
     def close(self) -> None:
         """Close the wrapped target."""

@@ -63,6 +63,23 @@ class Campaign:
     success: np.ndarray  # (N,) bool
     score_before: np.ndarray  # (N,) clean scores
     attacked_xy: np.ndarray  # (N, k, 2) [x, y] of the attack's pixels
+    clean: np.ndarray | None = None  # (N, H, W, 3) clean images, when the records hold the originals
+    info: dict[str, Any] | None = None  # the run's stored info (e.g. the guard it attacked through)
+
+
+def _clean_images(images: np.ndarray, vectors: np.ndarray, records: Sequence[Any]) -> np.ndarray | None:
+    """Return the clean images (adversarial ones with the attacked pixels' stored original colours
+    put back), or None when a record lacks them."""
+    originals = [(r.extra or {}).get("original_pixels") for r in records]
+    if any(o is None for o in originals):
+        return None
+    clean = images.copy()
+    rgb = np.array(originals, dtype=np.int64).reshape(len(records), -1, 3)
+    n = np.arange(len(records))[:, None]
+    size = images.shape[1]
+    xs, ys = np.clip(vectors[:, :, 0], 0, size - 1), np.clip(vectors[:, :, 1], 0, size - 1)
+    clean[n, ys, xs] = rgb.astype(np.uint8)
+    return clean
 
 
 def load_campaign(run_dir: str | Path) -> Campaign:
@@ -76,8 +93,10 @@ def load_campaign(run_dir: str | Path) -> Campaign:
     if config is None:
         raise DataError(f"{run_dir}: holds only a CSV export, not a campaign store")
     images = run.images()
+    info = run.info
     k = config.pixels
     vectors = np.array([r.vector for r in records], dtype=np.int64).reshape(len(records), k, 5)
+    stacked = np.stack(images)
     return Campaign(
         run=str(run_dir),
         direction=config.direction,
@@ -85,10 +104,12 @@ def load_campaign(run_dir: str | Path) -> Campaign:
         objective_options=dict(config.objective_options),
         pixels=k,
         filtered=config.filter,
-        images=np.stack(images),
+        images=stacked,
         success=np.array([r.success for r in records], dtype=bool),
         score_before=np.array([r.score_before for r in records], dtype=np.float64),
         attacked_xy=vectors[:, :, :2],
+        clean=_clean_images(stacked, vectors, records),
+        info=dict(info or {}),
     )
 
 

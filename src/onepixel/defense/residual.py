@@ -43,16 +43,33 @@ def relative_scores(residuals: np.ndarray) -> np.ndarray:
     return flat.max(axis=1) / (med + mad + RELATIVE_EPS)
 
 
-def neighbour_median(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# Batcher's odd-even merge sorting network for 8 values (19 compare-exchanges; it sorts every
+# 0/1 input, hence every input): exact min/max on whole maps, far faster than sorting tiny rows.
+SORT8 = (
+    (0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (1, 2), (5, 6),
+    (0, 4), (3, 7), (1, 5), (2, 6), (1, 4), (3, 6), (2, 4), (3, 5), (3, 4),
+)  # fmt: skip
+
+
+def _middle_two(values: list[torch.Tensor]) -> torch.Tensor:
+    """Return the mean of the 4th and 5th smallest of 8 same-shaped tensors (elementwise)."""
+    v = list(values)
+    for a, b in SORT8:
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return 0.5 * (v[3] + v[4])
+
+
+def neighbour_median(images: np.ndarray, with_mad: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Return ``(median, mad)`` (N, H, W, 3) float32 in [0, 1]: the 8 neighbours' channel median
-    and their median absolute deviation from it, for uint8 NHWC images."""
+    and their median absolute deviation from it (None unless ``with_mad``), for uint8 NHWC images."""
     x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    win = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(*x.shape, 9)[..., _NEIGHBOURS]
-    ordered = win.sort(dim=-1).values
-    med = 0.5 * (ordered[..., 3] + ordered[..., 4])  # median of 8 = mean of the middle two
-    spread = (win - med[..., None]).abs().sort(dim=-1).values
-    mad = 0.5 * (spread[..., 3] + spread[..., 4])
+    h, w = x.shape[2:]
+    win = [padded[:, :, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)]
+    med = _middle_two(win)  # median of 8 = mean of the middle two
+    if not with_mad:
+        return med.permute(0, 2, 3, 1).numpy(), None
+    mad = _middle_two([(v - med).abs() for v in win])
     return med.permute(0, 2, 3, 1).numpy(), mad.permute(0, 2, 3, 1).numpy()
 
 
@@ -94,9 +111,9 @@ class ResidualDetector:
         out = np.empty(images.shape[:3], dtype=np.float32)
         for i in range(0, len(images), self.batch_size):
             chunk = images[i : i + self.batch_size]
-            med, mad = neighbour_median(chunk)
+            med, mad = neighbour_median(chunk, with_mad=self.normalise)
             dev = _colour_norm(chunk.astype(np.float32) / 255.0 - med)
-            if self.normalise:
+            if mad is not None:
                 dev = dev / (_colour_norm(mad) + self.eps)
             out[i : i + len(chunk)] = dev
         return out

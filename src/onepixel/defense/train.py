@@ -1,5 +1,8 @@
 """Train the VAE detector on clean patches (seeded, Adam lr 1e-3, batch 100 as in paper 001).
 
+:func:`train_detector` is the whole run the CLI starts (held-out split, resume, weights saved
+after every epoch, metadata); it refuses to write over the bundled weights unless forced.
+
 Training images are the clean AMi-Br TRAIN split minus a seeded set of held-out slides (kept as
 clean validation data for choosing detector thresholds). Each step takes 64x64 crops around the
 patch centre (jittered by up to ``jitter`` px when the originals are larger than 64 px), random
@@ -13,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from onepixel.data.patches import DataError
 from onepixel.defense.vae import VAE, VAEConfig, count_parameters, vae_loss
+from onepixel.errors import OnePixelError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_DETECTOR = "vae_amibr"
@@ -208,3 +213,92 @@ def vae_info(result: TrainResult, cfg: TrainConfig, **extra: object) -> dict[str
         "final": result.history[-1] if result.history else {},
         **extra,
     }
+
+
+DEFAULT_OUT = Path("runs") / "vae" / f"{DEFAULT_DETECTOR}.safetensors"
+
+
+class BundledWeightsError(OnePixelError, ValueError):
+    """A training run would overwrite the weights bundled with onepixel."""
+
+
+def check_out_path(out: str | Path, *, force: bool = False) -> Path:
+    """Return ``out`` as a path; BundledWeightsError when it is a bundled weights file and not ``force``."""
+    path = Path(out).expanduser()
+    if not force and path.resolve().parent == WEIGHTS_DIR.resolve():
+        raise BundledWeightsError(
+            f"{path} is a weights file bundled with onepixel; training would overwrite it. "
+            "Write your weights elsewhere, or force the overwrite deliberately"
+        )
+    return path
+
+
+def train_detector(
+    patches: Any,
+    out: str | Path = DEFAULT_OUT,
+    cfg: TrainConfig | None = None,
+    *,
+    heldout: float = 0.1,
+    resume: str | Path | None = None,
+    force: bool = False,
+    data: str = "",
+    command: str | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[Path, dict[str, object], TrainResult]:
+    """Train the VAE on the clean ``patches`` (a PatchSet) minus a seeded share ``heldout`` of
+    slides (when the patches have slide groups) and write its weights to ``out``; return
+    ``(path, info written with the weights, TrainResult)``.
+
+    The weights are saved after every epoch (``info["partial_epochs"]``) so an interrupted run
+    leaves usable weights. ``resume`` continues from earlier weights (fresh optimiser state,
+    history carried on). ``out`` may not be a bundled weights file unless ``force``.
+    """
+    cfg = cfg or TrainConfig()
+    path = check_out_path(out, force=force)
+    held = (
+        split_heldout_slides(patches.groups, heldout, cfg.seed)
+        if patches.groups is not None and heldout > 0
+        else None
+    )
+    train = patches.subset(~held) if held is not None else patches
+    previous: list[dict[str, float]] = []
+    earlier, earlier_seconds = None, 0.0
+    if resume is not None:
+        model, old = load_vae(resume)
+        old_info = dict(old.get("info") or {})  # type: ignore[arg-type]
+        previous.extend(old_info.get("history", []))
+        earlier = old_info.get("command")
+        earlier_seconds = float(old_info.get("seconds_total", old_info.get("seconds", 0.0)) or 0.0)
+    else:
+        model = VAE()
+    history: list[dict[str, float]] = list(previous)
+
+    def record(epoch: int, stats: dict[str, float]) -> None:
+        stats = {**stats, "epoch": len(previous) + epoch}
+        history.append(stats)
+        save_vae(model, path, {"command": command, "history": history, "partial_epochs": epoch})
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+
+    result = train_vae(train.images, cfg, model=model, on_epoch=record, on_step=on_step)
+    slides = (
+        sorted({str(g) for g, h in zip(patches.groups, held, strict=True) if h})
+        if held is not None and patches.groups is not None
+        else []
+    )
+    info = vae_info(
+        result,
+        cfg,
+        command=command,
+        data=data,
+        n_train=len(train),
+        heldout_fraction=heldout,
+        heldout_slides=slides,
+        history=history,
+        epochs_total=len(history),
+        resumed_from=earlier,
+        seconds_total=round(earlier_seconds + result.seconds, 1),
+    )
+    save_vae(result.model, path, info)
+    return path, info, result
