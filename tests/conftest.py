@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,3 +76,17 @@ def write_class_folders(split: PatchSet, root: Path, per_class: int) -> Path:
         for i in np.flatnonzero(split.labels == split.classes.index(label))[:per_class]:
             Image.fromarray(split.images[i]).save(root / label / f"{split.names[i]}.png")
     return root
+
+
+def reference_residual(images: np.ndarray) -> np.ndarray:
+    """Return each pixel's residual (N, H, W) float64, computed with plain numpy and no onepixel
+    code (the independent expectation of the residual detector's tests): the colour distance /
+    sqrt(3) of a pixel to the channel median of its 8 edge-padded neighbours."""
+    x = images.astype(np.float64) / 255.0
+    h, w = images.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    neighbours = [
+        padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)
+    ]
+    median = np.median(np.stack(neighbours, axis=-1), axis=-1)
+    return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from conftest import reference_residual
 from onepixel.attack.objectives import Fitness, PlainObjective
 from onepixel.attack.perturb import apply_pixels
 from onepixel.data.patches import PatchSet
@@ -30,20 +31,6 @@ def target() -> TorchTarget:
 def images(test_split: PatchSet) -> np.ndarray:
     """Return 24 seeded clean test patches."""
     return test_split.images[np.random.default_rng(2).permutation(len(test_split))[:24]]
-
-
-def reference_residual(images: np.ndarray) -> np.ndarray:
-    """Return each image's residual score (N,) float64, computed here with plain numpy and no
-    onepixel code: the largest colour distance / sqrt(3) of a pixel to the channel median of its
-    8 edge-padded neighbours."""
-    x = images.astype(np.float64) / 255.0
-    h, w = images.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    neighbours = [
-        padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)
-    ]
-    median = np.median(np.stack(neighbours, axis=-1), axis=-1)
-    return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)
 
 
 def reference_repair(images: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import reference_residual
 from onepixel import __version__
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet
@@ -25,19 +26,6 @@ from onepixel.defense.calibrate import (
 )
 from onepixel.defense.guard import build_guard
 from onepixel.defense.residual import ResidualDetector
-
-
-def reference_residual(images: np.ndarray) -> np.ndarray:
-    """Return each pixel's residual (N, H, W) float64 in plain numpy: colour distance / sqrt(3)
-    to the channel median of its 8 edge-padded neighbours."""
-    x = images.astype(np.float64) / 255.0
-    h, w = images.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    neighbours = [
-        padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)
-    ]
-    median = np.median(np.stack(neighbours, axis=-1), axis=-1)
-    return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)
 
 
 def centre(path: Path) -> np.ndarray:

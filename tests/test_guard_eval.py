@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import reference_residual
 from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
 from onepixel.attack.perturb import apply_pixels
 from onepixel.cli.main import app
@@ -21,19 +22,6 @@ from onepixel.defense.residual import ResidualDetector
 from onepixel.targets.local import TorchTarget
 
 RESIDUAL_THRESHOLD = 0.18  # about the calibrated value (held-out train slides, Youden)
-
-
-def reference_residual(images: np.ndarray) -> np.ndarray:
-    """Return each pixel's residual (N, H, W) float64, computed here with plain numpy and no
-    onepixel code: colour distance / sqrt(3) to the channel median of its 8 edge-padded neighbours."""
-    x = images.astype(np.float64) / 255.0
-    h, w = images.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    neighbours = [
-        padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)
-    ]
-    median = np.median(np.stack(neighbours, axis=-1), axis=-1)
-    return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)
 
 
 def reference_repair(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
