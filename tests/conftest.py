@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from onepixel.data.amibr import load_amibr
 from onepixel.data.patches import PatchSet
+from onepixel.targets import Target, TorchTarget
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -90,3 +92,47 @@ def reference_residual(images: np.ndarray) -> np.ndarray:
     ]
     median = np.median(np.stack(neighbours, axis=-1), axis=-1)
     return np.sqrt(((x - median) ** 2).sum(axis=-1) / 3.0)
+
+
+def randomise_batch_norm(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm2d of ``model`` random statistics and affine parameters (in place), so
+    that a slip in folding or in a per-channel batch norm shows (trained statistics can sit near
+    mean 0 / var 1)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.1)
+            module.weight.data.copy_(torch.randn(n, generator=generator) + 1)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.5)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Return the Chromium executable; under CI=true a missing browser FAILS the test."""
+    from onepixel.report.browser import find_chromium
+
+    exe = find_chromium()
+    if exe is None:
+        if IN_CI:
+            pytest.fail("Chromium is not installed, and CI must run the browser checks")
+        pytest.skip("Chromium is not installed (CI installs it and never skips)")
+    return exe
+
+
+class GatedTarget(Target):
+    """The real model behind a gate: model calls wait for ``gate``; ``sizes`` records each call."""
+
+    def __init__(self, inner: TorchTarget):
+        super().__init__()
+        self.inner = inner
+        self.info = inner.info
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.sizes: list[int] = []
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(60), "test gate never opened"
+        self.sizes.append(len(images))
+        return self.inner.predict(images)

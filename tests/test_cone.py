@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomise_batch_norm
 from onepixel.data.patches import PatchSet
 from onepixel.models import create_model, load_model
 from onepixel.models.resnet_custom import ResNetCustom
@@ -127,13 +128,7 @@ def test_cone_exact_with_nontrivial_batch_norm_statistics(test_split: PatchSet) 
     torch.manual_seed(3)
     model = create_model("resnet_custom").eval()
     generator = torch.Generator().manual_seed(4)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.1)
-            module.weight.data.copy_(torch.randn(n, generator=generator) + 1)
-            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.5)
+    randomise_batch_norm(model, generator)
     _, meta = load_model()
     reference = TorchTarget(model, meta, mode="eager", pixel_mode="full")
     target = TorchTarget(model, meta, pixel_mode="cone")

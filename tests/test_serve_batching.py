@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import GatedTarget
 from onepixel.data.patches import PatchSet
 from onepixel.serve import create_app
 from onepixel.serve.batching import Batcher, merge_pixel_jobs, pad_changes
 from onepixel.serve.runner import serving
-from onepixel.targets import Target, TorchTarget
+from onepixel.targets import TorchTarget
 from onepixel.targets.local import TOLERANCE
 from onepixel.targets.pixels import paint
 
@@ -49,24 +50,6 @@ def random_changes(rng: np.random.Generator, q: int, k: int) -> np.ndarray:
     xy = rng.integers(0, 64, size=(q, k, 2))
     rgb = rng.integers(0, 256, size=(q, k, 3))
     return np.concatenate([xy, rgb], axis=2)
-
-
-class GatedTarget(Target):
-    """The real model behind a gate: model calls wait for ``gate``; ``sizes`` records each call."""
-
-    def __init__(self, inner: TorchTarget):
-        super().__init__()
-        self.inner = inner
-        self.info = inner.info
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.sizes: list[int] = []
-
-    def _predict(self, images: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.gate.wait(60), "test gate never opened"
-        self.sizes.append(len(images))
-        return self.inner.predict(images)
 
 
 def single(url: str, image: np.ndarray) -> float:

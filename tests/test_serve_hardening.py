@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import struct
-import threading
 import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import GatedTarget
 from onepixel.data.patches import PatchSet, read_png
 from onepixel.serve import create_app
 from onepixel.serve.security import ACCESS_LOGGER, check_png_header, harden, png_dimensions
-from onepixel.targets import Target, TorchTarget
+from onepixel.targets import TorchTarget
 from onepixel.targets.local import TOLERANCE
 
 TOKEN = "s3cret-token-for-tests"
@@ -376,22 +376,6 @@ def test_parsed_uploads_are_closed_after_use(
     uploads = [v for form in forms for _, v in form.multi_items() if hasattr(v, "file")]
     assert len(forms) == 5 and len(uploads) == 1 + 1 + len(real_pngs) + 2 + 1
     assert all(upload.file.closed for upload in uploads)
-
-
-class GatedTarget(Target):
-    """The real model behind a gate: every model call waits until ``gate`` is set."""
-
-    def __init__(self, inner: TorchTarget):
-        super().__init__()
-        self.inner = inner
-        self.info = inner.info
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def _predict(self, images: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.gate.wait(60), "test gate never opened"
-        return self.inner.predict(images)
 
 
 def test_in_flight_bound_answers_503_with_retry_after(target: TorchTarget, real_pngs: list[bytes]) -> None:

@@ -11,6 +11,7 @@ import torch
 from fastapi.responses import JSONResponse
 from torch import nn
 
+from conftest import randomise_batch_norm
 from onepixel.data.patches import PatchSet
 from onepixel.models import DEFAULT_MODEL, create_model, load_model
 from onepixel.models.registry import weights_path
@@ -48,13 +49,7 @@ def test_bn_folding_exact_with_nontrivial_statistics(images: np.ndarray) -> None
     torch.manual_seed(1)
     model = create_model("resnet_custom").eval()
     generator = torch.Generator().manual_seed(2)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.1)
-            module.weight.data.copy_(torch.randn(n, generator=generator) + 1)
-            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.5)
+    randomise_batch_norm(model, generator)
     with torch.inference_mode():
         eager = model(to_tensor(images))
         folded = fuse(model)(to_normalised(images))
