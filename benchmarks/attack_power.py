@@ -67,7 +67,7 @@ from onepixel.targets import Target, TorchTarget
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from attack_vs_peers import TargetModule, _to_uint8_nhwc, paper_config, two_class_probs, versions  # noqa: E402
+from attack_vs_peers import TargetModule, _to_uint8_nhwc, art_classifier, paper_config, versions  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "attack_power.json"
 OURS = ("exhaustive", "sparse-rs", "de", "de-noconv")
@@ -271,16 +271,8 @@ def attack_pixle(target: FlipWatch, image: np.ndarray, direction: str, budget: i
 def attack_art_k(target: FlipWatch, image: np.ndarray, direction: str, budget: int, k: int) -> np.ndarray:
     """Return ART PixelAttack's adversarial image (th=k pixels, es=1, its stop-on-success)."""
     from art.attacks.evasion import PixelAttack
-    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
-    size = image.shape[0]
-    classifier = BlackBoxClassifierNeuralNetwork(
-        lambda x: two_class_probs(target.predict(_to_uint8_nhwc(x, 255.0, channels_first=False))),
-        input_shape=(size, size, 3),
-        nb_classes=2,
-        channels_first=False,
-        clip_values=(0.0, 255.0),
-    )
+    classifier = art_classifier(target, image.shape[0])
     _, members = _members(k, 400)
     attack = PixelAttack(
         classifier,

@@ -227,6 +227,19 @@ def _art_without_callback() -> Iterator[None]:
         pixel_threshold.differential_evolution = original
 
 
+def art_classifier(target: Target, size: int) -> Any:
+    """Return ART's black-box classifier view of ``target`` (NHWC 0-255 in, two-class probabilities out)."""
+    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
+
+    return BlackBoxClassifierNeuralNetwork(
+        lambda x: two_class_probs(target.predict(_to_uint8_nhwc(x, 255.0, channels_first=False))),
+        input_shape=(size, size, 3),
+        nb_classes=2,
+        channels_first=False,
+        clip_values=(0.0, 255.0),
+    )
+
+
 def art_max_iter(maxiter: int, popsize: int) -> int:
     """Return ART's max_iter giving the nearest query budget >= ours ((maxiter + 1) * popsize)."""
     return max(1, math.ceil((maxiter + 1) * popsize / ART_MEMBERS) - 1)
@@ -237,16 +250,8 @@ def attack_art(
 ) -> dict[str, Any]:
     """Attack image by image with ART PixelAttack (th=1 pixel, es=1: its DE), untargeted."""
     from art.attacks.evasion import PixelAttack
-    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
-    size = images.shape[1]
-    classifier = BlackBoxClassifierNeuralNetwork(
-        lambda x: two_class_probs(target.predict(_to_uint8_nhwc(x, 255.0, channels_first=False))),
-        input_shape=(size, size, 3),
-        nb_classes=2,
-        channels_first=False,
-        clip_values=(0.0, 255.0),
-    )
+    classifier = art_classifier(target, images.shape[1])
     attack = PixelAttack(
         classifier, th=1, es=1, max_iter=art_max_iter(maxiter, popsize), targeted=False, verbose=False
     )
