@@ -221,3 +221,19 @@ def test_serve_uses_the_guard_file(calibrated, test_split: PatchSet, monkeypatch
     bad.write_text('{"format": "onepixel-guard"')
     result = CliRunner().invoke(app, ["serve", "--guard", str(bad)])
     assert result.exit_code != 0 and "invalid JSON" in result.output and "Traceback" not in result.output
+
+
+def test_calibrate_names_a_vae_as_other_commands_do(tmp_path: Path, test_split: PatchSet) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(12):
+        Image.fromarray(test_split.images[i]).save(site / f"{test_split.names[i]}.png")
+    docs = []
+    for how in (["--detector", "vae", "--weights", "vae_amibr"], ["--detector", "vae_amibr"]):
+        out = tmp_path / f"{len(docs)}.json"
+        result = CliRunner().invoke(app, ["guard", "calibrate", "--data", str(site), *how, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        docs.append(json.loads(out.read_text()))
+    assert docs[0]["detector"] == docs[1]["detector"] == "vae"
+    assert docs[0]["weights"]["sha256"] == docs[1]["weights"]["sha256"]
+    assert docs[0]["threshold"] == docs[1]["threshold"]

@@ -398,10 +398,17 @@ def guard_calibrate(
         float, typer.Option(help="Share of clean patches the guard may flag (threshold = 1-fpr quantile).")
     ] = 0.05,
     detector: Annotated[
-        str, typer.Option(help="residual, residual-robust (scanner-independent), residual-norm or vae.")
+        str,
+        typer.Option(
+            help="The detector, as everywhere: residual, residual-robust (scanner-independent), "
+            "residual-norm, or a VAE: vae (with --weights), a bundled VAE name such as vae_amibr, "
+            "or a VAE .safetensors file."
+        ),
     ] = "residual",
     p: Annotated[float, typer.Option(help="Minkowski order of the VAE score.")] = 7.0,
-    weights: Annotated[str, typer.Option(help="VAE weights (bundled name or .safetensors).")] = "vae_amibr",
+    weights: Annotated[
+        str, typer.Option(help="With --detector vae: the VAE weights (bundled name or .safetensors).")
+    ] = "vae_amibr",
     pattern: Annotated[
         str | None, typer.Option(help="Only files whose name matches this glob (e.g. 'TUPAC16_*.png').")
     ] = None,
@@ -423,7 +430,15 @@ def guard_calibrate(
 
     torch.set_num_threads(1)
     if detector not in DETECTORS:
-        raise fail(f"--detector: unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
+        from onepixel.defense.calibrate import WEIGHTS_DIR
+
+        if (WEIGHTS_DIR / f"{detector}.safetensors").is_file() or detector.endswith(".safetensors"):
+            detector, weights = "vae", detector  # a VAE named the way other commands name it
+        else:
+            raise fail(
+                f"--detector: unknown detector {detector!r}; use one of {', '.join(DETECTORS)}, "
+                "a bundled VAE name or a VAE .safetensors file"
+            )
     if not 0.0 < fpr < 1.0:
         raise fail(f"--fpr must be strictly between 0 and 1, got {fpr:g}")
     if not data.is_dir():
