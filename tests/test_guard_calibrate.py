@@ -41,7 +41,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory, amibr_root: Path) -> tu
     real TUPAC16 patches of the AMi-Br folder (recursive, 128x128 originals, no labels used)."""
     out = tmp_path_factory.mktemp("site") / "guard.json"
     args = ["guard", "calibrate", "--data", str(amibr_root), "--fpr", "0.05", "--out", str(out)]
-    args += ["--pattern", "TUPAC16_*.png", "--max-images", "150", "--seed", "3"]
+    args += ["--pattern", "TUPAC16_*.png", "--limit", "150", "--seed", "3"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "wrote" in result.stdout and "flags 0.047 of 150" in result.stdout

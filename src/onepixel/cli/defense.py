@@ -413,10 +413,12 @@ def guard_calibrate(
         str | None, typer.Option(help="Only files whose name matches this glob (e.g. 'TUPAC16_*.png').")
     ] = None,
     split: Annotated[str, typer.Option(help="AMi-Br folders only: all, train or test split.")] = "all",
-    max_images: Annotated[
-        int | None, typer.Option(min=1, help="Use a seeded random subset of this many patches.")
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Use a seeded random subset of this many patches."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the --max-images subset.")] = 0,
+    old_max_images: Annotated[int | None, typer.Option("--max-images", min=1, hidden=True)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the guard file's content as JSON.")] = False,
 ) -> None:
     """Calibrate a guard on a site's own clean patches (no labels, no attacks): score them, set
@@ -443,13 +445,14 @@ def guard_calibrate(
         raise fail(f"--fpr must be strictly between 0 and 1, got {fpr:g}")
     if not data.is_dir():
         raise fail(f"data folder {data} does not exist")
+    max_images = limit if old_max_images is None else old_max_images
     names = _split_names(data, split)
     command = (
         f"onepixel guard calibrate --data {data} --fpr {fpr:g} --detector {detector}"
         + (f" --p {p:g} --weights {weights}" if detector == "vae" else "")
         + (f" --pattern '{pattern}'" if pattern else "")
         + (f" --split {split}" if split != "all" else "")
-        + (f" --max-images {max_images} --seed {seed}" if max_images else "")
+        + (f" --limit {max_images} --seed {seed}" if max_images else "")
         + f" --out {out}"
     )
     try:
