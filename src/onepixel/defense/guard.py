@@ -27,13 +27,16 @@ once, and the wrapped target's own fast path (cone inference) scores it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from onepixel.defense.residual import ResidualDetector
+from onepixel.defense.residual import ResidualDetector, median_filter, repair_top
+from onepixel.defense.sparse import SparseResidual, canonical_changes, median_filter_changes
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo, check_batch
+from onepixel.targets.pixels import paint
 
 Mode = Literal["reject", "repair", "repair-always", "median"]
 MODES: tuple[str, ...] = ("reject", "repair", "repair-always", "median")
@@ -163,12 +166,8 @@ class GuardedTarget(Target):
         self._verdicts.append(flags)
         self._anomaly.append(anomaly)
         if self.mode == "repair-always":
-            from onepixel.defense.residual import repair_top
-
             images = repair_top(images, self.repair_pixels, self.guard.locator)
         elif self.mode == "median":
-            from onepixel.defense.residual import median_filter
-
             images = median_filter(images, self.info.input_size)
         elif self.mode == "repair" and flags.any():
             images = images.copy()
@@ -180,11 +179,6 @@ class GuardedTarget(Target):
 
     def _base_state(self, base: np.ndarray) -> dict[str, Any]:
         """Return the per-base-image state of the pixel path (cached for the last base set)."""
-        import hashlib
-
-        from onepixel.defense.residual import median_filter
-        from onepixel.defense.sparse import SparseResidual
-
         key = (base.shape, hashlib.blake2b(np.ascontiguousarray(base).tobytes(), digest_size=16).digest())
         if self._sparse is not None and self._sparse[0] == key:
             return self._sparse[1]
@@ -200,9 +194,6 @@ class GuardedTarget(Target):
     def _predict_pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
         """Serve pixel-change queries as :meth:`predict` serves the painted images (verdicts in
         ``last_verdicts``), scoring each distinct served image once through the wrapped target."""
-        from onepixel.defense.sparse import canonical_changes, median_filter_changes
-        from onepixel.targets.pixels import paint
-
         state = self._base_state(base)
         if state["detector"] is not None:
             anomaly = state["detector"].scores(index, changes)
