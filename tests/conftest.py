@@ -67,6 +67,13 @@ def test_split(amibr_root: Path) -> PatchSet:
     return load_amibr(amibr_root, "test")
 
 
+@pytest.fixture(scope="module")
+def target() -> TorchTarget:
+    """Return the bundled classifier in-process (default inference paths), one per test module
+    so that each module's query counts start at 0."""
+    return TorchTarget.from_pretrained()
+
+
 def write_class_folders(split: PatchSet, root: Path, per_class: int) -> Path:
     """Write the first ``per_class`` images of each class of ``split`` to ``root/<label>/<id>.png``
     (a small real class-per-folder set) and return ``root``."""

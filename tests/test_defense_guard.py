@@ -22,12 +22,6 @@ from onepixel.targets.local import TOLERANCE, TorchTarget
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled classifier as a black-box target."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def images(test_split: PatchSet) -> np.ndarray:
     """Return 24 seeded clean test patches."""
     return test_split.images[np.random.default_rng(2).permutation(len(test_split))[:24]]

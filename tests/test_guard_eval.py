@@ -52,12 +52,6 @@ def stored_attacks(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled classifier."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def guard() -> Guard:
     """Return the residual guard at a fixed threshold."""
     return Guard(ResidualDetector(), threshold=RESIDUAL_THRESHOLD)

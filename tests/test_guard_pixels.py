@@ -16,12 +16,6 @@ from onepixel.targets.pixels import paint
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled classifier as a black-box target."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def base(test_split: PatchSet) -> np.ndarray:
     """Return 5 seeded clean test patches."""
     return test_split.images[np.random.default_rng(5).permutation(len(test_split))[:5]]

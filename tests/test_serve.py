@@ -52,12 +52,6 @@ def raw_png(width: int, height: int, depth: int, colour: int, rows: bytes) -> by
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled model in-process (default inference path)."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def client(target: TorchTarget) -> TestClient:
     """Return a TestClient of the service with a small batch cap."""
     return TestClient(create_app(target, max_batch=64))

@@ -34,12 +34,6 @@ def png_of(image: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled model in-process."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def images(test_split: PatchSet) -> np.ndarray:
     """Return 40 real AMi-Br test patches."""
     return test_split.images[:40]

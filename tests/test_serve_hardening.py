@@ -56,12 +56,6 @@ def bomb_png(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def target() -> TorchTarget:
-    """Return the bundled model in-process."""
-    return TorchTarget.from_pretrained()
-
-
-@pytest.fixture(scope="module")
 def client(target: TorchTarget) -> TestClient:
     """Return a client of the hardened service (logging on, no auth) with small caps."""
     return TestClient(harden(create_app(target, max_batch=8, max_upload_bytes=64 << 10)))
