@@ -15,8 +15,14 @@ query, recomputes only a window of each activation map that contains the cone:
   add reads the clean map outside the window; the global pool is the clean sum minus the
   clean window plus the new window (in float64).
 
-Batch norms are folded into convolutions where :mod:`onepixel.targets.fuse` folds them and
-applied per channel elsewhere (eval-mode statistics). Only models whose every module is of a
+Batch norms are folded into convolutions where :mod:`onepixel.targets.fuse` folds them. Each
+remaining pre-activation ``relu(bn(x))`` is rewritten as ``scale * clamp(x, lo, hi) + shift``
+(:class:`_Clamp`): one pass over the map, with ``scale`` and ``shift`` folded into the linear
+layer that reads it (the next block's 1x1 convolutions, or the head). The maps are stored minus a
+per-channel offset (the identity blocks' ``conv3`` biases, carried along the residual stream),
+so no block adds a bias over its output. A request is split into tiles of queries before any
+block whose window tensors would outgrow the cache (``TILE_ELEMENTS``): early blocks, whose
+windows are tiny, run on many queries per call, late ones on fewer. Only models whose every module is of a
 known type are handled (:func:`supports`); anything else gets ``None`` from :func:`build_cone`,
 and the caller scores with the full pass. Exactness against the full pass is checked by the
 caller (:class:`onepixel.targets.local.TorchTarget`) at build time.
@@ -45,7 +51,11 @@ Tensor = torch.Tensor
 FULL_PASS_SHARE = 0.06
 # A layer's window longer than this share of its map (rows or columns) covers the whole map.
 FULL_MAP_SHARE = 0.9
-DEFAULT_CHUNK = 128
+DEFAULT_CHUNK = 1024
+# A block runs on at most this many activation values of input window per call; more queries
+# are split into equal tiles (measured on 2 threads: 64-128 queries in the last stage, all of a
+# 512-query request in the first).
+TILE_ELEMENTS = 2**19
 DEFAULT_CACHE_IMAGES = 64
 
 
@@ -112,6 +122,55 @@ def supports(model: nn.Module) -> bool:
     return True
 
 
+def _probe_fused_linear() -> bool:
+    """Return True when oneDNN's fused linear(+ReLU) runs here and equals ``F.linear``."""
+    try:
+        x, w, b = torch.randn(4, 2, 8), torch.randn(3, 8), torch.randn(3)
+        got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+        return bool(torch.allclose(got, F.linear(x, w, b).relu(), atol=1e-6))
+    except Exception:  # noqa: BLE001 - no oneDNN in this build: plain linear + ReLU
+        return False
+
+
+_FUSED_LINEAR = _probe_fused_linear()
+
+
+def _linear_relu(x: Tensor, wb: tuple[Tensor, Tensor]) -> Tensor:
+    """Return relu(x @ W.T + b) of NHWC ``x`` (any leading shape), fused where oneDNN allows."""
+    if _FUSED_LINEAR:
+        return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "relu", [], "")
+    return F.linear(x, wb[0], wb[1]).relu_()
+
+
+class _Clamp:
+    """``relu(scale * x + shift)`` per channel, computed as ``scale * clamp(x, lo, hi) + shift'``.
+
+    ``clamp`` is one pass over the map (a single ``maximum`` when every scale is positive);
+    ``scale`` and ``shift'`` are folded into the linear layer that reads the result
+    (:meth:`fold`). For scale > 0 the bound is a lower one, for scale < 0 an upper one; a zero
+    scale leaves the constant ``relu(shift)``.
+    """
+
+    def __init__(self, scale: Tensor, shift: Tensor):
+        scale, shift = scale.double(), shift.double()
+        bound = torch.where(scale != 0, -shift / torch.where(scale != 0, scale, 1.0), 0.0)
+        inf = torch.full_like(scale, float("inf"))
+        self.lo = torch.where(scale > 0, bound, torch.where(scale < 0, -inf, 0.0)).float()
+        hi = torch.where(scale < 0, bound, torch.where(scale > 0, inf, 0.0)).float()
+        self.hi = hi if bool((scale <= 0).any()) else None
+        self.scale = scale
+        self.shift = torch.where(scale == 0, shift.clamp_min(0.0), shift)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Return clamp(x, lo, hi) per channel (last dimension) as a new tensor."""
+        return torch.maximum(x, self.lo) if self.hi is None else torch.clamp(x, self.lo, self.hi)
+
+    def fold(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (weight', bias') with ``weight' @ clamp(x) + bias' = weight @ relu(.) + bias``."""
+        w = weight.double()
+        return (w * self.scale).float().contiguous(), (bias.double() + w @ self.shift).float()
+
+
 def _affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """Return the per-channel (scale, shift) of an eval-mode batch norm."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var.detach() + bn.eps)
@@ -127,14 +186,14 @@ def _lin(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class _Block:
-    """One bottleneck block with batch norms folded where possible."""
+    """One bottleneck block, rewritten for cone inference (see the module docstring)."""
 
-    affine1: tuple[Tensor, Tensor] | None  # bn1 as per-channel scale/shift; None when folded
+    pre: _Clamp  # relu(bn1(x)) of the stored (offset) input, its scale/shift folded below
     stride: int
-    conv1: tuple[Tensor, Tensor]  # 1x1 (bn2 folded)
+    conv1: tuple[Tensor, Tensor]  # 1x1 (bn2 and the pre-activation's scale/shift folded)
     conv2: tuple[Tensor, Tensor]  # KxK stride 1, 'same' (bn3 folded)
-    conv3: tuple[Tensor, Tensor]  # 1x1
-    shortcut: tuple[Tensor, Tensor] | None  # 1x1, stride ``stride``
+    conv3: Tensor  # 1x1 weight (Cout, width); its bias is in the shortcut's or in the offset
+    shortcut: tuple[Tensor, Tensor] | None  # 1x1, stride ``stride`` (conv3's bias folded in)
     size_in: int
     size_out: int
 
@@ -240,20 +299,25 @@ def _gather(
         dst = (np.arange(q) * (rh * rw) + dy * rw + dx)[:, None] + _local_grid(cur.h, cur.w, rw)
         out.index_copy_(0, torch.from_numpy(dst.reshape(-1)), values)
         return out.view(q, rh, rw, c)
+    # General case (a strided grid, or a window reaching outside the request): paste the
+    # positions of the request that the current window holds, found on the NumPy side.
     py = ry[:, None] + step * np.arange(rh)
     px = rx[:, None] + step * np.arange(rw)
     iy = py - cur.oy[:, None]
     ix = px - cur.ox[:, None]
     inside = ((iy >= 0) & (iy < cur.h))[:, :, None] & ((ix >= 0) & (ix < cur.w))[:, None, :]
     src = (np.arange(q) * (cur.h * cur.w))[:, None, None] + (iy * cur.w)[:, :, None] + ix[:, None, :]
-    keep = inside.reshape(-1)
-    out[torch.from_numpy(keep)] = values.index_select(0, torch.from_numpy(src.reshape(-1)[keep]))
+    dst = np.flatnonzero(inside)
+    picked = values.index_select(0, torch.from_numpy(src.reshape(-1)[dst]))
+    out.index_copy_(0, torch.from_numpy(dst), picked)
     return out.view(q, rh, rw, c)
 
 
-def _conv(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1) -> Tensor:
-    """Return the unpadded convolution of NHWC ``x`` as NHWC."""
-    out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=stride)
+def _conv(
+    x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, padding: tuple[int, int] = (0, 0)
+) -> Tensor:
+    """Return the convolution of NHWC ``x`` (zero ``padding`` rows, columns) as NHWC."""
+    out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=stride, padding=padding)
     return out.permute(0, 2, 3, 1)
 
 
@@ -288,24 +352,30 @@ class ConeModel:
         size = -(-input_size // self.stem_s)
         self.stem_size = size
         self.blocks: list[_Block] = []
+        # The stored maps are the true activations minus ``offset`` (per channel).
+        offset = torch.zeros(self.stem_w.shape[0], dtype=torch.float64)
         for fb in fused.stages:
             stride = fb.conv1.stride[0]
             out = -(-size // stride)
+            pre = self._pre(fb.bn1, offset, fb.conv1.in_channels)
             w2 = fb.conv2.weight.detach().float().contiguous(memory_format=torch.channels_last)
             b2 = fb.conv2.bias.detach().float().clone()
-            conv3 = _lin(fb.conv3)
-            shortcut = _lin(fb.shortcut) if fb.shortcut is not None else None
-            if shortcut is not None:
+            w3, b3 = _lin(fb.conv3)
+            shortcut = None
+            if fb.shortcut is not None:
                 # conv3's bias moves into the shortcut's: out = conv3(t2) + shortcut(pre) in one addmm.
-                shortcut = (shortcut[0], shortcut[1] + conv3[1])
-                conv3 = (conv3[0], torch.zeros_like(conv3[1]))
+                ws, bs = _lin(fb.shortcut)
+                shortcut = pre.fold(ws, bs + b3)
+                offset = torch.zeros(w3.shape[0], dtype=torch.float64)
+            else:
+                offset = offset + b3.double()
             self.blocks.append(
                 _Block(
-                    affine1=_affine(fb.bn1) if fb.bn1 is not None else None,
+                    pre=pre,
                     stride=stride,
-                    conv1=_lin(fb.conv1),
+                    conv1=pre.fold(*_lin(fb.conv1)),
                     conv2=(w2, b2),
-                    conv3=conv3,
+                    conv3=w3.contiguous(),
                     shortcut=shortcut,
                     size_in=size,
                     size_out=out,
@@ -313,12 +383,27 @@ class ConeModel:
             )
             size = out
         self.final_size = size
-        self.final_affine = _affine(fused.bn)
-        self.head = _lin(fused.head)
+        self.final_pre = self._pre(fused.bn, offset, offset.shape[0])
+        hw, hb = _lin(fused.head)
+        # logit = hw . mean(scale * clamp(z) + shift) + hb, in float64.
+        self.head_w = (hw.double()[0] * self.final_pre.scale).contiguous()
+        self.head_b = float(hb.double()[0] + hw.double()[0] @ self.final_pre.shift)
         self.cache_images = cache_images
+        self.tile_elements = TILE_ELEMENTS
         self._slots: OrderedDict[bytes, int] = OrderedDict()
         self._free = list(range(cache_images - 1, -1, -1))
         self._alloc()
+
+    @staticmethod
+    def _pre(bn: nn.BatchNorm2d | None, offset: Tensor, channels: int) -> _Clamp:
+        """Return relu(bn(x + offset)) as a :class:`_Clamp` of the stored map x (bn None: relu)."""
+        if bn is None:
+            scale = torch.ones(channels, dtype=torch.float64)
+            shift = torch.zeros(channels, dtype=torch.float64)
+        else:
+            s, t = _affine(bn)
+            scale, shift = s.double(), t.double()
+        return _Clamp(scale, shift + scale * offset)
 
     # ----- clean activations -------------------------------------------------------------
     def _alloc(self) -> None:
@@ -330,11 +415,11 @@ class ConeModel:
         for b in self.blocks:
             cin = b.conv1[0].shape[1]
             width = b.conv1[0].shape[0]
-            cout = b.conv3[0].shape[0]
+            cout = b.conv3.shape[0]
             self.m_in.append(_Map(s, b.size_in, cin, 0))
             self.m_t1.append(_Map(s, b.size_out, width, b.conv2[0].shape[-1] // 2))
             self.m_res.append(_Map(s, b.size_out, cout, 0) if b.shortcut is not None else None)
-        cfin = self.final_affine[0].shape[0]
+        cfin = self.final_pre.lo.shape[0]
         self.m_z = _Map(s, self.final_size, cfin, 0)
         self.z_sum = torch.zeros(s, cfin, dtype=torch.float64)
 
@@ -352,11 +437,8 @@ class ConeModel:
         a = F.conv2d(xp, self.stem_w, self.stem_b, stride=self.stem_s).permute(0, 2, 3, 1)
         for i, b in enumerate(self.blocks):
             self.m_in[i].put(slots, a)
-            if b.stride > 1:
-                pre = _pre_activate(a[:, :: b.stride, :: b.stride], b.affine1)
-            else:
-                pre = _pre_activate(a, b.affine1)
-            t1 = F.linear(pre, *b.conv1).relu_()
+            pre = b.pre(a[:, :: b.stride, :: b.stride] if b.stride > 1 else a)
+            t1 = _linear_relu(pre, b.conv1)
             self.m_t1[i].put(slots, t1)
             res = a
             if b.shortcut is not None:
@@ -364,8 +446,8 @@ class ConeModel:
                 self.m_res[i].put(slots, res)
             pad = b.conv2[0].shape[-1] // 2
             t2 = F.conv2d(t1.permute(0, 3, 1, 2), *b.conv2, padding=pad).relu_().permute(0, 2, 3, 1)
-            a = _project_add(t2.contiguous(), b, res)
-        z = _pre_activate(a, self.final_affine)
+            a = _project_add(t2.contiguous(), b, res.contiguous())
+        z = self.final_pre(a)
         self.m_z.put(slots, z)
         self.z_sum[slots] = z.sum((1, 2), dtype=torch.float64)
 
@@ -441,12 +523,34 @@ class ConeModel:
         rgb = torch.from_numpy(changes[..., 2:][keep]).float().mul_(2.0 / 255.0).sub_(1.0)
         inp[torch.from_numpy(rows[keep]), torch.from_numpy(ry[keep]), torch.from_numpy(rx[keep])] = rgb
         cur = _Win(_conv(inp, self.stem_w, self.stem_b, ss), oy, ox)
-        # ----- blocks -----
-        for i, b in enumerate(self.blocks):
-            cur, ylo, yhi, xlo, xhi = self._block(i, b, sl, cur, ylo, yhi, xlo, xhi)
-        # ----- final batch norm, ReLU, global mean, head -----
-        fa = self.final_affine
-        z = _pre_activate(cur.values, fa)
+        return self._from_block(0, slots, sl, cur, (ylo, yhi, xlo, xhi))
+
+    def _from_block(self, first: int, slots: Tensor, sl: Ints, cur: _Win, ranges: tuple[Ints, ...]) -> Tensor:
+        """Return the logits (Q,) of queries whose block ``first`` input window is ``cur``.
+
+        ``ranges`` are the changed rows and columns (ylo, yhi, xlo, xhi) of that input. Before a
+        block whose input windows hold more than ``tile_elements`` values in all, the queries
+        are split into equal tiles, each run through the rest of the network on its own.
+        """
+        q = len(sl)
+        for i in range(first, len(self.blocks)):
+            per_query = cur.values[0].numel()
+            tiles = -(-q * per_query // self.tile_elements)
+            if tiles > 1 and q > 1:
+                size = -(-q // min(tiles, q))
+                parts = []
+                for a in range(0, q, size):
+                    e = min(a + size, q)
+                    piece = _Win(cur.values[a:e], cur.oy[a:e], cur.ox[a:e])
+                    part = tuple(r[a:e] for r in ranges)
+                    parts.append(self._from_block(i, slots[a:e], sl[a:e], piece, part))
+                return torch.cat(parts)
+            cur, ranges = self._block(i, self.blocks[i], sl, cur, *ranges)
+        return self._head(slots, sl, cur)
+
+    def _head(self, slots: Tensor, sl: Ints, cur: _Win) -> Tensor:
+        """Return the logits of the last block's output window: final BN-ReLU, global mean, head."""
+        z = self.final_pre(cur.values)
         nf = self.final_size
         if cur.h == nf and cur.w == nf:
             # float32 sum (pairwise, of nf*nf terms), float64 from here on.
@@ -455,12 +559,10 @@ class ConeModel:
             clean_win = _gather(self.m_z, sl, None, cur.oy, cur.ox, cur.h, cur.w)
             f64 = torch.float64
             pooled = self.z_sum[slots] - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
-        pooled = pooled / float(nf * nf)
-        hw, hb = self.head
-        return pooled @ hw.double().T[:, 0] + hb.double()[0]
+        return (pooled / float(nf * nf)) @ self.head_w + self.head_b
 
     def _block(self, i: int, b: _Block, slots: Ints, cur: _Win, ylo, yhi, xlo, xhi):
-        """Return the block's output window and changed ranges given its input window."""
+        """Return the block's output window and its changed ranges given its input window."""
         s = b.stride
         if s == 1:
             g = cur.values
@@ -471,8 +573,8 @@ class ConeModel:
             oy, h = _window(ylo, yhi, b.size_out)
             ox, w = _window(xlo, xhi, b.size_out)
             g = _gather(self.m_in[i], slots, cur, oy * s, ox * s, h, w, step=s)
-        pre = _pre_activate(g, b.affine1)
-        t1 = _Win(F.linear(pre, *b.conv1).relu_(), oy, ox)
+        pre = b.pre(g)
+        t1 = _Win(_linear_relu(pre, b.conv1), oy, ox)
         if b.shortcut is not None:
             res = _Win(_linear(pre, b.shortcut), oy, ox)
             res_map = self.m_res[i]
@@ -486,30 +588,26 @@ class ConeModel:
         xlo, xhi = _out_range(xlo, xhi, kk, 1, r, n)
         oy2, h2 = _window(ylo, yhi, n)
         ox2, w2 = _window(xlo, xhi, n)
-        if h2 == n and w2 == n and t1.h == n and t1.w == n:
-            # The whole map in and out: the convolution pads itself (no padded copy).
-            t2 = F.conv2d(t1.values.permute(0, 3, 1, 2), *b.conv2, padding=r).relu_().permute(0, 2, 3, 1)
-        else:
-            t1g = _gather(self.m_t1[i], slots, t1, oy2 - r, ox2 - r, h2 + 2 * r, w2 + 2 * r)
-            t2 = _conv(t1g, *b.conv2).relu_()
+        # Where the output window spans the whole map (rows or columns), the convolution pads
+        # itself: a smaller gather, and oneDNN is faster on its own padding than on a padded copy.
+        pad_y, pad_x = r * (h2 == n), r * (w2 == n)
+        gy, gh = (np.zeros_like(oy2), n) if pad_y else (oy2 - r, h2 + 2 * r)
+        gx, gw = (np.zeros_like(ox2), n) if pad_x else (ox2 - r, w2 + 2 * r)
+        t1g = _gather(self.m_t1[i], slots, t1, gy, gx, gh, gw)
+        t2 = _conv(t1g, *b.conv2, padding=(pad_y, pad_x)).relu_()
         resg = _gather(res_map, slots, res, oy2, ox2, h2, w2)
-        return _Win(_project_add(t2, b, resg), oy2, ox2), ylo, yhi, xlo, xhi
-
-
-def _pre_activate(x: Tensor, affine: tuple[Tensor, Tensor] | None) -> Tensor:
-    """Return relu(scale * x + shift) (or relu(x) without an affine) as a new tensor."""
-    if affine is None:
-        return F.relu(x)
-    return torch.addcmul(affine[1], x, affine[0]).relu_()
+        return _Win(_project_add(t2, b, resg), oy2, ox2), (ylo, yhi, xlo, xhi)
 
 
 def _project_add(t2: Tensor, b: _Block, residual: Tensor) -> Tensor:
-    """Return conv3(t2) + residual (NHWC) in one matrix product; the residual is not modified."""
-    weight, bias = b.conv3
-    shape = (*t2.shape[:-1], weight.shape[0])
-    flat = torch.addmm(residual.reshape(-1, shape[-1]), t2.reshape(-1, t2.shape[-1]), weight.T)
-    if b.shortcut is None:
-        flat.add_(bias)  # with a projection shortcut the bias is folded into the shortcut's
+    """Return conv3(t2) + residual (NHWC), accumulated into ``residual`` itself.
+
+    Every residual passed here is the caller's own tensor (a fresh gather, the block's input
+    window or a shortcut's output) that nothing reads afterwards, so no copy is made.
+    """
+    shape = (*t2.shape[:-1], b.conv3.shape[0])
+    flat = residual.reshape(-1, shape[-1])
+    flat.addmm_(t2.reshape(-1, t2.shape[-1]), b.conv3.T)
     return flat.view(shape)
 
 
