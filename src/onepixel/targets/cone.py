@@ -286,10 +286,23 @@ def _gather(
             return F.pad(v, (0, 0, p, p, p, p)) if p else v
         if rh == n and rw == n:
             return cur.values
+    if cur is not None:
+        # The request lies inside the current window (say a strided grid over it): pick from it.
+        iy, ix = ry - cur.oy, rx - cur.ox
+        last_y, last_x = iy + step * (rh - 1), ix + step * (rw - 1)
+        if bool(((iy >= 0) & (ix >= 0) & (last_y < cur.h) & (last_x < cur.w)).all()):
+            grid = (np.arange(rh) * (step * cur.w))[:, None] + np.arange(rw) * step
+            src = (np.arange(q) * (cur.h * cur.w) + iy * cur.w + ix)[:, None] + grid.reshape(-1)
+            picked = cur.values.reshape(-1, c).index_select(0, torch.from_numpy(src.reshape(-1)))
+            return picked.view(q, rh, rw, c)
     wp = clean.padded
-    start = slots * (wp * wp) + (ry + p) * wp + (rx + p)
-    idx = start[:, None] + clean.grid(rh, rw, step)
-    out = clean.flat.index_select(0, torch.from_numpy(idx.reshape(-1)))
+    if step == 1 and rh == wp and rw == wp:
+        # The whole (padded) map of every query: whole slots, one contiguous copy each.
+        out = clean.data.index_select(0, torch.from_numpy(slots)).view(-1, c)
+    else:
+        start = slots * (wp * wp) + (ry + p) * wp + (rx + p)
+        idx = start[:, None] + clean.grid(rh, rw, step)
+        out = clean.flat.index_select(0, torch.from_numpy(idx.reshape(-1)))
     if cur is None:
         return out.view(q, rh, rw, c)
     dy, dx = cur.oy - ry, cur.ox - rx
