@@ -165,6 +165,29 @@ def test_more_base_images_than_the_cache_holds(
         cone._cone = original
 
 
+def test_cone_exact_when_requests_are_split_into_tiles(
+    bundled, test_split: PatchSet, eager: TorchTarget
+) -> None:
+    # Border pixels, then the top-left block, in the target's order (by stem window): after a
+    # split in a late block a tile's windows can shrink below the whole map its input spans.
+    model, _ = bundled
+    cone = build_cone(model, SIZE)
+    assert cone is not None
+    image = test_split.images[3:4]
+    ring = [(x, y) for x in range(SIZE) for y in (0, LAST)] + [(x, y) for y in range(SIZE) for x in (0, LAST)]
+    xy = np.array(ring + [(x, y) for x in range(6) for y in range(6)])
+    changes = np.concatenate([xy, np.random.default_rng(5).integers(0, 256, (len(xy), 3))], axis=1)[:, None]
+    extent = cone.stem_extent(changes)
+    changes = changes[np.lexsort((extent[1], extent[0]))]
+    index = np.zeros(len(changes), dtype=np.int64)
+    reference = eager.predict(paint(image, index, changes))
+    slots = cone.slots_for(image)[index]
+    for power in range(14, 22):
+        cone.tile_elements = 2**power
+        got = torch.sigmoid(cone.logits(slots, changes)).numpy()
+        np.testing.assert_allclose(got, reference, atol=TOLERANCE, rtol=0, err_msg=f"tiles of 2**{power}")
+
+
 class ScaledResNet(ResNetCustom):
     """A ResNetCustom subclass whose forward differs: cone inference must not trust its layers."""
 

@@ -55,7 +55,7 @@ DEFAULT_CHUNK = 1024
 # A block runs on at most this many activation values of input window per call; more queries
 # are split into equal tiles (measured on 2 threads: 64-128 queries in the last stage, all of a
 # 512-query request in the first).
-TILE_ELEMENTS = 2**19
+TILE_ELEMENTS = 2**20
 DEFAULT_CACHE_IMAGES = 64
 
 
@@ -280,11 +280,11 @@ def _gather(
         # The whole strided grid of a whole map (origins are then 0): a strided view.
         return cur.values[:, ::step, ::step]
     if cur is not None and step == 1 and cur.h == n and cur.w == n:
-        # The current window is the whole map: the request is a (padded) crop of it.
+        # The current window is the whole map and the request is all of it (padded or not).
         if rh == n + 2 * p and rw == n + 2 * p:
             v = cur.values
             return F.pad(v, (0, 0, p, p, p, p)) if p else v
-        if rh == n and rw == n:
+        if rh == n and rw == n and not (ry.any() or rx.any()):
             return cur.values
     if cur is not None:
         # The request lies inside the current window (say a strided grid over it): pick from it.
