@@ -49,12 +49,16 @@ Tensor = torch.Tensor
 # of 0.06-0.12 the later windows already cover the maps and the cone was 10% slower than the
 # full pass; k pixels spread over the image cover more still).
 FULL_PASS_SHARE = 0.06
-# A layer's window longer than this share of its map (rows or columns) covers the whole map.
+# A layer's window longer than this share of its map, or within this many rows (columns) of it,
+# covers the whole map: whole maps need no gathers, which costs more than the few rows saved
+# (measured on 2 threads: slack 2 was 4-10% faster than none for k = 1..5).
 FULL_MAP_SHARE = 0.9
+FULL_MAP_SLACK = 2
+# Queries per call of ConeModel.logits from TorchTarget (it tiles them itself).
 DEFAULT_CHUNK = 1024
 # A block runs on at most this many activation values of input window per call; more queries
-# are split into equal tiles (measured on 2 threads: 64-128 queries in the last stage, all of a
-# 512-query request in the first).
+# are split into equal tiles (measured on 2 threads: 2**20 was 8-25% faster than 2**19 or 2**21,
+# that is all of a 512-query request in the first stage and 128 queries in the last).
 TILE_ELEMENTS = 2**20
 DEFAULT_CACHE_IMAGES = 64
 
@@ -214,10 +218,11 @@ def _out_range(lo: Ints, hi: Ints, kernel: int, stride: int, pad_top: int, size_
 def _window(lo: Ints, hi: Ints, size: int) -> tuple[Ints, int]:
     """Return (origin (Q,), common length) of windows inside [0, size) that hold every [lo, hi).
 
-    A window longer than ``FULL_MAP_SHARE`` of the map becomes the whole map (cheaper to gather).
+    A window longer than ``FULL_MAP_SHARE`` of the map, or shorter by at most
+    ``FULL_MAP_SLACK``, becomes the whole map (cheaper than gathering).
     """
     length = min(max(int((hi - lo).max()), 1), size)
-    if length > FULL_MAP_SHARE * size:
+    if length > FULL_MAP_SHARE * size or size - length <= FULL_MAP_SLACK:
         return np.zeros_like(lo), size
     return np.maximum(np.minimum(lo, size - length), 0), length
 
