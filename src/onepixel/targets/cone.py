@@ -45,10 +45,9 @@ from onepixel.targets.pixels import last_wins_mask
 
 Tensor = torch.Tensor
 # A query whose first-stage window exceeds this share of the map is scored by the full pass
-# (measured on one thread: cone pays below it, 2.4-2.9x for one pixel or a 5x5 patch; at shares
-# of 0.06-0.12 the later windows already cover the maps and the cone was 10% slower than the
-# full pass; k pixels spread over the image cover more still).
-FULL_PASS_SHARE = 0.06
+# (measured on 2 threads with two pixels d apart: the cone was 3.0x the full pass at share 0.01,
+# 1.6x at 0.18, 1.06x at 0.30 and 0.8-0.85x from 0.45 on).
+FULL_PASS_SHARE = 0.25
 # A layer's window longer than this share of its map, or within this many rows (columns) of it,
 # covers the whole map: whole maps need no gathers, which costs more than the few rows saved
 # (measured on 2 threads: slack 2 was 4-10% faster than none for k = 1..5).
