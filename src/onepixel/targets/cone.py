@@ -18,14 +18,17 @@ query, recomputes only a window of each activation map that contains the cone:
 Batch norms are folded into convolutions where :mod:`onepixel.targets.fuse` folds them. Each
 remaining pre-activation ``relu(bn(x))`` is rewritten as ``scale * clamp(x, lo, hi) + shift``
 (:class:`_Clamp`): one pass over the map, with ``scale`` and ``shift`` folded into the linear
-layer that reads it (the next block's 1x1 convolutions, or the head). The maps are stored minus a
-per-channel offset (the identity blocks' ``conv3`` biases, carried along the residual stream),
-so no block adds a bias over its output. A request is split into tiles of queries before any
-block whose window tensors would outgrow the cache (``TILE_ELEMENTS``): early blocks, whose
-windows are tiny, run on many queries per call, late ones on fewer. Only models whose every module is of a
-known type are handled (:func:`supports`); anything else gets ``None`` from :func:`build_cone`,
-and the caller scores with the full pass. Exactness against the full pass is checked by the
-caller (:class:`onepixel.targets.local.TorchTarget`) at build time.
+layer that reads it (the next block's 1x1 convolutions, or the head). The maps are stored minus
+a per-channel offset (the identity blocks' ``conv3`` biases, carried along the residual
+stream), so no block adds a bias over its output, and each block's residual sum accumulates in
+place. A request is split into tiles of queries before any block whose input windows would
+hold more than ``TILE_ELEMENTS`` values: early blocks, whose windows are tiny, run on many
+queries per call, late ones on fewer.
+
+Only models whose every module is of a known type are handled (:func:`supports`); anything
+else gets ``None`` from :func:`build_cone`, and the caller scores with the full pass. Exactness
+against the full pass is checked by the caller (:class:`onepixel.targets.local.TorchTarget`)
+at build time.
 """
 
 from __future__ import annotations

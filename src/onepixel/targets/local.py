@@ -22,9 +22,9 @@ Pixel-change queries (``predict_pixels``) have their own path (``pixel_mode``):
   that fails the check, gets ``full``;
 - ``auto`` (default): ``cone`` when it passes the check, else ``full``. No timing enters the
   choice, so a seeded campaign gives the same records in every process (Ray workers, resumed
-  runs). Per chunk of queries, cone inference is used only where it pays: a chunk whose
-  first-stage window covers more than ``cone.FULL_PASS_SHARE`` of the map (k pixels spread
-  over the image) takes the full pass; see ``benchmarks/throughput.py --pixels-only``.
+  runs). Cone inference is used only where it pays: a query whose first-stage window covers
+  more than ``cone.FULL_PASS_SHARE`` of the map (a quarter; k pixels spread over the image)
+  takes the full pass; see ``benchmarks/throughput.py --pixels-only``.
 
 Small batches are faster per image on CPU because activations stay in cache, so ``predict``
 splits any request into chunks of ``batch_size`` (default 32). See ``docs/benchmarks.md``.
