@@ -33,6 +33,7 @@ at build time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -128,8 +129,11 @@ def supports(model: nn.Module) -> bool:
     return True
 
 
-def _probe_fused_linear() -> bool:
-    """Return True when oneDNN's fused linear(+ReLU) runs here and equals ``F.linear``."""
+@functools.cache
+def _fused_linear() -> bool:
+    """Return True when oneDNN's fused linear(+ReLU) runs here and equals ``F.linear``.
+
+    Probed on first use, not at import (every CLI command imports this module)."""
     try:
         x, w, b = torch.randn(4, 2, 8), torch.randn(3, 8), torch.randn(3)
         got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
@@ -138,12 +142,9 @@ def _probe_fused_linear() -> bool:
         return False
 
 
-_FUSED_LINEAR = _probe_fused_linear()
-
-
 def _linear_relu(x: Tensor, wb: tuple[Tensor, Tensor]) -> Tensor:
     """Return relu(x @ W.T + b) of NHWC ``x`` (any leading shape), fused where oneDNN allows."""
-    if _FUSED_LINEAR:
+    if _fused_linear():
         return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "relu", [], "")
     return F.linear(x, wb[0], wb[1]).relu_()
 
@@ -543,9 +544,9 @@ class ConeModel:
         rgb = torch.from_numpy(changes[..., 2:][keep]).float().mul_(2.0 / 255.0).sub_(1.0)
         inp[torch.from_numpy(rows[keep]), torch.from_numpy(ry[keep]), torch.from_numpy(rx[keep])] = rgb
         cur = _Win(_conv(inp, self.stem_w, self.stem_b, ss), oy, ox)
-        return self._from_block(0, slots, sl, cur, (ylo, yhi, xlo, xhi))
+        return self._from_block(0, sl, cur, (ylo, yhi, xlo, xhi))
 
-    def _from_block(self, first: int, slots: Tensor, sl: Ints, cur: _Win, ranges: tuple[Ints, ...]) -> Tensor:
+    def _from_block(self, first: int, sl: Ints, cur: _Win, ranges: tuple[Ints, ...]) -> Tensor:
         """Return the logits (Q,) of queries whose block ``first`` input window is ``cur``.
 
         ``ranges`` are the changed rows and columns (ylo, yhi, xlo, xhi) of that input. Before a
@@ -563,12 +564,12 @@ class ConeModel:
                     e = min(a + size, q)
                     piece = _Win(cur.values[a:e], cur.oy[a:e], cur.ox[a:e])
                     part = tuple(r[a:e] for r in ranges)
-                    parts.append(self._from_block(i, slots[a:e], sl[a:e], piece, part))
+                    parts.append(self._from_block(i, sl[a:e], piece, part))
                 return torch.cat(parts)
             cur, ranges = self._block(i, self.blocks[i], sl, cur, *ranges)
-        return self._head(slots, sl, cur)
+        return self._head(sl, cur)
 
-    def _head(self, slots: Tensor, sl: Ints, cur: _Win) -> Tensor:
+    def _head(self, sl: Ints, cur: _Win) -> Tensor:
         """Return the logits of the last block's output window: final BN-ReLU, global mean, head."""
         z = self.final_pre(cur.values)
         nf = self.final_size
@@ -578,7 +579,8 @@ class ConeModel:
         else:
             clean_win = _gather(self.m_z, sl, None, cur.oy, cur.ox, cur.h, cur.w)
             f64 = torch.float64
-            pooled = self.z_sum[slots] - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
+            clean_sum = self.z_sum[torch.from_numpy(sl)]
+            pooled = clean_sum - clean_win.sum((1, 2), dtype=f64) + z.sum((1, 2), dtype=f64)
         return (pooled / float(nf * nf)) @ self.head_w + self.head_b
 
     def _block(self, i: int, b: _Block, slots: Ints, cur: _Win, ylo, yhi, xlo, xhi):
