@@ -94,6 +94,11 @@ def _parse_options(items: list[str], flag: str = "--objective-option") -> dict[s
 
 def _target_spec(spec: str) -> str:
     """Return the target spec in the form stored in the run config (paths made absolute)."""
+    from onepixel.targets.partition import certified_spec, is_certified_spec, parse_certified_spec
+
+    if is_certified_spec(spec):
+        stride, inner = parse_certified_spec(spec)
+        return certified_spec(None if inner is None else _target_spec(inner), stride)
     if spec.endswith(".safetensors"):
         return str(Path(spec).expanduser().resolve())
     from onepixel.targets.spec import canonical, is_foreign
@@ -118,6 +123,11 @@ def open_target_spec(spec: str) -> Any:
 
 def target_fingerprint(spec: str) -> str | None:
     """Return the first 16 hex digits of the SHA-256 of a local target's weights (None over HTTP)."""
+    from onepixel.targets.factory import BUNDLED_VIEWS_MODEL
+    from onepixel.targets.partition import is_certified_spec, parse_certified_spec
+
+    if is_certified_spec(spec):  # the base's weights; the stride is part of the spec itself
+        return target_fingerprint(parse_certified_spec(spec)[1] or BUNDLED_VIEWS_MODEL)
     if spec.startswith(("http://", "https://")):
         return None
     import hashlib

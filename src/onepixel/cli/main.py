@@ -49,7 +49,7 @@ app = OnePixelApp(
     add_completion=False,
 )
 
-AREAS = ("data", "models", "serve", "attack", "analysis", "defense", "report", "demo")
+AREAS = ("data", "models", "serve", "attack", "analysis", "defense", "certify", "report", "demo")
 
 
 @app.command()

@@ -49,6 +49,25 @@ def train(
     ] = None,
     positive: Annotated[str | None, typer.Option(help="Non-AMi-Br data: the positive label folder.")] = None,
     threads: Annotated[int, typer.Option(help="PyTorch CPU threads.")] = 2,
+    views: Annotated[
+        int,
+        typer.Option(
+            help="Train on strided views for the certified defence: each crop splits into VIEWS x VIEWS "
+            "sub-images (pixels with y % VIEWS == dy, x % VIEWS == dx), each an example with the image's "
+            "label; the model then takes views (16 px at --views 4). Use with `--target certified:<weights>`."
+        ),
+    ] = 1,
+    views_per_image: Annotated[
+        int, typer.Option(help="With --views: random views per image and step (0 = all of them).")
+    ] = 4,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Fine-tune these weights (bundled name or .safetensors) instead of a fresh model; "
+            "with --views, views are upsampled to the model's own input size.",
+        ),
+    ] = None,
 ) -> None:
     """Train resnet_custom the deep-histopath way and write weights with full metadata.
 
@@ -72,6 +91,8 @@ def train(
         raise fail(f"--schedule must be cosine or constant, got {schedule!r}")
     if select not in ("roc_auc", "balanced_accuracy"):
         raise fail(f"--select must be roc_auc or balanced_accuracy, got {select!r}")
+    if views < 1 or 64 % views:
+        raise fail(f"--views must divide the 64 px crop (1, 2, 4, 8, 16, ...), got {views}")
     torch.set_num_threads(threads)
     cfg = TrainConfig(
         epochs=epochs,
@@ -83,6 +104,9 @@ def train(
         val_fraction=val_fraction,
         select_metric=select,  # type: ignore[arg-type]
         seed=seed,
+        views=views,
+        views_per_image=views_per_image,
+        init_from=init_from,
         augment=AugmentConfig(
             max_shift=max_shift,
             brightness=brightness / 255.0,

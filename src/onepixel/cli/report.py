@@ -34,6 +34,14 @@ def report(
             "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
         ),
     ] = None,
+    certified: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--certified",
+            help="Folder written by `onepixel certify --out` (repeatable): the Certified section "
+            "(table, curve, and the share of attacked images proven safe at the run's k).",
+        ),
+    ] = None,
     old_detector: Annotated[list[Path] | None, typer.Option("--detector", hidden=True)] = None,
     old_guard: Annotated[list[Path] | None, typer.Option("--guard", hidden=True)] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
@@ -66,6 +74,7 @@ def report(
             confmaps=confmap or [],
             detectors=[*(detector_results or []), *(old_detector or [])],
             guards=[*(guard_results or []), *(old_guard or [])],
+            certified=certified or [],
             title=title,
         )
     except (FileNotFoundError, ValueError) as exc:

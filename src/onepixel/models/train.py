@@ -68,6 +68,21 @@ class TrainConfig:
     # bfloat16 autocast for the training forward pass where the CPU has native bf16 (AMX/AVX512):
     # ~30% faster here; weights, optimiser and evaluation stay float32.
     bf16: bool | None = None
+    # Train on strided views (certified partition voting): every ``size`` px crop is split into
+    # views x views sub-images (view (dy, dx): pixels with y % views == dy, x % views == dx), each
+    # one training example with the image's label; 1 = whole images.
+    views: int = 1
+    # Views drawn per image and step when training on views (a different random subset of offsets
+    # every step, so every offset is data over an epoch's steps); 0 = all views x views of them.
+    views_per_image: int = 0
+    # Weights to start from (a bundled name or .safetensors file) instead of a fresh model; their
+    # architecture and input size are kept, views are upsampled (nearest) to that input.
+    init_from: str | None = None
+
+    @property
+    def view_size(self) -> int:
+        """Return the side of one training view (``size`` when ``views`` is 1)."""
+        return self.size // self.views
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict."""
@@ -87,6 +102,9 @@ class TrainResult:
     images_per_second: float
     seconds: float
     split: dict[str, Any]
+    arch: str = "resnet_custom"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: int = 64
 
 
 def grouped_split(
@@ -119,6 +137,59 @@ def grouped_split(
     assert best is not None
     in_val = np.isin(inverse, best[1])
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+def split_views(x: torch.Tensor, stride: int, out_size: int | None = None) -> torch.Tensor:
+    """Return the strided views (N * stride**2, C, v, v) of images ``x`` (N, C, S, S), image-major.
+
+    View ``dy * stride + dx`` holds the pixels with ``y % stride == dy`` and ``x % stride == dx``
+    (the partition of :mod:`onepixel.targets.partition`); with ``out_size`` each view is
+    upsampled to that side by repeating pixels.
+    """
+    n, c, size = x.shape[0], x.shape[1], x.shape[2]
+    v = size // stride
+    views = x.reshape(n, c, v, stride, v, stride).permute(0, 3, 5, 1, 2, 4).reshape(n * stride**2, c, v, v)
+    if out_size is not None and out_size != v:
+        factor = out_size // v
+        views = views.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+    return views
+
+
+def sample_views(
+    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, input_size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(views, labels)`` for a training batch: ``cfg.views_per_image`` random views per image.
+
+    Each image keeps its label on every view; offsets are drawn without replacement per image.
+    """
+    per = cfg.views**2
+    views = split_views(x, cfg.views, input_size).reshape(len(x), per, *x.shape[1:2], input_size, input_size)
+    take = cfg.views_per_image if 0 < cfg.views_per_image < per else per
+    if take < per:
+        picks = torch.rand(len(x), per, generator=gen).argsort(dim=1)[:, :take]
+        views = views[torch.arange(len(x))[:, None], picks]
+    return views.reshape(len(x) * take, *views.shape[2:]), y.repeat_interleave(take)
+
+
+@torch.inference_mode()
+def predict_view_scores(
+    model: nn.Module, images: np.ndarray, stride: int, input_size: int, batch_size: int = 64
+) -> np.ndarray:
+    """Return the sigmoid scores (N, stride**2) float64 of every strided view of uint8 NHWC ``images``."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2)
+        views = split_views(x.float().div_(255.0), stride, input_size)
+        out.append(torch.sigmoid(model(views)).double().reshape(-1, stride**2))
+    return torch.cat(out).numpy() if out else np.zeros((0, stride**2))
+
+
+def validation_scores(model: nn.Module, images: np.ndarray, cfg: TrainConfig, input_size: int) -> np.ndarray:
+    """Return one score per image (N,): the model's, or the mean view score when training on views."""
+    if cfg.views == 1:
+        return predict_scores(model, images)
+    return predict_view_scores(model, images, cfg.views, input_size).mean(axis=1)
 
 
 @torch.inference_mode()
@@ -206,8 +277,11 @@ def train_classifier(
         "pos_weight": float(pos_weight),
     }
 
+    if cfg.size % cfg.views:
+        raise DataError(f"a {cfg.size} px crop does not split into views at stride {cfg.views}")
+    model, arch, arch_kwargs, input_size = initial_model(cfg)
     # channels_last roughly halves the CPU time of these thin convolutions (oneDNN).
-    model = create_model(cfg.arch, **cfg.arch_kwargs).to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     opt = torch.optim.Adam(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -236,12 +310,15 @@ def train_classifier(
                     break
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x = augment_batch(sources[idx], cfg.size, cfg.augment, gen)
+                target = y_train[idx]
+                if cfg.views > 1:
+                    x, target = sample_views(x, target, cfg, input_size, gen)
                 x = x.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * _lr_factor(step, total, warmup, cfg.schedule)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                     logits = model(x)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), y_train[idx], pos_weight=pos_weight)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -254,7 +331,7 @@ def train_classifier(
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
             train_time += time.perf_counter() - t0
             selected = ema if ema is not None else model
-            metrics = binary_metrics(y_val, predict_scores(selected, val_images))
+            metrics = binary_metrics(y_val, validation_scores(selected, val_images, cfg, input_size))
             row = {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
@@ -274,7 +351,7 @@ def train_classifier(
             )
             if on_epoch is not None:
                 on_epoch(row)
-    final = create_model(cfg.arch, **cfg.arch_kwargs)
+    final = create_model(arch, **arch_kwargs)
     final.load_state_dict(best_state if best_state is not None else model.state_dict())
     final.eval()
     return TrainResult(
@@ -285,7 +362,25 @@ def train_classifier(
         images_per_second=seen / train_time if train_time else float("nan"),
         seconds=time.perf_counter() - t_start,
         split=split,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        input_size=input_size,
     )
+
+
+def initial_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict[str, Any], int]:
+    """Return ``(model, arch, arch_kwargs, input side)`` to train: fresh, or ``cfg.init_from``'s weights."""
+    if cfg.init_from is None:
+        return create_model(cfg.arch, **cfg.arch_kwargs), cfg.arch, dict(cfg.arch_kwargs), cfg.view_size
+    from onepixel.models.registry import load_model
+
+    model, meta = load_model(cfg.init_from)
+    if meta.input_size % cfg.view_size:
+        raise DataError(
+            f"{cfg.init_from} takes {meta.input_size} px images; views of {cfg.view_size} px cannot be "
+            "scaled to that by whole pixels"
+        )
+    return model.train(), meta.arch, dict(meta.arch_kwargs), meta.input_size
 
 
 def _progress(enabled: bool):
@@ -348,13 +443,20 @@ def build_meta(
         "code_commit": git_commit(),
         "command": command,
     }
+    if cfg.views > 1:
+        info["views"] = {
+            "stride": cfg.views,
+            "input_size": cfg.size,
+            "view_size": cfg.view_size,
+            "init_from": cfg.init_from,
+        }
     return ModelMeta(
         name=name,
-        arch=cfg.arch,
+        arch=result.arch,
         classes=data.classes,
         positive=data.positive,
-        input_size=cfg.size,
-        arch_kwargs=dict(cfg.arch_kwargs),
+        input_size=result.input_size,
+        arch_kwargs=dict(result.arch_kwargs),
         info=info,
     )
 
@@ -375,7 +477,9 @@ def fit_amibr(
     train = load_amibr(root, "train", size=None)
     test = load_amibr(root, "test")
     result = train_classifier(train, cfg, progress=progress)
-    test_metrics = binary_metrics(test.y, predict_scores(result.model, test.images))
+    test_metrics = binary_metrics(
+        test.y, validation_scores(result.model, test.images, cfg, result.input_size)
+    )
     data_info = {
         "name": "AMi-Br",
         "source": f"https://github.com/{AMIBR_REPO}",
@@ -424,8 +528,52 @@ def fit_folder(
     return save_model(result.model, meta, out), meta
 
 
-def model_card(meta: ModelMeta) -> str:
-    """Return a Markdown model card for trained weights, built from their metadata."""
+def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> list[str]:
+    """Return the model card lines on training on views and, given ``onepixel certify --json``'s
+    output, what the ensemble certifies."""
+    views = meta.info["views"]
+    stride, size, view = views["stride"], views["input_size"], views["view_size"]
+    lines = [
+        "## Views: a base model for certified pixel-partition voting",
+        "",
+        f"Trained on strided views: every {size} px crop splits into {stride} x {stride} = {stride**2} views "
+        f"of {view} x {view} px (view (dy, dx) holds the pixels with y % {stride} == dy and "
+        f"x % {stride} == dx), "
+        "each an example with the image's label"
+        + (
+            f", upsampled to the model's {meta.input_size} px input by repeating pixels"
+            if meta.input_size != view
+            else ""
+        )
+        + f"; {meta.info['training'].get('views_per_image') or stride**2} random views per image and step"
+        + (f"; fine-tuned from `{views['init_from']}`" if views.get("init_from") else "")
+        + ".",
+        "",
+        f"Use: `onepixel certify --target certified` (or `--target certified:<this file>`). Each of the "
+        f"{stride**2} views votes; k changed pixels change at most k votes, so a vote won by a margin "
+        "above 2k (ties go to the positive label) is certified against every k-pixel change. The scores "
+        "below are of the mean view score; the vote's are in the certified table.",
+        "",
+    ]
+    if certified:
+        lines += [
+            f"### What it certifies (AMi-Br test split, n = {certified['n']}; `onepixel certify --json`)",
+            "",
+            "| pixels k | certified balanced accuracy | certified share |",
+            "|---|---|---|",
+            f"| 0 (clean vote) | {certified['clean_balanced_accuracy']:.4f} | 1.0000 |",
+        ]
+        lines += [
+            f"| {r['pixels']} | {r['certified_balanced_accuracy']:.4f} | {r['certified_share']:.4f} |"
+            for r in certified["certified"]
+        ]
+        lines.append("")
+    return lines
+
+
+def model_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
+    """Return a Markdown model card for trained weights, built from their metadata (and, for a
+    view-trained model, what it certifies)."""
     info = meta.info
     cfg, aug = info["training"], info["training"]["augment"]
     lines = [
@@ -477,7 +625,12 @@ def model_card(meta: ModelMeta) -> str:
             )
     lines += [
         "",
-        "Reproduce the test row: `onepixel evaluate --split test` (bundled weights, AMi-Br test split).",
+        "Reproduce the test row: `onepixel evaluate --split test` (bundled weights, AMi-Br test split)."
+        if "views" not in info
+        else "Scores of the mean view score; reproduce the certified table below: "
+        "`onepixel certify --target certified --json`.",
         "",
     ]
+    if "views" in info:
+        lines += views_section(meta, certified)
     return "\n".join(lines)

@@ -708,6 +708,23 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
     return Section("Findings", [Findings(lead, headers, rows)])
 
 
+def _attacked_images(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Return ``{"name", "pixels", "image_ids"}`` per campaign run (for the Certified section)."""
+    from onepixel.attack.run_folder import read_run
+
+    out = []
+    for run in run_dirs:
+        folder = read_run(run)
+        out.append(
+            {
+                "name": run.name,
+                "pixels": int(folder.config.pixels),
+                "image_ids": [r.image_id for r in folder.records],
+            }
+        )
+    return out
+
+
 def build_report(
     runs: list[str | Path],
     out: str | Path,
@@ -715,6 +732,7 @@ def build_report(
     confmaps: list[str | Path] = (),
     detectors: list[str | Path] = (),
     guards: list[str | Path] = (),
+    certified: list[str | Path] = (),
     title: str = "One-pixel attack study",
     data: str | None = None,
     make_figures: bool = True,
@@ -722,8 +740,11 @@ def build_report(
     """Write the self-contained HTML report of ``runs`` (and maps, detector results) to ``out``.
 
     Returns the report's path. Figures missing from a run are drawn first when ``make_figures``.
-    ``guards`` are ``onepixel guard evaluate --out`` JSON files (the guard table, per-run verdicts).
+    ``guards`` are ``onepixel guard evaluate --out`` JSON files (the guard table, per-run verdicts);
+    ``certified`` are ``onepixel certify --out`` folders (the "Certified" section).
     """
+    from onepixel.report.certified import certified_section, check_certify_folder
+
     run_dirs = [Path(r) for r in runs]
     for run in run_dirs:
         if not (run / "attacks.sqlite").is_file():
@@ -736,6 +757,8 @@ def build_report(
                 f"{folder} is not a detector evaluation (no detector.json, which "
                 "`onepixel detector evaluate` writes)"
             )
+    for folder in certified:
+        check_certify_folder(Path(folder))
     out = Path(out)
     sections: list[Section] = []
     summaries = []
@@ -770,6 +793,7 @@ def build_report(
         guard_section([Path(g) for g in guards], summaries),
         _confmap_section([Path(c) for c in confmaps]),
         _detector_section(detector_folders),
+        certified_section([Path(c) for c in certified], _attacked_images(run_dirs)),
     ):
         if extra:
             sections.append(extra)

@@ -18,8 +18,17 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
     ``mode=``/``batch_size=`` in-process, ``timeout=``/``retries=`` over HTTP). A foreign model,
     ``model.onnx``, a TorchScript ``model.pt`` or ``package.module:factory``, opens through
     :mod:`onepixel.targets.foreign` (``spec=``/``batch_size=``; ``mode=`` does not apply to it).
+
+    ``certified`` opens the bundled view-trained model as a certified
+    :class:`~onepixel.targets.partition.PartitionEnsemble`; ``certified:<spec>`` wraps any other
+    spec, and ``certified@S:<spec>`` sets the stride (``stride=`` does too; default 4 zero-shot,
+    a view-trained model's own stride otherwise).
     """
     text = str(spec).strip()
+    from onepixel.targets.partition import is_certified_spec
+
+    if is_certified_spec(text):
+        return open_certified(text, **kwargs)
     from onepixel.targets.spec import is_foreign
 
     if is_foreign(text):
@@ -35,3 +44,39 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
 
     name = DEFAULT_MODEL if text in ("", "bundled") else text
     return TorchTarget.from_pretrained(name, **kwargs)
+
+
+BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4"
+
+
+def open_certified(spec: str, stride: int | None = None, **kwargs: Any) -> Target:
+    """Return the :class:`~onepixel.targets.partition.PartitionEnsemble` a ``certified`` spec names.
+
+    A base model whose weights say they were trained on views (``info["views"]``) is used at its
+    own stride and the ensemble takes ``view size x stride`` images; any other base is used
+    zero-shot at ``stride`` (default 4) on images of its own size.
+    """
+    from onepixel.targets.partition import (
+        DEFAULT_STRIDE,
+        PartitionEnsemble,
+        PartitionError,
+        parse_certified_spec,
+    )
+
+    spec_stride, inner = parse_certified_spec(spec)
+    if stride is not None and spec_stride is not None and stride != spec_stride:
+        raise PartitionError(
+            f"{spec!r} says stride {spec_stride} but stride {stride} was asked", settings=("stride",)
+        )
+    stride = spec_stride if spec_stride is not None else stride
+    base = open_target(BUNDLED_VIEWS_MODEL if inner is None else inner, **kwargs)
+    trained = getattr(getattr(base, "meta", None), "info", {}).get("views")
+    if trained:
+        if stride is not None and stride != trained["stride"]:
+            raise PartitionError(
+                f"{base.info.name} was trained on views at stride {trained['stride']}, not {stride}: "
+                "leave the stride out or wrap another model",
+                settings=("stride",),
+            )
+        return PartitionEnsemble(base, stride=trained["stride"], size=trained["input_size"])
+    return PartitionEnsemble(base, stride=DEFAULT_STRIDE if stride is None else stride)
