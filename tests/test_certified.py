@@ -203,3 +203,21 @@ def test_certify_cli_refuses_a_bad_stride(amibr_root) -> None:
     )
     assert res.exit_code == 2
     assert "stride" in res.output and "--stride" in res.output
+
+
+def test_certify_on_an_onnx_export_matches_the_bundled_model(tmp_path, amibr_root) -> None:
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["model", "export", "--onnx", str(onnx)])
+    assert res.exit_code == 0, res.output
+    summaries = {}
+    for name, spec in (("bundled", "certified:bundled"), ("onnx", f"certified:{onnx}")):
+        out = tmp_path / name
+        res = CliRunner().invoke(
+            app,
+            ["certify", "--target", spec, "--data", str(amibr_root), "--limit", "16", "--json"]
+            + ["--out", str(out), "--no-progress"],
+        )
+        assert res.exit_code == 0, res.output
+        summaries[name] = (out / "certificates.csv").read_text().splitlines()
+    assert summaries["onnx"] == summaries["bundled"]
