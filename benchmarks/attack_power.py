@@ -68,8 +68,8 @@ from onepixel.targets import Target, TorchTarget
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from attack_vs_peers import TargetModule, _to_uint8_nhwc, art_classifier, paper_config, versions  # noqa: E402
+from provenance import finish, new_result_path, provenance  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "attack_power.json"
 OURS = ("exhaustive", "sparse-rs", "de", "de-noconv")
 PEERS = ("torchattacks", "pixle", "art", "scipy")
 METHODS = OURS + PEERS
@@ -188,19 +188,28 @@ def run_ours(
     )
     cpu = (time.process_time() - cpu0) / len(images)
     spent = target.queries - q0
-    return [
-        {
-            "score_before": r.score_before,
-            "score_after": r.score_after,
-            "flip": bool(r.flip),
-            "queries_to_flip": r.queries_to_flip,
-            "queries": r.queries,
-            "cpu_s": cpu,
-            "all_queries_share": spent / len(images),
-            "vector": r.vector,
-        }
-        for r in records
-    ]
+    vectors = np.array([r.vector for r in records], dtype=np.int64)
+    adv = apply_pixels(images, vectors, np.arange(len(images)))
+    after = target.predict(adv)  # re-scored on the uint8 image, as the peers' are
+    target.queries -= len(adv)  # the check is not the method's query
+    rows = []
+    for i, r in enumerate(records):
+        changed = changed_pixels(images[i], adv[i])
+        flip = is_flip(r.score_before, float(after[i]), direction) and changed <= k
+        rows.append(
+            {
+                "score_before": r.score_before,
+                "score_after": float(after[i]),
+                "flip": flip,
+                "queries_to_flip": r.queries_to_flip if flip else None,
+                "queries": r.queries,
+                "cpu_s": cpu,
+                "all_queries_share": spent / len(images),
+                "pixels_changed": changed,
+                "vector": r.vector,
+            }
+        )
+    return rows
 
 
 def _members(k: int, total: int) -> tuple[int, int]:
@@ -325,6 +334,16 @@ def run_peer(
     return out
 
 
+def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """Return the 95% Wilson score interval [low, high] of ``successes`` of ``n`` (None when n = 0)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def summarise(rows: list[dict[str, Any]], budgets: list[int], per_budget: dict[int, list] | None) -> dict:
     """Return flips per budget, median queries to flip, CPU s per attack and per flip."""
     flips = [r for r in rows if r["flip"]]
@@ -337,6 +356,9 @@ def summarise(rows: list[dict[str, Any]], budgets: list[int], per_budget: dict[i
         "n": len(rows),
         "flips": len(flips),
         "flips_at_budget": at,
+        "flips_ci95_at_budget": {b: wilson(f, len(rows)) for b, f in at.items()},
+        "queries_to_flip_n": len(flips),
+        "l0_checked": all("pixels_changed" in r for r in rows),
         "queries_to_flip_median": float(np.median([r["queries_to_flip"] for r in flips])) if flips else None,
         "queries_per_attack": float(np.mean([r["queries"] for r in rows])),
         "cpu_s_per_attack": cpu / len(rows),
@@ -472,7 +494,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--data", default=os.environ.get("ONEPIXEL_DATA", str(REPO.parent / "shared" / "data" / "ami-br"))
     )
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default: a new results name)")
+    p.add_argument("--stem", default="attack_power", help="name of the result JSON when --out is not given")
+    p.add_argument(
+        "--pieces",
+        type=Path,
+        default=None,
+        help="folder of finished (direction, k, method) pieces: a rerun with the same folder resumes",
+    )
     p.add_argument("--from-json", type=Path, default=None, help="print the tables of a results file")
     args = p.parse_args(argv)
     if args.from_json:
@@ -501,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         load0 = os.getloadavg()[0]
         res = de_throughput(target, data.images[idx], args.rounds, args.generations)
         res.update(command=command, machine=machine, load_avg_1min=[load0, os.getloadavg()[0]])
-        path = args.out or DEFAULT_OUT.with_name("attack_power_de_throughput.json")
+        path = args.out or new_result_path("attack_power_de_throughput")
         path.write_text(json.dumps(res, indent=1))
         for r in res["rounds"]:
             print(
@@ -514,8 +543,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"full pass {res['ratio_full_pass_median']:.2f}"
         )
         return res
-    args.out = args.out or DEFAULT_OUT
+    if args.out is not None and args.out.exists():
+        raise SystemExit(f"{args.out} exists: result files are never overwritten (pick a new --out)")
+    prov = provenance()
+    if args.pieces is not None:
+        args.pieces.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {
+        "provenance": prov,
         "command": command,
         "budgets": budgets,
         "pixels": pixels,
@@ -527,7 +561,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_avg_1min_start": os.getloadavg()[0],
         "directions": {},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
     for direction in args.directions.split(","):
         idx, kinds = select(
@@ -548,6 +581,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in methods:
                 if k > 1 and method in K1_ONLY:
                     continue
+                piece = None if args.pieces is None else args.pieces / f"{direction}_k{k}_{method}.json"
+                if piece is not None and piece.exists():
+                    stored = json.loads(piece.read_text())
+                    if stored["images"] != section["images"]:
+                        raise SystemExit(f"{piece} attacked other images: use a new --pieces folder")
+                    runs[method] = stored["summary"]
+                    print(f"  k={k} {method:13s} resumed from {piece}", flush=True)
+                    continue
                 t0 = time.perf_counter()
                 per_budget = None
                 dependent = budget_dependent(method, k)
@@ -565,8 +606,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 s["budget_dependent"] = dependent
                 s["wall_s"] = time.perf_counter() - t0
                 runs[method] = s
-                out["wall_s_so_far"] = time.perf_counter() - wall0
-                args.out.write_text(json.dumps(out, indent=1))
+                if piece is not None:
+                    piece.write_text(json.dumps({"images": section["images"], "summary": s}, indent=1))
                 print(
                     f"  k={k} {method:13s} flips {s['flips']}/{s['n']} at {s['flips_at_budget']} "
                     f"median q {s['queries_to_flip_median']} cpu/attack {s['cpu_s_per_attack']:.2f} s "
@@ -576,8 +617,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out["load_avg_1min_end"] = os.getloadavg()[0]
     out["wall_s"] = time.perf_counter() - wall0
     out["comparison"] = compare(out)
+    out["provenance"] = finish(prov)
+    args.out = args.out or new_result_path(args.stem)
     args.out.write_text(json.dumps(out, indent=1))
     figure(out, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}")
     print_table(out)
     return out
 
