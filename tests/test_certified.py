@@ -221,3 +221,33 @@ def test_certify_on_an_onnx_export_matches_the_bundled_model(tmp_path, amibr_roo
         assert res.exit_code == 0, res.output
         summaries[name] = (out / "certificates.csv").read_text().splitlines()
     assert summaries["onnx"] == summaries["bundled"]
+
+
+def test_guard_table_row_never_counts_a_proven_image_as_flipped(tmp_path, zero_shot, test_split) -> None:
+    from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+    from onepixel.defense.guard_eval import load_campaign
+    from onepixel.defense.guard_table import certified_row
+    from onepixel.targets import open_target
+
+    attacked = test_split.subset(np.random.default_rng(5).permutation(len(test_split))[:40])
+    campaigns = []
+    for name, target in (("bare", open_target("bundled")), ("aimed", zero_shot)):
+        config = CampaignConfig(
+            direction="raise",
+            filter=False,
+            limit=6,
+            images_per_batch=6,
+            de=paper_de_config(popsize=20, maxiter=3),
+        )
+        run_campaign(target, attacked, config, tmp_path / name, progress=False)
+        campaigns.append(load_campaign(tmp_path / name))
+    clean = test_split.subset(np.random.default_rng(1).permutation(len(test_split))[:128])
+    row = certified_row(zero_shot, campaigns, clean.images, clean.y.astype(bool))
+    assert row["mode"] == "certified" and 0.5 < row["balanced_accuracy"] <= 1
+    assert set(row["through"]) == {"plain k=1", "adaptive k=1"}
+    for counts in row["through"].values():
+        assert counts["attacks"] == 6
+        assert counts["successes"] == counts["flips"] + counts["already_misclassified"]
+        on_side = counts["attacks"] - counts["already_misclassified"]  # upper bound of images on side
+        assert counts["flips"] + counts["proven_safe"] <= on_side
+        assert counts["proven_safe"] > 0
