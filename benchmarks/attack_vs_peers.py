@@ -39,7 +39,11 @@ table's speed-up is wall time per attack relative to ``ours-deferred-notol``.
     python benchmarks/attack_vs_peers.py [--images 30] [--peer-images 5] [--maxiter 100]
         [--methods ours-deferred-notol,torchattacks-noes,art-noes,...] [--directions lower,raise]
         [--threads 1] [--model resnet_custom_amibr] [--quick]
-        [--out benchmarks/results/attack_vs_peers.json]
+        [--out PATH]
+
+The JSON goes to a new name under ``benchmarks/results/`` (``attack_vs_peers.json``,
+``attack_vs_peers_2.json``...) with provenance (:mod:`provenance`), saved as methods finish; an
+existing ``--out`` is refused.
 
 Peers install: ``pip install --no-deps torchattacks adversarial-robustness-toolbox six tqdm``
 (torchattacks lists torchvision, which it does not need to import).
@@ -79,9 +83,9 @@ from onepixel.targets import Target, TorchTarget
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+from provenance import finish, new_result_path, provenance  # noqa: E402
 from throughput import raw_throughput  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "attack_vs_peers.json"
 METHODS = (
     "ours-deferred",
     "ours-immediate",
@@ -456,7 +460,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--quick", action="store_true", help="defaults: 4 images, 1 for slow methods, 5 generations"
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(images=4, peer_images=1, maxiter=5, raw_seconds=1.0)
     args = p.parse_args(argv)
@@ -464,7 +470,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; use {METHODS}")
+    if args.out is not None and args.out.exists():
+        p.error(f"--out {args.out} exists: results are never overwritten, name a new file")
+    out_path = args.out or new_result_path("attack_vs_peers")
     torch.set_num_threads(args.threads)
+    prov = provenance(sys.argv if argv is None else [sys.argv[0], *argv])
 
     from onepixel.data.amibr import load_amibr
 
@@ -475,6 +485,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target.queries = 0
     out: dict[str, Any] = {
         "command": "python benchmarks/attack_vs_peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "provenance": prov,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "model": {
             "name": target.meta.name,
@@ -489,10 +500,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
         "directions": {},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        args.out.write_text(json.dumps(out, indent=1))
+        out_path.write_text(json.dumps(out, indent=1))
 
     for direction in args.directions.split(","):
         idx, confident = select(clean, positive, direction, args.images, args.seed)
@@ -531,6 +542,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if method not in SLOW:
                 s["on_peer_images"] = subset_summary(s, k)
         save()
+    out["provenance"] = finish(prov)
+    save()
+    print(f"wrote {out_path}")
     print_table(out)
     return out
 

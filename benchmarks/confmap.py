@@ -11,7 +11,10 @@ the cost of a full map (every row) for each L and for the paper's L = 52 grid (5
 images) on this machine.
 
     python benchmarks/confmap.py [--levels 4 6] [--rows 2] [--rounds 3] [--threads 1]
-                                 [--full-levels 0] [--out benchmarks/results/confmap.json]
+                                 [--full-levels 0] [--out PATH]
+
+The JSON goes to a new name under ``benchmarks/results/`` (``confmap.json``, ``confmap_2.json``...)
+with provenance (:mod:`provenance`); an existing ``--out`` is refused.
 
 ``--full-levels L`` additionally computes one complete map at L (e.g. 2 or 4) and reports its
 real wall time next to the extrapolation.
@@ -31,11 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onepixel.analysis.confmap import DEFAULT_CHUNK, colour_grid, compute_confmap
-from onepixel.targets import TorchTarget
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.analysis.confmap import DEFAULT_CHUNK, colour_grid, compute_confmap  # noqa: E402
+from onepixel.targets import TorchTarget  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "confmap.json"
 PAPER_LEVELS = 52
 SIZE = 64
 
@@ -193,9 +198,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=3.0, help="raw-throughput time per round")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--full-levels", type=int, default=0, help="also compute one full map at this L")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
     torch.set_num_threads(args.threads)
+    prov = provenance(sys.argv if argv is None else [sys.argv[0], *argv])
     result = measure(args.levels, args.rows, args.rounds, args.seconds, args.full_levels)
     result["machine"] = {
         "cpu_count": os.cpu_count(),
@@ -205,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average": os.getloadavg(),
     }
     result["command"] = "python benchmarks/confmap.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["provenance"] = finish(prov)
     raw, size = result["raw_images_per_s"], result["request_size"]
     print(f"\nraw target throughput: {raw:.0f} images/s (request {size})")
     for L, r in result["levels"].items():
@@ -220,9 +231,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "full_map" in result:
         f = result["full_map"]
         print(f"full map L={f['levels']}: {f['evaluations']:,} images in {f['wall_seconds']:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    out = args.out or new_result_path("confmap")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
     return result
 
 

@@ -19,8 +19,12 @@ Latin hypercube, integrality, no polishing):
 - ``overhead``: the engine's own time per generation with a trivial function (K=30, M=200, D=5).
 
     python benchmarks/de_fidelity.py [--parts synthetic,model,overhead] [--images 50] [--maxiter 100]
-        [--directions lower,raise] [--threads 1] [--out benchmarks/results/de_fidelity.json]
+        [--directions lower,raise] [--threads 1] [--stem de_fidelity] [--out PATH]
         [--methods ours-immediate,ours-deferred,scipy-immediate,scipy-deferred,ours-immediate-seeded]
+
+The JSON goes to a new name under ``benchmarks/results/`` (``<stem>.json``, ``<stem>_2.json``...)
+with provenance (:mod:`provenance`), saved as the model part progresses; an existing ``--out``
+is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,18 +42,20 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import differential_evolution
 
-from onepixel.attack.de import BatchedDE, DEConfig
-from onepixel.attack.objectives import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.attack.de import BatchedDE, DEConfig  # noqa: E402
+from onepixel.attack.objectives import (  # noqa: E402
     PlainObjective,
     crossed,
     make_fitness,
     score_to_energy,
     strong_threshold,
 )
-from onepixel.attack.perturb import apply_pixels, bounds_for
+from onepixel.attack.perturb import apply_pixels, bounds_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "de_fidelity.json"
 METHODS = ("ours-immediate", "ours-deferred", "scipy-immediate", "scipy-deferred", "ours-immediate-seeded")
 REFERENCE = "scipy-immediate"
 
@@ -425,12 +432,19 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--stem", default="de_fidelity", help="name of the result JSON when --out is not given")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = ap.parse_args()
+    if args.out is not None and args.out.exists():
+        ap.error(f"--out {args.out} exists: results are never overwritten, name a new file")
+    out_path = args.out or new_result_path(args.stem)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    prov = provenance()
     parts = args.parts.split(",")
     result: dict[str, Any] = {
         "command": "python benchmarks/de_fidelity.py "
@@ -442,11 +456,12 @@ def main() -> None:
             "threads": args.threads,
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provenance": prov,
     }
 
     def save() -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, default=str))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=1, default=str))
 
     if "overhead" in parts:
         result["overhead"] = overhead()
@@ -456,8 +471,9 @@ def main() -> None:
         result["model"] = {}
         model_part(args, result["model"], save)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result["provenance"] = finish(prov)
     save()
-    print(f"wrote {args.out}")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Detector throughput: VAE training steps, VAE scoring, residual scoring (images/s, one thread).
 
 Usage: python benchmarks/detector_speed.py [--data AMI_BR] [--n 512] [--threads 1] [--out PATH]
-Prints and writes JSON (default benchmarks/results/detector_speed.json).
+Prints and writes JSON with provenance (:mod:`provenance`) to a new name under
+benchmarks/results/ (``detector_speed.json``, ``detector_speed_2.json``...); an existing
+``--out`` is refused.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from onepixel.data.amibr import load_amibr
-from onepixel.defense.detector import VAEDetector
-from onepixel.defense.residual import ResidualDetector
-from onepixel.defense.train import TrainConfig, train_vae
-from onepixel.defense.vae import VAE
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.data.amibr import load_amibr  # noqa: E402
+from onepixel.defense.detector import VAEDetector  # noqa: E402
+from onepixel.defense.residual import ResidualDetector  # noqa: E402
+from onepixel.defense.train import TrainConfig, train_vae  # noqa: E402
+from onepixel.defense.vae import VAE  # noqa: E402
 
 
 def rate(fn, n: int, repeats: int = 3) -> float:
@@ -33,6 +39,7 @@ def rate(fn, n: int, repeats: int = 3) -> float:
 
 
 def main() -> None:
+    """Measure each detector step's images/s, print them and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
     here = Path(__file__).resolve().parent
     parser.add_argument(
@@ -40,9 +47,14 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=here / "results" / "detector_speed.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = parser.parse_args()
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
     torch.set_num_threads(args.threads)
+    prov = provenance()
     images = load_amibr(args.data, "test").images[: args.n]
     vae = VAEDetector.from_pretrained("vae_amibr")
     residual = ResidualDetector()
@@ -60,10 +72,13 @@ def main() -> None:
         "residual_locate_repair_images_per_s": rate(lambda: residual.repair(images), n),
         "vae_train_images_per_s": result.images_per_second,
     }
+    out["provenance"] = finish(prov)
     text = json.dumps(out, indent=2)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    path = args.out or new_result_path("detector_speed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ the in-process ones (same vectors, scores within ``TOLERANCE``): the routes answ
 attack, only at another speed.
 
     python benchmarks/http_campaign.py [--images 4] [--budget 1000] [--rounds 2] [--threads 1]
-        [--routes pixels batch single] [--single-concurrency 8] [--out benchmarks/results/http_campaign.json]
+        [--routes pixels batch single] [--single-concurrency 8] [--out PATH]
+
+The JSON goes to a new name under ``benchmarks/results/`` (``http_campaign.json``,
+``http_campaign_2.json``...) with provenance (:mod:`provenance`); an existing ``--out`` is refused.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "http_campaign.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from provenance import finish, new_result_path, provenance  # noqa: E402
 from serve_load import cpu_seconds, start_server, wait_ready  # noqa: E402
 
 ROUTES = ("pixels", "batch", "single")
@@ -134,10 +137,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES)
     parser.add_argument("--single-concurrency", type=int, default=8, help="single-route requests at once")
     parser.add_argument("--batch-max", type=int, default=64, help="server's dynamic batching cap")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = parser.parse_args(argv)
     if args.images < 1 or args.budget < 400 or args.rounds < 1 or args.threads < 1:
         parser.error("need --images >= 1, --budget >= 400 (two DE generations), --rounds, --threads >= 1")
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
 
     import torch
 
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from onepixel.targets.local import TOLERANCE
 
     torch.set_num_threads(args.threads)
+    prov = provenance(sys.argv if argv is None else [sys.argv[0], *argv])
     images, labels = load_images(args.images)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     print("\n".join(lines))
     result = {
+        "provenance": finish(prov),
         "summary": summary,
         "runs": runs,
         "command": "python benchmarks/http_campaign.py "
@@ -230,9 +239,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    out = args.out or new_result_path("http_campaign")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
     return result
 
 

@@ -7,10 +7,12 @@ settings, interleaved round by round so that load from other processes hits both
 - ``durable``: ``synchronous=FULL`` and the folder fsynced after every rename (the store now).
 
     python benchmarks/store_durability.py [--attacks 200] [--rounds 5] [--dir /tmp]
-        [--out benchmarks/results/store_durability.json]
+        [--out PATH]
 
-Prints ms per attack (median over rounds) and writes every round as JSON. ``--dir`` chooses the
-file system measured (fsync costs depend on it).
+Prints ms per attack (median over rounds) and writes every round as JSON with provenance
+(:mod:`provenance`) to a new name under benchmarks/results/ (``store_durability.json``,
+``store_durability_2.json``...); an existing ``--out`` is refused. ``--dir`` chooses the file
+system measured (fsync costs depend on it).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from onepixel.attack import store as store_module
-from onepixel.attack.records import AttackRecord
-from onepixel.attack.store import CampaignStore
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.attack import store as store_module  # noqa: E402
+from onepixel.attack.records import AttackRecord  # noqa: E402
+from onepixel.attack.store import CampaignStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "store_durability.json"
 
 
 def make_records(n: int, seed: int = 0) -> list[tuple[AttackRecord, np.ndarray]]:
@@ -94,8 +98,13 @@ def main() -> None:
     parser.add_argument("--attacks", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = parser.parse_args()
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
+    prov = provenance()
     records = make_records(args.attacks)
     rounds: dict[str, list[float]] = {"before": [], "durable": []}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -110,17 +119,19 @@ def main() -> None:
         f"durable / before: {median['durable'] / median['before']:.2f}x, "
         f"+{median['durable'] - median['before']:.2f} ms per attack"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "command": " ".join(["python", "benchmarks/store_durability.py", *sys.argv[1:]]),
+        "provenance": finish(prov),
         "machine": platform.platform(),
         "dir": str(args.dir),
         "attacks": args.attacks,
         "ms_per_attack_median": median,
         "ms_per_attack_rounds": rounds,
     }
-    args.out.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
+    path = args.out or new_result_path("store_durability")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

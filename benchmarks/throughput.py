@@ -5,13 +5,16 @@ Pixel-change queries: queries/s of ``predict_pixels`` with the full pass (paint,
 against cone inference (:mod:`onepixel.targets.cone`) at k = 1, 3, 5 changed pixels, for k
 pixels anywhere in the image and for k pixels within a 5x5 patch, and for one pixel with 64
 colours per pixel (a confidence map's queries); ``--pixels-only`` runs just
-this part and writes ``benchmarks/results/throughput_pixels.json``.
+this part (result stem ``throughput_pixels``).
 
 Over loopback HTTP (``onepixel serve``'s app under uvicorn in a child process): the single
 image route, sequential and with N concurrent clients, and the batch route.
 
-    python benchmarks/throughput.py [--quick] [--threads 1] [--out benchmarks/results/throughput.json]
+    python benchmarks/throughput.py [--quick] [--threads 1] [--out PATH]
     python benchmarks/throughput.py --pixels-only --threads 2
+
+The JSON goes to a new name under ``benchmarks/results/`` (``throughput.json``, then
+``throughput_2.json``...) with provenance (:mod:`provenance`); an existing ``--out`` is refused.
 
 Other benchmarks import :func:`raw_throughput`. Rounds of each measurement are interleaved
 across paths so that load from other processes hits every path alike; the table shows the
@@ -34,14 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onepixel.models import DEFAULT_MODEL, load_model
-from onepixel.serve.runner import free_port
-from onepixel.targets import HttpTarget, Target, TorchTarget
-from onepixel.targets.local import DEFAULT_BATCH_SIZE
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.models import DEFAULT_MODEL, load_model  # noqa: E402
+from onepixel.serve.runner import free_port  # noqa: E402
+from onepixel.targets import HttpTarget, Target, TorchTarget  # noqa: E402
+from onepixel.targets.local import DEFAULT_BATCH_SIZE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "throughput.json"
-PIXELS_OUT = REPO / "benchmarks" / "results" / "throughput_pixels.json"
 PIXEL_KS = (1, 3, 5)
 BATCH_SIZES = (1, 8, 32, 128, 256, 512, 1024)
 QUICK_BATCH_SIZES = (1, 32, 256)
@@ -329,7 +333,9 @@ def print_table(local: dict, http: dict | None) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the tables, write JSON to ``--out``; return the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes, rounds and seconds")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
@@ -337,7 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pixels-only", action="store_true", help="only full pass vs cone inference")
     parser.add_argument("--cases", nargs="+", default=None, help="only these pixel rows, e.g. k1_anywhere")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
     torch.set_num_threads(args.threads)
+    prov = provenance(sys.argv if argv is None else [sys.argv[0], *argv])
     rounds = args.rounds or (2 if args.quick else 5)
     seconds = 0.3 if args.quick else 1.0
     machine = {
@@ -353,9 +362,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"pixel queries: full pass vs cone, {rounds} rounds of {seconds} s, {args.threads} threads")
         pixels = bench_pixels(rounds, seconds, cases=args.cases)
         machine["load_average_at_end"] = os.getloadavg()
-        out = args.out if args.out != DEFAULT_OUT else PIXELS_OUT
+        out = args.out or new_result_path("throughput_pixels")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"command": command, "machine": machine, "pixels": pixels}, indent=2))
+        doc = {"command": command, "provenance": finish(prov), "machine": machine, "pixels": pixels}
+        out.write_text(json.dumps(doc, indent=2))
         print(f"auto picks pixel mode {pixels['auto_pixel_mode']!r}\nwrote {out}")
         return pixels
     sizes = QUICK_BATCH_SIZES if args.quick else BATCH_SIZES
@@ -378,15 +388,17 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": args.threads,
             "load_average_at_end": os.getloadavg(),
         },
+        "provenance": finish(prov),
         "default_forward_batch": DEFAULT_BATCH_SIZE,
         "local": local,
         "pixels": pixels,
         "http": http,
     }
     print_table(local, http)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    out = args.out or new_result_path("throughput")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
     return result
 
 

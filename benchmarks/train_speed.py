@@ -4,7 +4,10 @@ For each batch size and bf16 autocast on/off, times full steps (augmentation of 
 sources, forward, backward, Adam) on random sources. Rounds are interleaved across settings so
 load from other processes hits every setting alike; the median of the rounds is reported.
 
-    python benchmarks/train_speed.py [--threads 1] [--rounds 5] [--out benchmarks/results/train_speed.json]
+    python benchmarks/train_speed.py [--threads 1] [--rounds 5] [--out PATH]
+
+The JSON goes to a new name under ``benchmarks/results/`` (``train_speed.json``,
+``train_speed_2.json``...) with provenance (:mod:`provenance`); an existing ``--out`` is refused.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from onepixel.models import create_model
-from onepixel.models.augment import AugmentConfig, augment_batch
-from onepixel.models.train import bf16_supported
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.models import create_model  # noqa: E402
+from onepixel.models.augment import AugmentConfig, augment_batch  # noqa: E402
+from onepixel.models.train import bf16_supported  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_speed.json"
 
 
 def step_seconds(batch: int, bf16: bool, steps: int, gen: torch.Generator) -> float:
@@ -56,9 +62,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batches", default="32,128")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result path (default: a new name in benchmarks/results/)"
+    )
     args = parser.parse_args()
+    if args.out is not None and args.out.exists():
+        parser.error(f"--out {args.out} exists: results are never overwritten, name a new file")
     torch.set_num_threads(args.threads)
+    prov = provenance()
     gen = torch.Generator().manual_seed(0)
     settings = [(int(b), bf) for b in args.batches.split(",") for bf in (False, True)]
     if not bf16_supported():
@@ -73,12 +84,14 @@ def main() -> None:
         "torch": torch.__version__,
         "images_per_second_median": {k: round(statistics.median(v), 1) for k, v in rounds.items()},
         "rounds": rounds,
+        "provenance": finish(prov),
     }
     for key, value in result["images_per_second_median"].items():
         print(f"{key:>22}: {value:8.1f} images/s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    path = args.out or new_result_path("train_speed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
