@@ -64,7 +64,11 @@ def source_line(files: list[str], data: list[dict[str, Any]]) -> str:
     """Return the italic line citing each file's command, commit and machine load."""
     parts = []
     for path, d in zip(files, data, strict=True):
-        prov = d.get("provenance", {})
+        if "provenance" not in d:
+            command = d.get("command", "?")
+            parts.append(f"`{path}` (`{command}`; predates provenance: no commit or load recorded)")
+            continue
+        prov = d["provenance"]
         commit = (prov.get("git_commit") or "?")[:8]
         load = prov.get("load_average_start", [None])[0]
         load_txt = f", load {load:.1f}" if isinstance(load, (int, float)) else ""
@@ -211,6 +215,401 @@ def certified_finding(data: list[dict[str, Any]]) -> str:
         f"  certificates. The price: {cost['ensembles']['certified']['ratio_median']:.0f}x the CPU time of "
         f"one bare forward pass."
     )
+
+
+# --- benchmarks (docs/benchmarks.md) ---------------------------------------------------------
+
+
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    """Return the median of ``values`` and their range, e.g. ``1,234 (1,100-1,300)``."""
+    vals = sorted(values)
+    mid = len(vals) // 2
+    median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    if len(vals) == 1:
+        return fmt.format(median)
+    return f"{fmt.format(median)} ({fmt.format(vals[0])}-{fmt.format(vals[-1])})"
+
+
+def mmr(d: dict[str, float], fmt: str = "{:,.0f}") -> str:
+    """Return a ``{median, min, max}`` dict as ``median (min-max)``."""
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}-{fmt.format(d['max'])})"
+
+
+def yes(flag: bool) -> str:
+    """Return ``flag`` as a bold yes or no."""
+    return "**yes**" if flag else "**no**"
+
+
+def load_note(d: dict[str, Any]) -> str:
+    """Return the machine load of a run from its provenance, or a note that it predates provenance."""
+    prov = d.get("provenance")
+    if not prov:
+        return "This file predates provenance: its commit and machine load were not recorded."
+    start, end = prov["load_average_start"][0], prov.get("load_average_end", [None])[0]
+    end_txt = f" -> {end:.1f}" if isinstance(end, (int, float)) else ""
+    threads = prov["torch_threads"]
+    return f"Load average {start:.1f}{end_txt} on {prov['cores']} cores, {threads} torch thread(s)."
+
+
+@generator("serve_load_hey")
+def serve_load_hey(data: list[dict[str, Any]]) -> str:
+    """Return the service-load table (hey) per setting and the headline ratio against the goal."""
+    (d,) = data
+    h = d["headline"]
+    rows = []
+    for s in d["summary"]:
+        route = {"single": "single image", "batch": "batch route", "pixels": "pixel route"}[s["route"]]
+        batching = f", batching {s['batching']}" if s["route"] == "single" else ""
+        rows.append(
+            [
+                f"{route}{batching}",
+                str(s["clients"]),
+                str(s["images_per_request"]),
+                mmr(s["requests_per_s"]),
+                mmr(s["images_per_s"]),
+                mmr(s["p50_ms"], "{:.1f}"),
+                mmr(s["p99_ms"], "{:.0f}"),
+                f"{s['non_200']} of {s['answered']:,}",
+            ]
+        )
+    st = d["settings"]
+    intro = (
+        f"{st['rounds']} interleaved rounds of {st['duration_s']:g} s per setting; median over rounds "
+        f"(range). Client: `{d['client']['tool']}` {d['client']['version']}. " + load_note(d)
+    )
+    header = ["setting", "clients", "images / request", "req/s", "images/s", "p50 ms", "p99 ms", "non-200"]
+    ratio, p99 = h["single_over_batch"], h["single_p99_ms"]
+    per_round = ", ".join(f"{r:.2f}" for r in h["single_over_batch_per_round"])
+    head = (
+        f"**Single route at {max(st['single_clients'])} clients with batching over the batch route "
+        f"(images/s): {ratio['median']:.2f}x** median, range {ratio['min']:.2f}-{ratio['max']:.2f} "
+        f"(rounds: {per_round}); single-route p99 {p99['median']:.0f} ms "
+        f"({p99['min']:.0f}-{p99['max']:.0f}). Goal {h['goal']}: met by the median "
+        f"{yes(h['goal_met_by_median'])}; met in every round {yes(h['goal_met_in_every_round'])}."
+    )
+    onoff = h["batching_on_over_off"].values()
+    clients = " / ".join(str(c) for c in st["single_clients"])
+    onoff_txt = ", ".join(mmr(v, "{:.2f}") + "x" for v in onoff)
+    return "\n\n".join(
+        [
+            intro,
+            table(header, rows),
+            head,
+            f"Dynamic batching on over off, single route at {clients} clients: {onoff_txt}.",
+        ]
+    )
+
+
+def _rounds_min(r: dict[str, Any]) -> float:
+    return min(r["rounds"]) if "rounds" in r else r["median"]
+
+
+@generator("throughput_local")
+def throughput_local(data: list[dict[str, Any]]) -> str:
+    """Return in-process images/s per inference path and forward batch, and the default target's."""
+    (d,) = data
+    local = d["local"]
+    sizes = list(next(iter(local["paths"].values())))
+    header = ["path"] + [f"batch {b}" for b in sizes] + ["max deviation vs eager"]
+    rows = [
+        [f"`{path}`"]
+        + [f"{by[b]['median']:,.0f}" for b in sizes]
+        + [f"{local['max_score_deviation_vs_eager'][path]:.1e}"]
+        for path, by in local["paths"].items()
+    ]
+    default = local["default"]
+    req = default["requests"]
+    rows.append(
+        [f"default target (`{default['mode']}`, forward batch {default['batch_size']})"]
+        + [f"{req[b]['median']:,.0f}" if b in req else "" for b in sizes]
+        + [""]
+    )
+    n = len(next(iter(next(iter(local["paths"].values())).values()))["rounds"])
+    intro = f"Images/s, median of {n} interleaved rounds; columns are the request size. " + load_note(d)
+    return intro + "\n\n" + table(header, rows)
+
+
+@generator("throughput_pixels")
+def throughput_pixels(data: list[dict[str, Any]]) -> str:
+    """Return pixel-change queries/s, full pass against cone inference, with per-round ranges."""
+    (d,) = data
+    px = d["pixels"]
+    names = {"anywhere": "anywhere", "patch": "in a 5x5 patch", "colours": "64 colours per pixel"}
+    rows = []
+    for row in px["rows"].values():
+        rows.append(
+            [
+                f"k = {row['k']}, {names[row['layout']]}",
+                f"{row['full_qps']['median']:,.0f}",
+                f"{row['cone_qps']['median']:,.0f}",
+                spread(row["ratio_rounds"], "{:.2f}"),
+                f"{row['ratio_vs_best_full']:.2f}",
+                f"{row['cpu_ratio_median']:.2f}",
+                f"{row['max_abs_deviation']:.1e}",
+            ]
+        )
+    header = [
+        "queries",
+        "full pass q/s",
+        "cone q/s",
+        "cone / full, median (range)",
+        "cone / best full round",
+        "per CPU second",
+        "max score deviation",
+    ]
+    req = px["request"]
+    intro = (
+        f"`predict_pixels` on requests of {req['queries']} queries over {req['base_images']} base images; "
+        f"full pass = `{px['full_path']}`; `auto` picks `{px['auto_pixel_mode']}`. " + load_note(d)
+    )
+    return intro + "\n\n" + table(header, rows)
+
+
+@generator("throughput_http")
+def throughput_http(data: list[dict[str, Any]]) -> str:
+    """Return loopback-HTTP images/s per client setting (median and range of rounds)."""
+    (d,) = data
+    rows = [[f"`{name}`", spread(r["rounds"])] for name, r in d["http"].items()]
+    intro = (
+        "`onepixel serve` in a child process, `HttpTarget` clients in this process (a Python client on "
+        "the same cores). " + load_note(d)
+    )
+    return intro + "\n\n" + table(["setting", "images/s, median (range)"], rows)
+
+
+@generator("detector_speed")
+def detector_speed(data: list[dict[str, Any]]) -> str:
+    """Return the detectors' images/s (best of 3 calls)."""
+    (d,) = data
+    labels = {
+        "vae_score_images_per_s": "VAE score (p = 7)",
+        "vae_score_p3_p5_p7_images_per_s": "VAE score at p = 3, 5, 7",
+        "residual_score_images_per_s": "residual score",
+        "residual_locate_repair_images_per_s": "residual locate + repair",
+        "vae_train_images_per_s": "VAE training (one epoch on 300 images)",
+    }
+    rows = [[label, f"{d[key]:,.0f}"] for key, label in labels.items()]
+    intro = f"{d['images']} AMi-Br test images, {d['threads']} thread(s). " + load_note(d)
+    return intro + "\n\n" + table(["step", "images/s"], rows)
+
+
+@generator("store_durability")
+def store_durability(data: list[dict[str, Any]]) -> str:
+    """Return ms per committed attack for the old and the durable store, with the difference."""
+    (d,) = data
+    r = d["ms_per_attack_rounds"]
+    names = {
+        "before": "old (`synchronous=NORMAL`, no folder fsync)",
+        "durable": "durable (`FULL` + folder fsync)",
+    }
+    rows = [[names[k], spread(v, "{:.2f}")] for k, v in r.items()]
+    diffs = [b - a for a, b in zip(r["before"], r["durable"], strict=True)]
+    rows.append(["durable minus old, per round", spread(diffs, "{:.2f}")])
+    intro = (
+        f"{d['attacks']} records with 64x64 PNGs committed per round on `{d['dir']}`, "
+        f"{len(r['before'])} interleaved rounds. " + load_note(d)
+    )
+    return intro + "\n\n" + table(["store", "ms per attack, median (range)"], rows)
+
+
+@generator("confmap")
+def confmap(data: list[dict[str, Any]]) -> str:
+    """Return confidence-map evaluations/s against raw inference and the full pass, and map costs."""
+    (d,) = data
+    rows = []
+    for level, r in d["levels"].items():
+        rows.append(
+            [
+                level,
+                str(r["colours"]),
+                f"{r['evaluations_per_s']:,.0f}",
+                f"{r['ratio_to_raw']:.2f}",
+                f"{r['cone_over_full']:.2f} ({r['cone_over_full_cpu']:.2f})",
+                f"{r['evaluations_full_map']:,}",
+                f"{r['full_map_seconds_estimate'] / 60:.1f} min",
+            ]
+        )
+    header = [
+        "L",
+        "colours",
+        "evaluations/s",
+        "x raw",
+        "cone / full pass (per CPU s)",
+        "full map, images",
+        "full map, estimate",
+    ]
+    p = d["paper_L52"]
+    intro = (
+        f"Image `{d['image']}`, target `{d['target']}` (`{d['mode']}`, pixel mode `{d['pixel_mode']}`), "
+        f"{d['rounds']} interleaved rounds; raw = `target.predict` on requests of {d['request_size']}: "
+        f"{d['raw_images_per_s']:,.0f} images/s. " + load_note(d)
+    )
+    paper = (
+        f"The paper's L = 52 grid ({p['evaluations']:,} images) at the measured rate: about "
+        f"{p['hours_estimate']:.1f} h ({p['days_estimate']:.2f} days) on this machine; "
+        f"{p['at_raw_throughput_days']:.1f} days at raw throughput."
+    )
+    return "\n\n".join([intro, table(header, rows), paper])
+
+
+@generator("de_fidelity_synthetic")
+def de_fidelity_synthetic(data: list[dict[str, Any]]) -> str:
+    """Return ours against SciPy's DE on the test functions, and the engine's own overhead."""
+    (d,) = data
+
+    def pair(x: dict[str, float], fmt: str) -> str:
+        return f"{fmt.format(x['ours_median'])} / {fmt.format(x['scipy_median'])} (p {x['mwu_p']:.2f})"
+
+    rows = []
+    for name, r in d["synthetic"].items():
+        rows.append(
+            [
+                f"`{name}`",
+                str(r["runs"]),
+                f"{r['seeded_identical']} of {r['runs']}",
+                pair(r["fun"], "{:.4g}"),
+                pair(r["nit"], "{:g}"),
+                pair(r["gen10"], "{:.4g}"),
+                f"{r['scipy_s'] / r['ours_s']:.1f}x",
+            ]
+        )
+    header = [
+        "function / updating",
+        "seeds",
+        "bit-identical (seeded)",
+        "final energy, ours / SciPy (MWU p)",
+        "generations",
+        "energy after 10 generations",
+        "SciPy time / ours",
+    ]
+    over = d.get("overhead", {})
+    over_rows = [
+        [f"`{k}`", f"{v['ms_per_generation']:.1f}", f"{v['func_calls_per_generation']:g}"]
+        for k, v in over.items()
+    ]
+    s = d["settings"]
+    intro = (
+        f"Paper settings ({s['popsize']} members, {s['strategy']}, F {s['mutation']}, "
+        f"CR {s['recombination']}, tol {s['tol']}, {s['init']}), 5 dimensions; "
+        "medians over seeds, two-sided Mann-Whitney p. " + load_note(d)
+    )
+    parts = [intro, table(header, rows)]
+    if over_rows:
+        parts += [
+            "Engine overhead with a trivial function (30 problems x 200 members x 5 dimensions):",
+            table(["updating", "ms per generation", "function calls per generation"], over_rows),
+        ]
+    return "\n\n".join(parts)
+
+
+@generator("de_fidelity_model")
+def de_fidelity_model(data: list[dict[str, Any]]) -> str:
+    """Return one-pixel attacks on the model: ours against SciPy, success with 95% CIs, speed."""
+    (d,) = data
+    m = d["model"]
+    rows = []
+    for direction in ("lower", "raise"):
+        if direction not in m:
+            continue
+        sec = m[direction]
+        paired = sec.get("paired_vs_scipy-immediate", {})
+        for method, r in sec["methods"].items():
+            ci = r["success"]["ci"]
+            same = paired.get(method, {}).get("identical_attacks")
+            rows.append(
+                [
+                    direction,
+                    f"`{method}`",
+                    f"{r['success']['k']} of {r['n']} [{ci[0]:.2f}, {ci[1]:.2f}]",
+                    f"{r['early_converged']['k']} of {r['n']}",
+                    f"{r['score_before']['mean']:.3f} -> {r['score_after']['mean']:.3f}",
+                    f"{r['wall_s_per_attack']:.2f}",
+                    f"{r['queries_per_s']:,.0f}",
+                    f"{same['k']} of {same['n']}" if same else "(reference)",
+                ]
+            )
+    header = [
+        "direction",
+        "method",
+        "success [95% CI]",
+        "early-converged",
+        "mean score before -> after",
+        "s / attack",
+        "queries/s",
+        "identical to `scipy-immediate`",
+    ]
+    confident = ", ".join(
+        f"{dr}: {m[dr]['confident']} of {len(m[dr]['images'])} confident"
+        for dr in ("lower", "raise")
+        if dr in m
+    )
+    test = m.get("model_info", {}).get("test", {})
+    bal = f", test balanced accuracy {test['balanced_accuracy']:.3f}" if "balanced_accuracy" in test else ""
+    intro = f"Model `{m['model']}` (`{m['inference_mode']}`{bal}); {confident}. " + load_note(d)
+    return intro + "\n\n" + table(header, rows)
+
+
+@generator("http_campaign")
+def http_campaign(data: list[dict[str, Any]]) -> str:
+    """Return a DE campaign's queries/s per HTTP route against the in-process target."""
+    (d,) = data
+    rows = [
+        [
+            f"`{r['route']}`",
+            f"{r['queries']:,}",
+            f"{r['queries_per_s']:,.0f}",
+            spread(r["ratios_per_round"], "{:.2f}"),
+            ("yes" if r["same_attack_as_in_process"] else "**no**") + f" (max gap {r['max_score_gap']:.1e})",
+        ]
+        for r in d["summary"]
+    ]
+    s = d["settings"]
+    intro = (
+        f"{s['images']} images, budget {s['budget']} queries each, {s['rounds']} rounds; single route with "
+        f"{s['single_concurrency']} requests at once; server batching cap {s['batch_max']}. " + load_note(d)
+    )
+    header = ["target", "queries per run", "queries/s (median)", "x in-process, median (range)"]
+    header.append("same attack")
+    return intro + "\n\n" + table(header, rows)
+
+
+@generator("train_speed")
+def train_speed(data: list[dict[str, Any]]) -> str:
+    """Return training images/s per batch size and bf16 setting (median and range of rounds)."""
+    (d,) = data
+    rows = []
+    for key, values in d["rounds"].items():
+        batch, bf16 = key.removeprefix("batch").split("_bf16=")
+        rows.append([batch, "on" if bf16 == "True" else "off", spread(values, "{:.0f}")])
+    intro = f"{d['threads']} thread(s), torch {d['torch']}. " + load_note(d)
+    return intro + "\n\n" + table(["batch", "bf16 autocast", "images/s, median (range)"], rows)
+
+
+@generator("attack_vs_peers")
+def attack_vs_peers(data: list[dict[str, Any]]) -> str:
+    """Return DE against the peers' one-pixel attacks at the paper's budget."""
+    (d,) = data
+    rows = []
+    for direction, sec in d["directions"].items():
+        for method, r in sec["methods"].items():
+            rows.append(
+                [
+                    direction,
+                    f"`{method}`",
+                    f"{r['successes']} of {r['n']}",
+                    f"{r['mean_score_after']:.3f}",
+                    f"{r['queries_per_attack']:,.0f}",
+                    f"{r['wall_s_per_attack']:.2f}",
+                    f"{r['queries_per_s']:,.0f}",
+                ]
+            )
+    header = ["direction", "method", "success", "mean score after", "queries/attack", "s/attack", "queries/s"]
+    s = d["settings"]
+    intro = (
+        f"k = 1, {s['popsize']} members x {s['maxiter']} generations, {s['threads']} thread(s); "
+        f"model `{d['model']['name']}`. " + load_note(d)
+    )
+    return intro + "\n\n" + table(header, rows)
 
 
 def render(name: str, files: list[str]) -> str:
