@@ -248,7 +248,8 @@ def load_note(d: dict[str, Any]) -> str:
     start, end = prov["load_average_start"][0], prov.get("load_average_end", [None])[0]
     end_txt = f" -> {end:.1f}" if isinstance(end, (int, float)) else ""
     threads = prov["torch_threads"]
-    return f"Load average {start:.1f}{end_txt} on {prov['cores']} cores, {threads} torch thread(s)."
+    dirty = " Tracked files differed from the commit (dirty tree)." if prov.get("git_dirty") else ""
+    return f"Load average {start:.1f}{end_txt} on {prov['cores']} cores, {threads} torch thread(s).{dirty}"
 
 
 @generator("serve_load_hey")
@@ -310,7 +311,7 @@ def throughput_local(data: list[dict[str, Any]]) -> str:
     (d,) = data
     local = d["local"]
     sizes = list(next(iter(local["paths"].values())))
-    header = ["path"] + [f"batch {b}" for b in sizes] + ["max deviation vs eager"]
+    header = ["path"] + [f"{b} images" for b in sizes] + ["max deviation vs eager"]
     rows = [
         [f"`{path}`"]
         + [f"{by[b]['median']:,.0f}" for b in sizes]
@@ -325,7 +326,10 @@ def throughput_local(data: list[dict[str, Any]]) -> str:
         + [""]
     )
     n = len(next(iter(next(iter(local["paths"].values())).values()))["rounds"])
-    intro = f"Images/s, median of {n} interleaved rounds; columns are the request size. " + load_note(d)
+    intro = (
+        f"Images/s, median of {n} interleaved rounds; columns: images per forward pass (paths) or per "
+        "`predict` call (default target). " + load_note(d)
+    )
     return intro + "\n\n" + table(header, rows)
 
 
