@@ -62,7 +62,8 @@ class OpenedData:
         if self.patches.fit is not None:
             text += f"; {self.patches.fit.describe()}"
         if self.patches.skipped:
-            text += f"; {len(self.patches.skipped)} unreadable files skipped"
+            n = len(self.patches.skipped)
+            text += f"; {n} unreadable file{'s' if n != 1 else ''} skipped"
         return text
 
 

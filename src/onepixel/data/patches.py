@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 # Label names treated as the positive finding when the caller does not say which one is.
-KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "tumor", "tumour", "positive", "malignant", "1")
+KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "mitotic", "tumor", "tumour", "positive", "malignant", "1")
 # Folder names that mark a <split>/<class>/ layout.
 SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation", "dev", "holdout")
 
