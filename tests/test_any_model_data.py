@@ -298,3 +298,28 @@ def test_split_native(amibr_root: Path) -> np.ndarray:
     from onepixel.data.amibr import load_amibr
 
     return load_amibr(amibr_root, "test", size=None).images
+
+
+def test_survey_counts_every_format_and_size_and_lists_skipped_files(
+    tmp_path: Path, amibr_root: Path
+) -> None:
+    from onepixel.data import survey_folder
+
+    formats = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tiff"}
+    for label, n in (("Atypical", 3), ("Normal", 4)):
+        (tmp_path / label).mkdir()
+        for i, src in enumerate(real_pngs(amibr_root, label, n)):
+            fmt = list(formats)[i % 3]
+            copy_as(src, tmp_path / label / (src.stem + formats[fmt]), fmt)
+    with Image.open(real_pngs(amibr_root, "Normal", 5)[4]) as img:
+        img.convert("RGB").resize((96, 80)).save(tmp_path / "Normal" / "small.jpeg")
+    (tmp_path / "Normal" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(DataError, match=r"bad\.png: not a readable PNG"):
+        survey_folder(tmp_path)
+    survey = survey_folder(tmp_path, skip_bad=True)
+    assert survey.classes == ("Atypical", "Normal") and survey.counts == (3, 5) and survey.images == 8
+    assert survey.positive == "Atypical"
+    assert survey.formats == {"JPEG": 3, "PNG": 3, "TIFF": 2}
+    assert survey.sizes == {"128x128": 7, "96x80": 1}
+    assert [Path(s.path).name for s in survey.skipped] == ["bad.png"]
+    assert survey.to_dict()["counts"] == {"Atypical": 3, "Normal": 5}

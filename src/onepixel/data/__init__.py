@@ -7,10 +7,12 @@ from onepixel.data.formats import read_image, read_png
 from onepixel.data.labels import LabelMap
 from onepixel.data.open import OpenedData, open_patches
 from onepixel.data.patches import PatchSet, Skipped, load_folder
+from onepixel.data.survey import FolderSurvey, survey_folder
 
 __all__ = [
     "DataError",
     "Fit",
+    "FolderSurvey",
     "LabelMap",
     "OpenedData",
     "PatchSet",
@@ -21,4 +23,5 @@ __all__ = [
     "open_patches",
     "read_image",
     "read_png",
+    "survey_folder",
 ]

@@ -235,30 +235,10 @@ def _check_not_split_layout(base: Path, folders: list[Path]) -> None:
         )
 
 
-def load_folder(
-    root: str | Path,
-    *,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    positive: str | None = None,
-    size: int | None = IMAGE_SIZE,
-    resize: Resize = "crop",
-    names: Sequence[str] | None = None,
-    label_map: LabelMap | None = None,
-    skip_bad: bool = False,
-) -> PatchSet:
-    """Load a class-per-folder image set (PNG, JPEG, TIFF) and return it as a :class:`PatchSet`.
-
-    ``split`` selects ``ROOT/<split>/`` first. ``classes`` fixes which class folders are read
-    (and their order); unknown folders then raise. ``label_map`` renames folders to labels (it
-    must name every folder). ``positive`` is the class of interest (a label, or a mapped folder).
-    ``size`` fits every image to ``size x size`` (centre crop, or ``resize="resize"``; the set's
-    ``fit`` records it); ``size=None`` keeps the native size (all images must share it).
-    ``names`` keeps only those image ids (file stems). An unreadable file raises
-    :class:`DataError` naming it, or with ``skip_bad`` is left out and listed in ``skipped``.
-    """
-    if resize not in ("crop", "resize"):
-        raise DataError(f"unknown resize mode {resize!r}: use 'crop' or 'resize'")
+def folder_layout(
+    root: str | Path, split: str | None, classes: Sequence[str] | None, label_map: LabelMap | None
+) -> tuple[Path, tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    """Return (folder read, class folder names, class names, {folder: class index}) of a set."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist", settings=("data",))
@@ -301,9 +281,17 @@ def load_folder(
     else:
         class_names = folder_names
         label_of = {f: i for i, f in enumerate(folder_names)}
-    pos = infer_positive(class_names, positive, label_map)
-    wanted = set(names) if names is not None else None
+    return base, folder_names, class_names, label_of
 
+
+def read_class_folders(
+    base: Path,
+    folder_names: Sequence[str],
+    label_of: dict[str, int],
+    wanted: set[str] | None,
+    skip_bad: bool,
+) -> tuple[list[np.ndarray], list[int], list[str], list[str], list[Skipped]]:
+    """Return (images, class indices, ids, paths, skipped) of the class folders' image files."""
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     ids: list[str] = []
@@ -324,6 +312,37 @@ def load_folder(
             labels.append(label_of[folder_name])
             ids.append(path.stem)
             paths.append(str(path))
+    return arrays, labels, ids, paths, skipped
+
+
+def load_folder(
+    root: str | Path,
+    *,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    positive: str | None = None,
+    size: int | None = IMAGE_SIZE,
+    resize: Resize = "crop",
+    names: Sequence[str] | None = None,
+    label_map: LabelMap | None = None,
+    skip_bad: bool = False,
+) -> PatchSet:
+    """Load a class-per-folder image set (PNG, JPEG, TIFF) and return it as a :class:`PatchSet`.
+
+    ``split`` selects ``ROOT/<split>/`` first. ``classes`` fixes which class folders are read
+    (and their order); unknown folders then raise. ``label_map`` renames folders to labels (it
+    must name every folder). ``positive`` is the class of interest (a label, or a mapped folder).
+    ``size`` fits every image to ``size x size`` (centre crop, or ``resize="resize"``; the set's
+    ``fit`` records it); ``size=None`` keeps the native size (all images must share it).
+    ``names`` keeps only those image ids (file stems). An unreadable file raises
+    :class:`DataError` naming it, or with ``skip_bad`` is left out and listed in ``skipped``.
+    """
+    if resize not in ("crop", "resize"):
+        raise DataError(f"unknown resize mode {resize!r}: use 'crop' or 'resize'")
+    base, folder_names, class_names, label_of = folder_layout(root, split, classes, label_map)
+    pos = infer_positive(class_names, positive, label_map)
+    wanted = set(names) if names is not None else None
+    arrays, labels, ids, paths, skipped = read_class_folders(base, folder_names, label_of, wanted, skip_bad)
     if not arrays:
         raise DataError(
             f"{base}: no images selected" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
