@@ -92,8 +92,9 @@ def test_deep_histopath_layout_with_split(tmp_path: Path, amibr_root: Path) -> N
     assert (len(val), int(val.y.sum())) == (3, 1)
     with pytest.raises(DataError, match="split folder .*test does not exist"):
         load_folder(root, split="test")
-    with pytest.raises(DataError, match="cannot tell which"):
+    with pytest.raises(DataError, match=r"holds split folders \['train', 'val'\]") as info:
         load_folder(root)  # the split folders are not labels
+    assert info.value.settings == ("split",)
 
 
 def bad_png(kind: str, source: Path, dest: Path) -> None:

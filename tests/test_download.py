@@ -132,7 +132,7 @@ def test_download_extracts_verifies_and_reuses(
     assert server["hits"] == 1
     # A copy that went bad later is refused with the file named.
     (root / SUBSET[2]).write_bytes(b"bad")
-    with pytest.raises(DataError, match="1 changed .*MIDOG21_10.png.*onepixel download"):
+    with pytest.raises(DataError, match="1 changed .*MIDOG21_10.png.*onepixel data download"):
         ensure_amibr(root, progress=False)
 
 

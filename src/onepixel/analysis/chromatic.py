@@ -19,10 +19,18 @@ COLUMNS = ("X", "Y", "R", "G", "B")
 def partial_success(
     table: AttackTable, lower_below: float = PARTIAL_LOWER_BELOW, raise_above: float = PARTIAL_RAISE_ABOVE
 ) -> np.ndarray:
-    """Return a bool mask (N,) of attacks that at least partly worked in their own direction."""
+    """Return a bool mask (N,) of attacks that at least partly worked in their own direction, on
+    images that were right before (see :func:`right_before`)."""
     lower = (table.direction == Direction.LOWER) & (table.score_after < lower_below)
     raised = (table.direction == Direction.RAISE) & (table.score_after > raise_above)
-    return lower | raised
+    return (lower | raised) & right_before(table)
+
+
+def right_before(table: AttackTable) -> np.ndarray:
+    """Return a bool mask (N,) of images on their true label's side of 0.5 before the attack
+    (lower: score before >= 0.5; raise: < 0.5); an image already wrong is never an attack's success."""
+    lower = table.direction == Direction.LOWER
+    return np.where(lower, table.score_before >= 0.5, table.score_before < 0.5)
 
 
 def score_change(table: AttackTable) -> np.ndarray:
@@ -47,9 +55,17 @@ def describe(values: np.ndarray) -> dict[str, float | int | None]:
 
 
 def coordinate_colour_stats(table: AttackTable) -> dict[str, dict[str, float | int | None]]:
-    """Return {X, Y, R, G, B: describe(...)} over every changed pixel of ``table``."""
+    """Return {X, Y, R, G, B, X_rel, Y_rel: describe(...)} over every changed pixel of ``table``.
+
+    X and Y are in pixels of the attacked image; X_rel and Y_rel are scaled to it,
+    ``(x + 0.5) / size`` in [0, 1), comparable across input sizes.
+    """
     px = table.pixels_view()
-    return {name: describe(col) for name, col in zip(COLUMNS, (px.x, px.y, px.r, px.g, px.b), strict=True)}
+    stats = {name: describe(col) for name, col in zip(COLUMNS, (px.x, px.y, px.r, px.g, px.b), strict=True)}
+    sizes = table.image_size[px.record].astype(np.float64)
+    stats["X_rel"] = describe((px.x + 0.5) / sizes if len(px) else np.zeros(0))
+    stats["Y_rel"] = describe((px.y + 0.5) / sizes if len(px) else np.zeros(0))
+    return stats
 
 
 def common_colours(table: AttackTable, top: int = 10) -> list[dict[str, Any]]:

@@ -4,6 +4,11 @@ Runs are read with :func:`onepixel.attack.run_folder.read_run` (a run folder wit
 ``attacks.sqlite``, or only an ``attacks.csv`` export). Several runs are concatenated; each row
 remembers its run. Pixel-level views (:meth:`AttackTable.pixels`) give one row per changed pixel,
 so k-pixel attacks contribute k locations and colours.
+
+Each row knows its image's size (``image_size``: the run config's recorded fit, else the size of
+the run's adversarial PNGs, else 64, the size of every run made before other sizes existed), so
+positions can be scaled to the image; ``flip`` (right before, wrong after) and ``even_first``
+(the search tried even-even pixels first) come from the records.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from onepixel.attack.records import AttackRecord
-from onepixel.attack.run_folder import RunLoadError, read_csv_records, read_run
+from onepixel.attack.records import AttackRecord, record_flip
+from onepixel.attack.run_folder import RunFolder, RunLoadError, read_csv_records, read_run
+from onepixel.config import IMAGE_SIZE
 
 __all__ = [
     "AttackTable",
@@ -27,7 +33,20 @@ __all__ = [
     "load_run",
     "load_runs",
     "read_csv_records",
+    "run_image_size",
+    "searched_even_first",
 ]
+
+
+def searched_even_first(method: str, settings: dict) -> bool:
+    """Return True when ``method`` with ``settings`` tries even-even pixels before the others
+    (exhaustive search with the centre prior, Sparse-RS with its screening start), so that an
+    excess of even-even pixels says nothing about the model."""
+    if method == "exhaustive":
+        return str(settings.get("prior", "centre")) == "centre"
+    if method == "sparse-rs":
+        return int(settings.get("screen", 1024) or 0) > 0
+    return False
 
 
 @dataclass(frozen=True)
@@ -61,14 +80,37 @@ class AttackTable:
     early_converged: np.ndarray
     success: np.ndarray
     vectors: tuple[np.ndarray, ...]
+    flip: np.ndarray | None = None  # right before and wrong after (None: computed as success)
+    method: np.ndarray | None = None
+    image_size: np.ndarray | None = None  # (N,) int64 side of each attacked image, pixels
+    even_first: np.ndarray | None = None  # the search tried even-even pixels first
+
+    def __post_init__(self) -> None:
+        n = len(self.image_id)
+        defaults = {
+            "flip": lambda: self.success.copy(),
+            "method": lambda: np.array(["de"] * n, dtype=object),
+            "image_size": lambda: np.full(n, IMAGE_SIZE, dtype=np.int64),
+            "even_first": lambda: np.zeros(n, dtype=bool),
+        }
+        for name, make in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, make())
 
     def __len__(self) -> int:
         return len(self.image_id)
 
     @classmethod
-    def from_records(cls, records: list[AttackRecord], runs: list[str] | None = None) -> AttackTable:
-        """Return the table of ``records`` (``runs`` names each record's run; default "")."""
+    def from_records(
+        cls,
+        records: list[AttackRecord],
+        runs: list[str] | None = None,
+        sizes: list[int] | None = None,
+    ) -> AttackTable:
+        """Return the table of ``records`` (``runs`` names each record's run, default ""; ``sizes``
+        each record's image size, default 64)."""
         runs = runs if runs is not None else [""] * len(records)
+        sizes = sizes if sizes is not None else [IMAGE_SIZE] * len(records)
         vectors = []
         for r in records:
             v = np.asarray(r.vector, dtype=np.int64)
@@ -90,6 +132,12 @@ class AttackTable:
             early_converged=np.array([bool(r.early_converged) for r in records], dtype=bool),
             success=np.array([bool(r.success) for r in records], dtype=bool),
             vectors=tuple(vectors),
+            flip=np.array([record_flip(r) for r in records], dtype=bool),
+            method=np.array([r.method for r in records], dtype=object),
+            image_size=np.array(sizes, dtype=np.int64),
+            even_first=np.array(
+                [searched_even_first(r.method, r.settings or {}) for r in records], dtype=bool
+            ),
         )
 
     def subset(self, mask: np.ndarray) -> AttackTable:
@@ -99,6 +147,11 @@ class AttackTable:
             idx = np.flatnonzero(idx)
         values = {f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self) if f.name != "vectors"}
         return AttackTable(**values, vectors=tuple(self.vectors[i] for i in idx))
+
+    @property
+    def sizes(self) -> list[int]:
+        """Return the distinct image sizes of the table, ascending."""
+        return sorted({int(s) for s in self.image_size})
 
     def pixels_view(self) -> PixelRows:
         """Return one row per changed pixel of every record."""
@@ -115,17 +168,33 @@ def load_run(path: str | Path) -> list[AttackRecord]:
     return read_run(path).records
 
 
+def run_image_size(run: RunFolder) -> int:
+    """Return the side of the images a run attacked: its config's recorded fit
+    (``data.fit.input_size``), else the size of its first adversarial PNG, else 64."""
+    data = run.config.get("data") if run.config is not None else None
+    fit = data.get("fit") if isinstance(data, dict) else None
+    if isinstance(fit, dict) and fit.get("input_size"):
+        return int(fit["input_size"])
+    for record in run.records:
+        if record.image_id in run.pngs and run.pngs[record.image_id].is_file():
+            return int(run.image(record.image_id).shape[0])
+    return IMAGE_SIZE
+
+
 def load_runs(paths: list[str | Path]) -> AttackTable:
-    """Return the records of every run in ``paths`` as one :class:`AttackTable`."""
+    """Return the records of every run in ``paths`` as one :class:`AttackTable` (with each run's
+    image size, see :func:`run_image_size`)."""
     if not paths:
         raise RunLoadError("give at least one run folder")
     records: list[AttackRecord] = []
     runs: list[str] = []
+    sizes: list[int] = []
     for p in paths:
-        got = load_run(p)
-        records += got
-        runs += [str(p)] * len(got)
-    return AttackTable.from_records(records, runs)
+        run = read_run(p)
+        records += run.records
+        runs += [str(p)] * len(run.records)
+        sizes += [run_image_size(run)] * len(run.records)
+    return AttackTable.from_records(records, runs, sizes)
 
 
 def fill_colour_errors(table: AttackTable, data: str | Path | None = None) -> AttackTable:
@@ -141,23 +210,25 @@ def fill_colour_errors(table: AttackTable, data: str | Path | None = None) -> At
     from onepixel.attack.colour import colour_error
     from onepixel.data.patches import DataError
 
-    ids = sorted({str(table.image_id[i]) for i in missing})
-    try:
-        found = load_images_by_id(ids, data=data)
-    except DataError:
-        found = {}
-        for image_id in ids:  # keep what can be found
-            try:
-                found.update(load_images_by_id([image_id], data=data))
-            except DataError:
-                continue
     errors = table.colour_error.copy()
-    rows = [i for i in missing if str(table.image_id[i]) in found]
-    for k in {int(table.pixels[i]) for i in rows}:
-        group = [i for i in rows if table.pixels[i] == k]
-        images = np.stack([found[str(table.image_id[i])] for i in group])
-        vectors = np.stack([table.vectors[i] for i in group])
-        errors[group] = colour_error(images, vectors)
+    for size in sorted({int(table.image_size[i]) for i in missing}):
+        these = [i for i in missing if table.image_size[i] == size]
+        ids = sorted({str(table.image_id[i]) for i in these})
+        try:
+            found = load_images_by_id(ids, data=data, size=size)
+        except DataError:
+            found = {}
+            for image_id in ids:  # keep what can be found
+                try:
+                    found.update(load_images_by_id([image_id], data=data, size=size))
+                except DataError:
+                    continue
+        rows = [i for i in these if str(table.image_id[i]) in found]
+        for k in {int(table.pixels[i]) for i in rows}:
+            group = [i for i in rows if table.pixels[i] == k]
+            images = np.stack([found[str(table.image_id[i])] for i in group])
+            vectors = np.stack([table.vectors[i] for i in group])
+            errors[group] = colour_error(images, vectors)
     return dataclasses.replace(table, colour_error=errors)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from onepixel.config import IMAGE_SIZE, default_data_dir
 from onepixel.data.download import download_amibr, load_manifest, sha256_file, verify_dataset
+from onepixel.data.labels import LabelMap
 from onepixel.data.patches import IMAGE_SUFFIXES, DataError, PatchSet, Resize, load_folder
 
 SPLIT_CSV = "amibr_train_split.csv"
@@ -61,6 +63,9 @@ def load_amibr(
     size: int | None = IMAGE_SIZE,
     resize: Resize = "crop",
     verify: bool | None = None,
+    positive: str | None = None,
+    label_map: LabelMap | None = None,
+    skip_bad: bool = False,
 ) -> PatchSet:
     """Return the AMi-Br ``split`` as a :class:`PatchSet` with slide groups.
 
@@ -71,10 +76,13 @@ def load_amibr(
     or extra images raise :class:`DataError`). ``None`` (default) verifies when the folder's split
     CSV is the published one, i.e. when it claims to be the benchmark; a derived folder with its
     own CSV is loaded as it is.
+
+    ``positive`` (default Atypical), ``label_map`` and ``skip_bad`` are those of
+    :func:`~onepixel.data.patches.load_folder`.
     """
     root = Path(root)
     if split not in ("train", "test", "all"):
-        raise DataError(f"unknown split {split!r}: use train, test or all")
+        raise DataError(f"unknown split {split!r} for AMi-Br: use train, test or all", settings=("split",))
     rows = read_train_rows(root)
     if verify or (verify is None and is_published_csv(root)):
         check_amibr(root)
@@ -85,17 +93,18 @@ def load_amibr(
     elif split == "test":
         stems = {p.stem for c in CLASSES if (root / c).is_dir() for p in (root / c).iterdir()}
         names = stems - set(rows)
-    data = load_folder(root, classes=CLASSES, positive=POSITIVE, size=size, resize=resize, names=names)
-    groups = np.array([rows.get(n, f"{n.split('_')[0]}:unknown") for n in data.names], dtype=object)
-    return PatchSet(
-        images=data.images,
-        labels=data.labels,
-        classes=data.classes,
-        names=data.names,
-        positive=data.positive,
-        groups=groups,
-        paths=data.paths,
+    data = load_folder(
+        root,
+        classes=CLASSES,
+        positive=positive or POSITIVE,
+        size=size,
+        resize=resize,
+        names=names,
+        label_map=label_map,
+        skip_bad=skip_bad,
     )
+    groups = np.array([rows.get(n, f"{n.split('_')[0]}:unknown") for n in data.names], dtype=object)
+    return dataclasses.replace(data, groups=groups)
 
 
 def ensure_amibr(root: str | Path | None = None, *, progress: bool = True) -> Path:

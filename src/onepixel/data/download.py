@@ -106,7 +106,7 @@ class VerifyReport:
         """Raise :class:`DataError` with :meth:`summary` unless the folder is ``ok``."""
         if not self.ok:
             raise DataError(
-                self.summary() + ". Delete the folder and run `onepixel download` to fetch a clean copy."
+                self.summary() + ". Delete the folder and run `onepixel data download` to fetch a clean copy."
             )
 
 

@@ -1,41 +1,73 @@
-"""Class-per-folder PNG patch sets as uint8 NHWC arrays.
+"""Class-per-folder image sets (PNG, JPEG, TIFF) as uint8 NHWC arrays.
 
 Supported layouts under a root folder:
 
-- ``ROOT/<label>/*.png`` (AMi-Br's ``Atypical/`` and ``Normal/``, a user's own set);
-- ``ROOT/<split>/<label>/*.png`` (deep-histopath's ``{train,val}/{mitosis,normal}``), chosen
-  with ``split=``.
+- ``ROOT/<class>/*`` (AMi-Br's ``Atypical/`` and ``Normal/``, a user's own set, any number of
+  classes);
+- ``ROOT/<split>/<class>/*`` (deep-histopath's ``{train,val}/{mitosis,normal}``), one split
+  chosen with the split setting; a root that holds only split folders is refused with that hint.
 
-Every image is brought to ``size x size``: centre crop by default (patches are centred on the
-figure), or resize. Bad files raise :class:`DataError` naming the file.
+A :class:`~onepixel.data.labels.LabelMap` renames class folders to the model's labels (several
+folders may share one). Images are fitted to one size by :mod:`onepixel.data.fit` (centre crop,
+or resize on request). Bad files raise :class:`DataError` naming the file, or with ``skip_bad``
+are listed in ``PatchSet.skipped`` and left out.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from onepixel.config import IMAGE_SIZE
-from onepixel.errors import OnePixelError
+from onepixel.data.errors import DataError
+from onepixel.data.fit import Fit, centre_crop, fit_image_list, fit_images
+from onepixel.data.formats import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    PNG_SIGNATURE,
+    is_image_file,
+    read_image,
+    read_png,
+)
+from onepixel.data.labels import LabelMap
+
+__all__ = [
+    "IMAGE_SIZE",
+    "IMAGE_SUFFIXES",
+    "KNOWN_POSITIVE_LABELS",
+    "MAX_PIXELS",
+    "PNG_SIGNATURE",
+    "DataError",
+    "PatchSet",
+    "Resize",
+    "Skipped",
+    "center_crop",
+    "fit_to_size",
+    "infer_positive",
+    "load_folder",
+    "read_image",
+    "read_png",
+]
 
 # Label names treated as the positive finding when the caller does not say which one is.
-KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "tumor", "tumour", "positive", "malignant", "1")
-IMAGE_SUFFIXES = (".png",)
-# PNG decoding refuses images larger than this many pixels (decompression-bomb guard).
-MAX_PIXELS = 4096 * 4096
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KNOWN_POSITIVE_LABELS = ("atypical", "mitosis", "mitotic", "tumor", "tumour", "positive", "malignant", "1")
+# Folder names that mark a <split>/<class>/ layout.
+SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation", "dev", "holdout")
 
 Resize = Literal["crop", "resize"]
 
 
-class DataError(OnePixelError, ValueError):
-    """A data set or image that cannot be used, with a message naming the file or folder."""
+@dataclass(frozen=True)
+class Skipped:
+    """An image file left out of a set (``skip_bad``): its path and why it could not be used."""
+
+    path: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -43,7 +75,8 @@ class PatchSet:
     """Images with labels: ``images`` (N, H, W, 3) uint8, ``labels`` (N,) int indexing ``classes``.
 
     ``names`` are image ids (file stems), ``groups`` optional group ids (e.g. slides) for
-    grouped splits, ``positive`` the name of the positive class.
+    grouped splits, ``positive`` the name of the class of interest (any number of classes).
+    ``skipped`` lists files left out as unreadable, ``fit`` how the images were brought to one size.
     """
 
     images: np.ndarray
@@ -53,6 +86,8 @@ class PatchSet:
     positive: str
     groups: np.ndarray | None = None
     paths: tuple[str, ...] = field(default=(), repr=False)
+    skipped: tuple[Skipped, ...] = field(default=(), repr=False)
+    fit: Fit | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -93,112 +128,191 @@ class PatchSet:
         idx = np.asarray(index)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        return PatchSet(
+        return dataclasses.replace(
+            self,
             images=self.images[idx],
             labels=self.labels[idx],
-            classes=self.classes,
             names=tuple(self.names[i] for i in idx),
-            positive=self.positive,
             groups=None if self.groups is None else self.groups[idx],
             paths=tuple(self.paths[i] for i in idx) if self.paths else (),
+            fit=None if self.fit is None else dataclasses.replace(self.fit, images=len(idx)),
         )
 
     def center_crop(self, size: int = IMAGE_SIZE) -> PatchSet:
         """Return the set with every image centre-cropped to ``size x size``."""
-        return PatchSet(
-            images=center_crop(self.images, size),
-            labels=self.labels,
-            classes=self.classes,
-            names=self.names,
-            positive=self.positive,
-            groups=self.groups,
-            paths=self.paths,
-        )
+        return dataclasses.replace(self, images=center_crop(self.images, size))
+
+    def fitted(self, input_size: int, *, resize: bool = False) -> PatchSet:
+        """Return the set fitted to ``input_size`` (see :func:`onepixel.data.fit.fit_images`),
+        with ``fit`` recording what was done (from the images as first read, when known)."""
+        images, fit = fit_images(self.images, input_size, resize=resize, name=self._where())
+        if self.fit is not None and fit.how == "none":
+            fit = dataclasses.replace(self.fit, images=len(self))
+        return dataclasses.replace(self, images=images, fit=fit)
+
+    def in_class_order(self, classes: Sequence[str]) -> PatchSet:
+        """Return the set with ``labels`` indexing ``classes`` (e.g. a model's class names, in
+        output order); a class of the set that is not among them raises :class:`DataError`."""
+        order = tuple(classes)
+        missing = [c for c in self.classes if c not in order]
+        if missing:
+            raise DataError(
+                f"{self._where()}: classes {missing} are not among the model's labels {list(order)}; "
+                "map each class folder to one of them",
+                settings=("label_map",),
+            )
+        remap = np.array([order.index(c) for c in self.classes], dtype=np.int64)
+        return dataclasses.replace(self, labels=remap[self.labels], classes=order)
+
+    def _where(self) -> str:
+        if self.paths:
+            return str(Path(self.paths[0]).parent.parent)
+        return "images"
 
 
 def center_crop(images: np.ndarray, size: int) -> np.ndarray:
     """Return the central ``size x size`` window of an (N, H, W, C) or (H, W, C) array."""
-    h, w = images.shape[-3], images.shape[-2]
-    if h < size or w < size:
-        raise DataError(f"image of {w}x{h} is smaller than the {size}x{size} crop")
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size, :]
-
-
-def read_png(source: str | Path | bytes, *, name: str | None = None) -> np.ndarray:
-    """Decode one RGB PNG to an (H, W, 3) uint8 array.
-
-    ``source`` is a path or the file's bytes. Raises :class:`DataError` naming the file for
-    anything that is not an 8-bit RGB PNG (corrupt, truncated, RGBA, grey, palette, 16-bit).
-    """
-    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    except OSError as exc:
-        raise DataError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
-    # PIL reads 16-bit RGB PNGs as 8-bit "RGB" without a word; the IHDR header tells the truth.
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26 and data[24] == 16:
-        raise DataError(f"{label}: PNG has {data[24]}-bit channels, not 8-bit RGB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format != "PNG":
-                raise DataError(f"{label}: not a PNG image (found {img.format})")
-            if img.width * img.height > MAX_PIXELS:
-                raise DataError(f"{label}: image of {img.width}x{img.height} is too large")
-            if img.mode != "RGB":
-                raise DataError(
-                    f"{label}: PNG mode {img.mode!r} is not 8-bit RGB; convert it first "
-                    "(e.g. PIL: Image.open(f).convert('RGB').save(f))"
-                )
-            img.load()
-            array = np.asarray(img, dtype=np.uint8)
-    except DataError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{label}: image is too large to decode safely ({exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{label}: not a readable PNG (unrecognised image data)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{label}: not a readable PNG ({exc})") from exc
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DataError(f"{label}: expected 3 colour channels, got shape {array.shape}")
-    return array
+    return centre_crop(images, size)
 
 
 def fit_to_size(image: np.ndarray, size: int, how: Resize = "crop", *, name: str = "") -> np.ndarray:
-    """Return ``image`` (H, W, 3) brought to ``size x size`` by centre crop or bilinear resize."""
-    if image.shape[:2] == (size, size):
-        return image
-    if how == "crop":
-        if image.shape[0] < size or image.shape[1] < size:
-            raise DataError(
-                f"{name}: image of {image.shape[1]}x{image.shape[0]} is smaller than "
-                f"{size}x{size}; use resize instead of crop"
-            )
-        return center_crop(image, size)
-    if how == "resize":
-        pil = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(pil, dtype=np.uint8)
-    raise DataError(f"unknown resize mode {how!r}: use 'crop' or 'resize'")
+    """Return ``image`` (H, W, 3) brought to ``size x size`` by centre crop or bilinear resize
+    (the rule of :func:`onepixel.data.fit.fit_images`, for one image)."""
+    if how not in ("crop", "resize"):
+        raise DataError(f"unknown resize mode {how!r}: use 'crop' or 'resize'")
+    return fit_images(image[None], size, resize=how == "resize", name=name or "image")[0][0]
 
 
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def infer_positive(classes: Sequence[str], positive: str | None = None) -> str:
-    """Return the positive class: ``positive`` if given (checked), else a known positive name."""
+def infer_positive(
+    classes: Sequence[str], positive: str | None = None, label_map: LabelMap | None = None
+) -> str:
+    """Return the class of interest: ``positive`` if given (a class, or a folder the label map
+    renames), else the one class with a known positive name (atypical, mitosis, tumour, ...)."""
     if positive is not None:
-        if positive not in classes:
-            raise DataError(f"positive label {positive!r} is not among the folders {list(classes)}")
-        return positive
+        if positive in classes:
+            return positive
+        if label_map is not None and positive in label_map:
+            return label_map[positive]
+        raise DataError(
+            f"positive label {positive!r} is not among the classes {list(classes)}", settings=("positive",)
+        )
     matches = [c for c in classes if c.lower() in KNOWN_POSITIVE_LABELS]
     if len(matches) != 1:
         raise DataError(
-            f"cannot tell which of {list(classes)} is the positive class; name it explicitly",
+            f"cannot tell which of {list(classes)} is the positive class (the class of interest); "
+            "name it explicitly",
             settings=("positive",),
         )
     return matches[0]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Return the image files of a class folder, sorted; DataError when it holds none."""
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    if not files:
+        others = sorted({p.suffix.lower() or p.name for p in folder.iterdir() if not p.name.startswith(".")})
+        seen = f" (it holds only {', '.join(others[:5])})" if others else ""
+        raise DataError(f"{folder}: label folder holds no PNG, JPEG or TIFF files{seen}")
+    return files
+
+
+def _check_not_split_layout(base: Path, folders: list[Path]) -> None:
+    """Refuse a root whose folders are splits (train/, test/) each holding class folders."""
+    named = all(f.name.lower() in SPLIT_NAMES for f in folders)
+    nested = all(
+        not any(is_image_file(p) for p in f.iterdir()) and any(p.is_dir() for p in f.iterdir())
+        for f in folders
+    )
+    if nested and (named or len(folders) > 1):
+        raise DataError(
+            f"{base} holds split folders {[f.name for f in folders]}, each with its own class folders; "
+            "choose the split to use",
+            settings=("split",),
+        )
+
+
+def folder_layout(
+    root: str | Path, split: str | None, classes: Sequence[str] | None, label_map: LabelMap | None
+) -> tuple[Path, tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    """Return (folder read, class folder names, class names, {folder: class index}) of a set."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist", settings=("data",))
+    base = root / split if split else root
+    if not base.is_dir():
+        present = [f.name for f in _class_folders(root)]
+        raise DataError(f"split folder {base} does not exist (folders there: {present})", settings=("split",))
+    folders = _class_folders(base)
+    if not folders:
+        raise DataError(
+            f"{base}: no label folders found; expected {base}/<class>/ folders of PNG, JPEG or TIFF "
+            "images (e.g. Atypical/ and Normal/), or <split>/<class>/ with a split chosen",
+            settings=("data", "split"),
+        )
+    if split is None:
+        _check_not_split_layout(base, folders)
+    found = [f.name for f in folders]
+    if classes is not None:
+        unknown = [c for c in found if c not in classes]
+        missing = [c for c in classes if c not in found]
+        if unknown or missing:
+            raise DataError(
+                f"{base}: label folders {found} do not match the expected {list(classes)}"
+                + (f"; unknown: {unknown}" if unknown else "")
+                + (f"; missing: {missing}" if missing else "")
+            )
+        folder_names = tuple(classes)
+    else:
+        folder_names = tuple(found)
+    if len(folder_names) < 2:
+        raise DataError(f"{base}: need at least two label folders, found {list(folder_names)}")
+    if label_map is not None:
+        label_map.check_folders(list(folder_names), str(base))
+        class_names = label_map.labels
+        label_of = {f: class_names.index(label_map[f]) for f in folder_names}
+        if len(class_names) < 2:
+            raise DataError(
+                f"{base}: the label map leaves one class {list(class_names)}", settings=("label_map",)
+            )
+    else:
+        class_names = folder_names
+        label_of = {f: i for i, f in enumerate(folder_names)}
+    return base, folder_names, class_names, label_of
+
+
+def read_class_folders(
+    base: Path,
+    folder_names: Sequence[str],
+    label_of: dict[str, int],
+    wanted: set[str] | None,
+    skip_bad: bool,
+) -> tuple[list[np.ndarray], list[int], list[str], list[str], list[Skipped]]:
+    """Return (images, class indices, ids, paths, skipped) of the class folders' image files."""
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    ids: list[str] = []
+    paths: list[str] = []
+    skipped: list[Skipped] = []
+    for folder_name in folder_names:
+        for path in _image_files(base / folder_name):
+            if wanted is not None and path.stem not in wanted:
+                continue
+            try:
+                image = read_image(path)
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                skipped.append(Skipped(str(path), str(exc)))
+                continue
+            arrays.append(image)
+            labels.append(label_of[folder_name])
+            ids.append(path.stem)
+            paths.append(str(path))
+    return arrays, labels, ids, paths, skipped
 
 
 def load_folder(
@@ -210,72 +324,49 @@ def load_folder(
     size: int | None = IMAGE_SIZE,
     resize: Resize = "crop",
     names: Sequence[str] | None = None,
+    label_map: LabelMap | None = None,
+    skip_bad: bool = False,
 ) -> PatchSet:
-    """Load a class-per-folder PNG set and return it as a :class:`PatchSet`.
+    """Load a class-per-folder image set (PNG, JPEG, TIFF) and return it as a :class:`PatchSet`.
 
-    ``split`` selects ``ROOT/<split>/`` first. ``classes`` fixes which label folders are read
-    (and their order); unknown folders then raise. ``size=None`` keeps the native size (all
-    images must share it). ``names`` keeps only those image ids (file stems).
+    ``split`` selects ``ROOT/<split>/`` first. ``classes`` fixes which class folders are read
+    (and their order); unknown folders then raise. ``label_map`` renames folders to labels (it
+    must name every folder). ``positive`` is the class of interest (a label, or a mapped folder).
+    ``size`` fits every image to ``size x size`` (centre crop, or ``resize="resize"``; the set's
+    ``fit`` records it); ``size=None`` keeps the native size (all images must share it).
+    ``names`` keeps only those image ids (file stems). An unreadable file raises
+    :class:`DataError` naming it, or with ``skip_bad`` is left out and listed in ``skipped``.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    base = root / split if split else root
-    if not base.is_dir():
-        raise DataError(f"split folder {base} does not exist")
-    folders = _class_folders(base)
-    if not folders:
-        raise DataError(
-            f"{base}: no label folders found; expected {base}/<label>/*.png "
-            "(e.g. Atypical/ and Normal/) or pass split= for <split>/<label>/*.png"
-        )
-    found = [f.name for f in folders]
-    if classes is not None:
-        unknown = [c for c in found if c not in classes]
-        missing = [c for c in classes if c not in found]
-        if unknown or missing:
-            raise DataError(
-                f"{base}: label folders {found} do not match the expected {list(classes)}"
-                + (f"; unknown: {unknown}" if unknown else "")
-                + (f"; missing: {missing}" if missing else "")
-            )
-        class_names = tuple(classes)
-    else:
-        class_names = tuple(found)
-    if len(class_names) < 2:
-        raise DataError(f"{base}: need at least two label folders, found {list(class_names)}")
-    pos = infer_positive(class_names, positive)
+    if resize not in ("crop", "resize"):
+        raise DataError(f"unknown resize mode {resize!r}: use 'crop' or 'resize'")
+    base, folder_names, class_names, label_of = folder_layout(root, split, classes, label_map)
+    pos = infer_positive(class_names, positive, label_map)
     wanted = set(names) if names is not None else None
-
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    ids: list[str] = []
-    paths: list[str] = []
-    for label_index, label in enumerate(class_names):
-        folder = base / label
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{folder}: label folder holds no PNG files")
-        for path in files:
-            if wanted is not None and path.stem not in wanted:
-                continue
-            image = read_png(path)
-            if size is not None:
-                image = fit_to_size(image, size, resize, name=str(path))
-            arrays.append(image)
-            labels.append(label_index)
-            ids.append(path.stem)
-            paths.append(str(path))
+    arrays, labels, ids, paths, skipped = read_class_folders(base, folder_names, label_of, wanted, skip_bad)
     if not arrays:
-        raise DataError(f"{base}: no images selected")
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise DataError(f"{base}: images differ in size {sorted(shapes)[:3]}; pass a size")
+        raise DataError(
+            f"{base}: no images selected" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+        )
+    if size is not None:
+        images, fit = fit_image_list(arrays, size, resize=resize == "resize", names=paths)
+    else:
+        shapes = sorted({a.shape[:2] for a in arrays})
+        if len(shapes) != 1:
+            raise DataError(
+                f"{base}: images differ in size {shapes[:3]}; they are brought to one size when "
+                "fitted to a target's input size"
+            )
+        images = np.stack(arrays)
+        fit = (
+            Fit(images.shape[1], "none", (shapes[0],), len(images)) if shapes[0][0] == shapes[0][1] else None
+        )
     return PatchSet(
-        images=np.stack(arrays),
+        images=images,
         labels=np.asarray(labels, dtype=np.int64),
         classes=class_names,
         names=tuple(ids),
         positive=pos,
         paths=tuple(paths),
+        skipped=tuple(skipped),
+        fit=fit,
     )

@@ -39,6 +39,7 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
     if text.startswith(("http://", "https://")):
         from onepixel.targets.http import HttpTarget
 
+        kwargs.pop("device", None)  # a served model runs where it is served
         return HttpTarget(text, **kwargs)
     from onepixel.targets.local import TorchTarget
 

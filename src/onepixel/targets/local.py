@@ -28,6 +28,10 @@ Pixel-change queries (``predict_pixels``) have their own path (``pixel_mode``):
 
 Small batches are faster per image on CPU because activations stay in cache, so ``predict``
 splits any request into chunks of ``batch_size`` (default 32). See ``docs/benchmarks.md``.
+
+``device`` (``auto``: cuda when torch sees a GPU, else cpu) is where the model runs. Every path
+above runs on it and is checked there against eager on the same device; cone inference is
+CPU-only, so on a GPU pixel-change queries take the full pass.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from torch import nn
 from onepixel.models.registry import DEFAULT_MODEL, ModelMeta, load_model
 from onepixel.targets.base import Target, TargetError, TargetInfo
 from onepixel.targets.cone import DEFAULT_CHUNK, FULL_PASS_SHARE, ConeModel, build_cone
+from onepixel.targets.device import Device, torch_device
 from onepixel.targets.fuse import can_fuse, fuse
 from onepixel.targets.pixels import paint
 
@@ -86,28 +91,41 @@ def to_channels_last(images: np.ndarray) -> torch.Tensor:
 Runner = Callable[[np.ndarray], torch.Tensor]
 
 
-def build_runner(model: nn.Module, mode: str, input_size: int = 64) -> Runner:
-    """Return a function uint8 NHWC images -> logits (N,) for inference path ``mode``.
+def build_runner(
+    model: nn.Module, mode: str, input_size: int = 64, device: torch.device | None = None
+) -> Runner:
+    """Return a function uint8 NHWC images -> logits (N,) for inference path ``mode`` on ``device``.
 
-    ``auto`` is not resolved here (see :meth:`TorchTarget.__init__`). Raises ValueError for an
+    ``auto`` is not resolved here (see :meth:`TorchTarget.__init__`). ``device`` (default: cpu)
+    must be where ``model``'s weights are; inputs are moved there. Raises ValueError for an
     unknown mode and TypeError when ``fused`` is asked of a model that cannot be fused.
     """
+    dev = device if device is not None else torch.device("cpu")
+
+    def on_device(convert: Callable[[np.ndarray], torch.Tensor]) -> Callable[[np.ndarray], torch.Tensor]:
+        if dev.type == "cpu":
+            return convert
+        return lambda images: convert(images).to(dev, non_blocking=True)
+
     model = model.eval()
     if mode == "eager":
-        return lambda images: model(to_tensor(images))
+        eager_input = on_device(to_tensor)
+        return lambda images: model(eager_input(images))
     if mode == "channels_last":
         cl = _frozen_copy(model).to(memory_format=torch.channels_last)
-        return lambda images: cl(to_channels_last(images))
+        cl_input = on_device(to_channels_last)
+        return lambda images: cl(cl_input(images))
     if mode == "fused":
-        fused = fuse(model, input_size).to(memory_format=torch.channels_last)
-        return lambda images: fused(to_normalised(images))
+        fused = fuse(model, input_size).to(dev, memory_format=torch.channels_last)
+        fused_input = on_device(to_normalised)
+        return lambda images: fused(fused_input(images))
     if mode in ("jit", "compile"):
         if can_fuse(model):
-            net: nn.Module = fuse(model, input_size).to(memory_format=torch.channels_last)
-            convert = to_normalised
+            net: nn.Module = fuse(model, input_size).to(dev, memory_format=torch.channels_last)
+            convert = on_device(to_normalised)
         else:
             net = _frozen_copy(model).to(memory_format=torch.channels_last)
-            convert = to_channels_last
+            convert = on_device(to_channels_last)
         if mode == "compile":
             compiled = torch.compile(net, dynamic=False)
             return lambda images: compiled(convert(images))
@@ -183,6 +201,7 @@ class TorchTarget(Target):
         batch_size: int = DEFAULT_BATCH_SIZE,
         mode: Mode = "auto",
         pixel_mode: PixelMode = "auto",
+        device: Device | str = "auto",
     ):
         super().__init__()
         if mode not in MODES:
@@ -191,7 +210,9 @@ class TorchTarget(Target):
             raise ValueError(f"unknown pixel mode {pixel_mode!r}; use one of {PIXEL_MODES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model.eval()
+        self.device = torch_device(device)
+        self.device_type = self.device.type
+        self.model = model.eval().to(self.device)
         self.meta = meta
         self.batch_size = batch_size
         self.info = TargetInfo(
@@ -209,17 +230,17 @@ class TorchTarget(Target):
         self.resolved_pixel_mode = self._resolve_pixels(pixel_mode)
 
     def _resolve(self, mode: str) -> tuple[str, Runner, float]:
-        eager = build_runner(self.model, "eager", self.info.input_size)
+        eager = build_runner(self.model, "eager", self.info.input_size, self.device)
         if mode == "eager":
             return "eager", eager, 0.0
         probe = probe_images(self.info.input_size)
         if mode != "auto":
-            runner = build_runner(self.model, mode, self.info.input_size)
+            runner = build_runner(self.model, mode, self.info.input_size, self.device)
             return mode, runner, max_deviation(runner, eager, probe)
         candidates = ("jit", "fused", "channels_last") if can_fuse(self.model) else ("jit", "channels_last")
         for candidate in candidates:
             try:
-                runner = build_runner(self.model, candidate, self.info.input_size)
+                runner = build_runner(self.model, candidate, self.info.input_size, self.device)
                 deviation = max_deviation(runner, eager, probe)
             except Exception:  # noqa: BLE001 - e.g. a model TorchScript cannot trace: try the next path
                 continue
@@ -229,7 +250,7 @@ class TorchTarget(Target):
 
     def _resolve_pixels(self, mode: str) -> str:
         """Set up cone inference for ``mode`` and return the pixel path taken ("cone" or "full")."""
-        if mode == "full":
+        if mode == "full" or self.device.type != "cpu":
             return "full"
         try:
             cone = build_cone(self.model, self.info.input_size)
@@ -296,4 +317,4 @@ class TorchTarget(Target):
         if logits.shape != (len(images),):
             shape = tuple(logits.shape)
             raise TargetError(f"model returned logits of shape {shape} for {len(images)} images")
-        return torch.sigmoid(logits.double()).numpy()
+        return torch.sigmoid(logits.double()).cpu().numpy()

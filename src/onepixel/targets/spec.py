@@ -5,7 +5,8 @@ A spec is a small JSON object, usually a sidecar next to the model file (``model
 
     {
       "name": "my-classifier",          # shown in reports (default: the file name)
-      "input_size": 64,                 # square input, pixels
+      "input_size": 96,                 # square input, pixels (default: the ONNX file's own
+                                        # fixed input shape, else 64)
       "layout": "NCHW",                 # or "NHWC" (Keras / TensorFlow)
       "channel_order": "RGB",           # or "BGR" (OpenCV, Caffe)
       "value_range": [0, 1],            # uint8 0..255 is mapped linearly onto this range ...
@@ -22,13 +23,16 @@ is one probability per image, or one column per class already summing to 1 (the 
 ``positive_index``). For a one-value output the positive label is ``labels[positive_index]``
 and the other label is the negative one. Every key is optional; the defaults are those of the
 bundled model exported by ``onepixel model export``.
+
+With one column per class, :meth:`ModelSpec.probabilities` gives every class's probability (the
+``labels`` are the class names, in column order) and the score is column ``positive_index``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,8 @@ OUTPUT_KINDS = ("logit", "probability", "softmax")
 LAYOUTS = ("NCHW", "NHWC")
 CHANNEL_ORDERS = ("RGB", "BGR")
 FILE_SUFFIXES = (".onnx", ".pt", ".pth", ".ts", ".torchscript")
+# Input size of a spec that states none and a model whose input shape is not fixed.
+DEFAULT_INPUT_SIZE = 64
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -52,7 +58,7 @@ class ModelSpec:
     """Preprocessing and output convention of a foreign classifier (see the module docstring)."""
 
     name: str = ""
-    input_size: int = 64
+    input_size: int | None = None  # None: not stated (the model's fixed shape, else 64)
     layout: str = "NCHW"
     channel_order: str = "RGB"
     value_range: tuple[float, float] = (0.0, 1.0)
@@ -64,7 +70,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         problems = []
-        if not isinstance(self.input_size, int) or self.input_size < 1:
+        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 1):
             problems.append(f"input_size must be a positive integer, got {self.input_size!r}")
         if self.layout not in LAYOUTS:
             problems.append(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
@@ -84,6 +90,28 @@ class ModelSpec:
             problems.append(f"positive_index {self.positive_index} is not an index into labels")
         if problems:
             raise SpecError("bad model spec: " + "; ".join(problems))
+
+    @property
+    def size(self) -> int:
+        """Return the square input size in pixels: ``input_size``, else :data:`DEFAULT_INPUT_SIZE`."""
+        return self.input_size if self.input_size is not None else DEFAULT_INPUT_SIZE
+
+    def with_model_size(self, model_size: int | None, *, where: str) -> ModelSpec:
+        """Return the spec checked against the model's own fixed input size ``model_size``.
+
+        None (a dynamic or unknown shape) keeps the spec; a spec without ``input_size`` takes the
+        model's; a spec whose ``input_size`` differs raises :class:`SpecError` naming ``where``.
+        """
+        if model_size is None:
+            return self
+        if self.input_size is None:
+            return replace(self, input_size=model_size)
+        if self.input_size != model_size:
+            raise SpecError(
+                f"{where}: the model's input is fixed at {model_size}x{model_size} but its spec says "
+                f"input_size {self.input_size}; correct input_size in the spec (or leave it out)"
+            )
+        return self
 
     @property
     def positive(self) -> str:
@@ -112,7 +140,7 @@ class ModelSpec:
             if "labels" in values:
                 values["labels"] = tuple(str(v) for v in values["labels"])
             for key in ("input_size", "positive_index"):
-                if key in values:
+                if key in values and not (key == "input_size" and values[key] is None):
                     if isinstance(values[key], bool) or float(values[key]) != int(values[key]):
                         raise ValueError(f"{key} must be an integer")
                     values[key] = int(values[key])
@@ -171,6 +199,15 @@ class ModelSpec:
 
         Raises :class:`SpecError` when the output's shape or values do not fit the spec.
         """
+        return self.probabilities(output, n)[:, self.positive_index]
+
+    def probabilities(self, output: np.ndarray, n: int) -> np.ndarray:
+        """Return every class's probability (n, len(labels)) float64 from the model's raw ``output``.
+
+        A one-value output (logit or probability of ``labels[positive_index]``) needs exactly two
+        labels: the other column is one minus it. Raises :class:`SpecError` when the output's
+        shape or values do not fit the spec.
+        """
         out = np.asarray(output, dtype=np.float64)
         if out.ndim == 2 and out.shape[1] == 1:
             out = out[:, 0]
@@ -179,9 +216,16 @@ class ModelSpec:
                 raise SpecError(f"model returned {out.shape[0]} values for {n} images")
             if self.output == "softmax":
                 raise SpecError("output 'softmax' needs one column per class; the model returned one value")
-            if self.output == "logit":
-                return 1.0 / (1.0 + np.exp(-out))
-            return self._check_probability(out)
+            if len(self.labels) != 2:
+                raise SpecError(
+                    f"the model returned one value per image but the spec names {len(self.labels)} "
+                    "labels; a one-value output has two classes"
+                )
+            p = 1.0 / (1.0 + np.exp(-out)) if self.output == "logit" else self._check_probability(out)
+            columns = np.empty((n, 2), dtype=np.float64)
+            columns[:, self.positive_index] = p
+            columns[:, 1 - self.positive_index] = 1.0 - p
+            return columns
         if out.ndim != 2 or out.shape[0] != n:
             raise SpecError(f"model returned an output of shape {out.shape} for {n} images")
         if out.shape[1] != len(self.labels):
@@ -193,13 +237,13 @@ class ModelSpec:
         if self.output == "softmax":
             shifted = out - out.max(axis=1, keepdims=True)
             exp = np.exp(shifted)
-            return exp[:, self.positive_index] / exp.sum(axis=1)
-        return self._check_probability(out[:, self.positive_index])
+            return exp / exp.sum(axis=1, keepdims=True)
+        return self._check_probability(out)
 
     @staticmethod
     def _check_probability(p: np.ndarray) -> np.ndarray:
         if not np.all((p >= 0.0) & (p <= 1.0)):
-            bad = p[~((p >= 0.0) & (p <= 1.0))][0]
+            bad = p[~((p >= 0.0) & (p <= 1.0))].flat[0]
             raise SpecError(f"output 'probability' must lie in [0, 1], got {bad}; is it a logit?")
         return p
 

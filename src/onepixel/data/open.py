@@ -1,0 +1,118 @@
+"""The one place that opens a data folder for a target: AMi-Br or a plain class-per-folder set.
+
+:func:`open_patches` decides the layout (AMi-Br's split CSV and label folders, else class
+folders, optionally under a split folder), reads the images, fits them to the target's input
+size and returns them with a record of what was done (:class:`OpenedData`), which a run stores
+in its config and the console shows once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from onepixel.data.amibr import POSITIVE, Split, is_amibr, load_amibr
+from onepixel.data.errors import DataError
+from onepixel.data.labels import LabelMap
+from onepixel.data.patches import PatchSet, load_folder
+
+Layout = Literal["amibr", "folder"]
+AMIBR_SPLITS: tuple[Split, ...] = ("train", "test", "all")
+DEFAULT_AMIBR_SPLIT: Split = "test"
+
+
+@dataclass(frozen=True)
+class OpenedData:
+    """A data folder as opened for a target: the images and how they were found and fitted.
+
+    ``layout`` is "amibr" or "folder"; ``split`` the AMi-Br split or the split folder (None for a
+    plain folder); ``patches.fit`` what was done to the images' size; ``patches.skipped`` the
+    unreadable files left out.
+    """
+
+    root: Path
+    layout: Layout
+    split: str | None
+    patches: PatchSet
+    label_map: LabelMap | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Return the JSON-ready record a run stores: folder, layout, split, classes, fit, skipped."""
+        p = self.patches
+        return {
+            "path": str(self.root.resolve()),
+            "layout": self.layout,
+            "split": self.split,
+            "positive": p.positive,
+            "classes": list(p.classes),
+            "label_map": None if self.label_map is None else self.label_map.text(),
+            "images": len(p),
+            "fit": None if p.fit is None else p.fit.to_dict(),
+            "skipped": [{"path": s.path, "reason": s.reason} for s in p.skipped],
+        }
+
+    def describe(self) -> str:
+        """Return the line the console shows once: what was read and what was done to fit it."""
+        where = "AMi-Br" if self.layout == "amibr" else "folder"
+        split = f" {self.split}" if self.split else ""
+        text = (
+            f"{where}{split} at {self.root}: {len(self.patches)} images, classes {list(self.patches.classes)}"
+        )
+        if self.patches.fit is not None:
+            text += f"; {self.patches.fit.describe()}"
+        if self.patches.skipped:
+            n = len(self.patches.skipped)
+            text += f"; {n} unreadable file{'s' if n != 1 else ''} skipped"
+        return text
+
+
+def open_patches(
+    root: str | Path,
+    split: str | None = None,
+    *,
+    input_size: int | None,
+    resize: bool = False,
+    positive: str | None = None,
+    label_map: LabelMap | None = None,
+    skip_bad: bool = False,
+) -> OpenedData:
+    """Return the images of the data folder ``root`` fitted to ``input_size`` (None: native size).
+
+    AMi-Br (its split CSV beside ``Atypical/`` and ``Normal/``) is read by its benchmark split
+    (``split`` train, test (default) or all; ``positive`` either class, default Atypical). Any
+    other folder is read as class folders, under ``root/<split>/`` when ``split`` is given.
+    ``resize`` resizes instead of centre-cropping (and allows smaller images); ``label_map``
+    renames class folders to the model's labels; ``skip_bad`` leaves unreadable files out (listed
+    in ``patches.skipped``) instead of stopping at the first. Raises :class:`DataError`.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist", settings=("data",))
+    how = "resize" if resize else "crop"
+    if is_amibr(root):
+        chosen = split or DEFAULT_AMIBR_SPLIT
+        if chosen not in AMIBR_SPLITS:
+            raise DataError(
+                f"{root} is AMi-Br: its splits are {list(AMIBR_SPLITS)}, not {chosen!r}", settings=("split",)
+            )
+        patches = load_amibr(
+            root,
+            chosen,  # type: ignore[arg-type]
+            size=input_size,
+            resize=how,
+            positive=positive or POSITIVE,
+            label_map=label_map,
+            skip_bad=skip_bad,
+        )
+        return OpenedData(root, "amibr", chosen, patches, label_map)
+    patches = load_folder(
+        root,
+        split=split,
+        positive=positive,
+        size=input_size,
+        resize=how,
+        label_map=label_map,
+        skip_bad=skip_bad,
+    )
+    return OpenedData(root, "folder", split, patches, label_map)
