@@ -524,7 +524,7 @@ def de_fidelity_model(data: list[dict[str, Any]]) -> str:
                 [
                     direction,
                     f"`{method}`",
-                    f"{r['success']['k']} of {r['n']} [{ci[0]:.2f}, {ci[1]:.2f}]",
+                    f"{r['success']['k']} of {r['n']} [{max(ci[0], 0.0):.2f}, {min(ci[1], 1.0):.2f}]",
                     f"{r['early_converged']['k']} of {r['n']}",
                     f"{r['score_before']['mean']:.3f} -> {r['score_after']['mean']:.3f}",
                     f"{r['wall_s_per_attack']:.2f}",
