@@ -240,16 +240,19 @@ def yes(flag: bool) -> str:
     return "**yes**" if flag else "**no**"
 
 
-def load_note(d: dict[str, Any]) -> str:
-    """Return the machine load of a run from its provenance, or a note that it predates provenance."""
+def load_note(d: dict[str, Any], threads: bool = True) -> str:
+    """Return the machine load of a run from its provenance, or a note that it predates provenance.
+
+    ``threads`` False leaves out the benchmark process's torch threads (when they measure nothing).
+    """
     prov = d.get("provenance")
     if not prov:
         return "This file predates provenance: its commit and machine load were not recorded."
     start, end = prov["load_average_start"][0], prov.get("load_average_end", [None])[0]
     end_txt = f" -> {end:.1f}" if isinstance(end, (int, float)) else ""
-    threads = prov["torch_threads"]
+    threads_txt = f", {prov['torch_threads']} torch thread(s)" if threads else ""
     dirty = " Tracked files differed from the commit (dirty tree)." if prov.get("git_dirty") else ""
-    return f"Load average {start:.1f}{end_txt} on {prov['cores']} cores, {threads} torch thread(s).{dirty}"
+    return f"Load average {start:.1f}{end_txt} on {prov['cores']} cores{threads_txt}.{dirty}"
 
 
 @generator("serve_load_hey")
@@ -276,8 +279,11 @@ def serve_load_hey(data: list[dict[str, Any]]) -> str:
     st = d["settings"]
     intro = (
         f"{st['rounds']} interleaved rounds of {st['duration_s']:g} s per setting; median over rounds "
-        f"(range). Client: `{d['client']['tool']}` {d['client']['version']}. " + load_note(d)
+        f"(range); servers with {st['server_threads']} torch thread(s). "
+        f"Client: `{d['client']['tool']}` {d['client']['version']}. " + load_note(d, threads=False)
     )
+    if d.get("note"):
+        intro += f" Run note: {d['note'].rstrip('.')}."
     header = ["setting", "clients", "images / request", "req/s", "images/s", "p50 ms", "p99 ms", "non-200"]
     ratio, p99 = h["single_over_batch"], h["single_p99_ms"]
     per_round = ", ".join(f"{r:.2f}" for r in h["single_over_batch_per_round"])
@@ -311,7 +317,9 @@ def throughput_local(data: list[dict[str, Any]]) -> str:
     (d,) = data
     local = d["local"]
     sizes = list(next(iter(local["paths"].values())))
-    header = ["path"] + [f"{b} images" for b in sizes] + ["max deviation vs eager"]
+    header = (
+        ["path"] + [f"{b} image{'' if str(b) == '1' else 's'}" for b in sizes] + ["max deviation vs eager"]
+    )
     rows = [
         [f"`{path}`"]
         + [f"{by[b]['median']:,.0f}" for b in sizes]
@@ -411,7 +419,7 @@ def store_durability(data: list[dict[str, Any]]) -> str:
     rows.append(["durable minus old, per round", spread(diffs, "{:.2f}")])
     intro = (
         f"{d['attacks']} records with 64x64 PNGs committed per round on `{d['dir']}`, "
-        f"{len(r['before'])} interleaved rounds. " + load_note(d)
+        f"{len(r['before'])} interleaved rounds. " + load_note(d, threads=False)
     )
     return intro + "\n\n" + table(["store", "ms per attack, median (range)"], rows)
 
