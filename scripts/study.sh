@@ -1,41 +1,40 @@
 #!/usr/bin/env bash
-# The measured study behind the closing notes and docs/results.md: campaigns of every kind on the
-# AMi-Br test split with the bundled model. Two streams run side by side (one per core).
+# The measured study behind docs/results.md and the README's findings: campaigns of every method
+# on the AMi-Br test split with the bundled weights, both directions, the paper's confidence
+# filter and no filter; then analysis, the detector, certificates and the guard table with the
+# certified ensemble. Two streams run side by side (one per core). A killed study resumes when
+# rerun with the same OUT (every campaign resumes). Then:
+#   .venv/bin/python scripts/study_results.py OUT     # -> benchmarks/results/study*.json
 # Usage: bash scripts/study.sh [OUT=runs/study]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/study}"
 export OMP_NUM_THREADS=1 ONEPIXEL_DATA="${ONEPIXEL_DATA:-$(cd .. && pwd)/shared/data/ami-br}"
 op() { .venv/bin/onepixel "$@" --no-progress; }
+N1=40   # images per k = 1 campaign
+N35=20  # images per k = 3 / 5 campaign
+BUDGET=10000  # Sparse-RS queries per image
 mkdir -p "$OUT"
-(
-  op attack --direction lower --limit 40 --out "$OUT/plain-lower"           # the paper's campaign
-  op attack --direction raise --limit 40 --out "$OUT/plain-raise"
-  op attack --direction lower -k 3 --limit 15 --maxiter 50 --out "$OUT/k3-lower"
-  op attack --direction lower -k 5 --limit 15 --maxiter 50 --out "$OUT/k5-lower"
-) > "$OUT/stream-a.log" 2>&1 &
-(
-  op attack --direction lower --no-filter --limit 40 --maxiter 30 --out "$OUT/nofilter-lower"
-  op attack --direction raise --no-filter --limit 40 --maxiter 30 --out "$OUT/nofilter-raise"
-  op attack --direction lower --objective colour --limit 6 --out "$OUT/colour-lower"
-  op attack --direction raise --objective colour --limit 6 --out "$OUT/colour-raise"
-  op attack --direction raise -k 3 --limit 15 --maxiter 50 --out "$OUT/k3-raise"
-  op attack --direction raise -k 5 --limit 15 --maxiter 50 --out "$OUT/k5-raise"
-) > "$OUT/stream-b.log" 2>&1 &
+stream() {  # one direction: every method, filter and no filter
+  local dir=$1
+  for filt in filter nofilter; do
+    local f=(); [ "$filt" = nofilter ] && f=(--no-filter)
+    op attack --direction "$dir" "${f[@]}" --limit $N1 --out "$OUT/de-k1-$filt-$dir"
+    op attack --direction "$dir" "${f[@]}" --method exhaustive --limit $N1 --out "$OUT/exhaustive-k1-$filt-$dir"
+    op attack --direction "$dir" "${f[@]}" --method sparse-rs --budget $BUDGET --limit $N1 --out "$OUT/sparse-rs-k1-$filt-$dir"
+    for k in 3 5; do
+      op attack --direction "$dir" "${f[@]}" -k $k --maxiter 50 --limit $N35 --out "$OUT/de-k$k-$filt-$dir"
+      op attack --direction "$dir" "${f[@]}" -k $k --method sparse-rs --budget $BUDGET --limit $N35 --out "$OUT/sparse-rs-k$k-$filt-$dir"
+    done
+  done
+  op attack --direction "$dir" --objective colour --limit 6 --out "$OUT/colour-k1-filter-$dir"
+}
+stream lower > "$OUT/stream-lower.log" 2>&1 &
+stream raise > "$OUT/stream-raise.log" 2>&1 &
 wait
-# The paper's tolerance stops most attacks on this model right after the initial population;
-# with the convergence test off the search runs its generations and shows where flips appear.
-(
-  op attack --direction lower --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k1-lower"
-  op attack --direction lower -k 3 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k3-lower"
-  op attack --direction lower -k 5 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k5-lower"
-) > "$OUT/stream-c.log" 2>&1 &
-(
-  op attack --direction raise --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k1-raise"
-  op attack --direction raise -k 3 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k3-raise"
-  op attack --direction raise -k 5 --no-convergence --maxiter 30 --limit 15 --out "$OUT/noconv-k5-raise"
-) > "$OUT/stream-d.log" 2>&1 &
-wait
-# Successful attacks for the detector study: every Atypical test image, whatever its score.
-op attack --direction lower --no-filter --maxiter 30 --out "$OUT/nofilter-lower-all" > "$OUT/stream-e.log" 2>&1
-echo "campaigns done: $OUT"
+RUNS=("$OUT"/de-k1-* "$OUT"/exhaustive-k1-* "$OUT"/sparse-rs-k*-*)
+op run analyze "${RUNS[@]}" --json > "$OUT/analysis.json"
+op certify --out "$OUT/certify" --json > "$OUT/certify.json"
+.venv/bin/onepixel detector evaluate "$OUT"/de-k1-nofilter-* "$OUT"/exhaustive-k1-nofilter-* --out "$OUT/detector" --json > "$OUT/detector.json"
+.venv/bin/onepixel guard evaluate "${RUNS[@]}" --certified certified --out "$OUT/guard.json" > "$OUT/guard.log" 2>&1
+echo "study done: $OUT"

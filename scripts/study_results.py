@@ -1,0 +1,99 @@
+"""Collect a study folder (``scripts/study.sh``) into one result JSON with provenance.
+
+Per campaign: method, k, direction, filter, budget, images attacked, flips (on the true label's
+side of 0.5 before and across it after; an image already wrong is never a flip) with a 95%
+Wilson interval over the images on their true side, already-wrong images, median queries to a
+flip with its n, CPU seconds per flip, and the mean score before and after. Beside them, the
+study's analysis, certificates, detector and guard-table JSON when present. The docs' tables
+(``scripts/docs_tables.py``) are generated from this file.
+
+    .venv/bin/python scripts/study_results.py runs/study [--stem study]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from provenance import finish, new_result_path, provenance  # noqa: E402
+
+from onepixel.attack.summary import summarize_run  # noqa: E402
+
+SIDE_FILES = ("analysis.json", "certify.json", "detector.json", "guard.json")
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """Return the 95% Wilson score interval [low, high] of ``successes`` of ``n`` (None when n = 0)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def campaign(run: Path) -> dict[str, Any]:
+    """Return one campaign's row (see the module doc)."""
+    s = summarize_run(run)
+    on_side = s["attacked"] - s["wrong_before"]
+    cpu = s.get("cpu_seconds")
+    return {
+        "run": run.name,
+        "method": (s["methods"] or [s["method"]])[0],
+        "pixels": s["pixels"],
+        "direction": s["direction"],
+        "filter": "nofilter" not in run.name,
+        "objective": s["objective"],
+        "budget": s["budget"],
+        "de": s.get("de"),
+        "complete": s["complete"],
+        "attacked": s["attacked"],
+        "on_true_side": on_side,
+        "wrong_before": s["wrong_before"],
+        "flips": s["flips"],
+        "flips_ci95": wilson(s["flips"], on_side),
+        "queries_to_flip_median": s["queries_to_flip_median"],
+        "queries_to_flip_n": s["flips"],
+        "cpu_seconds_per_flip": cpu / s["flips"] if cpu and s["flips"] else None,
+        "score_before_mean": s["all_before"]["mean"],
+        "score_after_mean": s["all_after"]["mean"],
+        "positive": s["positive"],
+        "negative": s["negative"],
+    }
+
+
+def main() -> None:
+    """Write the study JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--stem", default="study")
+    args = parser.parse_args()
+    prov = provenance()
+    runs = sorted(
+        p for p in args.study.iterdir() if (p / "config.json").is_file() or (p / "attacks.sqlite").is_file()
+    )
+    if not runs:
+        raise SystemExit(f"{args.study} holds no campaign folders (run scripts/study.sh first)")
+    out: dict[str, Any] = {
+        "benchmark": "study",
+        "study": str(args.study),
+        "campaigns": [campaign(r) for r in runs],
+    }
+    for name in SIDE_FILES:
+        path = args.study / name
+        if path.is_file() and path.stat().st_size:
+            out[path.stem] = json.loads(path.read_text())
+    out["provenance"] = finish(prov)
+    path = new_result_path(args.stem)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path} ({len(runs)} campaigns)")
+
+
+if __name__ == "__main__":
+    main()
