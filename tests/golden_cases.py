@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
 from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.store import CampaignStore
 from onepixel.data.amibr import load_amibr
 from onepixel.data.patches import PatchSet
@@ -84,8 +86,6 @@ def case_config(name: str) -> CampaignConfig:
     """Return the campaign config of golden case ``name``."""
     kwargs = {**BASE, **CASES[name]}
     de_overrides = kwargs.pop("de", None)
-    from onepixel.attack import paper_de_config
-
     de = dict(de_overrides or {})
     if isinstance(de.get("mutation"), list):
         de["mutation"] = tuple(de["mutation"])

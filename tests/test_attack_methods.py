@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 import onepixel
 from conftest import write_class_folders
 from onepixel.analysis.confmap import compute_confmap
-from onepixel.attack.campaign import CampaignConfig, CampaignError, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, CampaignError, run_campaign
+from onepixel.attack.de import paper_de_config
+from onepixel.attack.de_search import DESearch
 from onepixel.attack.exhaustive import ExhaustiveSearch, colour_levels, position_order
-from onepixel.attack.methods import DEMethod, MethodError, make_method
+from onepixel.attack.methods import MethodError, make_method
 from onepixel.attack.objectives import crossed
 from onepixel.attack.perturb import apply_pixels
 from onepixel.attack.records import is_flip
@@ -158,7 +160,7 @@ def test_de_method_gives_the_campaign_records(
     ids = [r.image_id for r in campaign]
     by_name = {n: i for i, n in enumerate(patches.names)}
     chosen = patches.images[[by_name[i] for i in ids]]
-    method = DEMethod(de=de)
+    method = DESearch(de=de)
     memory = method.run(
         target, chosen, [r.label for r in campaign], "lower", image_ids=ids, images_per_batch=3
     )
@@ -250,7 +252,10 @@ def test_every_method_runs_as_a_resumable_campaign(
             ["--objective", "colour", "--objective-opt", "w=1"],
             "unknown option(s) ['w'] for objective 'colour'",
         ),
-        (["--method", "exhaustive", "--method-opt", "colours=8"], "unknown option(s) ['colours'] for method"),
+        (
+            ["--method", "exhaustive", "--method-opt", "colours=8"],
+            "unknown option(s) ['colours'] for attack method",
+        ),
         (["--method", "exhaustive", "--method-opt", "levels=1"], "levels must be an integer in [2, 256]"),
         (["--method", "exhaustive", "-k", "2"], "changes one pixel (k = 1)"),
         (["--method", "nope"], "unknown attack method 'nope'"),

@@ -136,6 +136,24 @@ class DEConfig:
         }
 
 
+def paper_de_config(**overrides: Any) -> DEConfig:
+    """Return the paper's DE settings (best1bin, 200 members, F 0.5, CR 0.7, 100 generations,
+    tol 0.01) with deferred updating, changed by ``overrides``."""
+    values: dict[str, Any] = {
+        "strategy": "best1bin",
+        "popsize": 200,
+        "mutation": 0.5,
+        "recombination": 0.7,
+        "maxiter": 100,
+        "tol": 0.01,
+        "atol": 0.0,
+        "updating": "deferred",
+        "convergence": True,
+    }
+    values.update(overrides)
+    return DEConfig(**values)
+
+
 @dataclass
 class DEResult:
     """The outcome of one problem: best vector and energy, generations, evaluations, why it stopped."""

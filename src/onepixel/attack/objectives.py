@@ -11,12 +11,15 @@ DE engine calls.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from onepixel.attack.colour import ColourObjective
 from onepixel.attack.perturb import vectors_to_changes
 from onepixel.direction import DECISION, Direction
+from onepixel.registry import Registry
 
 if TYPE_CHECKING:
     from onepixel.targets.base import Target
@@ -178,6 +181,51 @@ class Fitness:
             new = first < np.iinfo(np.int64).max
             self.first_cross[new] = first[new]
         self.queries += counts
+
+
+# An objective factory gets the direction, the batch's clean images (K, H, W, 3) and the
+# campaign's objective options, and returns an Objective for those K problems.
+ObjectiveFactory = Callable[..., Objective]
+
+OBJECTIVES: Registry[ObjectiveFactory] = Registry("objective", positional=("direction", "images"))
+
+
+def register_objective(
+    name: str, factory: ObjectiveFactory | None = None, *, signature: Callable[..., Any] | None = None
+) -> Any:
+    """Make objective ``name`` build with ``factory(direction, images, **options)`` (usable as a decorator).
+
+    Objectives of higher layers register themselves when their module is imported (e.g.
+    ``onepixel.defense.adaptive`` registers ``adaptive``); ``signature`` names what to inspect for
+    the option names when the factory forwards ``**options``.
+    """
+    return OBJECTIVES.register(name, factory, signature=signature)
+
+
+def create_objective(
+    name: str, direction: Direction, images: np.ndarray, options: dict[str, Any]
+) -> Objective:
+    """Return the objective ``name`` for these images; raises RegistryError (a ValueError) for
+    unknown names or options."""
+    return OBJECTIVES.create(name, direction, images, **options)
+
+
+def objective_option_names(name: str) -> list[str] | None:
+    """Return the option names objective ``name`` accepts (None when its factory takes any)."""
+    options = OBJECTIVES.options(name)
+    return None if options is None else sorted(options)
+
+
+def _plain(direction: Direction, images: np.ndarray, **options: Any) -> PlainObjective:
+    return PlainObjective(direction, **options)
+
+
+def _colour(direction: Direction, images: np.ndarray, **options: Any) -> ColourObjective:
+    return ColourObjective(direction, images, **options)
+
+
+register_objective("plain", _plain, signature=PlainObjective)
+register_objective("colour", _colour, signature=ColourObjective)
 
 
 def make_fitness(

@@ -27,10 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel.attack.methods import AttackMethod, MethodError, SearchResult, first_crossing
+from onepixel.attack.method import (
+    AttackMethod,
+    MethodError,
+    Report,
+    SearchResult,
+    first_crossing,
+    register_method,
+)
 from onepixel.attack.objectives import check_direction, crossed, score_to_energy
 
 if TYPE_CHECKING:
+    from onepixel.attack.jobs import BatchSeeds
+    from onepixel.direction import Direction
     from onepixel.targets.base import Target
 
 # Iterations (of 10,000) at which alpha halves, as in Square Attack / Sparse-RS.
@@ -45,6 +54,7 @@ def alpha_at(query: int, budget: int, alpha_init: float) -> float:
     return alpha_init / 2**passed
 
 
+@register_method
 class SparseRS(AttackMethod):
     """Sparse-RS random search over k pixels with corner colours.
 
@@ -162,13 +172,15 @@ class SparseRS(AttackMethod):
         self,
         target: Target,
         images: np.ndarray,
-        direction: str,
+        direction: Direction,
         budget: int | None,
-        rng: np.random.Generator,
+        seeds: BatchSeeds,
         stop_at: float | None,
+        report: Report | None = None,
     ) -> list[SearchResult]:
         """Return one SearchResult per image: the best k-pixel set found within ``budget`` queries."""
         check_direction(direction)
+        rng = seeds.generator(self.name)
         n, size, k, m = len(images), images.shape[1], self.pixels, self.candidates
         budget = DEFAULT_BUDGET if budget is None else int(budget)
         n_pix = size * size
@@ -277,6 +289,7 @@ class SparseRS(AttackMethod):
                 steps=int(steps[i]),
                 history=history[i],
                 stopped_by=str(stopped[i]),
+                seed=seeds.batch_seed(self.name),
             )
             for i in range(n)
         ]

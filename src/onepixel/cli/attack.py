@@ -62,20 +62,10 @@ budget // popsize - 1); --stop-at 0.5 stops each image at its first flip.
 
 
 def _stored_method_options(method: str, pixels: int, items: list[str] | None) -> dict[str, Any]:
-    """Return the method options a new run stores: every option of a search method, defaults too.
+    """Return the method options a new run stores (see :func:`onepixel.attack.methods.stored_options`)."""
+    from onepixel.attack.methods import stored_options
 
-    Storing the defaults keeps a resumed run on the settings it began with when a later version
-    changes a default. Options the method rejects are returned as given (the config reports them).
-    """
-    given = _parse_options(items or [], "--method-opt")
-    from onepixel.attack.methods import DE_METHODS, MethodError, make_method
-
-    if method in DE_METHODS:
-        return given
-    try:
-        return make_method(method, pixels, given).options()
-    except MethodError:
-        return given
+    return stored_options(method, pixels, _parse_options(items or [], "--method-opt"))
 
 
 def _parse_options(items: list[str], flag: str = "--objective-option") -> dict[str, Any]:
@@ -170,7 +160,7 @@ def objective_de_preset(objective: str, direction: str) -> dict[str, Any]:
         from onepixel.attack.colour import colour_preset
 
         return colour_preset(direction)[0]
-    from onepixel.attack.campaign import paper_de_config
+    from onepixel.attack.de import paper_de_config
 
     paper = paper_de_config()
     return {k: getattr(paper, k) for k in ("popsize", "maxiter", "mutation", "recombination")}
@@ -299,6 +289,7 @@ def attack(
     ] = None,
 ) -> None:
     """Run or resume a one-pixel attack campaign (see the long help)."""
+    import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
     from onepixel.attack.campaign import CampaignConfig, CampaignError, attack_summary_line, run_campaign
     from onepixel.attack.de import DEConfig
     from onepixel.attack.selection import SelectionError
