@@ -51,6 +51,7 @@ class DESearch(AttackMethod):
 
     name = "de"  # type: ignore[assignment]  # "de-noconv" when the convergence test is off
     takes_options = False
+    uses_objective = True
 
     def __init__(
         self,

@@ -83,6 +83,7 @@ class AttackMethod:
     name: ClassVar[str] = ""
     default_budget: ClassVar[int | None] = None
     takes_options: ClassVar[bool] = True  # False: built from the campaign's DE settings instead
+    uses_objective: ClassVar[bool] = False  # True: minimises the campaign's objective (its kind of attack)
 
     def __init__(self, pixels: int = 1) -> None:
         if int(pixels) != pixels or pixels < 1:

@@ -91,6 +91,14 @@ def stored_options(name: str, pixels: int, given: dict[str, Any]) -> dict[str, A
         return given
 
 
+def attack_kind(method: str | None, objective: str | None) -> str:
+    """Return the kind of attack of a run: its objective (plain, adaptive, colour) for a method that
+    minimises one (DE), else the method's name (exhaustive, sparse-rs, or an unregistered one)."""
+    if method and (method not in METHODS or not METHODS.get(method).uses_objective):
+        return str(method)
+    return str(objective or "plain")
+
+
 def method_of(config: MethodSettings) -> AttackMethod:
     """Return the method a campaign config runs."""
     return make_method(
@@ -110,6 +118,7 @@ __all__ = [
     "MethodError",
     "MethodSettings",
     "SearchResult",
+    "attack_kind",
     "check_method",
     "first_crossing",
     "make_method",
