@@ -428,19 +428,14 @@ def guard_calibrate(
     import torch
 
     from onepixel.data.patches import DataError
-    from onepixel.defense.calibrate import DETECTORS, calibrate_guard, write_guard_file
+    from onepixel.defense.calibrate import calibrate_guard, write_guard_file
+    from onepixel.defense.detectors import resolve_detector
 
     torch.set_num_threads(1)
-    if detector not in DETECTORS:
-        from onepixel.defense.calibrate import WEIGHTS_DIR
-
-        if (WEIGHTS_DIR / f"{detector}.safetensors").is_file() or detector.endswith(".safetensors"):
-            detector, weights = "vae", detector  # a VAE named the way other commands name it
-        else:
-            raise fail(
-                f"--detector: unknown detector {detector!r}; use one of {', '.join(DETECTORS)}, "
-                "a bundled VAE name or a VAE .safetensors file"
-            )
+    try:
+        detector, weights = resolve_detector(detector, weights)  # a VAE may be named as elsewhere
+    except ValueError as exc:
+        raise fail(f"--detector: {exc}") from None
     if not 0.0 < fpr < 1.0:
         raise fail(f"--fpr must be strictly between 0 and 1, got {fpr:g}")
     if not data.is_dir():

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from onepixel.data.patches import DataError
 from onepixel.defense.vae import VAE, VAEConfig, count_parameters, vae_loss
 from onepixel.errors import OnePixelError
+from onepixel.models.registry import weights_path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_DETECTOR = "vae_amibr"
@@ -176,17 +177,9 @@ def save_vae(model: VAE, path: str | Path, info: dict[str, object]) -> Path:
 
 
 def vae_weights_path(name_or_path: str | Path = DEFAULT_DETECTOR) -> Path:
-    """Return the weights file for a bundled detector name or an explicit ``.safetensors`` path."""
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"detector weights file {path} does not exist")
-        return path
-    bundled = WEIGHTS_DIR / f"{name_or_path}.safetensors"
-    if not bundled.is_file():
-        known = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
-        raise FileNotFoundError(f"no bundled detector named {name_or_path!r}; known: {known}")
-    return bundled
+    """Return the weights file for a bundled detector name or an explicit ``.safetensors`` path
+    (:func:`onepixel.models.registry.weights_path` over the detectors' folder)."""
+    return weights_path(name_or_path, WEIGHTS_DIR, "detector")
 
 
 def load_vae(name_or_path: str | Path = DEFAULT_DETECTOR) -> tuple[VAE, dict[str, object]]:
