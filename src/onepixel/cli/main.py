@@ -55,7 +55,7 @@ AREAS = ("data", "models", "serve", "attack", "analysis", "defense", "certify", 
 @app.command()
 def version() -> None:
     """Print the onepixel version."""
-    from onepixel import __version__
+    from onepixel._version import __version__
 
     typer.echo(__version__)
 

@@ -156,7 +156,7 @@ def calibrate_guard(
 
         path = vae_weights_path(weights)
         weights_doc = {"name": str(weights), "file": path.name, "sha256": file_sha256(path)}
-    from onepixel import __version__
+    from onepixel._version import __version__
 
     rel = [f.relative_to(root).as_posix() for f in files]
     return {

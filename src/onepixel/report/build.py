@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from onepixel import __version__
+from onepixel._version import __version__
 from onepixel.direction import Direction
 from onepixel.report.html import (
     ConfmapView,
