@@ -188,7 +188,7 @@ class ExhaustiveSearch(AttackMethod):
 class _Sweep:
     """Lockstep state of a search over fixed query plans for K images (best, first flip, spent)."""
 
-    def __init__(self, k: int, direction: str, stop_at: float | None, track_positions: int = 0):
+    def __init__(self, k: int, direction: Direction, stop_at: float | None, track_positions: int = 0):
         self.direction, self.stop_at = direction, stop_at
         self.best_energy = np.full(k, np.inf)
         self.best_score = np.full(k, np.nan)

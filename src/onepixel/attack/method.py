@@ -151,7 +151,7 @@ class AttackMethod:
         target: Target,
         images: np.ndarray,
         labels: Sequence[str] | None = None,
-        direction: str | Direction = Direction.LOWER,
+        direction: Direction = Direction.LOWER,
         budget: int | None = None,
         seed: int = 0,
         *,

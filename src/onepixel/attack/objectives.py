@@ -28,30 +28,30 @@ DIRECTIONS = tuple(d.value for d in Direction)
 SUCCESS_THRESHOLD = DECISION
 
 
-def check_direction(direction: str | Direction) -> Direction:
+def check_direction(direction: Direction) -> Direction:
     """Return ``direction`` as a :class:`Direction` ("lower" or "raise"); DirectionError (a ValueError)
     otherwise."""
     return Direction.from_str(direction)
 
 
-def score_to_energy(scores: np.ndarray, direction: str | Direction) -> np.ndarray:
+def score_to_energy(scores: np.ndarray, direction: Direction) -> np.ndarray:
     """Return the energy to minimise for scores: score (lower) or 1 - score (raise)."""
     return Direction.from_str(direction).energy(scores)
 
 
-def energy_to_score(energies: np.ndarray, direction: str | Direction) -> np.ndarray:
+def energy_to_score(energies: np.ndarray, direction: Direction) -> np.ndarray:
     """Return the scores whose plain energies are ``energies`` (the inverse of score_to_energy)."""
     return score_to_energy(energies, direction)  # both maps are involutions
 
 
 def crossed(
-    score: np.ndarray | float, direction: str | Direction, threshold: float = SUCCESS_THRESHOLD
+    score: np.ndarray | float, direction: Direction, threshold: float = SUCCESS_THRESHOLD
 ) -> np.ndarray:
     """Return whether scores crossed ``threshold``: below it (lower) or above it (raise), as bool array."""
     return Direction.from_str(direction).crossed(score, threshold)
 
 
-def strong_threshold(direction: str | Direction) -> float:
+def strong_threshold(direction: Direction) -> float:
     """Return the strong-success threshold: 0.05 (lower) or 0.95 (raise)."""
     return Direction.from_str(direction).strong_threshold()
 
@@ -61,7 +61,7 @@ class Objective(Protocol):
     """Maps target scores of perturbed images to energies (lower is better for the attacker)."""
 
     name: str
-    direction: str
+    direction: Direction
 
     def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
         """Return energies (B,) for scores (B,), vectors (B, D) and problem ids (B,)."""
@@ -79,7 +79,7 @@ class PlainObjective:
 
     name = "plain"
 
-    def __init__(self, direction: str = "lower"):
+    def __init__(self, direction: Direction = Direction.LOWER):
         self.direction = check_direction(direction)
 
     def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ class SparseRS(AttackMethod):
         self,
         target: Target,
         images: np.ndarray,
-        direction: str,
+        direction: Direction,
         screen: int,
         stop_at: float | None,
         spent: np.ndarray,

@@ -24,6 +24,7 @@ import numpy as np
 from onepixel.attack.objectives import check_direction, register_objective, score_to_energy
 from onepixel.attack.perturb import apply_pixels
 from onepixel.defense.guard import GuardedTarget
+from onepixel.direction import Direction
 
 
 class AdaptiveObjective:
@@ -33,7 +34,7 @@ class AdaptiveObjective:
 
     def __init__(
         self,
-        direction: str,
+        direction: Direction,
         images: np.ndarray | None = None,
         detector: Any = None,
         *,
@@ -121,7 +122,7 @@ class AdaptiveObjective:
 
 @register_objective("adaptive")
 def adaptive_factory(
-    direction: str,
+    direction: Direction,
     images: np.ndarray,
     *,
     detector: str = "vae_amibr",

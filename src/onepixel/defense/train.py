@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from onepixel.data.patches import DataError
-from onepixel.defense.vae import VAE, VAEConfig, count_parameters, vae_loss
+from onepixel.defense.vae import VAE, Reduction, VAEConfig, count_parameters, vae_loss
 from onepixel.errors import OnePixelError
 from onepixel.models.registry import weights_path
 
@@ -41,7 +41,7 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     kl_weight: float = 1e-3
-    mse_reduction: str = "keras"
+    mse_reduction: Reduction = "keras"
     seed: int = 0
     jitter: int = 8
     augment: bool = True
@@ -134,7 +134,7 @@ def train_vae(
                 if cfg.augment:
                     x = augment_dihedral(x, gen)
                 recon, mu, logvar = model(x, generator=gen)
-                loss, rec, kl = vae_loss(x, recon, mu, logvar, cfg.kl_weight, cfg.mse_reduction)  # type: ignore[arg-type]
+                loss, rec, kl = vae_loss(x, recon, mu, logvar, cfg.kl_weight, cfg.mse_reduction)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
