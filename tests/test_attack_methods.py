@@ -28,9 +28,9 @@ from onepixel.attack.perturb import apply_pixels
 from onepixel.attack.records import is_flip
 from onepixel.attack.sparse_rs import CORNERS, SparseRS
 from onepixel.attack.store import CampaignStore
-from onepixel.cli.attack import open_target_spec
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet, load_folder
+from onepixel.targets import open_target
 from onepixel.targets.local import TOLERANCE, TorchTarget
 
 TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
@@ -40,7 +40,7 @@ ROWS = [30, 31, 32]  # three rows of pixels through the centre: 3 x 64 x 8 = 1,5
 @pytest.fixture(scope="module")
 def target() -> TorchTarget:
     """Return the bundled model as a black-box target."""
-    return open_target_spec(TARGET)
+    return open_target(TARGET)
 
 
 @pytest.fixture(scope="module")
@@ -325,9 +325,9 @@ def test_sparse_rs_fills_target_calls_when_few_images_search(target: TorchTarget
 
 
 def test_new_runs_store_every_option_of_a_search_method() -> None:
-    from onepixel.cli.attack import _stored_method_options
+    from onepixel.attack.methods import stored_options
 
-    stored = _stored_method_options("sparse-rs", 3, ["screen=0"])
+    stored = stored_options("sparse-rs", 3, {"screen": 0})
     assert stored == {**SparseRS(pixels=3).options(), "screen": 0}
-    assert _stored_method_options("de", 1, None) == {}
-    assert _stored_method_options("sparse-rs", 1, ["nope=1"]) == {"nope": 1}  # the config rejects it
+    assert stored_options("de", 1, {}) == {}
+    assert stored_options("sparse-rs", 1, {"nope": 1}) == {"nope": 1}  # the config rejects it

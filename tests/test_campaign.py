@@ -24,9 +24,9 @@ from onepixel.attack.objectives import crossed, strong_threshold
 from onepixel.attack.perturb import apply_pixels
 from onepixel.attack.selection import SelectionConfig, SelectionError, select_images
 from onepixel.attack.store import CampaignStore, StoreError
-from onepixel.cli.attack import open_target_spec
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet, load_folder, read_png
+from onepixel.targets import open_target
 from onepixel.targets.local import TOLERANCE, TorchTarget
 
 TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def target() -> TorchTarget:
     """Return the bundled model as a black-box target."""
-    return open_target_spec(TARGET)
+    return open_target(TARGET)
 
 
 @pytest.fixture(scope="module")

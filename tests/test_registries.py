@@ -174,3 +174,27 @@ def test_plugins_register_when_their_module_is_imported() -> None:
 
     assert OBJECTIVES.get("adaptive") is adaptive_factory
     assert {"plain", "colour", "adaptive"} <= set(OBJECTIVES.names())
+
+
+def test_open_target_info_carries_the_canonical_spec_and_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from onepixel.models.registry import DEFAULT_MODEL, weights_path
+    from onepixel.targets import open_target
+    from onepixel.targets.factory import BUNDLED_VIEWS_MODEL, canonical_spec, target_fingerprint
+
+    bundled = weights_path(DEFAULT_MODEL)
+    digest = hashlib.sha256(bundled.read_bytes()).hexdigest()[:16]
+    with open_target("bundled") as target:
+        assert (target.info.spec, target.info.fingerprint) == ("bundled", digest)
+    shutil.copy(bundled, tmp_path / "copy.safetensors")
+    monkeypatch.chdir(tmp_path)
+    with open_target("copy.safetensors") as target:  # a relative path is stored absolute
+        assert target.info.spec == str(tmp_path / "copy.safetensors") and target.info.fingerprint == digest
+    assert canonical_spec("certified:copy.safetensors") == f"certified:{tmp_path / 'copy.safetensors'}"
+    assert canonical_spec("certified@2:copy.safetensors") == f"certified@2:{tmp_path / 'copy.safetensors'}"
+    views = hashlib.sha256(weights_path(BUNDLED_VIEWS_MODEL).read_bytes()).hexdigest()[:16]
+    assert target_fingerprint("certified") == views and target_fingerprint("certified:bundled") == digest
+    assert target_fingerprint("http://127.0.0.1:5000") is None

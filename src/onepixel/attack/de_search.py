@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onepixel.attack.colour import colour_preset
 from onepixel.attack.de import CALLBACK, CONVERGED, MAXITER, BatchedDE, DEConfig, paper_de_config
 from onepixel.attack.jobs import BatchSeeds, derive_seed
 from onepixel.attack.method import AttackMethod, MethodError, Report, SearchResult, register_method
@@ -38,6 +39,28 @@ if TYPE_CHECKING:
 # The names the DE methods are registered under (the one place that lists them).
 DE_METHODS = ("de", "de-noconv")
 STOP_REASONS = {CONVERGED: "converged", MAXITER: "maxiter", CALLBACK: "stop_at"}
+
+
+def preset_de_config(
+    objective: str,
+    direction: Direction,
+    *,
+    popsize: int | None = None,
+    maxiter: int | None = None,
+    mutation: float | None = None,
+    recombination: float | None = None,
+    **settings: Any,
+) -> DEConfig:
+    """Return DE settings whose unset knobs take the objective's paper preset: the colour paper's
+    for ``colour`` (1,500 members, 20 generations), else the one-pixel paper's (200 members,
+    100 generations, F 0.5, CR 0.7). ``settings`` are further DEConfig fields (tol, updating...)."""
+    if objective == "colour":
+        preset = colour_preset(direction)[0]
+    else:
+        paper = paper_de_config()
+        preset = {k: getattr(paper, k) for k in ("popsize", "maxiter", "mutation", "recombination")}
+    given = {"popsize": popsize, "maxiter": maxiter, "mutation": mutation, "recombination": recombination}
+    return DEConfig(**{k: preset[k] if v is None else v for k, v in given.items()}, **settings)
 
 
 @register_method(name="de")
@@ -251,4 +274,4 @@ class _DERun:
         )
 
 
-__all__ = ["DE_METHODS", "DESearch", "DESearchNoConvergence"]
+__all__ = ["DE_METHODS", "DESearch", "DESearchNoConvergence", "preset_de_config"]

@@ -286,14 +286,14 @@ def register(app: typer.Typer) -> None:
         from onepixel.analysis.confmap import ConfmapError, compute_confmap
         from onepixel.analysis.confmap_files import save_confmap
         from onepixel.analysis.images import load_image
-        from onepixel.cli.attack import open_target_spec
         from onepixel.data.patches import DataError
+        from onepixel.targets import open_target
         from onepixel.targets.base import TargetError
 
         torch.set_num_threads(threads)
         try:
             img = load_image(image, data=data)
-            tgt = open_target_spec(target)
+            tgt = open_target(target)
         except (DataError, TargetError, ValueError, OSError) as exc:
             raise fail(exc) from exc
         name = image.split(":", 1)[1] if image.startswith("amibr:") else Path(image).stem

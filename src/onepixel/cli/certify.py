@@ -71,7 +71,8 @@ def certify(
     """
     from rich.progress import Progress
 
-    from onepixel.cli.attack import load_patches
+    from onepixel.cli.data import data_root
+    from onepixel.data.open import open_patches
     from onepixel.defense.certify import certify_set, plot_certified_curve, write_certificates_csv
     from onepixel.errors import OnePixelError
     from onepixel.targets import open_target
@@ -82,7 +83,7 @@ def certify(
     try:
         _, inner = parse_certified_spec(spec)
         ensemble = open_target(spec, stride=stride)
-        patches, _ = load_patches(data, split, positive)
+        patches = open_patches(data_root(data), split, positive=positive)
     except (OnePixelError, FileNotFoundError) as exc:
         raise fail(exc) from exc
     if not isinstance(ensemble, PartitionEnsemble):  # pragma: no cover - open_target's contract
