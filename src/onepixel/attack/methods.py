@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from onepixel.attack import de_search, exhaustive, sparse_rs
 from onepixel.attack.de import DEConfig
+from onepixel.attack.de_search import DE_METHODS
+from onepixel.attack.exhaustive import ExhaustiveSearch
 from onepixel.attack.method import (
     METHODS,
     AttackMethod,
@@ -28,8 +29,9 @@ from onepixel.attack.method import (
     first_crossing,
     register_method,
 )
+from onepixel.attack.sparse_rs import SparseRS
 
-BUILT_IN = (*de_search.DE_METHODS, exhaustive.ExhaustiveSearch.name, sparse_rs.SparseRS.name)
+BUILT_IN = (*DE_METHODS, ExhaustiveSearch.name, SparseRS.name)  # importing them registered them
 
 
 class MethodSettings(Protocol):
