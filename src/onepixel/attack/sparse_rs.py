@@ -37,6 +37,7 @@ from onepixel.attack.method import (
     register_method,
 )
 from onepixel.attack.objectives import check_direction, crossed, score_to_energy
+from onepixel.attack.perturb import CORNERS
 
 if TYPE_CHECKING:
     from onepixel.attack.jobs import BatchSeeds
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 # Iterations (of 10,000) at which alpha halves, as in Square Attack / Sparse-RS.
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 DEFAULT_BUDGET = 10_000
-CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
 
 
 def alpha_at(query: int, budget: int, alpha_init: float) -> float:

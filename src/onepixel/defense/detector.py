@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from onepixel.attack.perturb import CORNERS
 from onepixel.defense.scores import PAPER_P, check_p, choose_threshold, minkowski
 from onepixel.defense.train import DEFAULT_DETECTOR, TrainConfig, load_vae, train_vae
 from onepixel.defense.vae import VAE, VAEConfig
@@ -144,7 +145,6 @@ class VAEDetector:
         return out
 
 
-CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
 
 
 def saturated_attacks(images: np.ndarray, seed: int) -> np.ndarray:
