@@ -41,8 +41,8 @@ def train_detector(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.train import (
         BundledWeightsError,
         TrainConfig,
@@ -57,7 +57,7 @@ def train_detector(
         raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
+        patches = open_patches(root, amibr_split="train", size=None)
     except DataError as exc:
         raise fail(exc) from exc
     cfg = TrainConfig(
@@ -133,8 +133,8 @@ def evaluate_detector(
     import torch
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.detector import VAEDetector
     from onepixel.defense.evaluate import (
         evaluate_detectors,
@@ -151,7 +151,7 @@ def evaluate_detector(
         raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        clean = open_patches(root)
         adversarial = (
             load_runs(runs) if runs else synthetic_attacks(clean.images, clean.names, synthetic, seed)
         )
@@ -227,8 +227,8 @@ def calibrate_detector(
     from onepixel.cli.data import data_root
     from onepixel.data.amibr import load_amibr
     from onepixel.data.patches import DataError
-    from onepixel.defense.detector import VAEDetector, calibrate_thresholds
-    from onepixel.defense.train import save_vae, split_heldout_slides
+    from onepixel.defense.detector import VAEDetector, calibrate_thresholds, save_calibration
+    from onepixel.defense.train import split_heldout_slides
 
     torch.set_num_threads(1)
     try:
@@ -239,15 +239,8 @@ def calibrate_detector(
         raise fail(exc) from exc
     held = split_heldout_slides(train.groups, heldout, seed)
     result = calibrate_thresholds(det, train.images[held], seed)
-    info = dict(det.meta.get("info") or {})
-    info["thresholds"] = {k: v["threshold"] for k, v in result.items()}
-    info["calibration"] = {
-        "images": int(held.sum()),
-        "how": "Youden's J: clean held-out train slides vs one random pixel set to an RGB-cube corner",
-        "command": f"onepixel calibrate-detector WEIGHTS --seed {seed} --heldout {heldout}",
-        **result,
-    }
-    save_vae(det.model, weights, info)  # type: ignore[arg-type]
+    command = f"onepixel calibrate-detector WEIGHTS --seed {seed} --heldout {heldout}"
+    save_calibration(det, weights, result, int(held.sum()), command)
     for key, r in result.items():
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
@@ -290,8 +283,8 @@ def evaluate_guard(
     import torch
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard_eval import load_campaign
     from onepixel.defense.guard_table import default_guards, guard_table
@@ -300,7 +293,7 @@ def evaluate_guard(
     torch.set_num_threads(1)
     try:
         root = data_root(data)
-        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        clean = open_patches(root)
         if limit is not None and limit < len(clean):
             clean = clean.subset(np.sort(np.random.default_rng(0).permutation(len(clean))[:limit]))
         campaigns = [load_campaign(r) for r in runs or []]
@@ -368,22 +361,13 @@ def _read_json(path: Path, flag: str) -> dict:
 
 def _split_names(data: Path, split: str) -> set[str] | None:
     """Return the image stems of an AMi-Br split (None for ``all``); a clear CLI error otherwise."""
-    if split == "all":
-        return None
-    if split not in ("train", "test"):
-        raise fail(f"--split: unknown split {split!r}; use all, train or test")
-    from onepixel.data.amibr import is_amibr, read_train_rows
+    from onepixel.data.open import split_names
+    from onepixel.data.patches import DataError
 
-    if not is_amibr(data):
-        raise fail(
-            f"--split: {data} is not an AMi-Br folder (--split train/test needs "
-            "amibr_train_split.csv); use --split all (the default) for any folder of clean PNGs"
-        )
-    train = set(read_train_rows(data))
-    if split == "train":
-        return train
-    stems = {f.stem for f in data.rglob("*") if f.suffix.lower() == ".png"}
-    return stems - train
+    try:
+        return split_names(data, split)
+    except DataError as exc:
+        raise fail(exc) from None
 
 
 def guard_calibrate(

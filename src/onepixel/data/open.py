@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from onepixel.config import IMAGE_SIZE
-from onepixel.data.amibr import is_amibr, load_amibr
-from onepixel.data.patches import PatchSet, load_folder
+from onepixel.data.amibr import is_amibr, load_amibr, read_train_rows
+from onepixel.data.patches import DataError, PatchSet, load_folder
 
 
 def open_patches(
@@ -47,4 +47,25 @@ def patch_source(root: str | Path, split: str | None, patches: PatchSet) -> dict
     return {"path": str(Path(root).expanduser().resolve()), "split": split, "positive": patches.positive}
 
 
-__all__ = ["open_patches", "patch_source", "resolved_split"]
+def split_names(root: str | Path, split: str) -> set[str] | None:
+    """Return the image stems of an AMi-Br split of ``root`` (``train`` or ``test``), None for
+    ``all`` (every PNG of any folder). DataError naming the setting for another split, or for
+    train/test of a folder that is not AMi-Br."""
+    if split == "all":
+        return None
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use all, train or test", settings=("split",))
+    root = Path(root).expanduser()
+    if not is_amibr(root):
+        raise DataError(
+            f"{root} is not an AMi-Br folder (the train and test splits need amibr_train_split.csv); "
+            "use the split all for any folder of clean PNGs",
+            settings=("split",),
+        )
+    train = set(read_train_rows(root))
+    if split == "train":
+        return train
+    return {f.stem for f in root.rglob("*") if f.suffix.lower() == ".png"} - train
+
+
+__all__ = ["open_patches", "patch_source", "resolved_split", "split_names"]
