@@ -245,7 +245,6 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
-KINDS = ("plain k=1", "plain k=3", "adaptive k=1", "adaptive k=3", "exhaustive k=1")
 
 
 def evaluate_guard(
@@ -287,7 +286,7 @@ def evaluate_guard(
     from onepixel.data.patches import DataError
     from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard_eval import load_campaign
-    from onepixel.defense.guard_table import default_guards, guard_table
+    from onepixel.defense.guard_table import ATTACK_KINDS, default_guards, guard_table
     from onepixel.targets import TargetError, open_target
 
     torch.set_num_threads(1)
@@ -300,9 +299,7 @@ def evaluate_guard(
         docs = [_read_json(w, "--worst-case") for w in worst_case or []]
         study = _read_json(site_study, "--site-study") if site_study is not None else None
         classifier = open_target(target)
-        guards = default_guards(classifier, vae=detector, p=p)
-        if no_vae:
-            guards = {n: g for n, g in guards.items() if "vae" not in n}
+        guards = default_guards(classifier, vae=detector, p=p, with_vae=not no_vae)
         report = guard_table(
             campaigns,
             guards,
@@ -326,7 +323,8 @@ def evaluate_guard(
     def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.3f}"
 
-    kinds = [k for k in KINDS if any(k in row["through"] for row in report["guards"].values())]
+    seen = {kind for row in report["guards"].values() for kind in row["through"]}
+    kinds = [str(k) for k in ATTACK_KINDS if str(k) in seen]
     table = Table(title=f"guarded pipeline (bare balanced accuracy {fmt(report['balanced_accuracy_bare'])})")
     for col in ("guard", "FPR in", "FPR out (worst)", "bal. acc.", *(f"flips {k}" for k in kinds)):
         table.add_column(col)
