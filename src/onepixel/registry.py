@@ -88,7 +88,10 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise self.error(f"unknown {self.kind} {name!r}; known: {self.names()}") from None
+            raise self.error(
+                f"unknown {self.kind} {name!r}; known: {self.names()} (a plugin's names are known "
+                "once the module that registers them is imported, e.g. onepixel.defense.adaptive)"
+            ) from None
 
     def options(self, name: str) -> dict[str, Option] | None:
         """Return the typed options of ``name`` by option name (None when its factory takes any keyword)."""
