@@ -199,8 +199,8 @@ LONG_FUNCTIONS = {
     "cli/models.py:train": 119,
     "cli/demo.py:demo": 104,
     "cli/defense.py:evaluate_detector": 103,
-    "cli/analysis.py:confmap": 99,
-    "cli/defense.py:evaluate_guard": 96,
+    "cli/analysis.py:confmap": 95,
+    "cli/defense.py:evaluate_guard": 95,
     "cli/defense.py:train_detector": 96,
     "cli/defense.py:guard_calibrate": 93,
 }
