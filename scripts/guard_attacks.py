@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.data.amibr import load_amibr
 from onepixel.defense.guard import GuardedTarget, build_guard
 from onepixel.defense.worst_case import true_side

@@ -2,10 +2,12 @@
 
 Reads every module under src/onepixel with ``ast`` (nothing is imported). An edge A -> B means
 some module of subpackage A imports one of B. Imports at module level are "eager"; imports
-inside functions (done lazily, on first call) are listed apart with ``--lazy``. Cycles are
-searched among modules (module-level imports, the ones that can fail at import time) and among
-subpackages (every import, eager and lazy). Exit status 1 when either holds a cycle; module pairs
-joined only through a function-level import (which cannot fail at import time) are listed apart.
+inside functions (done lazily, on first call) are listed apart with ``--lazy``. String plugins
+count as lazy imports too: a string constant naming a onepixel module (``"onepixel.x.y"`` or
+``"onepixel.x.y:name"``, what ``importlib.import_module`` would load) and the relative module
+names of a package's ``_LAZY`` map (PEP 562 attributes, see ``onepixel._lazy``). Cycles are
+searched among modules over module-level imports, among modules over every import (function
+level and strings included) and among subpackages. Exit status 1 when any holds a cycle.
 
     python scripts/import_graph.py [--lazy]
 """
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "onepixel"
+MODULE_STRING = re.compile(r"^onepixel(?:\.[a-z_][a-z0-9_]*)+(?::[A-Za-z_]\w*)?$")
 
 
 def module_name(path: Path) -> str:
@@ -52,7 +56,8 @@ def imports(path: Path, known: set[str]) -> list[tuple[str, bool]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skipped.update(id(sub) for stmt in node.body for sub in ast.walk(stmt))
-    found = []
+    # A string counts only when it names a module exactly (a logger "onepixel.serve.access" does not).
+    found = [(n, False) for n in string_plugins(tree, module, path.name == "__init__.py") if n in known]
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
@@ -69,6 +74,23 @@ def imports(path: Path, known: set[str]) -> list[tuple[str, bool]]:
         for name in names:
             if name == PACKAGE or name.startswith(PACKAGE + "."):
                 found.append((name, eager))
+    return found
+
+
+def string_plugins(tree: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Return the onepixel modules a file names in strings: ``"onepixel.x.y[:name]"`` constants
+    and, in a package, the relative module names of its ``_LAZY`` map."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_STRING.match(node.value):
+            found.append(node.value.split(":")[0])
+        if is_package and isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets
+        ):
+            for value in getattr(node.value, "values", []):
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    name = value.value
+                    found.append(f"{module}{name}" if name.startswith(".") else name)
     return found
 
 
@@ -159,16 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     module_cycles = find_cycles(modules)
     lazy_cycles = [c for c in find_cycles(every) if c not in module_cycles]
     package_cycles = find_cycles(all_pkgs)
+    edges = sum(len(v) for v in every.values())
+    print(f"modules: {len(set(every) | {m for v in every.values() for m in v})}, import edges: {edges}")
     print(f"module import cycles (module-level imports): {len(module_cycles)}")
     for c in module_cycles:
         print("  " + " <-> ".join(c))
-    print(f"module pairs that import each other only through a function-level import: {len(lazy_cycles)}")
+    print(f"module cycles through function-level imports or string plugins: {len(lazy_cycles)}")
     for c in lazy_cycles:
         print("  " + " <-> ".join(c))
     print(f"subpackage import cycles: {len(package_cycles)}")
     for c in package_cycles:
         print("  " + " <-> ".join(c))
-    return 1 if module_cycles or package_cycles else 0
+    return 1 if module_cycles or lazy_cycles or package_cycles else 0
 
 
 if __name__ == "__main__":

@@ -176,7 +176,8 @@ def test_analyze_cli_json_and_figures(tmp_path):
 
 def test_real_colour_campaign_analysis(tmp_path, test_split):
     """A tiny real campaign (colour objective, bundled model): the analysis agrees with the records."""
-    from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+    from onepixel.attack.campaign import CampaignConfig, run_campaign
+    from onepixel.attack.de import paper_de_config
     from onepixel.targets import TorchTarget
 
     target = TorchTarget.from_pretrained()

@@ -63,6 +63,7 @@ def test_import_graph_has_no_cycles_and_analysis_defense_are_siblings() -> None:
     graph = _import_graph()
     modules, every, eager_pkgs, all_pkgs = graph.build()
     assert graph.find_cycles(modules) == []
+    assert graph.find_cycles(every) == []  # function-level imports and string plugins included
     assert graph.find_cycles(all_pkgs) == []
     # The layering of docs/architecture.md, over every import (eager and inside functions).
     order = ["errors", "config", "direction", "data", "models", "targets", "attack"]
@@ -147,3 +148,120 @@ def test_every_error_class_of_onepixel_is_a_onepixel_error() -> None:
                 assert issubclass(cls, OnePixelError), f"{module.__name__}.{node.name}"
                 checked.append(node.name)
     assert {"RunLoadError", "DirectionError", "MethodError", "GuardFileError", "TokenError"} <= set(checked)
+
+
+def test_the_import_graph_sees_function_level_imports_and_string_plugins() -> None:
+    graph = _import_graph()
+    _, every, _, _ = graph.build()
+    # A function-level import (the report reads runs only inside its functions) is an edge.
+    assert "onepixel.attack.run_folder" in every["onepixel.report.build"]
+    # The PEP 562 map of a package is an edge to each module it names.
+    assert {"onepixel.attack.campaign", "onepixel.attack.run_folder"} <= every["onepixel.attack"]
+    code = ast.parse(
+        "import importlib\n"
+        "def f():\n"
+        "    importlib.import_module('onepixel.defense.adaptive')\n"
+        "LOG = 'onepixel.serve.access'\n"
+        "_LAZY = {'read_run': '.run_folder'}\n"
+    )
+    found = graph.string_plugins(code, "onepixel.attack", True)
+    assert sorted(found) == [
+        "onepixel.attack.run_folder",
+        "onepixel.defense.adaptive",
+        "onepixel.serve.access",
+    ]
+    # ... and a string plugin closes a cycle like an import does.
+    assert graph.find_cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
+
+
+# The only module loads by name: the PEP 562 machinery (whose maps the import graph reads) and
+# a user's own ``package.module:factory`` target spec (user code, not a onepixel plugin).
+IMPORTS_BY_NAME = {"_lazy.py", "targets/foreign.py"}
+
+
+def test_plugins_are_registered_by_import_never_loaded_from_a_module_string() -> None:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module"):
+                found.append(path.relative_to(SRC).as_posix())
+    assert set(found) == IMPORTS_BY_NAME
+
+
+# Functions still over the limit, with their length today: the list may only shrink. Each is
+# named in the closing note of issue 21 (serve/ and analysis/ are reworked in parallel).
+LONG_FUNCTIONS = {
+    "analysis/confmap.py:compute_confmap": 149,
+    "serve/app.py:create_app": 146,
+    "models/train.py:train_classifier": 132,
+    "cli/serve.py:serve": 130,
+    "defense/worst_case.py:exhaustive_through_guards": 120,
+    "cli/models.py:train": 119,
+    "cli/demo.py:demo": 104,
+    "cli/defense.py:evaluate_detector": 103,
+    "cli/analysis.py:confmap": 95,
+    "cli/defense.py:evaluate_guard": 95,
+    "cli/defense.py:train_detector": 96,
+    "cli/defense.py:guard_calibrate": 93,
+}
+
+
+def test_no_function_is_over_100_lines_and_none_in_the_cli_over_60() -> None:
+    over = {}
+    for path in sorted(SRC.rglob("*.py")):
+        limit = 60 if "cli" in path.relative_to(SRC).parts else 100
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    over[f"{path.relative_to(SRC)}:{node.name}"] = length
+    grown = {name: n for name, n in over.items() if n > LONG_FUNCTIONS.get(name, 0)}
+    assert grown == {}, "split these functions"
+    assert set(over) == set(LONG_FUNCTIONS), "a function got short enough: take it off the list"
+    assert "attack/sparse_rs.py:search" not in over and "cli/attack.py:attack" not in over
+
+
+# Parameters named direction and typed str that remain: analysis (reworked in parallel; its
+# confidence maps also take "auto") and the public facade, which takes a string or a member.
+DIRECTION_STR_ALLOWED = {"analysis", "cli", "__init__.py"}
+
+
+def test_no_direction_str_parameter_past_the_cli_and_file_readers() -> None:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] in DIRECTION_STR_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for arg in [*node.args.args, *node.args.kwonlyargs]:
+                    annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                    if arg.arg == "direction" and "str" in annotation:
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert found == []
+
+
+def test_de_methods_are_defined_once_and_branched_on_nowhere_outside_attack() -> None:
+    hits = []
+    for path in sorted(SRC.rglob("*.py")):
+        for line in path.read_text().splitlines():
+            if "DE_METHODS" in line:
+                hits.append((str(path.relative_to(SRC)), line.strip()))
+    assert [h for h in hits if h[1].startswith("DE_METHODS =")] == [
+        ("attack/de_search.py", 'DE_METHODS = ("de", "de-noconv")')
+    ]
+    assert all(p.startswith("attack/") for p, _ in hits)
+    assert not [h for h in hits if h[1].startswith(("if ", "elif ")) or " in DE_METHODS" in h[1]]
+
+
+def test_the_version_sits_on_the_ground_floor_and_matches_the_package_metadata() -> None:
+    import onepixel
+    from onepixel._version import __version__
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, flags=re.MULTILINE).group(1) == __version__
+    assert onepixel.__version__ == __version__
+    _, every, _, _ = _import_graph().build()
+    assert every.get("onepixel._version", set()) == set()
+    # Nothing reaches up to the package facade for it (serve/app.py: moved in the serve rework).
+    facade_users = {m for m, deps in every.items() if "onepixel" in deps and m != "onepixel"}
+    assert facade_users <= {"onepixel.serve.app"}

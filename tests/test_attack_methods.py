@@ -18,17 +18,19 @@ from typer.testing import CliRunner
 import onepixel
 from conftest import write_class_folders
 from onepixel.analysis.confmap import compute_confmap
-from onepixel.attack.campaign import CampaignConfig, CampaignError, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, CampaignError, run_campaign
+from onepixel.attack.de import paper_de_config
+from onepixel.attack.de_search import DESearch
 from onepixel.attack.exhaustive import ExhaustiveSearch, colour_levels, position_order
-from onepixel.attack.methods import DEMethod, MethodError, make_method
+from onepixel.attack.methods import MethodError, make_method
 from onepixel.attack.objectives import crossed
 from onepixel.attack.perturb import apply_pixels
 from onepixel.attack.records import is_flip
 from onepixel.attack.sparse_rs import CORNERS, SparseRS
 from onepixel.attack.store import CampaignStore
-from onepixel.cli.attack import open_target_spec
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet, load_folder
+from onepixel.targets import open_target
 from onepixel.targets.local import TOLERANCE, TorchTarget
 
 TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
@@ -38,7 +40,7 @@ ROWS = [30, 31, 32]  # three rows of pixels through the centre: 3 x 64 x 8 = 1,5
 @pytest.fixture(scope="module")
 def target() -> TorchTarget:
     """Return the bundled model as a black-box target."""
-    return open_target_spec(TARGET)
+    return open_target(TARGET)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_de_method_gives_the_campaign_records(
     ids = [r.image_id for r in campaign]
     by_name = {n: i for i, n in enumerate(patches.names)}
     chosen = patches.images[[by_name[i] for i in ids]]
-    method = DEMethod(de=de)
+    method = DESearch(de=de)
     memory = method.run(
         target, chosen, [r.label for r in campaign], "lower", image_ids=ids, images_per_batch=3
     )
@@ -250,7 +252,10 @@ def test_every_method_runs_as_a_resumable_campaign(
             ["--objective", "colour", "--objective-opt", "w=1"],
             "unknown option(s) ['w'] for objective 'colour'",
         ),
-        (["--method", "exhaustive", "--method-opt", "colours=8"], "unknown option(s) ['colours'] for method"),
+        (
+            ["--method", "exhaustive", "--method-opt", "colours=8"],
+            "unknown option(s) ['colours'] for attack method",
+        ),
         (["--method", "exhaustive", "--method-opt", "levels=1"], "levels must be an integer in [2, 256]"),
         (["--method", "exhaustive", "-k", "2"], "changes one pixel (k = 1)"),
         (["--method", "nope"], "unknown attack method 'nope'"),
@@ -320,9 +325,9 @@ def test_sparse_rs_fills_target_calls_when_few_images_search(target: TorchTarget
 
 
 def test_new_runs_store_every_option_of_a_search_method() -> None:
-    from onepixel.cli.attack import _stored_method_options
+    from onepixel.attack.methods import stored_options
 
-    stored = _stored_method_options("sparse-rs", 3, ["screen=0"])
+    stored = stored_options("sparse-rs", 3, {"screen": 0})
     assert stored == {**SparseRS(pixels=3).options(), "screen": 0}
-    assert _stored_method_options("de", 1, None) == {}
-    assert _stored_method_options("sparse-rs", 1, ["nope=1"]) == {"nope": 1}  # the config rejects it
+    assert stored_options("de", 1, {}) == {}
+    assert stored_options("sparse-rs", 1, {"nope": 1}) == {"nope": 1}  # the config rejects it

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.cli.main import app, reflow
 from onepixel.data.patches import PatchSet
 from onepixel.targets.local import TorchTarget

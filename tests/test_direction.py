@@ -66,13 +66,14 @@ def test_the_old_string_functions_agree_with_the_type(way: str) -> None:
     np.testing.assert_array_equal(flips, ~d.crossed(scores) & d.crossed(scores[::-1]))
 
 
-def test_a_campaign_config_takes_a_member_or_a_string_and_stores_the_string() -> None:
+def test_a_campaign_config_parses_a_member_or_a_string_once_and_stores_the_string() -> None:
     from onepixel.attack.campaign import CampaignConfig
 
     for given in (Direction.RAISE, "raise", "RAISE"):
         config = CampaignConfig(direction=given)
-        assert type(config.direction) is str and config.direction == "raise"
-        assert config.to_dict()["direction"] == "raise"
+        assert config.direction is Direction.RAISE
+        stored = config.to_dict()["direction"]
+        assert type(stored) is str and stored == "raise"
     assert CampaignConfig(direction=Direction.LOWER).to_dict() == CampaignConfig(direction="lower").to_dict()
     with pytest.raises(ValueError, match="'lower' or 'raise'"):
         CampaignConfig(direction="down")

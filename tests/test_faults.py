@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from conftest import write_class_folders
-from onepixel.attack.campaign import CampaignConfig, CampaignResult, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, CampaignResult, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.store import CampaignStore
 from onepixel.data.patches import PatchSet, load_folder, read_png
 from onepixel.serve.runner import free_port

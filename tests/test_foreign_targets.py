@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_class_folders
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet, load_folder
 from onepixel.targets import open_target

@@ -12,7 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import reference_residual
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.perturb import apply_pixels
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet

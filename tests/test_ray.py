@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from onepixel.attack.campaign import BatchJob, CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
+from onepixel.attack.jobs import BatchJob
 from onepixel.attack.store import CampaignStore
 from onepixel.data.patches import PatchSet, load_folder
 from onepixel.targets import Target, open_target

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from onepixel.analysis.confmap import compute_confmap
 from onepixel.analysis.confmap_files import save_confmap
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.store import CampaignStore
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet

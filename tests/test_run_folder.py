@@ -12,7 +12,8 @@ import pytest
 
 from conftest import write_class_folders
 from onepixel.analysis.loading import load_run, load_runs
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.run_folder import RunConfig, RunFolder, RunLoadError, read_run
 from onepixel.attack.store import PNG_DIR, CampaignStore, StoreError
 from onepixel.attack.summary import summarize, summarize_run

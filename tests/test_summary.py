@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.de import paper_de_config
 from onepixel.attack.figures import make_figures, original_image
 from onepixel.attack.store import CampaignStore
 from onepixel.attack.summary import summarize, summarize_run
-from onepixel.cli.attack import open_target_spec
 from onepixel.cli.main import app
 from onepixel.data.patches import PatchSet, read_png
+from onepixel.targets import open_target
 from test_store import make_record
 
 TARGET = os.environ.get("ONEPIXEL_TEST_TARGET", "bundled")
@@ -129,7 +130,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, test_split: PatchSet) -> 
     config = CampaignConfig(
         direction="lower", target=TARGET, filter=False, limit=3, de=paper_de_config(popsize=20, maxiter=4)
     )
-    run_campaign(open_target_spec(TARGET), test_split, config, run_dir, progress=False)
+    run_campaign(open_target(TARGET), test_split, config, run_dir, progress=False)
     return run_dir
 
 

@@ -7,9 +7,9 @@ boundaries as numpy uint8 NHWC arrays.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from onepixel._version import __version__
 
 if TYPE_CHECKING:
     import numpy as np

@@ -41,11 +41,11 @@ COLOUR_PRESET: dict[str, dict[str, Any]] = {
 DE_KEYS = ("popsize", "maxiter", "mutation", "recombination")
 
 
-def _check_direction(direction: str | Direction) -> Direction:
+def _check_direction(direction: Direction) -> Direction:
     return Direction.from_str(direction)
 
 
-def colour_preset(direction: str) -> tuple[dict[str, Any], dict[str, float]]:
+def colour_preset(direction: Direction) -> tuple[dict[str, Any], dict[str, float]]:
     """Return the paper's (DE settings, objective weights) for ``direction``.
 
     The first dict holds ``popsize`` (total members), ``maxiter``, ``mutation`` and
@@ -136,7 +136,7 @@ class ColourObjective:
 
     def __init__(
         self,
-        direction: str,
+        direction: Direction,
         images: np.ndarray,
         w_nn: float | None = None,
         w_c: float | None = None,

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-STRATEGIES = ("best1bin", "rand1bin", "currenttobest1bin", "randtobest1bin", "best2bin", "rand2bin")
+Strategy = Literal["best1bin", "rand1bin", "currenttobest1bin", "randtobest1bin", "best2bin", "rand2bin"]
+Init = Literal["latinhypercube", "random"]
+Updating = Literal["immediate", "deferred"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 # How many distinct random members (besides the candidate) each strategy draws.
 _N_SAMPLES = {
     "best1bin": 2,
@@ -48,8 +51,8 @@ _N_SAMPLES = {
     "best2bin": 4,
     "rand2bin": 5,
 }
-INITS = ("latinhypercube", "random")
-UPDATINGS = ("immediate", "deferred")
+INITS: tuple[str, ...] = get_args(Init)
+UPDATINGS: tuple[str, ...] = get_args(Updating)
 
 # Status codes per problem and their messages (SciPy's wording where SciPy has one).
 RUNNING, CONVERGED, MAXITER, CALLBACK = 0, 1, 2, 3
@@ -67,15 +70,15 @@ Func = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class DEConfig:
     """Differential-evolution settings; names and meanings as in SciPy except ``popsize`` (total)."""
 
-    strategy: str = "best1bin"
+    strategy: Strategy = "best1bin"
     popsize: int = 200  # TOTAL members, not SciPy's multiplier of the dimension
     mutation: float | tuple[float, float] = 0.5
     recombination: float = 0.7
     maxiter: int = 100
     tol: float = 0.01
     atol: float = 0.0
-    init: str = "latinhypercube"
-    updating: str = "immediate"
+    init: Init = "latinhypercube"
+    updating: Updating = "immediate"
     integrality: bool = True
     convergence: bool = True  # False: never stop on the convergence test
     uniform_integers: bool = False  # True: every integer equally likely (SciPy: end values half as likely)
@@ -134,6 +137,24 @@ class DEConfig:
             "integrality": np.full(n_dims, self.integrality),
             "polish": False,
         }
+
+
+def paper_de_config(**overrides: Any) -> DEConfig:
+    """Return the paper's DE settings (best1bin, 200 members, F 0.5, CR 0.7, 100 generations,
+    tol 0.01) with deferred updating, changed by ``overrides``."""
+    values: dict[str, Any] = {
+        "strategy": "best1bin",
+        "popsize": 200,
+        "mutation": 0.5,
+        "recombination": 0.7,
+        "maxiter": 100,
+        "tol": 0.01,
+        "atol": 0.0,
+        "updating": "deferred",
+        "convergence": True,
+    }
+    values.update(overrides)
+    return DEConfig(**values)
 
 
 @dataclass

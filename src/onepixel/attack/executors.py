@@ -1,8 +1,8 @@
 """Where a campaign's batches run: in this process (``local``) or on a Ray cluster (``ray``).
 
-A campaign is a list of :class:`~onepixel.attack.campaign.BatchJob` (fixed batches of the stored
+A campaign is a list of :class:`~onepixel.attack.jobs.BatchJob` (fixed batches of the stored
 selection, each with its own seed derived from the campaign seed and its image ids). An executor
-attacks every job with :func:`~onepixel.attack.campaign.attack_batch` and hands each finished
+attacks every job with :func:`~onepixel.attack.batch.attack_batch` and hands each finished
 record to a *sink* in the calling (driver) process, which alone writes the SQLite store. Batching
 and seeds do not depend on the executor, so the same config gives the same records (wall times
 aside) on either.
@@ -25,13 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from onepixel.attack.campaign import (
-    BatchJob,
-    CampaignConfig,
-    CampaignError,
-    RecordSink,
-    attack_batch,
-)
+from onepixel.attack.batch import AttackPlan, RecordSink, attack_batch
+from onepixel.attack.campaign import CampaignConfig
+from onepixel.attack.jobs import BatchJob, CampaignError
+from onepixel.attack.method import AttackMethod
 from onepixel.attack.records import AttackRecord
 from onepixel.targets.base import Target
 
@@ -45,8 +42,9 @@ class LocalExecutor:
 
     def run(self, target: Target, jobs: Sequence[BatchJob], config: CampaignConfig, sink: RecordSink) -> int:
         """Attack every job with ``target``, passing records to ``sink``; return 0 (no remote queries)."""
+        method, plan = config.attack_method(), config.plan()
         for job in jobs:
-            attack_batch(target, job, config, sink)
+            attack_batch(target, job, method, plan, sink)
         return 0
 
 
@@ -67,13 +65,21 @@ class BatchWorker:
         return os.getpid()
 
     def attack(
-        self, job: BatchJob, config: CampaignConfig
+        self, job: BatchJob, method: AttackMethod, plan: AttackPlan
     ) -> tuple[list[tuple[AttackRecord, np.ndarray, int]], int]:
-        """Return (every new record with its adversarial image and position, target queries made)."""
+        """Return (every new record with its adversarial image and position, target queries made).
+
+        ``method`` arrives built (it pickles with its objective's factory), so a worker needs no
+        registry entry of a plugin method or objective.
+        """
         out: list[tuple[AttackRecord, np.ndarray, int]] = []
         before = self.target.queries
         attack_batch(
-            self.target, job, config, lambda record, image, position: out.append((record, image, position))
+            self.target,
+            job,
+            method,
+            plan,
+            lambda record, image, position: out.append((record, image, position)),
         )
         return out, self.target.queries - before
 
@@ -211,7 +217,7 @@ class RayExecutor:
         config: CampaignConfig,
         sink: RecordSink,
     ) -> int:
-        config_ref = ray.put(config)
+        method_ref, plan_ref = ray.put(config.attack_method()), ray.put(config.plan())
         pending = deque(jobs)
         idle = list(actors)
         running: dict[Any, tuple[Any, BatchJob]] = {}
@@ -220,7 +226,7 @@ class RayExecutor:
         while pending or running:
             while pending and idle:
                 actor, job = idle.pop(), pending.popleft()
-                running[actor.attack.remote(job, config_ref)] = (actor, job)
+                running[actor.attack.remote(job, method_ref, plan_ref)] = (actor, job)
                 if self.on_submit is not None:
                     self.on_submit(job, self._pids[id(actor)])
             (ref,), _ = ray.wait(list(running), num_returns=1)

@@ -18,10 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel.attack.methods import AttackMethod, MethodError, SearchResult, first_crossing
+from onepixel.attack.method import (
+    AttackMethod,
+    MethodError,
+    Report,
+    SearchResult,
+    first_crossing,
+    register_method,
+)
 from onepixel.attack.objectives import check_direction, crossed, score_to_energy
 
 if TYPE_CHECKING:
+    from onepixel.attack.jobs import BatchSeeds
+    from onepixel.direction import Direction
     from onepixel.targets.base import Target
 
 PRIORS = ("centre", "raster")
@@ -61,6 +70,7 @@ def position_order(size: int, prior: str = "centre", rows: list[int] | None = No
     return np.stack([x, y], axis=1).astype(np.int64)
 
 
+@register_method
 class ExhaustiveSearch(AttackMethod):
     """k = 1 search over every (position, colour) of a grid, positions ordered by a prior.
 
@@ -115,16 +125,17 @@ class ExhaustiveSearch(AttackMethod):
         self,
         target: Target,
         images: np.ndarray,
-        direction: str,
+        direction: Direction,
         budget: int | None,
-        rng: np.random.Generator,
+        seeds: BatchSeeds,
         stop_at: float | None,
+        report: Report | None = None,
     ) -> list[SearchResult]:
         """Return one SearchResult per image: the best (position, colour) of the plan's first ``budget``.
 
         With ``refine`` > 0, images still searching after the plan try a grid of
         ``refine_levels`` values per channel at their ``refine`` best positions (within the budget).
-        ``rng`` is not used (the search is deterministic).
+        ``seeds`` only names the record's seed (the search is deterministic); nothing is reported early.
         """
         check_direction(direction)
         k, size = len(images), images.shape[1]
@@ -168,6 +179,7 @@ class ExhaustiveSearch(AttackMethod):
                 history=state.history[i],
                 stopped_by=str(stopped[i]),
                 extra={"plan_queries": total, "best_query": int(state.best_query[i])},
+                seed=seeds.batch_seed(self.name),
             )
             for i in range(k)
         ]
@@ -176,7 +188,7 @@ class ExhaustiveSearch(AttackMethod):
 class _Sweep:
     """Lockstep state of a search over fixed query plans for K images (best, first flip, spent)."""
 
-    def __init__(self, k: int, direction: str, stop_at: float | None, track_positions: int = 0):
+    def __init__(self, k: int, direction: Direction, stop_at: float | None, track_positions: int = 0):
         self.direction, self.stop_at = direction, stop_at
         self.best_energy = np.full(k, np.inf)
         self.best_score = np.full(k, np.nan)

@@ -11,12 +11,15 @@ DE engine calls.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from onepixel.attack.colour import ColourObjective
 from onepixel.attack.perturb import vectors_to_changes
 from onepixel.direction import DECISION, Direction
+from onepixel.registry import Registry
 
 if TYPE_CHECKING:
     from onepixel.targets.base import Target
@@ -25,30 +28,30 @@ DIRECTIONS = tuple(d.value for d in Direction)
 SUCCESS_THRESHOLD = DECISION
 
 
-def check_direction(direction: str | Direction) -> Direction:
+def check_direction(direction: Direction) -> Direction:
     """Return ``direction`` as a :class:`Direction` ("lower" or "raise"); DirectionError (a ValueError)
     otherwise."""
     return Direction.from_str(direction)
 
 
-def score_to_energy(scores: np.ndarray, direction: str | Direction) -> np.ndarray:
+def score_to_energy(scores: np.ndarray, direction: Direction) -> np.ndarray:
     """Return the energy to minimise for scores: score (lower) or 1 - score (raise)."""
     return Direction.from_str(direction).energy(scores)
 
 
-def energy_to_score(energies: np.ndarray, direction: str | Direction) -> np.ndarray:
+def energy_to_score(energies: np.ndarray, direction: Direction) -> np.ndarray:
     """Return the scores whose plain energies are ``energies`` (the inverse of score_to_energy)."""
     return score_to_energy(energies, direction)  # both maps are involutions
 
 
 def crossed(
-    score: np.ndarray | float, direction: str | Direction, threshold: float = SUCCESS_THRESHOLD
+    score: np.ndarray | float, direction: Direction, threshold: float = SUCCESS_THRESHOLD
 ) -> np.ndarray:
     """Return whether scores crossed ``threshold``: below it (lower) or above it (raise), as bool array."""
     return Direction.from_str(direction).crossed(score, threshold)
 
 
-def strong_threshold(direction: str | Direction) -> float:
+def strong_threshold(direction: Direction) -> float:
     """Return the strong-success threshold: 0.05 (lower) or 0.95 (raise)."""
     return Direction.from_str(direction).strong_threshold()
 
@@ -58,7 +61,7 @@ class Objective(Protocol):
     """Maps target scores of perturbed images to energies (lower is better for the attacker)."""
 
     name: str
-    direction: str
+    direction: Direction
 
     def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
         """Return energies (B,) for scores (B,), vectors (B, D) and problem ids (B,)."""
@@ -76,7 +79,7 @@ class PlainObjective:
 
     name = "plain"
 
-    def __init__(self, direction: str = "lower"):
+    def __init__(self, direction: Direction = Direction.LOWER):
         self.direction = check_direction(direction)
 
     def energies(self, scores: np.ndarray, vectors: np.ndarray, problem_ids: np.ndarray) -> np.ndarray:
@@ -178,6 +181,51 @@ class Fitness:
             new = first < np.iinfo(np.int64).max
             self.first_cross[new] = first[new]
         self.queries += counts
+
+
+# An objective factory gets the direction, the batch's clean images (K, H, W, 3) and the
+# campaign's objective options, and returns an Objective for those K problems.
+ObjectiveFactory = Callable[..., Objective]
+
+OBJECTIVES: Registry[ObjectiveFactory] = Registry("objective", positional=("direction", "images"))
+
+
+def register_objective(
+    name: str, factory: ObjectiveFactory | None = None, *, signature: Callable[..., Any] | None = None
+) -> Any:
+    """Make objective ``name`` build with ``factory(direction, images, **options)`` (usable as a decorator).
+
+    Objectives of higher layers register themselves when their module is imported (e.g.
+    ``onepixel.defense.adaptive`` registers ``adaptive``); ``signature`` names what to inspect for
+    the option names when the factory forwards ``**options``.
+    """
+    return OBJECTIVES.register(name, factory, signature=signature)
+
+
+def create_objective(
+    name: str, direction: Direction, images: np.ndarray, options: dict[str, Any]
+) -> Objective:
+    """Return the objective ``name`` for these images; raises RegistryError (a ValueError) for
+    unknown names or options."""
+    return OBJECTIVES.create(name, direction, images, **options)
+
+
+def objective_option_names(name: str) -> list[str] | None:
+    """Return the option names objective ``name`` accepts (None when its factory takes any)."""
+    options = OBJECTIVES.options(name)
+    return None if options is None else sorted(options)
+
+
+def _plain(direction: Direction, images: np.ndarray, **options: Any) -> PlainObjective:
+    return PlainObjective(direction, **options)
+
+
+def _colour(direction: Direction, images: np.ndarray, **options: Any) -> ColourObjective:
+    return ColourObjective(direction, images, **options)
+
+
+register_objective("plain", _plain, signature=PlainObjective)
+register_objective("colour", _colour, signature=ColourObjective)
 
 
 def make_fitness(

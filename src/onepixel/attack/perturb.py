@@ -13,6 +13,9 @@ import numpy as np
 
 from onepixel.targets.pixels import PIXEL_FIELDS, paint_into
 
+# The 8 corners of the RGB cube, (8, 3) int64: the saturated colours of one-pixel attacks.
+CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
+
 
 def bounds_for(k: int = 1, size: int = 64) -> np.ndarray:
     """Return the (k*5, 2) float bounds of a k-pixel vector: x, y in [0, size-1], colours in [0, 255]."""

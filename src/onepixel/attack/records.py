@@ -55,7 +55,7 @@ class AttackRecord:
         return asdict(self)
 
 
-def is_flip(score_before: float, score_after: float, direction: str | Direction) -> bool:
+def is_flip(score_before: float, score_after: float, direction: Direction) -> bool:
     """Return True when the score before is on the true label's side of 0.5 and the score after crossed it.
 
     An image already misclassified before the attack is never a flip.

@@ -198,9 +198,11 @@ def _read_csv_run(csv_path: Path) -> RunFolder:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AttackRecord)}
 _JSON = ("settings", "vector", "history", "extra")
-_BOOL = ("early_converged", "success", "strong_success")
-_INT = ("pixels", "seed", "generations", "evaluations")
-_FLOAT = ("score_before", "score_after", "wall_time_s")
+# Column types from the record's annotations ("int | None" reads as int), so newer fields convert too.
+_KIND = {name: str(f.type).removesuffix(" | None") for name, f in _FIELDS.items()}
+_BOOL = tuple(n for n, k in _KIND.items() if k == "bool")
+_INT = tuple(n for n, k in _KIND.items() if k == "int")
+_FLOAT = tuple(n for n, k in _KIND.items() if k == "float")
 
 
 def read_csv_records(path: str | Path) -> list[AttackRecord]:

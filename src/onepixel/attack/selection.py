@@ -32,7 +32,7 @@ class SelectionError(OnePixelError, ValueError):
 class SelectionConfig:
     """How images are picked: direction, confidence filter, limit and shuffle seed."""
 
-    direction: str
+    direction: Direction
     filter: bool = True
     lower_min: float = 0.9
     raise_max: float = 0.1
@@ -41,7 +41,7 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         try:
-            Direction.from_str(self.direction)
+            object.__setattr__(self, "direction", Direction.from_str(self.direction))  # parsed once, here
         except DirectionError as exc:
             raise SelectionError(str(exc)) from None
         if self.limit is not None and self.limit < 1:
@@ -67,7 +67,7 @@ class Selection:
         return len(self.image_ids)
 
 
-def attacked_label(patches: PatchSet, info: TargetInfo, direction: str) -> str:
+def attacked_label(patches: PatchSet, info: TargetInfo, direction: Direction) -> str:
     """Return the data's class name that ``direction`` attacks, after checking the labels agree.
 
     The target's positive label must be a class of the data (case-insensitive) and the data's
@@ -98,7 +98,7 @@ def passes_filter(scores: np.ndarray, config: SelectionConfig) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if not config.filter:
         return np.ones(scores.shape, dtype=bool)
-    if Direction.from_str(config.direction) is Direction.LOWER:
+    if config.direction is Direction.LOWER:
         return scores >= config.lower_min
     return scores <= config.raise_max
 
@@ -146,7 +146,7 @@ def select_images(
     indices = np.concatenate(kept)[:want].astype(np.int64)
     scores = np.concatenate(kept_scores)[:want]
     if len(indices) == 0:
-        lower = Direction.from_str(config.direction) is Direction.LOWER
+        lower = config.direction is Direction.LOWER
         bound = f">= {config.lower_min}" if lower else f"<= {config.raise_max}"
         raise SelectionError(
             f"none of the {len(order)} images labelled {label!r} has a score {bound}; "

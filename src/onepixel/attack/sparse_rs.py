@@ -23,20 +23,30 @@ proposal of every image still searching; one seeded Generator draws for the batc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel.attack.methods import AttackMethod, MethodError, SearchResult, first_crossing
+from onepixel.attack.method import (
+    AttackMethod,
+    MethodError,
+    Report,
+    SearchResult,
+    first_crossing,
+    register_method,
+)
 from onepixel.attack.objectives import check_direction, crossed, score_to_energy
+from onepixel.attack.perturb import CORNERS
 
 if TYPE_CHECKING:
+    from onepixel.attack.jobs import BatchSeeds
+    from onepixel.direction import Direction
     from onepixel.targets.base import Target
 
 # Iterations (of 10,000) at which alpha halves, as in Square Attack / Sparse-RS.
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 DEFAULT_BUDGET = 10_000
-CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
 
 
 def alpha_at(query: int, budget: int, alpha_init: float) -> float:
@@ -45,6 +55,7 @@ def alpha_at(query: int, budget: int, alpha_init: float) -> float:
     return alpha_init / 2**passed
 
 
+@register_method
 class SparseRS(AttackMethod):
     """Sparse-RS random search over k pixels with corner colours.
 
@@ -108,7 +119,7 @@ class SparseRS(AttackMethod):
         self,
         target: Target,
         images: np.ndarray,
-        direction: str,
+        direction: Direction,
         screen: int,
         stop_at: float | None,
         spent: np.ndarray,
@@ -162,121 +173,179 @@ class SparseRS(AttackMethod):
         self,
         target: Target,
         images: np.ndarray,
-        direction: str,
+        direction: Direction,
         budget: int | None,
-        rng: np.random.Generator,
+        seeds: BatchSeeds,
         stop_at: float | None,
+        report: Report | None = None,
     ) -> list[SearchResult]:
         """Return one SearchResult per image: the best k-pixel set found within ``budget`` queries."""
         check_direction(direction)
-        n, size, k, m = len(images), images.shape[1], self.pixels, self.candidates
+        rng = seeds.generator(self.name)
+        n, size, k = len(images), images.shape[1], self.pixels
         budget = DEFAULT_BUDGET if budget is None else int(budget)
-        n_pix = size * size
-        if k > n_pix:
-            raise MethodError(f"pixels={k} exceeds the {n_pix} pixels of the image")
-        spent = np.zeros(n, dtype=np.int64)
-        first = np.full(n, -1, dtype=np.int64)
-        history: list[list[float]] = [[] for _ in range(n)]
-        stopped = np.array(["budget"] * n, dtype=object)
-        # The overall best (what the search returns) and the random search's current set.
-        best_vec = np.zeros((n, k, 5), dtype=np.int64)
-        best_score = np.full(n, np.nan)
-        best_energy = np.full(n, np.inf)
+        if k > size * size:
+            raise MethodError(f"pixels={k} exceeds the {size * size} pixels of the image")
         # Initial sets: k distinct positions per image (argsort of uniforms), random corners.
-        positions = np.argsort(rng.random((n, n_pix)), axis=1)[:, :k]
-        colours = CORNERS[rng.integers(0, len(CORNERS), size=(n, k))]
-        active = np.ones(n, dtype=bool)
-        screen = min(self.screen, budget, n_pix * len(CORNERS)) // len(CORNERS) * len(CORNERS)
+        positions = np.argsort(rng.random((n, size * size)), axis=1)[:, :k]
+        state = _State.empty(n, k, positions, CORNERS[rng.integers(0, len(CORNERS), size=(n, k))])
+        self._start(target, images, direction, budget, stop_at, state)
+        while state.active.any():
+            self._step(target, images, direction, budget, stop_at, rng, state)
+        vectors = state.best_vec.reshape(n, 5 * k)
+        return [
+            SearchResult(
+                vector=vectors[i],
+                score=float(state.best_score[i]),
+                queries=int(state.spent[i]),
+                first_cross=int(state.first[i]) if state.first[i] > 0 else None,
+                steps=int(state.steps[i]),
+                history=state.history[i],
+                stopped_by=str(state.stopped[i]),
+                seed=seeds.batch_seed(self.name),
+            )
+            for i in range(n)
+        ]
+
+    def _start(
+        self,
+        target: Target,
+        images: np.ndarray,
+        direction: Direction,
+        budget: int,
+        stop_at: float | None,
+        st: _State,
+    ) -> None:
+        """Screen single pixels (when ``screen``), then score each image's starting set once."""
+        n, size, k = len(images), images.shape[1], self.pixels
+        screen = min(self.screen, budget, size * size * len(CORNERS)) // len(CORNERS) * len(CORNERS)
         if screen:
-            single = self._screen(target, images, direction, screen, stop_at, spent, first, history, active)
+            single = self._screen(
+                target, images, direction, screen, stop_at, st.spent, st.first, st.history, st.active
+            )
             e1, order, cols, best1 = single  # (n, P) best energy, (P, 2) positions, (n, P) best corner
             top = np.argsort(e1, axis=1, kind="stable")[:, :k] if e1.shape[1] >= k else None
             low = np.argmin(e1, axis=1)
             one = np.concatenate([order[low], CORNERS[cols[np.arange(n), low]]], axis=1)  # (n, 5)
-            best_vec[:] = one[:, None, :]
-            best_energy[:] = e1[np.arange(n), low]
-            best_score[:] = best1
+            st.best_vec[:] = one[:, None, :]
+            st.best_energy[:] = e1[np.arange(n), low]
+            st.best_score[:] = best1
             if top is not None:
-                positions = order[top][..., 1] * size + order[top][..., 0]
-                colours = CORNERS[np.take_along_axis(cols, top, axis=1)]
-            stopped[~active] = "stop_at"
-        rows = np.flatnonzero(active & (spent < budget))
-        energy = np.full(n, np.inf)
+                st.positions = order[top][..., 1] * size + order[top][..., 0]
+                st.colours = CORNERS[np.take_along_axis(cols, top, axis=1)]
+            st.stopped[~st.active] = "stop_at"
+        rows = np.flatnonzero(st.active & (st.spent < budget))
         if len(rows):  # score the starting sets
-            scores = target.predict_pixels(images, rows, self._changes(positions[rows], colours[rows], size))
-            e = score_to_energy(scores, direction)
-            new = (first[rows] < 0) & np.asarray(crossed(scores, direction))
-            first[rows[new]] = spent[rows[new]] + 1
-            energy[rows] = e
-            better = e < best_energy[rows]
-            upd = rows[better]
-            best_energy[upd], best_score[upd] = e[better], scores[better]
-            best_vec[upd] = self._changes(positions[upd], colours[upd], size)
-            spent[rows] += 1
-            for i in rows:
-                history[i].append(float(best_score[i]))
-        active &= spent < budget
-        if stop_at is not None:
-            hit = np.flatnonzero(active & np.asarray(crossed(best_score, direction, stop_at)))
-            active[hit] = False
-            stopped[hit] = "stop_at"
-        steps = np.zeros(n, dtype=np.int64)
-        while active.any():
-            rows = np.flatnonzero(active)
-            a = len(rows)
-            width = min(max(m, self.fill // a), budget - int(spent[rows].max()))
-            n_new = max(1, int(round(alpha_at(int(spent[rows].max()), budget, self.alpha_init) * k)))
-            n_new = min(n_new, k)
-            # Which of the k pixels each proposal replaces, and with which new positions.
-            which = np.argsort(rng.random((a, width, k)), axis=2)[:, :, :n_new]
-            cand_pos = np.repeat(positions[rows][:, None, :], width, axis=1)
-            cand_col = np.repeat(colours[rows][:, None, :, :], width, axis=1)
-            fresh = rng.integers(0, n_pix, size=(a, width, n_new))
-            for _ in range(8):  # redraw new positions already in the set (rare for small k)
-                clash = (fresh[..., :, None] == cand_pos[..., None, :]).any(-1)
-                clash |= np.triu((fresh[..., :, None] == fresh[..., None, :]), 1).any(-1)
-                if not clash.any():
-                    break
-                fresh[clash] = rng.integers(0, n_pix, size=int(clash.sum()))
-            np.put_along_axis(cand_pos, which, fresh, axis=2)
-            new_col = CORNERS[rng.integers(0, len(CORNERS), size=(a, width, n_new))]
-            np.put_along_axis(cand_col, which[..., None], new_col, axis=2)
-            changes = self._changes(cand_pos, cand_col, size).reshape(a * width, k, 5)
-            s = target.predict_pixels(images, np.repeat(rows, width), changes).reshape(a, width)
-            e = score_to_energy(s, direction)
-            j = np.argmin(e, axis=1)
-            take = e[np.arange(a), j] <= energy[rows]
-            upd, jt = rows[take], j[take]
-            positions[upd] = cand_pos[np.flatnonzero(take), jt]
-            colours[upd] = cand_col[np.flatnonzero(take), jt]
-            energy[upd] = e[np.flatnonzero(take), jt]
-            gain = energy[upd] < best_energy[upd]
-            won = upd[gain]
-            best_energy[won] = energy[won]
-            best_score[won] = s[np.flatnonzero(take)[gain], jt[gain]]
-            best_vec[won] = self._changes(positions[won], colours[won], size)
-            cross = np.asarray(crossed(s, direction))
-            new = cross.any(axis=1) & (first[rows] < 0)
-            first[rows[new]] = spent[rows[new]] + np.argmax(cross[new], axis=1) + 1
-            spent[rows] += width
-            steps[rows] += 1
-            for i in rows:
-                history[i].append(float(best_score[i]))
-            active[rows] = spent[rows] < budget
-            if stop_at is not None:
-                hit = rows[np.asarray(crossed(best_score[rows], direction, stop_at))]
-                active[hit] = False
-                stopped[hit] = "stop_at"
-        vectors = best_vec.reshape(n, 5 * k)
-        return [
-            SearchResult(
-                vector=vectors[i],
-                score=float(best_score[i]),
-                queries=int(spent[i]),
-                first_cross=int(first[i]) if first[i] > 0 else None,
-                steps=int(steps[i]),
-                history=history[i],
-                stopped_by=str(stopped[i]),
+            scores = target.predict_pixels(
+                images, rows, self._changes(st.positions[rows], st.colours[rows], size)
             )
-            for i in range(n)
-        ]
+            e = score_to_energy(scores, direction)
+            new = (st.first[rows] < 0) & np.asarray(crossed(scores, direction))
+            st.first[rows[new]] = st.spent[rows[new]] + 1
+            st.energy[rows] = e
+            better = e < st.best_energy[rows]
+            upd = rows[better]
+            st.best_energy[upd], st.best_score[upd] = e[better], scores[better]
+            st.best_vec[upd] = self._changes(st.positions[upd], st.colours[upd], size)
+            st.spent[rows] += 1
+            for i in rows:
+                st.history[i].append(float(st.best_score[i]))
+        st.active &= st.spent < budget
+        if stop_at is not None:
+            hit = np.flatnonzero(st.active & np.asarray(crossed(st.best_score, direction, stop_at)))
+            st.active[hit] = False
+            st.stopped[hit] = "stop_at"
+
+    def _step(
+        self,
+        target: Target,
+        images: np.ndarray,
+        direction: Direction,
+        budget: int,
+        stop_at: float | None,
+        rng: np.random.Generator,
+        st: _State,
+    ) -> None:
+        """One random-search step of every image still searching: propose, score, accept."""
+        size, k, n_pix = images.shape[1], self.pixels, images.shape[1] ** 2
+        rows = np.flatnonzero(st.active)
+        a = len(rows)
+        width = min(max(self.candidates, self.fill // a), budget - int(st.spent[rows].max()))
+        n_new = max(1, int(round(alpha_at(int(st.spent[rows].max()), budget, self.alpha_init) * k)))
+        n_new = min(n_new, k)
+        # Which of the k pixels each proposal replaces, and with which new positions.
+        which = np.argsort(rng.random((a, width, k)), axis=2)[:, :, :n_new]
+        cand_pos = np.repeat(st.positions[rows][:, None, :], width, axis=1)
+        cand_col = np.repeat(st.colours[rows][:, None, :, :], width, axis=1)
+        fresh = rng.integers(0, n_pix, size=(a, width, n_new))
+        for _ in range(8):  # redraw new positions already in the set (rare for small k)
+            clash = (fresh[..., :, None] == cand_pos[..., None, :]).any(-1)
+            clash |= np.triu((fresh[..., :, None] == fresh[..., None, :]), 1).any(-1)
+            if not clash.any():
+                break
+            fresh[clash] = rng.integers(0, n_pix, size=int(clash.sum()))
+        np.put_along_axis(cand_pos, which, fresh, axis=2)
+        new_col = CORNERS[rng.integers(0, len(CORNERS), size=(a, width, n_new))]
+        np.put_along_axis(cand_col, which[..., None], new_col, axis=2)
+        changes = self._changes(cand_pos, cand_col, size).reshape(a * width, k, 5)
+        s = target.predict_pixels(images, np.repeat(rows, width), changes).reshape(a, width)
+        e = score_to_energy(s, direction)
+        j = np.argmin(e, axis=1)
+        take = e[np.arange(a), j] <= st.energy[rows]
+        upd, jt = rows[take], j[take]
+        st.positions[upd] = cand_pos[np.flatnonzero(take), jt]
+        st.colours[upd] = cand_col[np.flatnonzero(take), jt]
+        st.energy[upd] = e[np.flatnonzero(take), jt]
+        gain = st.energy[upd] < st.best_energy[upd]
+        won = upd[gain]
+        st.best_energy[won] = st.energy[won]
+        st.best_score[won] = s[np.flatnonzero(take)[gain], jt[gain]]
+        st.best_vec[won] = self._changes(st.positions[won], st.colours[won], size)
+        cross = np.asarray(crossed(s, direction))
+        new = cross.any(axis=1) & (st.first[rows] < 0)
+        st.first[rows[new]] = st.spent[rows[new]] + np.argmax(cross[new], axis=1) + 1
+        st.spent[rows] += width
+        st.steps[rows] += 1
+        for i in rows:
+            st.history[i].append(float(st.best_score[i]))
+        st.active[rows] = st.spent[rows] < budget
+        if stop_at is not None:
+            hit = rows[np.asarray(crossed(st.best_score[rows], direction, stop_at))]
+            st.active[hit] = False
+            st.stopped[hit] = "stop_at"
+
+
+@dataclass
+class _State:
+    """Per-image search state: queries spent, first flip, bests, the current sets, who is active."""
+
+    spent: np.ndarray
+    first: np.ndarray
+    history: list[list[float]]
+    stopped: np.ndarray
+    best_vec: np.ndarray  # the overall best (what the search returns)
+    best_score: np.ndarray
+    best_energy: np.ndarray
+    positions: np.ndarray  # the random search's current set: flat positions (n, k)
+    colours: np.ndarray  # and their colours (n, k, 3)
+    energy: np.ndarray
+    active: np.ndarray
+    steps: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, k: int, positions: np.ndarray, colours: np.ndarray) -> _State:
+        """Return the state before any query, with these starting sets."""
+        return cls(
+            spent=np.zeros(n, dtype=np.int64),
+            first=np.full(n, -1, dtype=np.int64),
+            history=[[] for _ in range(n)],
+            stopped=np.array(["budget"] * n, dtype=object),
+            best_vec=np.zeros((n, k, 5), dtype=np.int64),
+            best_score=np.full(n, np.nan),
+            best_energy=np.full(n, np.inf),
+            positions=positions,
+            colours=colours,
+            energy=np.full(n, np.inf),
+            active=np.ones(n, dtype=bool),
+            steps=np.zeros(n, dtype=np.int64),
+        )

@@ -69,7 +69,7 @@ def _share(count: int, total: int) -> float | None:
     return count / total if total else None
 
 
-def summarize(records: Sequence[AttackRecord], direction: str | None = None) -> dict[str, Any]:
+def summarize(records: Sequence[AttackRecord], direction: Direction | None = None) -> dict[str, Any]:
     """Return the paper's counts and before/after statistics of ``records`` as a JSON-ready dict.
 
     ``direction`` defaults to the records' own (they must agree). Shares are of non-early attacks.

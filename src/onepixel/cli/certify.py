@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,33 +29,42 @@ def parse_pixels(text: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="The certified ensemble: 'certified' (the bundled view-trained model), or "
+        "'certified:<spec>' wrapping any target zero-shot: bundled, a .safetensors file, "
+        "model.onnx, model.pt, module:factory or http://host:port.",
+    ),
+]
+SplitOpt = Annotated[
+    str | None, typer.Option(help="AMi-Br: test (default), train or all; other data: a split folder.")
+]
+PositiveOpt = Annotated[str | None, typer.Option(help="Other data: the positive label folder.")]
+StrideOpt = Annotated[
+    int | None, typer.Option(help="Views are stride x stride strided sub-images (zero-shot default 4).")
+]
+PixelsOpt = Annotated[str, typer.Option(help="Radii k to report, e.g. 1,2,3,4,5 or 1-5.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Certify only the first N images.")]
+OutOpt = Annotated[
+    Path | None, typer.Option(help="Folder for certificates.csv, certified_curve.png and summary.json.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
 def certify(
-    target: Annotated[
-        str,
-        typer.Option(
-            "--target",
-            help="The certified ensemble: 'certified' (the bundled view-trained model), or "
-            "'certified:<spec>' wrapping any target zero-shot: bundled, a .safetensors file, "
-            "model.onnx, model.pt, module:factory or http://host:port.",
-        ),
-    ] = "certified",
+    target: TargetOpt = "certified",
     data: DataOption = None,
-    split: Annotated[
-        str | None, typer.Option(help="AMi-Br: test (default), train or all; other data: a split folder.")
-    ] = None,
-    positive: Annotated[str | None, typer.Option(help="Other data: the positive label folder.")] = None,
-    stride: Annotated[
-        int | None,
-        typer.Option(help="Views are stride x stride strided sub-images (zero-shot default 4)."),
-    ] = None,
-    pixels: Annotated[str, typer.Option(help="Radii k to report, e.g. 1,2,3,4,5 or 1-5.")] = "1,2,3,4,5",
-    limit: Annotated[int | None, typer.Option(help="Certify only the first N images.")] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Folder for certificates.csv, certified_curve.png and summary.json."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    split: SplitOpt = None,
+    positive: PositiveOpt = None,
+    stride: StrideOpt = None,
+    pixels: PixelsOpt = "1,2,3,4,5",
+    limit: LimitOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Prove which diagnoses no change of k pixels can flip (certified pixel-partition voting).
 
@@ -69,10 +78,8 @@ def certify(
 
         onepixel certify --data ../shared/data/ami-br --out runs/certify
     """
-    from rich.progress import Progress
-
-    from onepixel.cli.attack import load_patches
-    from onepixel.defense.certify import certify_set, plot_certified_curve, write_certificates_csv
+    from onepixel.cli.data import data_root
+    from onepixel.data.open import open_patches
     from onepixel.errors import OnePixelError
     from onepixel.targets import open_target
     from onepixel.targets.partition import PartitionEnsemble, certified_spec, parse_certified_spec
@@ -82,11 +89,28 @@ def certify(
     try:
         _, inner = parse_certified_spec(spec)
         ensemble = open_target(spec, stride=stride)
-        patches, _ = load_patches(data, split, positive)
+        patches = open_patches(data_root(data), split, positive=positive).patches
     except (OnePixelError, FileNotFoundError) as exc:
         raise fail(exc) from exc
     if not isinstance(ensemble, PartitionEnsemble):  # pragma: no cover - open_target's contract
         raise fail(f"--target {target!r} is not a certified ensemble")
+    result = _certify(ensemble, patches, limit, progress)
+    summary = result.summary(ks)
+    summary["inner"] = inner or "bundled views"
+    if out is not None:
+        _write(out, ensemble.info.name, result, summary)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    _print_summary(summary, out)
+
+
+def _certify(ensemble: Any, patches: Any, limit: int | None, progress: bool) -> Any:
+    """Return the certificates of the first ``limit`` images (labels mapped onto the ensemble's)."""
+    from rich.progress import Progress
+
+    from onepixel.defense.certify import certify_set
+
     images, labels, names = patches.images, patches.y, list(patches.names)
     if limit is not None:
         images, labels, names = images[:limit], labels[:limit], names[:limit]
@@ -94,20 +118,17 @@ def certify(
         labels = 1 - labels if {patches.positive, ensemble.info.negative} == set(patches.classes) else labels
     with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"certifying {len(images)} images", total=len(images))
-        result = certify_set(
-            ensemble, images, labels, names, on_batch=lambda n: bar.update(task, completed=n)
-        )
-    summary = result.summary(ks)
-    summary["inner"] = inner or "bundled views"
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_certificates_csv(result, out / "certificates.csv")
-        plot_certified_curve({ensemble.info.name: result}, out / "certified_curve.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if as_json:
-        print(json.dumps(summary))
-        return
-    _print_summary(summary, out)
+        return certify_set(ensemble, images, labels, names, on_batch=lambda n: bar.update(task, completed=n))
+
+
+def _write(out: Path, name: str, result: Any, summary: dict[str, Any]) -> None:
+    """Write certificates.csv, certified_curve.png and summary.json into ``out``."""
+    from onepixel.defense.certify import plot_certified_curve, write_certificates_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_certificates_csv(result, out / "certificates.csv")
+    plot_certified_curve({name: result}, out / "certified_curve.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _print_summary(summary: dict, out: Path | None) -> None:

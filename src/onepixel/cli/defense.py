@@ -41,8 +41,8 @@ def train_detector(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.train import (
         BundledWeightsError,
         TrainConfig,
@@ -57,7 +57,7 @@ def train_detector(
         raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        patches = load_amibr(root, "train", size=None) if is_amibr(root) else load_folder(root, size=None)
+        patches = open_patches(root, amibr_split="train", input_size=None).patches
     except DataError as exc:
         raise fail(exc) from exc
     cfg = TrainConfig(
@@ -133,8 +133,8 @@ def evaluate_detector(
     import torch
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.detector import VAEDetector
     from onepixel.defense.evaluate import (
         evaluate_detectors,
@@ -151,7 +151,7 @@ def evaluate_detector(
         raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
     try:
         root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        clean = open_patches(root).patches
         adversarial = (
             load_runs(runs) if runs else synthetic_attacks(clean.images, clean.names, synthetic, seed)
         )
@@ -227,8 +227,8 @@ def calibrate_detector(
     from onepixel.cli.data import data_root
     from onepixel.data.amibr import load_amibr
     from onepixel.data.patches import DataError
-    from onepixel.defense.detector import VAEDetector, calibrate_thresholds
-    from onepixel.defense.train import save_vae, split_heldout_slides
+    from onepixel.defense.detector import VAEDetector, calibrate_thresholds, save_calibration
+    from onepixel.defense.train import split_heldout_slides
 
     torch.set_num_threads(1)
     try:
@@ -239,20 +239,12 @@ def calibrate_detector(
         raise fail(exc) from exc
     held = split_heldout_slides(train.groups, heldout, seed)
     result = calibrate_thresholds(det, train.images[held], seed)
-    info = dict(det.meta.get("info") or {})
-    info["thresholds"] = {k: v["threshold"] for k, v in result.items()}
-    info["calibration"] = {
-        "images": int(held.sum()),
-        "how": "Youden's J: clean held-out train slides vs one random pixel set to an RGB-cube corner",
-        "command": f"onepixel calibrate-detector WEIGHTS --seed {seed} --heldout {heldout}",
-        **result,
-    }
-    save_vae(det.model, weights, info)  # type: ignore[arg-type]
+    command = f"onepixel calibrate-detector WEIGHTS --seed {seed} --heldout {heldout}"
+    save_calibration(det, weights, result, int(held.sum()), command)
     for key, r in result.items():
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
-KINDS = ("plain k=1", "plain k=3", "adaptive k=1", "adaptive k=3", "exhaustive k=1")
 
 
 def evaluate_guard(
@@ -290,26 +282,24 @@ def evaluate_guard(
     import torch
 
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
     from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard_eval import load_campaign
-    from onepixel.defense.guard_table import default_guards, guard_table
+    from onepixel.defense.guard_table import ATTACK_KINDS, default_guards, guard_table
     from onepixel.targets import TargetError, open_target
 
     torch.set_num_threads(1)
     try:
         root = data_root(data)
-        clean = load_amibr(root, "test") if is_amibr(root) else load_folder(root)
+        clean = open_patches(root).patches
         if limit is not None and limit < len(clean):
             clean = clean.subset(np.sort(np.random.default_rng(0).permutation(len(clean))[:limit]))
         campaigns = [load_campaign(r) for r in runs or []]
         docs = [_read_json(w, "--worst-case") for w in worst_case or []]
         study = _read_json(site_study, "--site-study") if site_study is not None else None
         classifier = open_target(target)
-        guards = default_guards(classifier, vae=detector, p=p)
-        if no_vae:
-            guards = {n: g for n, g in guards.items() if "vae" not in n}
+        guards = default_guards(classifier, vae=detector, p=p, with_vae=not no_vae)
         report = guard_table(
             campaigns,
             guards,
@@ -333,7 +323,8 @@ def evaluate_guard(
     def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.3f}"
 
-    kinds = [k for k in KINDS if any(k in row["through"] for row in report["guards"].values())]
+    seen = {kind for row in report["guards"].values() for kind in row["through"]}
+    kinds = [str(k) for k in ATTACK_KINDS if str(k) in seen]
     table = Table(title=f"guarded pipeline (bare balanced accuracy {fmt(report['balanced_accuracy_bare'])})")
     for col in ("guard", "FPR in", "FPR out (worst)", "bal. acc.", *(f"flips {k}" for k in kinds)):
         table.add_column(col)
@@ -368,22 +359,13 @@ def _read_json(path: Path, flag: str) -> dict:
 
 def _split_names(data: Path, split: str) -> set[str] | None:
     """Return the image stems of an AMi-Br split (None for ``all``); a clear CLI error otherwise."""
-    if split == "all":
-        return None
-    if split not in ("train", "test"):
-        raise fail(f"--split: unknown split {split!r}; use all, train or test")
-    from onepixel.data.amibr import is_amibr, read_train_rows
+    from onepixel.data.open import split_names
+    from onepixel.data.patches import DataError
 
-    if not is_amibr(data):
-        raise fail(
-            f"--split: {data} is not an AMi-Br folder (--split train/test needs "
-            "amibr_train_split.csv); use --split all (the default) for any folder of clean PNGs"
-        )
-    train = set(read_train_rows(data))
-    if split == "train":
-        return train
-    stems = {f.stem for f in data.rglob("*") if f.suffix.lower() == ".png"}
-    return stems - train
+    try:
+        return split_names(data, split)
+    except DataError as exc:
+        raise fail(exc) from None
 
 
 def guard_calibrate(
@@ -428,19 +410,14 @@ def guard_calibrate(
     import torch
 
     from onepixel.data.patches import DataError
-    from onepixel.defense.calibrate import DETECTORS, calibrate_guard, write_guard_file
+    from onepixel.defense.calibrate import calibrate_guard, write_guard_file
+    from onepixel.defense.detectors import resolve_detector
 
     torch.set_num_threads(1)
-    if detector not in DETECTORS:
-        from onepixel.defense.calibrate import WEIGHTS_DIR
-
-        if (WEIGHTS_DIR / f"{detector}.safetensors").is_file() or detector.endswith(".safetensors"):
-            detector, weights = "vae", detector  # a VAE named the way other commands name it
-        else:
-            raise fail(
-                f"--detector: unknown detector {detector!r}; use one of {', '.join(DETECTORS)}, "
-                "a bundled VAE name or a VAE .safetensors file"
-            )
+    try:
+        detector, weights = resolve_detector(detector, weights)  # a VAE may be named as elsewhere
+    except ValueError as exc:
+        raise fail(f"--detector: {exc}") from None
     if not 0.0 < fpr < 1.0:
         raise fail(f"--fpr must be strictly between 0 and 1, got {fpr:g}")
     if not data.is_dir():

@@ -40,8 +40,9 @@ def _campaign(
 ) -> Path:
     """Run (or resume) one demo campaign and return its folder. ``borderline`` drops the
     confidence filter and caps the search at 30 generations: images near 0.5, where flips happen."""
-    from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
+    from onepixel.attack.campaign import CampaignConfig, run_campaign
     from onepixel.attack.colour import colour_preset
+    from onepixel.attack.de import paper_de_config
 
     if objective == "colour":
         de_settings, weights = colour_preset(direction)

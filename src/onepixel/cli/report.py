@@ -10,48 +10,57 @@ from rich.markup import escape
 
 from onepixel.cli.common import console, fail
 
+RunsArg = Annotated[list[Path], typer.Argument(help="Campaign folders (made by `onepixel attack`).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File: the HTML report to write.")]
+ConfmapOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--confmap", help="Folder written by `onepixel confmap --out` (repeatable)."),
+]
+DetectorResultsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--detector-results", help="Folder written by `onepixel detector evaluate --out` (repeatable)."
+    ),
+]
+GuardResultsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--guard-results",
+        help="File written by `onepixel guard evaluate --out` (or its --json output), repeatable: "
+        "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
+    ),
+]
+CertifiedOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--certified",
+        help="Folder written by `onepixel certify --out` (repeatable): the Certified section "
+        "(table, curve, and the share of attacked images proven safe at the run's k).",
+    ),
+]
+OldDetectorOpt = Annotated[list[Path] | None, typer.Option("--detector", hidden=True)]
+OldGuardOpt = Annotated[list[Path] | None, typer.Option("--guard", hidden=True)]
+TitleOpt = Annotated[str, typer.Option(help="Report title.")]
+CheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--check/--no-check",
+        help="Open the report in headless Chromium at desktop and phone widths and verify it.",
+    ),
+]
+
 
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Campaign folders (made by `onepixel attack`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="File: the HTML report to write.")] = Path(
-        "report.html"
-    ),
-    confmap: Annotated[
-        list[Path] | None,
-        typer.Option("--confmap", help="Folder written by `onepixel confmap --out` (repeatable)."),
-    ] = None,
-    detector_results: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--detector-results", help="Folder written by `onepixel detector evaluate --out` (repeatable)."
-        ),
-    ] = None,
-    guard_results: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--guard-results",
-            help="File written by `onepixel guard evaluate --out` (or its --json output), repeatable: "
-            "the guard table (clean FPR, flips through per attack kind) and per-run verdicts.",
-        ),
-    ] = None,
-    certified: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--certified",
-            help="Folder written by `onepixel certify --out` (repeatable): the Certified section "
-            "(table, curve, and the share of attacked images proven safe at the run's k).",
-        ),
-    ] = None,
-    old_detector: Annotated[list[Path] | None, typer.Option("--detector", hidden=True)] = None,
-    old_guard: Annotated[list[Path] | None, typer.Option("--guard", hidden=True)] = None,
-    title: Annotated[str, typer.Option(help="Report title.")] = "One-pixel attack study",
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check/--no-check",
-            help="Open the report in headless Chromium at desktop and phone widths and verify it.",
-        ),
-    ] = False,
+    runs: RunsArg,
+    out: OutOpt = Path("report.html"),
+    confmap: ConfmapOpt = None,
+    detector_results: DetectorResultsOpt = None,
+    guard_results: GuardResultsOpt = None,
+    certified: CertifiedOpt = None,
+    old_detector: OldDetectorOpt = None,
+    old_guard: OldGuardOpt = None,
+    title: TitleOpt = "One-pixel attack study",
+    check: CheckOpt = False,
 ) -> None:
     """Write ONE self-contained HTML file of a study. It opens with the findings (per run: images
     attacked, flips, the worst case, whether the guard held), then the model card, and per run the
@@ -80,25 +89,29 @@ def report(
     except (FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
     console.print(f"report written: [bold]{path.resolve()}[/] ({path.stat().st_size / 1e6:.1f} MB)")
-    if check:
-        from onepixel.report.browser import DESKTOP, PHONE, check_in_browser
+    if check and not _browser_check(path):
+        raise typer.Exit(1)
 
-        failed = False
-        for name, window in (("desktop", DESKTOP), ("phone", PHONE)):
-            try:
-                result = check_in_browser(path, window=window)
-            except RuntimeError as exc:
-                raise fail(f"browser check: {exc}") from exc
-            problems = result.problems()
-            failed = failed or bool(problems)
-            status = "[green]ok[/]" if not problems else "[red]FAILED[/]: " + escape("; ".join(problems))
-            console.print(
-                f"browser check at {name} width ({window[0]} px) {status}: {result.titles} sections, "
-                f"{result.tables} tables, {result.images_ok}/{result.images_total} images decoded, "
-                f"{result.errors} script errors, {len(result.console_messages)} console messages"
-            )
-        if failed:
-            raise typer.Exit(1)
+
+def _browser_check(path: Path) -> bool:
+    """Check the report in headless Chromium (desktop, phone widths); print and return whether it passed."""
+    from onepixel.report.browser import DESKTOP, PHONE, check_in_browser
+
+    passed = True
+    for name, window in (("desktop", DESKTOP), ("phone", PHONE)):
+        try:
+            result = check_in_browser(path, window=window)
+        except RuntimeError as exc:
+            raise fail(f"browser check: {exc}") from exc
+        problems = result.problems()
+        passed = passed and not problems
+        status = "[green]ok[/]" if not problems else "[red]FAILED[/]: " + escape("; ".join(problems))
+        console.print(
+            f"browser check at {name} width ({window[0]} px) {status}: {result.titles} sections, "
+            f"{result.tables} tables, {result.images_ok}/{result.images_total} images decoded, "
+            f"{result.errors} script errors, {len(result.console_messages)} console messages"
+        )
+    return passed
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from onepixel.data.amibr import POSITIVE, Split, is_amibr, load_amibr
+from onepixel.config import IMAGE_SIZE
+from onepixel.data.amibr import POSITIVE, Split, is_amibr, load_amibr, read_train_rows
 from onepixel.data.errors import DataError
 from onepixel.data.labels import LabelMap
 from onepixel.data.patches import PatchSet, load_folder
@@ -71,11 +72,12 @@ def open_patches(
     root: str | Path,
     split: str | None = None,
     *,
-    input_size: int | None,
+    input_size: int | None = IMAGE_SIZE,
     resize: bool = False,
     positive: str | None = None,
     label_map: LabelMap | None = None,
     skip_bad: bool = False,
+    amibr_split: Split = DEFAULT_AMIBR_SPLIT,
 ) -> OpenedData:
     """Return the images of the data folder ``root`` fitted to ``input_size`` (None: native size).
 
@@ -84,14 +86,15 @@ def open_patches(
     other folder is read as class folders, under ``root/<split>/`` when ``split`` is given.
     ``resize`` resizes instead of centre-cropping (and allows smaller images); ``label_map``
     renames class folders to the model's labels; ``skip_bad`` leaves unreadable files out (listed
-    in ``patches.skipped``) instead of stopping at the first. Raises :class:`DataError`.
+    in ``patches.skipped``) instead of stopping at the first; ``amibr_split`` is AMi-Br's split
+    when ``split`` is None. Raises :class:`DataError`.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist", settings=("data",))
     how = "resize" if resize else "crop"
     if is_amibr(root):
-        chosen = split or DEFAULT_AMIBR_SPLIT
+        chosen = split or amibr_split
         if chosen not in AMIBR_SPLITS:
             raise DataError(
                 f"{root} is AMi-Br: its splits are {list(AMIBR_SPLITS)}, not {chosen!r}", settings=("split",)
@@ -116,3 +119,36 @@ def open_patches(
         skip_bad=skip_bad,
     )
     return OpenedData(root, "folder", split, patches, label_map)
+
+
+def resolved_split(root: str | Path, split: str | None, amibr_split: str = DEFAULT_AMIBR_SPLIT) -> str | None:
+    """Return the split :func:`open_patches` reads for these arguments (AMi-Br's default filled in)."""
+    if is_amibr(Path(root).expanduser()):
+        return split or amibr_split
+    return split
+
+
+def patch_source(root: str | Path, split: str | None, patches: PatchSet) -> dict[str, Any]:
+    """Return where ``patches`` came from, as a run config stores it: path, split, positive label."""
+    return {"path": str(Path(root).expanduser().resolve()), "split": split, "positive": patches.positive}
+
+
+def split_names(root: str | Path, split: str) -> set[str] | None:
+    """Return the image stems of an AMi-Br split of ``root`` (``train`` or ``test``), None for
+    ``all`` (every image of any folder). DataError naming the setting for another split, or for
+    train/test of a folder that is not AMi-Br."""
+    if split == "all":
+        return None
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use all, train or test", settings=("split",))
+    root = Path(root).expanduser()
+    if not is_amibr(root):
+        raise DataError(
+            f"{root} is not an AMi-Br folder (the train and test splits need amibr_train_split.csv); "
+            "use the split all for any folder of clean images",
+            settings=("split",),
+        )
+    train = set(read_train_rows(root))
+    if split == "train":
+        return train
+    return {f.stem for f in root.rglob("*") if f.suffix.lower() == ".png"} - train

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from onepixel.attack.objectives import check_direction, score_to_energy
+from onepixel.attack.objectives import check_direction, register_objective, score_to_energy
 from onepixel.attack.perturb import apply_pixels
 from onepixel.defense.guard import GuardedTarget
+from onepixel.direction import Direction
 
 
 class AdaptiveObjective:
@@ -33,7 +34,7 @@ class AdaptiveObjective:
 
     def __init__(
         self,
-        direction: str,
+        direction: Direction,
         images: np.ndarray | None = None,
         detector: Any = None,
         *,
@@ -119,8 +120,9 @@ class AdaptiveObjective:
         return f"AdaptiveObjective({self.direction!r}, threshold={self.threshold:g}, weight={self.weight:g})"
 
 
+@register_objective("adaptive")
 def adaptive_factory(
-    direction: str,
+    direction: Direction,
     images: np.ndarray,
     *,
     detector: str = "vae_amibr",
@@ -145,9 +147,3 @@ def adaptive_factory(
         direction, images, first.detector, weight=float(weight), margin=float(margin), also=also
     )
 
-
-def register() -> None:
-    """Make ``onepixel attack --objective adaptive`` available (campaign objective registry)."""
-    from onepixel.attack.campaign import register_objective
-
-    register_objective("adaptive", adaptive_factory)

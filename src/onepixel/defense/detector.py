@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from onepixel.attack.perturb import CORNERS
 from onepixel.defense.scores import PAPER_P, check_p, choose_threshold, minkowski
 from onepixel.defense.train import DEFAULT_DETECTOR, TrainConfig, load_vae, train_vae
 from onepixel.defense.vae import VAE, VAEConfig
@@ -144,7 +145,6 @@ class VAEDetector:
         return out
 
 
-CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.int64)
 
 
 def saturated_attacks(images: np.ndarray, seed: int) -> np.ndarray:
@@ -173,3 +173,22 @@ def calibrate_thresholds(
         r = rates(cs[p], as_[p], t)
         out[f"p={p:g}"] = {"threshold": t, "tpr": r["tpr"], "fpr": r["fpr"]}
     return out
+
+
+def save_calibration(
+    detector: VAEDetector, weights: str | Path, result: dict[str, dict[str, float]], images: int, command: str
+) -> Path:
+    """Store :func:`calibrate_thresholds`'s ``result`` (default thresholds per p, and how they were
+    found on ``images`` clean images by ``command``) in the VAE weights file ``weights``; return it."""
+    from onepixel.defense.train import save_vae
+
+    info = dict(detector.meta.get("info") or {})
+    info["thresholds"] = {k: v["threshold"] for k, v in result.items()}
+    info["calibration"] = {
+        "images": int(images),
+        "how": "Youden's J: clean held-out train slides vs one random pixel set to an RGB-cube corner",
+        "command": command,
+        **result,
+    }
+    return save_vae(detector.model, weights, info)  # type: ignore[arg-type]
+

@@ -28,79 +28,18 @@ once, and the wrapped target's own fast path (cone inference) scores it.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
+from onepixel.defense.guard_file import Detector, Guard, GuardError, build_guard
 from onepixel.defense.residual import ResidualDetector, median_filter, repair_top
 from onepixel.defense.sparse import SparseResidual, canonical_changes, median_filter_changes
-from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target, TargetInfo, check_batch
 from onepixel.targets.pixels import paint
 
 Mode = Literal["reject", "repair", "repair-always", "median"]
 MODES: tuple[str, ...] = ("reject", "repair", "repair-always", "median")
-
-
-class GuardError(OnePixelError, ValueError):
-    """A guard that cannot be built as asked (no threshold known for it)."""
-
-
-class Detector(Protocol):
-    """What a guard needs from a detector: ``predict`` with verdicts and scores, a threshold."""
-
-    threshold: float | None
-
-    def predict(self, images: np.ndarray) -> dict[str, Any]:
-        """Return at least ``is_adversarial`` (N,) bool and ``score`` (N,)."""
-        ...
-
-
-class Guard:
-    """Inspects images with ``detector`` (verdict, score) and ``locator`` (suspected pixel)."""
-
-    def __init__(
-        self,
-        detector: Detector,
-        locator: ResidualDetector | None = None,
-        threshold: float | None = None,
-        info: dict[str, Any] | None = None,
-    ):
-        self.info = info or {}  # where the threshold came from (a guard file's document)
-        if threshold is not None:
-            detector.threshold = float(threshold)
-        if detector.threshold is None:
-            raise ValueError("the guard's detector has no threshold: pass threshold= or infer one first")
-        self.detector = detector
-        self.locator = locator or ResidualDetector()
-
-    @property
-    def threshold(self) -> float:
-        """Return the detector's decision threshold."""
-        return float(self.detector.threshold)  # type: ignore[arg-type]
-
-    def check(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(is_adversarial (N,) bool, anomaly scores (N,), suspected pixels (N, 2) [x, y])``."""
-        out = self.detector.predict(images)
-        return (
-            np.asarray(out["is_adversarial"], dtype=bool),
-            np.asarray(out["score"], dtype=np.float64),
-            self.locator.locate(images),
-        )
-
-    def inspect(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """Return one dict per image: ``adversarial`` (bool), ``anomaly_score``, ``threshold``,
-        ``suspected_pixel`` [x, y] (the most deviant pixel; meaningful when adversarial)."""
-        flags, scores, where = self.check(images)
-        return [
-            {
-                "adversarial": bool(f),
-                "anomaly_score": float(s),
-                "threshold": self.threshold,
-                "suspected_pixel": [int(w[0]), int(w[1])],
-            }
-            for f, s, w in zip(flags, scores, where, strict=True)
-        ]
 
 
 class GuardedTarget(Target):
@@ -240,36 +179,4 @@ class GuardedTarget(Target):
         self.target.close()
 
 
-def build_guard(spec: str, threshold: float | None = None, p: float = 7.0) -> Guard:
-    """Return a guard from a spec: a guard file (``*.json``, from ``onepixel guard calibrate``),
-    ``residual`` / ``residual-robust`` (bundled default threshold unless given),
-    ``residual-norm`` (threshold required) or a bundled VAE name / ``.safetensors`` file
-    (threshold from its metadata unless given). ``threshold`` overrides a file's threshold."""
-    from onepixel.defense.calibrate import default_guard, default_guard_path, load_guard_file
-
-    if spec.lower().endswith(".json"):
-        guard = load_guard_file(spec)
-        if threshold is not None:
-            guard.detector.threshold = float(threshold)
-        return guard
-    if spec in ("residual", "residual-norm", "residual-robust"):
-        if threshold is not None:
-            det = ResidualDetector(normalise=spec == "residual-norm", relative=spec == "residual-robust")
-            return Guard(det, threshold=threshold)
-        try:
-            default_guard_path(spec)
-        except FileNotFoundError:
-            raise GuardError(
-                f"guard {spec!r} has no bundled default threshold: give a threshold or a "
-                "guard file from `onepixel guard calibrate`",
-                settings=("guard_threshold",),
-            ) from None
-        return default_guard(spec)
-    from onepixel.defense.detector import VAEDetector
-
-    det = VAEDetector.from_pretrained(spec, p=p, threshold=threshold)
-    if det.threshold is None:
-        raise GuardError(
-            f"VAE {spec!r} stores no threshold for p={p:g}; give one", settings=("guard_threshold",)
-        )
-    return Guard(det)
+__all__ = ["MODES", "Detector", "Guard", "GuardError", "GuardedTarget", "Mode", "build_guard"]

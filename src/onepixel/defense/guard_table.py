@@ -29,7 +29,8 @@ for reject guards they are recounted at the guard's own threshold from ``min_ano
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,6 +42,29 @@ from onepixel.targets.base import Target
 from onepixel.targets.partition import PartitionEnsemble
 
 DETECTOR_OF = {"residual": "residual", "residual-robust": "residual-robust", "vae p=7": "vae"}
+
+
+@dataclass(frozen=True, order=True)
+class AttackKind:
+    """A kind of attack in the guard table: ``family`` (plain, adaptive, exhaustive) and k.
+
+    ``str(kind)`` ("plain k=1") is the key the table's JSON stores."""
+
+    family: Literal["plain", "adaptive", "exhaustive"]
+    k: int
+
+    def __str__(self) -> str:
+        return f"{self.family} k={self.k}"
+
+
+# The kinds of the study's table, in table order.
+ATTACK_KINDS = (
+    AttackKind("plain", 1),
+    AttackKind("plain", 3),
+    AttackKind("adaptive", 1),
+    AttackKind("adaptive", 3),
+    AttackKind("exhaustive", 1),
+)
 
 
 class AnyOf:
@@ -61,17 +85,24 @@ class AnyOf:
         return {"is_adversarial": s > 1.0, "score": s}
 
 
-def default_guards(target: Target, *, vae: str = "vae_amibr", p: float = 7.0) -> dict[str, GuardedTarget]:
-    """Return the guards of the study in front of ``target``, by name (see the module doc)."""
+def default_guards(
+    target: Target, *, vae: str = "vae_amibr", p: float = 7.0, with_vae: bool = True
+) -> dict[str, GuardedTarget]:
+    """Return the guards of the study in front of ``target``, by name (see the module doc);
+    ``with_vae=False`` leaves out the two that need the VAE."""
     from onepixel.defense.guard import Guard
 
     residual = build_guard("residual")
-    vae_guard = build_guard(vae, None, p)
-    return {
+    guards = {
         "residual": GuardedTarget(target, residual),
         "residual-robust": GuardedTarget(target, build_guard("residual-robust")),
-        f"vae p={p:g}": GuardedTarget(target, vae_guard),
-        f"residual + vae p={p:g}": GuardedTarget(target, Guard(AnyOf(residual, vae_guard))),
+    }
+    if with_vae:
+        vae_guard = build_guard(vae, None, p)
+        guards[f"vae p={p:g}"] = GuardedTarget(target, vae_guard)
+        guards[f"residual + vae p={p:g}"] = GuardedTarget(target, Guard(AnyOf(residual, vae_guard)))
+    return {
+        **guards,
         "repair-always k=1": GuardedTarget(target, residual, mode="repair-always", repair_pixels=1),
         "repair-always k=3": GuardedTarget(target, residual, mode="repair-always", repair_pixels=3),
         "median 3x3": GuardedTarget(target, residual, mode="median"),
@@ -109,10 +140,10 @@ def aims_at(campaign: Campaign, name: str, guard: GuardedTarget) -> bool:
     return covers(DETECTOR_OF.get(name, name))
 
 
-def kind_of(campaign: Campaign) -> str:
-    """Return ``plain k=K`` or ``adaptive k=K`` for a campaign."""
+def kind_of(campaign: Campaign) -> AttackKind:
+    """Return the kind of a campaign: adaptive (aimed at a detector, or run through a guard) or plain."""
     adaptive = campaign.objective == "adaptive" or (campaign.info or {}).get("guard") is not None
-    return f"{'adaptive' if adaptive else 'plain'} k={campaign.pixels}"
+    return AttackKind("adaptive" if adaptive else "plain", int(campaign.pixels))
 
 
 def through_counts(campaign: Campaign, guard: GuardedTarget) -> dict[str, int]:
@@ -155,7 +186,7 @@ def guard_table(
     loso = _out_of_domain(site_study)
     rows: dict[str, Any] = {}
     runs: list[dict[str, Any]] = [
-        {"run": c.run, "direction": c.direction, "kind": kind_of(c), "guards": {}} for c in campaigns
+        {"run": c.run, "direction": c.direction, "kind": str(kind_of(c)), "guards": {}} for c in campaigns
     ]
     for name, g in guards.items():
         served = g.predict(clean_images)
@@ -182,9 +213,9 @@ def guard_table(
                 "got_through_flips": counts["flips"],
             }
             kind = kind_of(c)
-            if kind.startswith("adaptive") and not aims_at(c, name, g):
+            if kind.family == "adaptive" and not aims_at(c, name, g):
                 continue
-            total = row["through"].setdefault(kind, dict.fromkeys(counts, 0))
+            total = row["through"].setdefault(str(kind), dict.fromkeys(counts, 0))
             for key, value in counts.items():
                 total[key] += value
         for doc in worst_cases:
@@ -192,7 +223,7 @@ def guard_table(
             if g_doc is None:
                 continue
             total = row["through"].setdefault(
-                "exhaustive k=1", {"attacks": 0, "on_true_side": 0, "flips": 0, "capped": 0}
+                str(AttackKind("exhaustive", 1)), {"attacks": 0, "on_true_side": 0, "flips": 0, "capped": 0}
             )
             total["attacks"] += int(doc["images"])
             total["on_true_side"] += int(sum(g_doc["on_true_side"]))
@@ -210,7 +241,7 @@ def guard_table(
         ok = np.asarray(crossed(target.predict(c.images), c.direction))
         already = ok & ~true_side(c.score_before, c.direction)
         total = bare.setdefault(
-            kind_of(c), {"attacks": 0, "successes": 0, "already_misclassified": 0, "flips": 0}
+            str(kind_of(c)), {"attacks": 0, "successes": 0, "already_misclassified": 0, "flips": 0}
         )
         total["attacks"] += len(ok)
         total["successes"] += int(ok.sum())
@@ -292,4 +323,13 @@ def _out_of_domain(site_study: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["aims_at", "balanced_accuracy", "default_guards", "guard_table", "kind_of", "through_counts"]
+__all__ = [
+    "ATTACK_KINDS",
+    "AttackKind",
+    "aims_at",
+    "balanced_accuracy",
+    "default_guards",
+    "guard_table",
+    "kind_of",
+    "through_counts",
+]

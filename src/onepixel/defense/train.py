@@ -24,8 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from onepixel.data.patches import DataError
-from onepixel.defense.vae import VAE, VAEConfig, count_parameters, vae_loss
+from onepixel.defense.vae import VAE, Reduction, VAEConfig, count_parameters, vae_loss
 from onepixel.errors import OnePixelError
+from onepixel.models.registry import weights_path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_DETECTOR = "vae_amibr"
@@ -40,7 +41,7 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     kl_weight: float = 1e-3
-    mse_reduction: str = "keras"
+    mse_reduction: Reduction = "keras"
     seed: int = 0
     jitter: int = 8
     augment: bool = True
@@ -133,7 +134,7 @@ def train_vae(
                 if cfg.augment:
                     x = augment_dihedral(x, gen)
                 recon, mu, logvar = model(x, generator=gen)
-                loss, rec, kl = vae_loss(x, recon, mu, logvar, cfg.kl_weight, cfg.mse_reduction)  # type: ignore[arg-type]
+                loss, rec, kl = vae_loss(x, recon, mu, logvar, cfg.kl_weight, cfg.mse_reduction)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -176,17 +177,9 @@ def save_vae(model: VAE, path: str | Path, info: dict[str, object]) -> Path:
 
 
 def vae_weights_path(name_or_path: str | Path = DEFAULT_DETECTOR) -> Path:
-    """Return the weights file for a bundled detector name or an explicit ``.safetensors`` path."""
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"detector weights file {path} does not exist")
-        return path
-    bundled = WEIGHTS_DIR / f"{name_or_path}.safetensors"
-    if not bundled.is_file():
-        known = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
-        raise FileNotFoundError(f"no bundled detector named {name_or_path!r}; known: {known}")
-    return bundled
+    """Return the weights file for a bundled detector name or an explicit ``.safetensors`` path
+    (:func:`onepixel.models.registry.weights_path` over the detectors' folder)."""
+    return weights_path(name_or_path, WEIGHTS_DIR, "detector")
 
 
 def load_vae(name_or_path: str | Path = DEFAULT_DETECTOR) -> tuple[VAE, dict[str, object]]:

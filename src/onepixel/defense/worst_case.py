@@ -31,11 +31,12 @@ from onepixel.attack.objectives import check_direction, crossed, score_to_energy
 from onepixel.defense.guard import GuardedTarget
 from onepixel.defense.residual import ResidualDetector
 from onepixel.defense.sparse import SparseResidual
+from onepixel.direction import Direction
 from onepixel.targets.base import Target
 from onepixel.targets.pixels import paint
 
 
-def true_side(scores: np.ndarray, direction: str) -> np.ndarray:
+def true_side(scores: np.ndarray, direction: Direction) -> np.ndarray:
     """Return whether clean scores are on the true side of 0.5 for an attack in ``direction``
     (``lower`` attacks positives: score >= 0.5; ``raise`` attacks negatives: score < 0.5)."""
     s = np.asarray(scores, dtype=np.float64)
@@ -46,7 +47,7 @@ def exhaustive_through_guards(
     target: Target,
     guards: Mapping[str, GuardedTarget],
     images: np.ndarray,
-    direction: str,
+    direction: Direction,
     *,
     levels: int = 2,
     chunk: int = 4096,
@@ -171,7 +172,7 @@ def _update(
     flips: np.ndarray,
     passed: np.ndarray,
     changes: np.ndarray,
-    direction: str,
+    direction: Direction,
 ) -> None:
     """Fold one chunk into a per-image state: flip counts and the best served candidate."""
     st["count"] += np.bincount(index[flips], minlength=len(st["count"]))

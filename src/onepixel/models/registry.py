@@ -89,16 +89,20 @@ def list_pretrained() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
-def weights_path(name_or_path: str | Path) -> Path:
-    """Return the weights file for a bundled name or an explicit ``.safetensors`` path."""
+def weights_path(name_or_path: str | Path, folder: Path | None = None, noun: str = "") -> Path:
+    """Return the weights file for a bundled name (in ``folder``, default: the classifiers') or an
+    explicit ``.safetensors`` path: the one weights resolver (detectors pass their folder and
+    ``noun="detector"``). FileNotFoundError names the bundled ones when there is none."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist")
+            raise FileNotFoundError(f"{f'{noun} weights'.strip()} file {path} does not exist")
         return path
-    bundled = WEIGHTS_DIR / f"{name_or_path}.safetensors"
+    folder = WEIGHTS_DIR if folder is None else folder
+    bundled = folder / f"{name_or_path}.safetensors"
     if not bundled.is_file():
-        raise FileNotFoundError(f"no bundled weights named {name_or_path!r}; known: {list_pretrained()}")
+        known = sorted(p.stem for p in folder.glob("*.safetensors"))
+        raise FileNotFoundError(f"no bundled {noun or 'weights'} named {name_or_path!r}; known: {known}")
     return bundled
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from onepixel import __version__
+from onepixel._version import __version__
 from onepixel.direction import Direction
 from onepixel.report.html import (
     ConfmapView,
@@ -543,16 +543,13 @@ def guard_by_run(guards: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
 
 # Attack kinds of the guard table, in this order first; any other objective follows.
 GUARD_KINDS = ("plain", "adaptive", "exhaustive")
-DE_METHODS = ("de", "de-noconv")
 
 
 def attack_kind(row: dict[str, Any], summary: dict[str, Any] | None) -> str:
-    """Return the kind of attack of a guard-evaluation row: the method when it is not
-    differential evolution (exhaustive, sparse-rs), else the objective (plain, adaptive, colour)."""
-    method = row.get("method") or (summary or {}).get("method")
-    if method and method not in DE_METHODS:
-        return str(method)
-    return str(row.get("objective") or "plain")
+    """Return the kind of attack of a guard-evaluation row (see ``onepixel.attack.methods.attack_kind``)."""
+    from onepixel.attack.methods import attack_kind as kind_of
+
+    return kind_of(row.get("method") or (summary or {}).get("method"), row.get("objective"))
 
 
 def guard_section(guards: list[Path], summaries: list[dict[str, Any]]) -> Section | None:
@@ -718,7 +715,12 @@ def _attacked_images(run_dirs: list[Path]) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": run.name,
-                "pixels": int(folder.config.pixels),
+                # A CSV-only folder has no stored config: its records say k.
+                "pixels": int(
+                    folder.config.pixels
+                    if folder.config
+                    else max((r.pixels for r in folder.records), default=1)
+                ),
                 "image_ids": [r.image_id for r in folder.records],
             }
         )
@@ -743,12 +745,12 @@ def build_report(
     ``guards`` are ``onepixel guard evaluate --out`` JSON files (the guard table, per-run verdicts);
     ``certified`` are ``onepixel certify --out`` folders (the "Certified" section).
     """
+    from onepixel.attack.run_folder import read_run
     from onepixel.report.certified import certified_section, check_certify_folder
 
     run_dirs = [Path(r) for r in runs]
     for run in run_dirs:
-        if not (run / "attacks.sqlite").is_file():
-            raise FileNotFoundError(f"{run} is not a campaign folder (no attacks.sqlite)")
+        read_run(run)  # a folder with attacks.sqlite or only an attacks.csv export; RunLoadError otherwise
     for folder in confmaps:
         check_confmap_folder(Path(folder))
     for folder in detectors:

@@ -11,7 +11,7 @@ a query counter; and metadata.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class TargetInfo:
     negative: str
     input_size: int = 64
     classes: tuple[str, ...] = ()
+    # Set by targets.open_target: the spec in the form a run config stores, and the SHA-256
+    # prefix of local weights (None over HTTP). Not compared: two ways to one model are equal.
+    spec: str | None = field(default=None, compare=False)
+    fingerprint: str | None = field(default=None, compare=False)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -157,6 +161,12 @@ class Target(ABC):
     def close(self) -> None:
         """Release resources (connections, threads); the default holds none."""
         return None
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Return probabilities (n, C) for a validated batch; the default, for binary targets,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,8 @@ from onepixel.targets.base import Target
 
 
 def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
-    """Return the target that ``spec`` names.
+    """Return the target that ``spec`` names; its ``info`` carries the canonical spec
+    (:func:`canonical_spec`) and the weights' fingerprint (:func:`target_fingerprint`).
 
     ``"bundled"`` (or empty): the default bundled weights in-process; another bundled weights
     name or a ``.safetensors`` path: in-process :class:`TorchTarget`; ``http://...`` or
@@ -25,6 +28,15 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
     a view-trained model's own stride otherwise).
     """
     text = str(spec).strip()
+    target = _open(text, **kwargs)
+    target.info = dataclasses.replace(
+        target.info, spec=canonical_spec(text), fingerprint=target_fingerprint(text)
+    )
+    return target
+
+
+def _open(text: str, **kwargs: Any) -> Target:
+    """Return the target ``text`` names (see :func:`open_target`)."""
     from onepixel.targets.partition import is_certified_spec
 
     if is_certified_spec(text):
@@ -48,6 +60,42 @@ def open_target(spec: str | Path = "bundled", **kwargs: Any) -> Target:
 
 
 BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4"
+
+
+def canonical_spec(spec: str) -> str:
+    """Return ``spec`` in the form a run config stores: paths made absolute, foreign specs in
+    their canonical form, certified specs with their inner spec canonical."""
+    from onepixel.targets.partition import certified_spec, is_certified_spec, parse_certified_spec
+    from onepixel.targets.spec import canonical, is_foreign
+
+    spec = str(spec).strip()
+    if is_certified_spec(spec):
+        stride, inner = parse_certified_spec(spec)
+        return certified_spec(None if inner is None else canonical_spec(inner), stride)
+    if spec.endswith(".safetensors"):
+        return str(Path(spec).expanduser().resolve())
+    return canonical(spec) if is_foreign(spec) else spec
+
+
+def target_fingerprint(spec: str) -> str | None:
+    """Return the first 16 hex digits of the SHA-256 of a local target's weights (None over HTTP).
+
+    A certified spec has its base's fingerprint (the stride is part of the spec itself); a
+    foreign model's comes from :func:`onepixel.targets.spec.fingerprint`.
+    """
+    from onepixel.models.registry import weights_path
+    from onepixel.targets.partition import is_certified_spec, parse_certified_spec
+    from onepixel.targets.spec import fingerprint, is_foreign
+
+    spec = str(spec).strip()
+    if is_certified_spec(spec):
+        return target_fingerprint(parse_certified_spec(spec)[1] or BUNDLED_VIEWS_MODEL)
+    if spec.startswith(("http://", "https://")):
+        return None
+    if is_foreign(spec):
+        return fingerprint(spec)
+    path = weights_path(DEFAULT_MODEL if spec in ("", "bundled") else spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def open_certified(spec: str, stride: int | None = None, **kwargs: Any) -> Target:
