@@ -290,7 +290,7 @@ def certified_row(
         if c.clean is None:
             continue
         aimed = str((c.info or {}).get("target_name", "")).startswith("certified")
-        kind = f"adaptive k={c.pixels}" if aimed else kind_of(c)
+        kind = str(AttackKind("adaptive", int(c.pixels)) if aimed else kind_of(c))
         before = ensemble.predict(c.clean)
         on_side = true_side(before, c.direction)
         served = ensemble.predict(c.images)
