@@ -1,0 +1,143 @@
+"""Limits on reading request bodies, so slow clients cannot hold the service.
+
+:class:`BodyDeadline` (ASGI middleware) gives every request body a deadline: ``body_timeout``
+seconds, extended by one second for every ``min_rate`` bytes that arrive (the rule of Apache's
+``mod_reqtimeout``: ``body=T,MinRate=R``). A body still incomplete at its deadline answers
+``408`` and the connection is closed. A client sending one byte a second is cut after
+``body_timeout`` seconds; a client on a slow but honest link gets time in proportion to what it
+sends. A response sent before its request's body was read (an early 413, say) also closes the
+connection, so an unread body cannot keep it open.
+
+:class:`RequestRefused` is the one exception for "answer this status and JSON message now"
+(upload errors derive from it); the service maps it to its answer, with any extra headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onepixel.errors import OnePixelError
+from onepixel.serve.clients import departed_answer
+
+DEFAULT_BODY_TIMEOUT = 10.0
+DEFAULT_BODY_MIN_RATE = 32 << 10
+CLOSE = (b"connection", b"close")
+
+
+class RequestRefused(OnePixelError):
+    """A request the service refuses: ``status``, the JSON ``body`` and extra ``headers`` to answer."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+async def refused_answer(_: Request, exc: Exception) -> JSONResponse:
+    """Return the answer of a :class:`RequestRefused`: its status, JSON body and headers."""
+    assert isinstance(exc, RequestRefused)
+    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+
+def install_handlers(app: Any) -> None:
+    """Make ``app`` (Starlette/FastAPI) answer RequestRefused with its status and a departed
+    client as one log line (never a 500)."""
+    app.add_exception_handler(RequestRefused, refused_answer)
+    app.add_exception_handler(ClientDisconnect, departed_answer)
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How long a request body may take: ``timeout`` seconds plus one per ``min_rate`` bytes."""
+
+    timeout: float = DEFAULT_BODY_TIMEOUT
+    min_rate: int = DEFAULT_BODY_MIN_RATE
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.min_rate < 1:
+            raise ValueError(
+                "need a body timeout > 0 and a minimum body rate >= 1 byte/s; "
+                f"got {self.timeout}, {self.min_rate}"
+            )
+
+
+def has_body(scope: Scope) -> bool:
+    """Return True when the request announces a body (Content-Length > 0 or Transfer-Encoding)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+class BodyDeadline:
+    """ASGI middleware: a body read deadline with a minimum rate (408 past it); see the module doc."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits | None = None):
+        self.app = app
+        self.limits = limits or BodyLimits()
+        self.timed_out = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, timing its body reads; close the connection after an early answer."""
+        if scope["type"] != "http" or not has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        limits = self.limits
+        started = time.monotonic()
+        received = 0
+        done = False
+
+        async def timed_receive() -> Message:
+            nonlocal received, done
+            if done:
+                return await receive()
+            left = started + limits.timeout + received / limits.min_rate - time.monotonic()
+            try:
+                async with asyncio.timeout(left):
+                    message = await receive()
+            except TimeoutError:
+                done = True
+                self.timed_out += 1
+                took = time.monotonic() - started
+                message = (
+                    f"Request body too slow: {received} bytes in {took:.1f} s; a body gets "
+                    f"{limits.timeout:g} s plus 1 s per {limits.min_rate} bytes."
+                )
+                raise RequestRefused(408, {"message": message}, {"connection": "close"}) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                done = not message.get("more_body", False)
+            else:
+                done = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not done:
+                headers = list(message.get("headers", []))
+                if CLOSE not in headers:
+                    message = {**message, "headers": [*headers, CLOSE]}
+            await send(message)
+
+        await self.app(scope, timed_receive, closing_send)
+
+
+__all__ = [
+    "DEFAULT_BODY_MIN_RATE",
+    "DEFAULT_BODY_TIMEOUT",
+    "BodyDeadline",
+    "BodyLimits",
+    "RequestRefused",
+    "has_body",
+    "install_handlers",
+    "refused_answer",
+]
