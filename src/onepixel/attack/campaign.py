@@ -66,6 +66,7 @@ from onepixel.attack.objectives import (
 )
 from onepixel.attack.perturb import apply_pixels, bounds_for, pixels_of
 from onepixel.attack.records import AttackRecord, is_flip
+from onepixel.attack.run_lock import lock_run
 from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
 from onepixel.attack.store import CampaignStore, StoreError, remove_run
 from onepixel.data.patches import PatchSet
@@ -395,14 +396,15 @@ def run_campaign(
     started = time.perf_counter()
     queries_start = target.queries
     run_dir = Path(run_dir)
-    if force_new:
-        remove_run(run_dir)
     if len(set(patches.names)) != len(patches.names):
         raise CampaignError("image ids (file stems) of the data are not unique; rename the duplicates")
     label = attacked_label(patches, target.info, config.direction)
     stored_config = config.to_dict()
     remote_queries = 0
-    with CampaignStore.open(run_dir) as store:
+    lock = lock_run(run_dir)  # one writer per run folder: a second process stops here, before any work
+    if force_new:
+        remove_run(run_dir)
+    with lock, CampaignStore.open(run_dir) as store:
         if store.has_run():
             store.check_config(stored_config)
             image_ids, scores_before = store.selected()
