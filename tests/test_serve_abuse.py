@@ -305,10 +305,13 @@ def test_a_small_request_waits_behind_at_most_one_part_of_a_large_one(
     where = rng.integers(0, 2, 200)
     small = large[:1, :1].copy()
     calls: list[int] = []
+    small_in: list[int] = []  # the calls that scored the small job (its image is images[3])
     entered, gate = threading.Event(), threading.Event()
 
     def score(base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> list[dict[str, Any]]:
         calls.append(len(changes))
+        if (base == images[3]).all(axis=(1, 2, 3)).any():
+            small_in.append(len(calls))
         if len(calls) == 1:
             entered.set()
             assert gate.wait(30)
@@ -316,7 +319,7 @@ def test_a_small_request_waits_behind_at_most_one_part_of_a_large_one(
 
     batcher = Batcher(lambda _: [], score, max_batch=32, max_wait=0.0)  # type: ignore[arg-type,return-value]
 
-    async def clients() -> tuple[list[Any], list[Any], int]:
+    async def clients() -> tuple[list[Any], list[Any]]:
         big = asyncio.ensure_future(batcher.run("pixels", 200, images[:2], where, large))
         while not entered.is_set():
             await asyncio.sleep(0.005)
@@ -324,18 +327,52 @@ def test_a_small_request_waits_behind_at_most_one_part_of_a_large_one(
         while batcher.pending < 2:
             await asyncio.sleep(0.005)
         gate.set()
-        answer = await tiny
-        calls_when_answered = len(calls)
-        return await big, answer, calls_when_answered
+        return await big, await tiny
 
-    big, tiny, calls_when_answered = asyncio.run(clients())
+    big, tiny = asyncio.run(clients())
     batcher.close()
     # The large job went in parts of at most 32; the small one rode in the very next call.
-    assert calls_when_answered == 2 and max(calls) == 32 and sum(calls) == 201
+    assert small_in == [2] and max(calls) == 32 and sum(calls) == 201
     want = target.predict_pixels(images[:2], where, large)
     assert np.abs(np.array([p["probability"] for p in big]) - want).max() <= TOLERANCE
     alone = target.predict_pixels(images[3:4], np.zeros(1, np.int64), small)[0]
     assert abs(tiny[0]["probability"] - alone) <= TOLERANCE
+
+
+def test_large_pixel_bodies_are_decoded_off_the_event_loop_with_the_same_answers(
+    target: TorchTarget, images: np.ndarray
+) -> None:
+    from onepixel.serve.clients import ClientWatch
+    from onepixel.serve.decode import PIXEL_FIELDS, BodyDecoder, decode_pixel_body
+    from onepixel.serve.limits import RequestRefused
+    from onepixel.targets.pixels import PIXEL_FIELDS as TARGET_FIELDS
+
+    assert PIXEL_FIELDS == TARGET_FIELDS
+    rng = np.random.default_rng(2)
+    changes = rng.integers(0, 64, size=(1024, 24, 5))
+    changes[..., 2:] = rng.integers(0, 256, size=(1024, 24, 3))
+    body = json.dumps({"images": [{"png": b64(images[4])}], "queries": changes.tolist()}).encode()
+    limits = {"max_queries": 4096, "max_pixels": 64}
+    child = BodyDecoder(threshold=0)  # every body goes to the child process
+    watch = ClientWatch(lambda: asyncio.sleep(3600))  # type: ignore[arg-type,return-value]
+    try:
+        decoded = asyncio.run(child.decode(body, watch, **limits))
+        assert np.array_equal(decoded.changes, changes) and decoded.index is None
+        assert np.array_equal(decoded.changes, decode_pixel_body(body, **limits).changes)
+        bad = json.dumps({"images": [], "queries": [[[1, False, 3, 4, 5]]]}).encode()
+        with pytest.raises(RequestRefused, match="not true/false") as info:
+            asyncio.run(child.decode(bad, watch, **limits))
+        assert info.value.status == 400
+    finally:
+        child.close()
+    app = hardened(target)
+    with serving(app, limits=LIMITS) as url:
+        answer = httpx.post(f"{url}/model/predict_pixels", content=body, timeout=120)
+        assert answer.status_code == 200 and len(body) > app.state.decoder.threshold
+        assert app.state.decoder._pool is not None  # decoded by the child
+    want = target.predict_pixels(images[4:5], np.zeros(1024, np.int64), changes)
+    got = np.array([p["probability"] for p in answer.json()["predictions"]])
+    assert np.abs(got - want).max() <= TOLERANCE
 
 
 # -- cost ----------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ fields ``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``, `
 ``max_queries``, ``max_pixels``.
 
 Bad input always answers 4xx with a JSON ``message`` (never 500). Multipart bodies are split in one pass when
-plain (else parsed by the full parser, whose spooled uploads are closed after use); batches and
-pixel-route JSON are decoded in worker threads. Scoring goes through one
+plain (else parsed by the full parser, whose spooled uploads are closed after use); batches are
+decoded in worker threads, pixel-route JSON in a thread or, when large, a child process
+(:mod:`onepixel.serve.decode`). Scoring goes through one
 :class:`~onepixel.serve.batching.Batcher`: concurrent requests on every route are gathered into
 one model call (bounded wait and size; a large request in parts, fairly between the others), so
 the event loop never blocks and the model is never entered twice.
@@ -37,6 +38,7 @@ from onepixel.serve.answers import Answers
 from onepixel.serve.batching import DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS, Batcher
 from onepixel.serve.clients import ClientWatch, client_namespace
 from onepixel.serve.cost import DEFAULT_MAX_COST, CostModel
+from onepixel.serve.decode import BodyDecoder
 from onepixel.serve.limits import install_handlers
 from onepixel.serve.pixels import (
     DEFAULT_MAX_CACHED,
@@ -44,8 +46,6 @@ from onepixel.serve.pixels import (
     DEFAULT_MAX_QUERIES,
     PIXEL_ROUTE,
     ImageStore,
-    PixelQuery,
-    decode_json,
     parse_pixel_request,
     pixel_request_schema,
     read_body,
@@ -194,11 +194,14 @@ def create_app(
     )
     batcher = Batcher(score, score.pixels, max_batch=batch_max, max_wait=batch_wait_ms / 1000)
     bases = ImageStore(max_cached, max_cached_total)
+    decoder = BodyDecoder()
     app.state.scorer = score
     app.state.batcher = batcher
     app.state.bases = bases
     app.state.costs = costs
+    app.state.decoder = decoder
     app.router.on_shutdown.append(batcher.close)
+    app.router.on_shutdown.append(decoder.close)
     install_handlers(app)
 
     @app.exception_handler(TargetError)
@@ -293,9 +296,12 @@ def create_app(
                 namespace = client_namespace(
                     request, token_required=getattr(app.state, "auth_required", False)
                 )
+                decoded = await decoder.decode(raw, watch, max_queries=max_queries, max_pixels=max_pixels)
+                costs.check(len(decoded.changes), "queries")
+                watch.check()
                 query = await run_in_threadpool(
-                    _parse_pixels,
-                    raw,
+                    parse_pixel_request,
+                    decoded,
                     size=size,
                     cache=bases.namespace(namespace),
                     max_images=max_batch,
@@ -303,7 +309,6 @@ def create_app(
                     max_queries=max_queries,
                     max_pixels=max_pixels,
                 )
-                costs.check(len(query.changes), "queries")
                 watch.check()
                 submitted = True
                 predictions = await watch.until(
@@ -317,11 +322,6 @@ def create_app(
         return JSONResponse({"status": "ok", "predictions": predictions, "images": query.ids})
 
     return app
-
-
-def _parse_pixels(raw: bytes, **kwargs: Any) -> PixelQuery:
-    """Return the parsed pixel request of JSON body ``raw`` (see :func:`parse_pixel_request`)."""
-    return parse_pixel_request(decode_json(raw), **kwargs)
 
 
 def _decode_all(blobs: list[tuple[str, bytes]], size: int) -> np.ndarray:

@@ -40,6 +40,10 @@ class RequestRefused(OnePixelError):
         self.body = body
         self.headers = dict(headers or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable with its fields (the body decoder's child process raises these)
+        return (type(self), (self.status, self.body, self.headers))
+
 
 async def refused_answer(_: Request, exc: Exception) -> JSONResponse:
     """Return the answer of a :class:`RequestRefused`: its status, JSON body and headers."""

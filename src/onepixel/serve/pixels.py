@@ -32,20 +32,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 
-from onepixel.serve.batching import pad_changes
+from onepixel.serve.decode import PixelBody, bad, decode_json, pixel_body
 from onepixel.serve.uploads import UploadError, _capped, decode_image
 from onepixel.targets.http import image_id
-from onepixel.targets.pixels import PIXEL_FIELDS, check_changes
+from onepixel.targets.pixels import check_changes
 
 PIXEL_ROUTE = "/model/predict_pixels"
 DEFAULT_MAX_QUERIES = 4096
@@ -152,84 +150,9 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join([chunk async for chunk in _capped(request.stream(), limit)])
 
 
-def decode_json(raw: bytes) -> Any:
-    """Return the JSON document in ``raw``; raise a 400 saying why it is not JSON."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise UploadError(400, {"message": f"The body must be JSON: {exc}"}) from exc
-
-
 async def read_json(request: Request, *, limit: int) -> Any:
     """Return the JSON body of ``request``, reading at most ``limit`` bytes (413 past it, 400 if bad)."""
     return decode_json(await read_body(request, limit=limit))
-
-
-def _bad(message: str, **extra: Any) -> UploadError:
-    return UploadError(400, {"message": message, **extra})
-
-
-def _int_array(value: Any, what: str) -> np.ndarray:
-    """Return ``value`` as an int64 array, or raise a 400 when it holds anything but integers."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise _bad(f"{what} must be integers ({exc})") from exc
-    if array.dtype == object or array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        if array.size == 0:
-            return array.astype(np.int64)
-        raise _bad(f"{what} must be nested lists of integers")
-    return array.astype(np.int64, copy=False)
-
-
-def _refuse_booleans(values: Any, depth: int, what: str) -> None:
-    """Raise a 400 when the nested lists ``values`` (``depth`` levels) hold ``true``/``false``.
-
-    JSON booleans are Python ints, so numpy would read them as 1 and 0; the types are gathered
-    with C-level iteration. Values that are not nested that deep are left to the shape checks.
-    """
-    items: Any = values
-    try:
-        for _ in range(depth - 1):
-            items = chain.from_iterable(items)
-        kinds = set(map(type, items))
-    except TypeError:
-        return
-    if bool in kinds:
-        raise _bad(f"{what} must be integers, not true/false")
-
-
-def parse_changes(queries: Any, max_queries: int, max_pixels: int) -> np.ndarray:
-    """Return the (Q, k, 5) int64 changes of a ``queries`` list (ragged k padded); raise 4xx."""
-    if not isinstance(queries, list) or not queries:
-        raise _bad("'queries' must be a non-empty list of queries, each a list of [x, y, r, g, b]")
-    if len(queries) > max_queries:
-        raise UploadError(413, {"message": f"Too many queries: at most {max_queries} per request."})
-    _refuse_booleans(queries, 3, "the coordinates and colours of 'queries'")
-    try:
-        rect = np.asarray(queries)
-    except (ValueError, TypeError, OverflowError):
-        rect = None
-    if rect is not None and rect.dtype != object and rect.ndim == 3:
-        changes = _int_array(rect, "queries")
-        shapes = [changes.shape[1]]
-    else:
-        parts = []
-        for q, query in enumerate(queries):
-            part = _int_array(query, f"queries[{q}]")
-            if part.ndim != 2 or part.shape[1] != PIXEL_FIELDS or len(part) == 0:
-                raise _bad(f"queries[{q}] must be a non-empty list of [x, y, r, g, b]", index=q)
-            parts.append(part)
-        shapes = [len(p) for p in parts]
-        if max(shapes) > max_pixels:
-            raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
-        k = max(shapes)
-        changes = np.concatenate([pad_changes(p[None], k) for p in parts])
-    if changes.shape[-1] != PIXEL_FIELDS or changes.shape[1] < 1:
-        raise _bad("each query must be a non-empty list of [x, y, r, g, b]")
-    if max(shapes) > max_pixels:
-        raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
-    return changes
 
 
 def parse_images(
@@ -237,7 +160,7 @@ def parse_images(
 ) -> tuple[np.ndarray, list[str]]:
     """Return the clean images (B, size, size, 3) and ids named by ``items``; raise 4xx saying why."""
     if not isinstance(items, list) or not items:
-        raise _bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
+        raise bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
     if len(items) > max_images:
         raise UploadError(413, {"message": f"Too many images: at most {max_images} per request."})
     images: list[np.ndarray | None] = []
@@ -254,7 +177,7 @@ def parse_images(
             try:
                 data = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise _bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
+                raise bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
             try:
                 image = decode_image(data, size, label=label)
             except UploadError as exc:
@@ -270,7 +193,7 @@ def parse_images(
             ids.append(item["id"])
             images.append(image)
         else:
-            raise _bad(f"{label} must be {{'png': base64 PNG}} or {{'id': image id}}", index=i)
+            raise bad(f"{label} must be {{'png': base64 PNG}} or {{'id': image id}}", index=i)
     if missing:
         raise UploadError(
             409,
@@ -289,26 +212,24 @@ def parse_pixel_request(
     max_queries: int,
     max_pixels: int,
 ) -> PixelQuery:
-    """Return the validated :class:`PixelQuery` of a JSON body; raise UploadError (4xx) saying why."""
-    if not isinstance(body, dict):
-        raise _bad("The body must be a JSON object with 'images' and 'queries'.")
-    changes = parse_changes(body.get("queries"), max_queries, max_pixels)
+    """Return the validated :class:`PixelQuery` of a JSON document (or an already decoded
+    :class:`~onepixel.serve.decode.PixelBody`); raise a 4xx refusal saying why not."""
+    if not isinstance(body, PixelBody):
+        body = pixel_body(body, max_queries=max_queries, max_pixels=max_pixels)
+    changes = body.changes
     base, ids = parse_images(
-        body.get("images"), size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
+        body.images, size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
     )
-    if "index" in body:
-        _refuse_booleans(body["index"], 1, "'index'")
-        index = _int_array(body["index"], "'index'")
-        if index.ndim != 1:
-            raise _bad("'index' must be a list of integers, one per query")
+    if body.index is not None:
+        index = body.index
     elif len(base) == 1:
         index = np.zeros(len(changes), dtype=np.int64)
     else:
-        raise _bad("'index' is required with more than one image: one image position per query")
+        raise bad("'index' is required with more than one image: one image position per query")
     try:
         base, index, changes = check_changes(base, index, changes)
     except ValueError as exc:
-        raise _bad(str(exc)) from exc
+        raise bad(str(exc)) from exc
     return PixelQuery(base=base, ids=ids, index=index, changes=changes)
 
 
