@@ -229,6 +229,38 @@ def test_slow_bodies_are_timed_out_and_never_hold_the_working_slots(
     assert not logs.tracebacks()
 
 
+def test_large_bodies_are_read_a_few_at_a_time(target: TorchTarget, images: np.ndarray) -> None:
+    """One large body holds the lane: a second large one waits and gets 503 (Retry-After) once its
+    wait is over, while small requests go on being answered."""
+    png = png_of(images[0])
+    big, content_type = multipart("images", [png] * 3)
+    small = len(multipart("image", [png])[0])
+    lane = BodyLimits(timeout=5.0, min_rate=1 << 20, large=2 * small, lane=1, lane_wait=0.4)
+    app = harden(create_app(target), max_in_flight=64, body_limits=lane, log_requests=False)
+    assert len(big) > lane.large
+    head = (
+        f"POST /model/predict_batch HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(big)}\r\n\r\n"
+    ).encode()
+    with serving(app, limits=LIMITS) as url:
+        holder = connect(url)
+        holder.sendall(head + big[:100])  # holds the lane, sending nothing more
+        time.sleep(0.2)
+        started = time.perf_counter()
+        waiter = connect(url)
+        waiter.sendall(head + big)
+        answer = read_answer(waiter)
+        waited = time.perf_counter() - started
+        assert httpx.post(f"{url}/model/predict", files={"image": ("x.png", png)}).status_code == 200
+        holder.close()
+        waiter.close()
+        # With the lane free again, the same large body is answered.
+        files = [("images", (f"{i}.png", png)) for i in range(3)]
+        assert httpx.post(f"{url}/model/predict_batch", files=files).status_code == 200
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer.lower(), answer[:200]
+    assert f"bodies over {lane.large} bytes are being read".encode() in answer and waited >= 0.4
+
+
 # -- clients that leave ------------------------------------------------------------------------
 
 
@@ -363,6 +395,15 @@ def test_large_pixel_bodies_are_decoded_off_the_event_loop_with_the_same_answers
         with pytest.raises(RequestRefused, match="not true/false") as info:
             asyncio.run(child.decode(bad, watch, **limits))
         assert info.value.status == 400
+        # A child that dies: that body is decoded in a thread instead, the next child takes over.
+        assert child._pool is not None
+        for process in list(child._pool._processes.values()):  # type: ignore[union-attr]
+            process.kill()
+            process.join(10)
+        again = asyncio.run(child.decode(body, watch, **limits))
+        assert np.array_equal(again.changes, changes) and child.failures == 1
+        assert np.array_equal(asyncio.run(child.decode(body, watch, **limits)).changes, changes)
+        assert child.failures == 1 and child._pool is not None
     finally:
         child.close()
     app = hardened(target)

@@ -121,6 +121,14 @@ def serve(
     body_min_rate: Annotated[
         int, typer.Option(help="Bytes per second that extend a body's deadline by one second.")
     ] = 32 << 10,
+    large_body: Annotated[
+        int,
+        typer.Option(
+            help="Bodies larger than this many bytes (or of unknown length) are read --large-body-lane "
+            "at a time; the others wait (503 after 10 s)."
+        ),
+    ] = 1 << 20,
+    large_body_lane: Annotated[int, typer.Option(help="How many large bodies are read at once.")] = 4,
 ) -> None:
     """Serve a classifier with the IBM MAX REST API (plus batch and pixel routes) on HOST:PORT."""
     import os
@@ -153,9 +161,10 @@ def serve(
         hint = "--max-header-bytes / --max-headers / --header-timeout"
         raise typer.BadParameter(str(exc), param_hint=hint) from exc
     try:
-        body_limits = BodyLimits(body_timeout, body_min_rate)
+        body_limits = BodyLimits(body_timeout, body_min_rate, large=large_body, lane=large_body_lane)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--body-timeout / --body-min-rate") from exc
+        hint = "--body-timeout / --body-min-rate / --large-body / --large-body-lane"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
     if threads is not None:
         import torch

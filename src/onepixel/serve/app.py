@@ -223,14 +223,12 @@ def create_app(
         openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
     )
     async def predict(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
-            async with ClientWatch(request.receive) as watch:
-                files = await read_files(
-                    request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
-                )
-                watch.start()
+        async with ClientWatch(request.receive) as watch:
+            files = await read_files(
+                request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+            )
+            watch.start()
+            with Announced(batcher) as announced:
                 if len(files) > 1:
                     message = (
                         f"Send one file in 'image', not {len(files)}; "
@@ -241,11 +239,7 @@ def create_app(
                 # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
                 # cheaper on the event loop than a worker-thread hop.
                 image = decode_image(data, size, label=name or "image")
-                submitted = True
-                predictions = await watch.until(batcher.run("images", 1, image[None], announced=True))
-        finally:
-            if not submitted:
-                batcher.unexpect()
+                predictions = await watch.until(announced.run("images", 1, image[None]))
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
@@ -255,14 +249,12 @@ def create_app(
         openapi_extra=_multipart_schema("images", IMAGES_HELP, many=True),
     )
     async def predict_batch(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
-            async with ClientWatch(request.receive) as watch:
-                files = await read_files(
-                    request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
-                )
-                watch.start()
+        async with ClientWatch(request.receive) as watch:
+            files = await read_files(
+                request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
+            )
+            watch.start()
+            with Announced(batcher) as announced:
                 costs.check(len(files), "images")
                 blobs: list[tuple[str, bytes]] = []
                 for index, (name, data) in enumerate(files):
@@ -273,11 +265,7 @@ def create_app(
                     blobs.append((label, data))
                 images = await run_in_threadpool(_decode_all, blobs, size)
                 watch.check()
-                submitted = True
-                predictions = await watch.until(batcher.run("images", len(images), images, announced=True))
-        finally:
-            if not submitted:
-                batcher.unexpect()
+                predictions = await watch.until(announced.run("images", len(images), images))
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
@@ -287,18 +275,14 @@ def create_app(
         openapi_extra=pixel_request_schema(),
     )
     async def predict_pixels(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
-            async with ClientWatch(request.receive) as watch:
-                raw = await read_body(request, limit=max_batch_bytes)
-                watch.start()
-                namespace = client_namespace(
-                    request, token_required=getattr(app.state, "auth_required", False)
-                )
-                decoded = await decoder.decode(raw, watch, max_queries=max_queries, max_pixels=max_pixels)
-                costs.check(len(decoded.changes), "queries")
-                watch.check()
+        async with ClientWatch(request.receive) as watch:
+            raw = await read_body(request, limit=max_batch_bytes)
+            watch.start()
+            namespace = client_namespace(request, token_required=getattr(app.state, "auth_required", False))
+            decoded = await decoder.decode(raw, watch, max_queries=max_queries, max_pixels=max_pixels)
+            costs.check(len(decoded.changes), "queries")
+            watch.check()
+            with Announced(batcher) as announced:
                 query = await run_in_threadpool(
                     parse_pixel_request,
                     decoded,
@@ -310,18 +294,34 @@ def create_app(
                     max_pixels=max_pixels,
                 )
                 watch.check()
-                submitted = True
                 predictions = await watch.until(
-                    batcher.run(
-                        "pixels", len(query.changes), query.base, query.index, query.changes, announced=True
-                    )
+                    announced.run("pixels", len(query.changes), query.base, query.index, query.changes)
                 )
-        finally:
-            if not submitted:
-                batcher.unexpect()
         return JSONResponse({"status": "ok", "predictions": predictions, "images": query.ids})
 
     return app
+
+
+class Announced:
+    """A request's announcement to the batcher that it will submit soon (made once its body has
+    been read, so slow senders never hold the batcher's wait); withdrawn unless :meth:`run` ran."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+        self.used = False
+
+    def __enter__(self) -> Announced:
+        self.batcher.expect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.used:
+            self.batcher.unexpect()
+
+    async def run(self, kind: str, size: int, *payload: np.ndarray) -> Any:
+        """Submit the announced job and return its predictions (see :meth:`Batcher.run`)."""
+        self.used = True
+        return await self.batcher.run(kind, size, *payload, announced=True)
 
 
 def _decode_all(blobs: list[tuple[str, bytes]], size: int) -> np.ndarray:

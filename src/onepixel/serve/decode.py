@@ -5,7 +5,8 @@ run: about 0.3 s for a 6 MB body of 4,096 queries of 64 pixels, during which the
 (and so every other client) waits, whatever thread runs them. :class:`BodyDecoder` therefore
 decodes bodies up to ``threshold`` bytes in a worker thread (a few ms) and larger ones in one
 child process, whose queue drops the bodies of clients that left before their turn. The child
-imports only this module (json, numpy and the refusal type), not the model.
+imports only this module (json, numpy and the refusal type), not the model, and runs at a lower
+CPU priority than the service. If the child fails, bodies are decoded in threads instead.
 
 :func:`decode_pixel_body` is the decoding itself, the same in both places: JSON, then ``queries``
 into a (Q, k, 5) int64 array (ragged k padded) and ``index`` into an int64 vector; ``images`` stay
@@ -16,8 +17,11 @@ as sent (the parent decodes the PNGs and looks up ids). Every problem is a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +40,7 @@ from onepixel.serve.limits import RequestRefused
 # does not load the targets (and torch); a test checks they agree.
 PIXEL_FIELDS = 5
 DEFAULT_THRESHOLD = 256 << 10
+log = logging.getLogger("onepixel.serve")
 
 
 def bad(message: str, **extra: Any) -> RequestRefused:
@@ -143,40 +148,62 @@ def decode_pixel_body(raw: bytes, *, max_queries: int, max_pixels: int) -> Pixel
     return pixel_body(decode_json(raw), max_queries=max_queries, max_pixels=max_pixels)
 
 
+def _lower_priority() -> None:
+    """Run the decoder child at a lower CPU priority than the service (nice +10), so large
+    bodies take the CPU the answers to other clients leave."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
 class BodyDecoder:
     """Decodes pixel-route bodies: up to ``threshold`` bytes in a thread, larger in a child process.
 
-    The child starts with the first large body and is replaced if it dies (that request answers
-    503). A large body waits for the child in a queue; if its client leaves first it is dropped
-    from the queue unparsed.
+    The child starts with the first large body. A large body waits for the child in a queue; if
+    its client leaves first it is dropped from the queue unparsed. If the child dies (or cannot
+    start: a script that starts the service must guard its entry point with
+    ``if __name__ == "__main__":``, as every program using spawned processes must), that body is
+    decoded in a thread instead, a warning is logged, and after ``MAX_FAILURES`` failures all
+    bodies are.
     """
+
+    MAX_FAILURES = 3
 
     def __init__(self, threshold: int = DEFAULT_THRESHOLD):
         self.threshold = threshold
+        self.failures = 0
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+                )
             return self._pool
 
     async def decode(self, raw: bytes, watch: ClientWatch, *, max_queries: int, max_pixels: int) -> PixelBody:
         """Return the :class:`PixelBody` of ``raw``; raise ClientGone if the client leaves first."""
         limits = {"max_queries": max_queries, "max_pixels": max_pixels}
-        if len(raw) <= self.threshold:
-            return await run_in_threadpool(lambda: decode_pixel_body(raw, **limits))
-        pool = self._executor()
-        try:
-            return await watch.until(asyncio.wrap_future(pool.submit(decode_pixel_body, raw, **limits)))
-        except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-            message = "The body decoder failed and was restarted; send the request again."
-            raise RequestRefused(503, {"message": message}, {"retry-after": "1"}) from None
+        if len(raw) > self.threshold and self.failures < self.MAX_FAILURES:
+            pool = self._executor()
+            try:
+                return await watch.until(asyncio.wrap_future(pool.submit(decode_pixel_body, raw, **limits)))
+            except BrokenProcessPool as exc:
+                self._failed(pool, exc)
+        return await run_in_threadpool(lambda: decode_pixel_body(raw, **limits))
+
+    def _failed(self, pool: ProcessPoolExecutor, exc: BaseException) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+                self.failures += 1
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning(
+            "the body decoder's child process failed (%s); decoding in a thread instead%s",
+            exc,
+            " from now on" if self.failures >= self.MAX_FAILURES else "",
+        )
 
     def close(self) -> None:
         """Stop the child process (if any), dropping queued bodies."""

@@ -1,12 +1,18 @@
-"""Limits on reading request bodies, so slow clients cannot hold the service.
+"""Limits on reading request bodies, so slow or bulky clients cannot hold the service.
 
-:class:`BodyDeadline` (ASGI middleware) gives every request body a deadline: ``body_timeout``
-seconds, extended by one second for every ``min_rate`` bytes that arrive (the rule of Apache's
-``mod_reqtimeout``: ``body=T,MinRate=R``). A body still incomplete at its deadline answers
-``408`` and the connection is closed. A client sending one byte a second is cut after
-``body_timeout`` seconds; a client on a slow but honest link gets time in proportion to what it
-sends. A response sent before its request's body was read (an early 413, say) also closes the
-connection, so an unread body cannot keep it open.
+:class:`BodyDeadline` (ASGI middleware) gives every request body a deadline: ``timeout``
+seconds from when the service starts reading it, extended by one second for every ``min_rate``
+bytes that arrive (the rule of Apache's ``mod_reqtimeout``: ``body=T,MinRate=R``). A body still
+incomplete at its deadline answers ``408`` and the connection is closed. A client sending one
+byte a second is cut after ``timeout`` seconds; a client on a slow but honest link gets time in
+proportion to what it sends. A response sent before its request's body was read (an early 413,
+say) also closes the connection, so an unread body cannot keep it open.
+
+Large bodies (declared larger than ``large`` bytes, or of unknown length) are read at most
+``lane`` at a time: the others wait, unread (TCP flow control holds their bytes back at the
+client), for at most ``lane_wait`` seconds (then 503 with ``Retry-After``). Clients uploading
+megabytes as fast as they can, or leaving half-way, again and again, then take a bounded share
+of the event loop instead of most of it.
 
 :class:`RequestRefused` is the one exception for "answer this status and JSON message now"
 (upload errors derive from it); the service maps it to its answer, with any extra headers.
@@ -28,6 +34,9 @@ from onepixel.serve.clients import departed_answer
 
 DEFAULT_BODY_TIMEOUT = 10.0
 DEFAULT_BODY_MIN_RATE = 32 << 10
+DEFAULT_LARGE_BODY = 1 << 20
+DEFAULT_LARGE_LANE = 4
+DEFAULT_LANE_WAIT = 10.0
 CLOSE = (b"connection", b"close")
 
 
@@ -60,17 +69,30 @@ def install_handlers(app: Any) -> None:
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """How long a request body may take: ``timeout`` seconds plus one per ``min_rate`` bytes."""
+    """How long a request body may take (``timeout`` seconds plus one per ``min_rate`` bytes), and
+    how many bodies over ``large`` bytes are read at once (``lane``, waiting at most ``lane_wait``)."""
 
     timeout: float = DEFAULT_BODY_TIMEOUT
     min_rate: int = DEFAULT_BODY_MIN_RATE
+    large: int = DEFAULT_LARGE_BODY
+    lane: int = DEFAULT_LARGE_LANE
+    lane_wait: float = DEFAULT_LANE_WAIT
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.min_rate < 1:
+        if self.timeout <= 0 or self.min_rate < 1 or self.large < 1 or self.lane < 1 or self.lane_wait <= 0:
             raise ValueError(
-                "need a body timeout > 0 and a minimum body rate >= 1 byte/s; "
-                f"got {self.timeout}, {self.min_rate}"
+                "need a body timeout > 0, a minimum body rate >= 1 byte/s, a large-body size >= 1, "
+                f"a large-body lane >= 1 and a lane wait > 0; got {self.timeout}, {self.min_rate}, "
+                f"{self.large}, {self.lane}, {self.lane_wait}"
             )
+
+
+def declared_length(scope: Scope) -> int | None:
+    """Return the request's Content-Length, or None when it has none (or an unusable one)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.strip().isdigit() else None
+    return None
 
 
 def has_body(scope: Scope) -> bool:
@@ -84,12 +106,22 @@ def has_body(scope: Scope) -> bool:
 
 
 class BodyDeadline:
-    """ASGI middleware: a body read deadline with a minimum rate (408 past it); see the module doc."""
+    """ASGI middleware: body read deadlines with a minimum rate (408 past them) and the lane of
+    large bodies (503 when it stays full); see the module doc."""
 
     def __init__(self, app: ASGIApp, limits: BodyLimits | None = None):
         self.app = app
         self.limits = limits or BodyLimits()
         self.timed_out = 0
+        self.lane_full = 0
+        self._lanes: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _lane(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = asyncio.Semaphore(self.limits.lane)
+        return lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request, timing its body reads; close the connection after an early answer."""
@@ -97,20 +129,50 @@ class BodyDeadline:
             await self.app(scope, receive, send)
             return
         limits = self.limits
-        started = time.monotonic()
+        length = declared_length(scope)
+        large = length is None or length > limits.large
+        lane: asyncio.Semaphore | None = None  # held while a large body is read
+        started: float | None = None
         received = 0
         done = False
 
+        def release() -> None:
+            nonlocal lane
+            if lane is not None:
+                lane.release()
+                lane = None
+
+        async def enter_lane() -> None:
+            nonlocal lane
+            waiting = self._lane()
+            try:
+                async with asyncio.timeout(limits.lane_wait):
+                    await waiting.acquire()
+            except TimeoutError:
+                self.lane_full += 1
+                message = (
+                    f"Service busy: {limits.lane} bodies over {limits.large} bytes are being read; "
+                    "retry after the Retry-After seconds."
+                )
+                headers = {"retry-after": "1", "connection": "close"}
+                raise RequestRefused(503, {"message": message}, headers) from None
+            lane = waiting
+
         async def timed_receive() -> Message:
-            nonlocal received, done
+            nonlocal received, done, started
             if done:
                 return await receive()
+            if started is None:
+                if large:
+                    await enter_lane()
+                started = time.monotonic()
             left = started + limits.timeout + received / limits.min_rate - time.monotonic()
             try:
                 async with asyncio.timeout(left):
                     message = await receive()
             except TimeoutError:
                 done = True
+                release()
                 self.timed_out += 1
                 took = time.monotonic() - started
                 message = (
@@ -123,6 +185,8 @@ class BodyDeadline:
                 done = not message.get("more_body", False)
             else:
                 done = True
+            if done:
+                release()
             return message
 
         async def closing_send(message: Message) -> None:
@@ -132,15 +196,22 @@ class BodyDeadline:
                     message = {**message, "headers": [*headers, CLOSE]}
             await send(message)
 
-        await self.app(scope, timed_receive, closing_send)
+        try:
+            await self.app(scope, timed_receive, closing_send)
+        finally:
+            release()
 
 
 __all__ = [
     "DEFAULT_BODY_MIN_RATE",
     "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_LANE_WAIT",
+    "DEFAULT_LARGE_BODY",
+    "DEFAULT_LARGE_LANE",
     "BodyDeadline",
     "BodyLimits",
     "RequestRefused",
+    "declared_length",
     "has_body",
     "install_handlers",
     "refused_answer",
