@@ -101,10 +101,15 @@ def heavy_body(image: np.ndarray, queries: int, pixels: int, seed: int = 0) -> b
     return json.dumps({"images": [{"png": png}], "queries": changes.tolist()}).encode()
 
 
-def start_server(port: int, threads: int, log: Path, extra: list[str] | None = None) -> subprocess.Popen:
-    """Start ``onepixel serve`` on 127.0.0.1:``port`` (stderr to ``log``, ``extra`` flags) and return it."""
+def start_server(
+    port: int, threads: int, log: Path, extra: list[str] | None = None, src: str | None = None
+) -> subprocess.Popen:
+    """Start ``onepixel serve`` on 127.0.0.1:``port`` (stderr to ``log``, ``extra`` flags; the
+    package from ``src`` when given, e.g. another checkout's ``src`` for a before/after) and return it."""
     extra = extra or []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if src:
+        env["PYTHONPATH"] = src
     command = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
     command += ["--threads", str(threads), "--log-level", "info", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
@@ -424,6 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--header-probes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `onepixel serve` flag")
+    parser.add_argument("--server-src", default=None, help="serve the onepixel package of this src folder")
     parser.add_argument("--out-stem", default="serve_abuse")
     parser.add_argument("--attack", help=argparse.SUPPRESS)  # attack mode: HOST:PORT
     parser.add_argument("--attack-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -444,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     body_file.write_bytes(single)
     log = workdir / "server.log"
     extra = args.server_arg
-    proc = start_server(port, args.threads, log, extra)
+    proc = start_server(port, args.threads, log, extra, args.server_src)
     phases: dict[str, dict[str, Any]] = {}
     attackers: dict[str, Any] = {}
     attack: subprocess.Popen | None = None
@@ -490,6 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "honest_request": "POST /model/predict, one real AMi-Br 64x64 PNG (multipart), hey keep-alive",
             "heavy_body_bytes": len(heavy_body(images[1], args.heavy_queries, args.heavy_pixels)),
             "attackers": "a child process (asyncio), started --warmup s before the attacked phase",
+            "server_src": args.server_src or "this checkout",
         },
         "honest": phases,
         "header_probe_quiet": quantiles(probe_ms) | {"statuses": dict(Counter(s for _, s in probes))},
