@@ -16,8 +16,9 @@ one model call (bounded wait and size; a large request in parts, fairly between 
 the event loop never blocks and the model is never entered twice.
 
 Hostile clients: a request's cost (items x model passes, :mod:`onepixel.serve.cost`) is checked
-before any work is queued (413 past ``max_cost``); a client that disconnects is dropped from the
-batcher before its (next part of) work starts and logged as one line, never a 500
+before any work is queued (413 past ``max_cost``); a client of the batch or pixel route that
+disconnects is dropped from the batcher before its (next part of) work starts; every departed
+client is logged as one line, never a 500
 (:mod:`onepixel.serve.clients`); pixel-route images are stored per client namespace. An
 optional ``guard`` (``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its verdict to
 each prediction, and its internals only with ``expose_guard_details`` (:mod:`onepixel.serve.answers`).
@@ -223,23 +224,23 @@ def create_app(
         openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
     )
     async def predict(request: Request) -> JSONResponse:
-        async with ClientWatch(request.receive) as watch:
-            files = await read_files(
-                request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+        # One image costs less to score than to watch its connection, so this route has no
+        # ClientWatch (a client leaving mid-body is still one log line: ClientDisconnect).
+        files = await read_files(
+            request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+        )
+        if len(files) > 1:
+            message = (
+                f"Send one file in 'image', not {len(files)}; "
+                "/model/predict_batch scores many ('images', repeated)."
             )
-            watch.start()
-            with Announced(batcher) as announced:
-                if len(files) > 1:
-                    message = (
-                        f"Send one file in 'image', not {len(files)}; "
-                        "/model/predict_batch scores many ('images', repeated)."
-                    )
-                    raise UploadError(400, {"message": message})
-                name, data = files[0]
-                # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
-                # cheaper on the event loop than a worker-thread hop.
-                image = decode_image(data, size, label=name or "image")
-                predictions = await watch.until(announced.run("images", 1, image[None]))
+            raise UploadError(400, {"message": message})
+        name, data = files[0]
+        # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
+        # cheaper on the event loop than a worker-thread hop.
+        image = decode_image(data, size, label=name or "image")
+        with Announced(batcher) as announced:
+            predictions = await announced.run("images", 1, image[None])
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(

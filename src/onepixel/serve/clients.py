@@ -4,6 +4,8 @@ Once a request's body has been read, uvicorn's ``receive()`` returns only when t
 disconnects (or the answer is complete). :class:`ClientWatch` waits on it in the background, so
 a route can drop a request whose client has gone: before queueing its work (:meth:`check`) and
 while it waits for the model (:meth:`until` cancels the wait; the batcher then skips the job).
+The batch and pixel routes watch; the single-image route does not (one image costs less to
+score than a watcher task per request).
 A departed client is :class:`ClientGone`, which the service logs as one request-log line
 (status 499, as nginx writes "client closed request"), never as a 500.
 """
@@ -11,8 +13,8 @@ A departed client is :class:`ClientGone`, which the service logs as one request-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import inspect
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -58,17 +60,37 @@ class ClientWatch:
             raise ClientGone
 
     async def until(self, awaitable: Awaitable[T]) -> T:
-        """Return the result of ``awaitable``; cancel it and raise ClientGone if the client leaves first."""
-        work = asyncio.ensure_future(awaitable)
-        if self._task is None:
-            return await work
-        await asyncio.wait({work, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if work.done():
-            return work.result()
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
-        raise ClientGone
+        """Return the result of ``awaitable``; cancel it and raise ClientGone if the client leaves first.
+
+        The awaitable runs in the request's own task (no extra task per request): the client
+        leaving cancels that task, and the cancellation is turned into ClientGone here.
+        """
+        watcher = self._task
+        if watcher is None:
+            return await awaitable
+        if watcher.done():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise ClientGone
+        current = asyncio.current_task()
+        assert current is not None
+        waiting = True
+
+        def gone(task: asyncio.Task[None]) -> None:
+            if waiting and not task.cancelled():
+                current.cancel()
+
+        watcher.add_done_callback(gone)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self.left and current.cancelling():
+                current.uncancel()
+                raise ClientGone from None
+            raise
+        finally:
+            waiting = False
+            watcher.remove_done_callback(gone)
 
     def close(self) -> None:
         """Stop watching."""
