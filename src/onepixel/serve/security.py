@@ -6,13 +6,21 @@
   every request must send ``Authorization: Bearer <token>``; anything else answers 401 with a
   JSON ``message`` and ``WWW-Authenticate: Bearer``. Tokens are compared with
   :func:`hmac.compare_digest` (constant time). CORS preflights (``OPTIONS``) pass, as browsers
-  send them without credentials.
+  send them without credentials. Two Authorization headers answer 400; the docs pages answer
+  404 with a message (a browser page cannot send the token).
 - **CORS**: off unless origins are given; then only those origins, only GET/POST.
-- **in-flight bound** (optional): past ``max_in_flight`` concurrent requests the service answers
-  503 with ``Retry-After`` instead of queueing without end.
+- **body deadline**: every body gets a read deadline with a minimum rate (408), and large bodies
+  are read a few at a time (:mod:`onepixel.serve.limits`).
+- **in-flight bounds** (optional): past ``max_in_flight`` requests at work, or ``max_reading``
+  requests still sending their body, the service answers 503 with ``Retry-After`` instead of
+  queueing without end; slow senders fill only the reading slots.
 - **request log**: one line per request on logger ``onepixel.serve.access`` (method, path,
   status, body size, time, client); never the body, so no image content reaches the logs; control
-  characters in the path are escaped, so a request cannot forge log lines.
+  characters in the path are escaped, so a request cannot forge log lines. A client that left
+  before its answer is one line with status 499.
+
+The request head (size, header count, time to arrive) is limited before any of this, in the
+server's protocol (:mod:`onepixel.serve.protocol`).
 
 :func:`check_png_header` is the decompression-bomb guard: it reads the PNG header and refuses
 any image whose declared size is not the model's, before a single pixel is decompressed.
