@@ -27,6 +27,13 @@ the attacked phase one more 100 MB header a second is timed from this process.
         [--heavy 40] [--heavy-pause 0] [--threads 1] [--server-arg=--flag ...] [--out-stem serve_abuse]
 
 Writes ``benchmarks/results/<out-stem>.json`` (never overwriting) with provenance.
+
+``--compare-parsers`` instead compares the HTTP/1.1 protocols uvicorn could run, on a trivial
+ASGI app (so only the protocol's cost shows): httptools as uvicorn ships it, h11 with its
+incomplete-event cap (``h11_max_incomplete_event_size``, 32 KiB) and the service's limited
+httptools protocol (:mod:`onepixel.serve.protocol`). For each: requests/s of ``hey -c --honest``
+on ``GET /`` (``--rounds`` rounds of ``--duration`` s, interleaved) and the time to refuse a 100 MB
+request head (``--header-probes`` probes; one for plain httptools, which parses it all).
 """
 
 from __future__ import annotations
@@ -366,6 +373,81 @@ def probe_big_header(host: str, port: int) -> tuple[float, str]:
     return took, status_of(answer)
 
 
+async def trivial_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A minimal ASGI app answering ``{"ok":true}`` (the protocol comparison's server)."""
+    if scope["type"] != "http":
+        return
+    body = b'{"ok":true}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_parser(kind: str, port: int) -> None:
+    """Run ``trivial_app`` under uvicorn on ``port`` with the protocol ``kind`` (blocks)."""
+    import uvicorn
+
+    from onepixel.serve.protocol import HeadLimits, limited_protocol
+
+    options: dict[str, Any] = {"http": "httptools"}
+    if kind == "h11":
+        options = {"http": "h11", "h11_max_incomplete_event_size": HeadLimits().max_header_bytes}
+    elif kind == "limited":
+        options = {"http": limited_protocol(HeadLimits())}
+    uvicorn.run(trivial_app, host="127.0.0.1", port=port, log_level="error", access_log=False, **options)
+
+
+def compare_parsers(args: argparse.Namespace, prov: dict[str, Any]) -> dict[str, Any]:
+    """Run the protocol comparison (see the module doc); return its result."""
+    from onepixel.serve.runner import free_port
+
+    kinds = ("limited", "h11", "httptools")
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    rows: dict[str, dict[str, Any]] = {kind: {"requests_per_s": []} for kind in kinds}
+    try:
+        for kind in kinds:
+            port = free_port()
+            command = [sys.executable, __file__, "--parser-server", kind, "--parser-port", str(port)]
+            servers[kind] = (subprocess.Popen(command), port)
+        for kind, (proc, port) in servers.items():
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the {kind} server did not start") from None
+                    time.sleep(0.2)
+        for _ in range(args.rounds):
+            for kind, (_, port) in servers.items():
+                command = ["hey", "-z", f"{args.duration:g}s", "-c", str(args.honest), f"http://127.0.0.1:{port}/"]
+                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                rows[kind]["requests_per_s"].append(parse_hey(out)["requests_per_s"])
+        for kind, (_, port) in servers.items():
+            n = 1 if kind == "httptools" else args.header_probes
+            probes = [probe_big_header("127.0.0.1", port) for _ in range(n)]
+            rows[kind]["header_100MB"] = quantiles([ms for ms, _ in probes]) | {
+                "statuses": dict(Counter(status for _, status in probes))
+            }
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+    for kind in kinds:
+        print(kind, rows[kind]["requests_per_s"], rows[kind]["header_100MB"])
+    return {
+        "provenance": finish(prov),
+        "settings": {"clients": args.honest, "duration_s": args.duration, "rounds": args.rounds},
+        "protocols": {
+            "httptools": "uvicorn's httptools protocol, as shipped (no head limits)",
+            "h11": "uvicorn's h11 protocol with h11_max_incomplete_event_size = 32 KiB",
+            "limited": "onepixel.serve.protocol.LimitedHttpToolsProtocol (32 KiB, 100 lines, 10 s)",
+        },
+        "results": rows,
+    }
+
+
 def log_counts(text: str) -> dict[str, int]:
     """Return the counts of 5xx answers, tracebacks and 408/431/499 refusals in the server's log."""
     return {
@@ -431,6 +513,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--server-arg", action="append", default=[], help="extra `onepixel serve` flag")
     parser.add_argument("--server-src", default=None, help="serve the onepixel package of this src folder")
     parser.add_argument("--out-stem", default="serve_abuse")
+    parser.add_argument("--compare-parsers", action="store_true", help="compare uvicorn's protocols")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the protocol comparison")
+    parser.add_argument("--parser-server", help=argparse.SUPPRESS)  # protocol comparison's server
+    parser.add_argument("--parser-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--attack", help=argparse.SUPPRESS)  # attack mode: HOST:PORT
     parser.add_argument("--attack-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--attack-result", help=argparse.SUPPRESS)
@@ -438,7 +524,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.attack:
         run_attack(args)
         return {}
+    if args.parser_server:
+        serve_parser(args.parser_server, args.parser_port)
+        return {}
     prov = provenance(["benchmarks/serve_abuse.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.compare_parsers:
+        result = compare_parsers(args, prov)
+        out = new_result_path(args.out_stem if args.out_stem != "serve_abuse" else "serve_abuse_parsers")
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+        return result
     from onepixel.serve.runner import free_port
 
     images = patches()
