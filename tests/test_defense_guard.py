@@ -183,7 +183,7 @@ def test_service_merges_guard_verdicts(target, images, residual) -> None:
 
     from onepixel.serve.app import create_app
 
-    client = TestClient(create_app(target, guard=Guard(residual)))
+    client = TestClient(create_app(target, guard=Guard(residual), expose_guard_details=True))
     attacked = yellow(images[:1], np.array([[12, 50]]))[0]
     buf = io.BytesIO()
     Image.fromarray(attacked).save(buf, format="PNG")

@@ -189,7 +189,7 @@ class MeanGuard:
 
 
 def test_guard_fields_merged_into_predictions(target: TorchTarget, samples: dict[str, bytes]) -> None:
-    client = TestClient(create_app(target, guard=MeanGuard()))
+    client = TestClient(create_app(target, guard=MeanGuard(), expose_guard_details=True))
     assert client.get("/model/metadata").json()["guarded"] is True
     image = read_png(samples["true"]).copy()
     clean = post_image(client, png_bytes(Image.fromarray(image))).json()["predictions"][0]
@@ -385,7 +385,7 @@ def test_http_target_predict_pixels_uses_the_pixel_route(target: TorchTarget, te
         got = remote.predict_pixels(base, index, changes)
         assert np.abs(got - want).max() <= TOLERANCE and len(app.state.bases) == 4
         # ... and when the server has forgotten them, the client sends them again.
-        app.state.bases._items.clear()
+        app.state.bases.clear()
         got = remote.predict_pixels(base, index, changes)
         assert np.abs(got - want).max() <= TOLERANCE and len(app.state.bases) == 4
         assert remote.queries == 900
@@ -418,7 +418,7 @@ def test_http_target_pixel_queries_fall_back_to_batch_then_single_route(
 def test_guard_sees_the_painted_images_of_pixel_queries(
     target: TorchTarget, samples: dict[str, bytes]
 ) -> None:
-    client = TestClient(create_app(target, guard=MeanGuard()))
+    client = TestClient(create_app(target, guard=MeanGuard(), expose_guard_details=True))
     image = read_png(samples["true"])
     queries = [[[30, 30, 255, 255, 0]], [[30, 30, 0, 0, 255]]]
     body = {"images": [{"png": b64png(image)}], "queries": queries}

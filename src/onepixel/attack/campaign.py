@@ -37,6 +37,7 @@ from onepixel.attack.methods import method_of
 from onepixel.attack.objectives import OBJECTIVES
 from onepixel.attack.progress import CampaignProgress, make_progress
 from onepixel.attack.records import AttackRecord
+from onepixel.attack.run_lock import lock_run
 from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
 from onepixel.attack.store import CampaignStore, StoreError, remove_run
 from onepixel.data.patches import PatchSet
@@ -177,13 +178,14 @@ def run_campaign(
     queries_start = target.queries
     run_dir = Path(run_dir)
     method, plan = config.attack_method(), config.plan()
-    if force_new:
-        remove_run(run_dir)
     if len(set(patches.names)) != len(patches.names):
         raise CampaignError("image ids (file stems) of the data are not unique; rename the duplicates")
     label = attacked_label(patches, target.info, config.direction)
     remote_queries = 0
-    with CampaignStore.open(run_dir) as store:
+    lock = lock_run(run_dir)  # one writer per run folder: a second process stops here, before any work
+    if force_new:
+        remove_run(run_dir)
+    with lock, CampaignStore.open(run_dir) as store:
         image_ids, scores_before = _open_run(store, target, patches, config, label, info)
         done = store.done_ids()
         jobs = make_jobs(patches, image_ids, scores_before, config.images_per_batch, done)

@@ -77,9 +77,58 @@ def serve(
         int,
         typer.Option(
             envvar="ONEPIXEL_MAX_IN_FLIGHT",
-            help="Most concurrent requests; past it the service answers 503 with Retry-After.",
+            help="Most concurrent requests at work (body received); past it the service answers 503 "
+            "with Retry-After.",
         ),
     ] = 256,
+    max_reading: Annotated[
+        int | None,
+        typer.Option(
+            help="Most concurrent requests still sending their body (default: 4 x --max-in-flight); "
+            "past it, 503 with Retry-After.",
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float,
+        typer.Option(
+            help="Most model passes one request may cost (images or pixel queries x passes each; a "
+            "guard adds one per item); 413 past it, before any work is queued.",
+        ),
+    ] = 4096,
+    expose_guard_details: Annotated[
+        bool,
+        typer.Option(
+            "--expose-guard-details",
+            help="Answer the guard's anomaly score, threshold and suspected pixel (and a certified "
+            "model's raw votes). Off: an answer says only whether the guard set the image aside "
+            "(and the certified radius); the details help an attacker evade the guard.",
+        ),
+    ] = False,
+    max_header_bytes: Annotated[
+        int, typer.Option(help="Largest request head (request line + headers) in bytes; 431 past it.")
+    ] = 32 << 10,
+    max_headers: Annotated[int, typer.Option(help="Most header lines per request; 431 past it.")] = 100,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a request head may take to arrive; 408 and close past it.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request body may take, plus one per --body-min-rate bytes received; 408 "
+            "and close past it."
+        ),
+    ] = 10.0,
+    body_min_rate: Annotated[
+        int, typer.Option(help="Bytes per second that extend a body's deadline by one second.")
+    ] = 32 << 10,
+    large_body: Annotated[
+        int,
+        typer.Option(
+            help="Bodies larger than this many bytes (or of unknown length) are read --large-body-lane "
+            "at a time; the others wait (503 after 10 s)."
+        ),
+    ] = 1 << 20,
+    large_body_lane: Annotated[int, typer.Option(help="How many large bodies are read at once.")] = 4,
 ) -> None:
     """Serve a classifier with the IBM MAX REST API (plus batch and pixel routes) on HOST:PORT."""
     import os
@@ -97,11 +146,25 @@ def serve(
         token = token_from_env(None if from_env else token)
     except TokenError as exc:
         raise typer.BadParameter(str(exc), param_hint="--token / $" + TOKEN_ENV) from exc
-    if batch_max < 1 or batch_wait_ms < 0 or max_in_flight < 1:
+    reading_ok = max_reading is None or max_reading >= 1
+    if batch_max < 1 or batch_wait_ms < 0 or max_in_flight < 1 or not reading_ok:
         raise typer.BadParameter(
-            f"need --batch-max >= 1, --batch-wait-ms >= 0, --max-in-flight >= 1; got {batch_max}, "
-            f"{batch_wait_ms}, {max_in_flight}"
+            f"need --batch-max >= 1, --batch-wait-ms >= 0, --max-in-flight >= 1, --max-reading >= 1; got "
+            f"{batch_max}, {batch_wait_ms}, {max_in_flight}, {max_reading}"
         )
+    from onepixel.serve.limits import BodyLimits
+    from onepixel.serve.protocol import HeadLimits
+
+    try:
+        head_limits = HeadLimits(max_header_bytes, max_headers, header_timeout)
+    except ValueError as exc:
+        hint = "--max-header-bytes / --max-headers / --header-timeout"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
+    try:
+        body_limits = BodyLimits(body_timeout, body_min_rate, large=large_body, lane=large_body_lane)
+    except ValueError as exc:
+        hint = "--body-timeout / --body-min-rate / --large-body / --large-body-lane"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
     if threads is not None:
         import torch
@@ -120,17 +183,30 @@ def serve(
             inspector = build_guard(guard, guard_threshold)
         except (FileNotFoundError, ValueError) as exc:
             raise fail(f"cannot build guard {guard!r}: {error_text(exc)}") from exc
-    app = create_app(
-        target,
-        max_batch=max_request_images if old_max_batch is None else old_max_batch,
-        max_upload_bytes=max_upload,
-        guard=inspector,
-        batch_max=batch_max,
-        batch_wait_ms=batch_wait_ms,
-    )
+    try:
+        app = create_app(
+            target,
+            max_batch=max_request_images if old_max_batch is None else old_max_batch,
+            max_upload_bytes=max_upload,
+            guard=inspector,
+            batch_max=batch_max,
+            batch_wait_ms=batch_wait_ms,
+            max_cost=max_cost,
+            expose_guard_details=expose_guard_details,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-cost") from exc
+    from onepixel.serve.protocol import server_config
     from onepixel.serve.security import configure_access_log, harden
 
-    harden(app, token=token, cors_origins=cors_origin or (), max_in_flight=max_in_flight)
+    harden(
+        app,
+        token=token,
+        cors_origins=cors_origin or (),
+        max_in_flight=max_in_flight,
+        max_reading=max_reading,
+        body_limits=body_limits,
+    )
     configure_access_log(log_level)
     auth = "bearer token required" if token else "no auth"
     typer.echo(
@@ -138,7 +214,7 @@ def serve(
         err=True,
     )
     # Our request log (no bodies) replaces uvicorn's access log.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.Server(server_config(app, host, port, limits=head_limits, log_level=log_level)).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -9,11 +9,19 @@ fields ``positive``, ``negative``, ``input_size``, ``max_batch``, ``guarded``, `
 
 Bad input always answers 4xx with a JSON ``message`` (never 500). Multipart bodies are split in one pass when
 plain (else parsed by the full parser, whose spooled uploads are closed after use); batches are
-decoded in worker threads. Scoring goes through one :class:`~onepixel.serve.batching.Batcher`:
-concurrent requests on every route are gathered into one model call (bounded wait and size),
-so the event loop never blocks and the model is never entered twice. An optional ``guard``
-(``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its per-image fields to each
-prediction.
+decoded in worker threads, pixel-route JSON in a thread or, when large, a child process
+(:mod:`onepixel.serve.decode`). Scoring goes through one
+:class:`~onepixel.serve.batching.Batcher`: concurrent requests on every route are gathered into
+one model call (bounded wait and size; a large request in parts, fairly between the others), so
+the event loop never blocks and the model is never entered twice.
+
+Hostile clients: a request's cost (items x model passes, :mod:`onepixel.serve.cost`) is checked
+before any work is queued (413 past ``max_cost``); a client of the batch or pixel route that
+disconnects is dropped from the batcher before its (next part of) work starts; every departed
+client is logged as one line, never a 500
+(:mod:`onepixel.serve.clients`); pixel-route images are stored per client namespace. An
+optional ``guard`` (``inspect(images) -> list[dict]``, e.g. the VAE detector) adds its verdict to
+each prediction, and its internals only with ``expose_guard_details`` (:mod:`onepixel.serve.answers`).
 """
 
 from __future__ import annotations
@@ -27,16 +35,21 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from onepixel import __version__
+from onepixel.serve.answers import Answers
 from onepixel.serve.batching import DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS, Batcher
+from onepixel.serve.clients import ClientWatch, client_namespace
+from onepixel.serve.cost import DEFAULT_MAX_COST, CostModel
+from onepixel.serve.decode import BodyDecoder
+from onepixel.serve.limits import install_handlers
 from onepixel.serve.pixels import (
     DEFAULT_MAX_CACHED,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_QUERIES,
     PIXEL_ROUTE,
-    BaseCache,
+    ImageStore,
     parse_pixel_request,
     pixel_request_schema,
-    read_json,
+    read_body,
 )
 from onepixel.serve.uploads import UploadError, decode_image, read_files
 from onepixel.targets.base import Target, TargetError
@@ -57,25 +70,13 @@ class Guard(Protocol):
         ...
 
 
-def _plain(value: Any) -> Any:
-    """Return ``value`` with numpy scalars and arrays turned into JSON-ready Python values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 class Scorer:
     """Thread-safe scoring of decoded images by a target and an optional guard."""
 
-    def __init__(self, target: Target, guard: Guard | None = None):
+    def __init__(self, target: Target, guard: Guard | None = None, *, expose_details: bool = False):
         self.target = target
         self.guard = guard
+        self.answers = Answers(target, expose_details=expose_details)
         self._lock = threading.Lock()
 
     def pixels(self, base: np.ndarray, index: np.ndarray, changes: np.ndarray) -> list[dict[str, Any]]:
@@ -87,20 +88,14 @@ class Scorer:
             return self(paint_into(base[index], changes))
         with self._lock:
             scores = self.target.predict_pixels(base, index, changes)
-        return [{"probability": float(p)} for p in scores]
+        return self.answers.predictions(scores)
 
     def __call__(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """Return one prediction dict ``{"probability": p, **guard fields}`` per image."""
+        """Return one prediction dict ``{"probability": p, ...}`` per image (see :class:`Answers`)."""
         with self._lock:
             scores = self.target.predict(images)
             extras = self.guard.inspect(images) if self.guard is not None else None
-        predictions = [{"probability": float(p)} for p in scores]
-        if extras is not None:
-            if len(extras) != len(predictions):
-                raise RuntimeError(f"guard returned {len(extras)} entries for {len(predictions)} images")
-            for prediction, extra in zip(predictions, extras, strict=True):
-                prediction.update({k: _plain(v) for k, v in dict(extra).items() if k != "probability"})
-        return predictions
+        return self.answers.predictions(scores, extras)
 
 
 def metadata(
@@ -166,6 +161,9 @@ def create_app(
     max_queries: int = DEFAULT_MAX_QUERIES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_cached: int = DEFAULT_MAX_CACHED,
+    max_cached_total: int | None = None,
+    max_cost: float = DEFAULT_MAX_COST,
+    expose_guard_details: bool = False,
 ) -> FastAPI:
     """Return the FastAPI app serving ``target`` with the MAX contract (and our extensions).
 
@@ -174,33 +172,38 @@ def create_app(
     Dynamic batching gathers up to ``batch_max`` images (or queries) of concurrent requests
     into one model call, waiting at most ``batch_wait_ms`` for them (``batch_max=1``: off).
     The pixel route takes at most ``max_queries`` queries of at most ``max_pixels`` changes
-    and keeps the ``max_cached`` most recently used clean images.
+    and keeps the ``max_cached`` most recently used clean images per client namespace
+    (``max_cached_total`` over all). No request may cost more than ``max_cost`` model passes
+    (:mod:`onepixel.serve.cost`). A guard's internals (and a certified target's votes) are in
+    the answers only with ``expose_guard_details``.
     """
     app = FastAPI(
         title="Model Asset Exchange Server",
         description="MAX-compatible classifier API served by onepixel",
         version=__version__,
     )
-    score = Scorer(target, guard)
+    score = Scorer(target, guard, expose_details=expose_guard_details)
     size = target.info.input_size
+    costs = CostModel.of(target, guarded=guard is not None, max_cost=max_cost)
     meta = metadata(
         target,
         max_batch=max_batch,
         guarded=guard is not None,
-        extra=extra_metadata,
+        extra={"max_cost": costs.max_cost, **(extra_metadata or {})},
         max_queries=max_queries,
         max_pixels=max_pixels,
     )
     batcher = Batcher(score, score.pixels, max_batch=batch_max, max_wait=batch_wait_ms / 1000)
-    bases = BaseCache(max_cached)
+    bases = ImageStore(max_cached, max_cached_total)
+    decoder = BodyDecoder()
     app.state.scorer = score
     app.state.batcher = batcher
     app.state.bases = bases
+    app.state.costs = costs
+    app.state.decoder = decoder
     app.router.on_shutdown.append(batcher.close)
-
-    @app.exception_handler(UploadError)
-    async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status)
+    app.router.on_shutdown.append(decoder.close)
+    install_handlers(app)
 
     @app.exception_handler(TargetError)
     async def target_error(_: Request, exc: TargetError) -> JSONResponse:
@@ -221,23 +224,23 @@ def create_app(
         openapi_extra=_multipart_schema("image", IMAGE_HELP, many=False),
     )
     async def predict(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
-            name, data = (
-                await read_files(
-                    request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
-                )
-            )[0]
-            label = name or "image"
-            # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
-            # cheaper on the event loop than a worker-thread hop.
-            image = decode_image(data, size, label=label)
-            submitted = True
-            predictions = await batcher.run("images", 1, image[None], announced=True)
-        finally:
-            if not submitted:
-                batcher.unexpect()
+        # One image costs less to score than to watch its connection, so this route has no
+        # ClientWatch (a client leaving mid-body is still one log line: ClientDisconnect).
+        files = await read_files(
+            request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
+        )
+        if len(files) > 1:
+            message = (
+                f"Send one file in 'image', not {len(files)}; "
+                "/model/predict_batch scores many ('images', repeated)."
+            )
+            raise UploadError(400, {"message": message})
+        name, data = files[0]
+        # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
+        # cheaper on the event loop than a worker-thread hop.
+        image = decode_image(data, size, label=name or "image")
+        with Announced(batcher) as announced:
+            predictions = await announced.run("images", 1, image[None])
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
@@ -247,25 +250,23 @@ def create_app(
         openapi_extra=_multipart_schema("images", IMAGES_HELP, many=True),
     )
     async def predict_batch(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
+        async with ClientWatch(request.receive) as watch:
             files = await read_files(
                 request, limit=max_batch_bytes, max_files=max_batch, field="images", help_text=IMAGES_HELP
             )
-            blobs: list[tuple[str, bytes]] = []
-            for index, (name, data) in enumerate(files):
-                label = f"images[{index}] ({name or 'unnamed'})"
-                if len(data) > max_upload_bytes:
-                    too_big = f"{label}: file larger than {max_upload_bytes} bytes."
-                    raise UploadError(413, {"message": too_big, "index": index})
-                blobs.append((label, data))
-            images = await run_in_threadpool(_decode_all, blobs, size)
-            submitted = True
-            predictions = await batcher.run("images", len(images), images, announced=True)
-        finally:
-            if not submitted:
-                batcher.unexpect()
+            watch.start()
+            with Announced(batcher) as announced:
+                costs.check(len(files), "images")
+                blobs: list[tuple[str, bytes]] = []
+                for index, (name, data) in enumerate(files):
+                    label = f"images[{index}] ({name or 'unnamed'})"
+                    if len(data) > max_upload_bytes:
+                        too_big = f"{label}: file larger than {max_upload_bytes} bytes."
+                        raise UploadError(413, {"message": too_big, "index": index})
+                    blobs.append((label, data))
+                images = await run_in_threadpool(_decode_all, blobs, size)
+                watch.check()
+                predictions = await watch.until(announced.run("images", len(images), images))
         return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(
@@ -275,30 +276,53 @@ def create_app(
         openapi_extra=pixel_request_schema(),
     )
     async def predict_pixels(request: Request) -> JSONResponse:
-        batcher.expect()
-        submitted = False
-        try:
-            body = await read_json(request, limit=max_batch_bytes)
-            query = await run_in_threadpool(
-                parse_pixel_request,
-                body,
-                size=size,
-                cache=bases,
-                max_images=max_batch,
-                max_upload_bytes=max_upload_bytes,
-                max_queries=max_queries,
-                max_pixels=max_pixels,
-            )
-            submitted = True
-            predictions = await batcher.run(
-                "pixels", len(query.changes), query.base, query.index, query.changes, announced=True
-            )
-        finally:
-            if not submitted:
-                batcher.unexpect()
+        async with ClientWatch(request.receive) as watch:
+            raw = await read_body(request, limit=max_batch_bytes)
+            watch.start()
+            namespace = client_namespace(request, token_required=getattr(app.state, "auth_required", False))
+            decoded = await decoder.decode(raw, watch, max_queries=max_queries, max_pixels=max_pixels)
+            costs.check(len(decoded.changes), "queries")
+            watch.check()
+            with Announced(batcher) as announced:
+                query = await run_in_threadpool(
+                    parse_pixel_request,
+                    decoded,
+                    size=size,
+                    cache=bases.namespace(namespace),
+                    max_images=max_batch,
+                    max_upload_bytes=max_upload_bytes,
+                    max_queries=max_queries,
+                    max_pixels=max_pixels,
+                )
+                watch.check()
+                predictions = await watch.until(
+                    announced.run("pixels", len(query.changes), query.base, query.index, query.changes)
+                )
         return JSONResponse({"status": "ok", "predictions": predictions, "images": query.ids})
 
     return app
+
+
+class Announced:
+    """A request's announcement to the batcher that it will submit soon (made once its body has
+    been read, so slow senders never hold the batcher's wait); withdrawn unless :meth:`run` ran."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+        self.used = False
+
+    def __enter__(self) -> Announced:
+        self.batcher.expect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.used:
+            self.batcher.unexpect()
+
+    async def run(self, kind: str, size: int, *payload: np.ndarray) -> Any:
+        """Submit the announced job and return its predictions (see :meth:`Batcher.run`)."""
+        self.used = True
+        return await self.batcher.run(kind, size, *payload, announced=True)
 
 
 def _decode_all(blobs: list[tuple[str, bytes]], size: int) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Dynamic batching for the service: concurrent requests gathered into one model call.
 
 The behaviour of Triton's dynamic batcher and Ray Serve's ``@serve.batch``: each route hands its
-decoded work to :class:`Batcher` and awaits the answer; one worker thread takes the oldest
-waiting job, gathers the jobs queued behind it (waiting at most ``max_wait`` seconds for
-requests that are already being parsed, and never past ``max_batch`` images), scores them all
-in one call and hands each request its own slice of the scores.
+decoded work to :class:`Batcher` and awaits the answer; one worker thread takes the waiting
+job that has had the fewest model calls (then the oldest), gathers the jobs queued behind it
+(waiting at most ``max_wait`` seconds for requests that are already being parsed, and never past
+``max_batch`` images: a larger job is scored in parts, one per call, between the other jobs),
+scores them all in one call and hands each request its own slice of the scores. A job whose
+request gave up (the client left) is dropped before its next part.
 
 Two kinds of job are gathered separately: whole images (``/model/predict``,
 ``/model/predict_batch``) go to ``score_images``; pixel-change queries
@@ -37,7 +39,7 @@ ImageScorer = Callable[[np.ndarray], list[dict[str, Any]]]
 PixelScorer = Callable[[np.ndarray, np.ndarray, np.ndarray], list[dict[str, Any]]]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     kind: str  # "images" or "pixels"
     size: int  # images or queries it scores
@@ -46,12 +48,34 @@ class _Job:
     # An awaiting request's own event-loop future: answered in one hop per model call.
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future | None = None
+    seq: int = 0  # arrival order
+    taken: int = 0  # items handed to model calls so far
+    rounds: int = 0  # model calls it had a part in (fair order: fewest first)
+    answers: list[Any] = field(default_factory=list)
+    running: bool = False  # its concurrent Future was marked running (can no longer be cancelled)
+
+    @property
+    def left(self) -> int:
+        """Return how many of its items no model call has taken yet."""
+        return self.size - self.taken
 
     def live(self) -> bool:
         """Return True unless the request gave up (its future was cancelled)."""
         if self.waiter is not None:
             return not self.waiter.cancelled()
-        return self.future.set_running_or_notify_cancel()
+        if not self.running:
+            self.running = self.future.set_running_or_notify_cancel()
+        return self.running
+
+    def part(self, start: int, stop: int) -> tuple[np.ndarray, ...]:
+        """Return the payload of items ``start:stop`` (pixel parts keep only the images they use)."""
+        if start == 0 and stop == self.size:
+            return self.payload
+        if self.kind == "images":
+            return (self.payload[0][start:stop],)
+        base, index, changes = self.payload
+        used, local = np.unique(index[start:stop], return_inverse=True)
+        return base[used], local.reshape(-1).astype(index.dtype, copy=False), changes[start:stop]
 
 
 def _answer(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
@@ -86,17 +110,23 @@ def merge_pixel_jobs(
 
 
 class Batcher:
-    """Gathers concurrent scoring jobs into few model calls on one worker thread.
+    """Gathers concurrent scoring jobs into few model calls on one worker thread, fairly.
 
-    ``max_batch`` bounds the images (or queries) of one gathered call (a single larger job runs
-    alone, unsplit); ``max_wait`` (seconds) bounds how long the oldest job waits for others.
-    It waits while other requests are announced (:meth:`expect`) but not yet submitted, and
-    while fewer jobs are queued than the previous call answered (the clients just answered are
-    about to send again: closed-loop clients then share one call instead of trickling in one by
-    one); a lone client never pays the wait. The worker is woken only when its decision can
-    change, and each call answers all its awaiting requests with one hop per event loop.
-    ``calls`` counts model calls, ``jobs`` jobs answered, ``largest`` is the most images (or
-    queries) one call scored.
+    ``max_batch`` bounds the images (or queries) of one model call; a larger job is scored in
+    parts of at most ``max_batch``. Each call serves the jobs that have had the fewest calls so
+    far first (then the oldest), so a part of a large job never keeps a smaller job out of the
+    next call: a request waits behind at most one call's worth of anyone else's work.
+    ``max_wait`` (seconds) bounds how long the oldest job waits for others. It waits while other
+    requests are announced (:meth:`expect`) but not yet submitted, and while fewer jobs are
+    queued than the previous call answered (the clients just answered are about to send again:
+    closed-loop clients then share one call instead of trickling in one by one); a lone client
+    never pays the wait. The worker is woken only when its decision can change, and each call
+    answers all its awaiting requests with one hop per event loop.
+
+    A job whose request gave up (its awaiting future was cancelled, e.g. the client left) is
+    dropped before its next part is scored: a job that never reached the model costs nothing.
+    ``calls`` counts model calls, ``jobs`` jobs answered, ``dropped`` jobs dropped that way,
+    ``largest`` is the most images (or queries) one call scored.
     """
 
     def __init__(
@@ -115,9 +145,11 @@ class Batcher:
         self.max_wait = max_wait
         self.calls = 0
         self.jobs = 0
+        self.dropped = 0
         self.largest = 0
         self._queue: deque[_Job] = deque()
-        self._queued_size = 0
+        self._queued_size = 0  # items of queued jobs not yet taken
+        self._seq = 0
         self._expected = 0
         self._last_jobs = 1  # jobs the previous model call answered
         self._cond = threading.Condition()
@@ -126,7 +158,7 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Return how many submitted jobs wait for the worker."""
+        """Return how many submitted jobs wait for the worker (parts of a job in progress included)."""
         with self._cond:
             return len(self._queue)
 
@@ -148,14 +180,18 @@ class Batcher:
         """Queue a job and return the Future of its prediction dicts (one per image or query).
 
         ``kind`` is ``"images"`` (payload: (N, H, W, 3) images) or ``"pixels"`` (payload: base,
-        index, changes); ``announced`` withdraws one :meth:`expect` announcement.
+        index, changes); ``announced`` withdraws one :meth:`expect` announcement. Cancelling the
+        Future before the job's first part is scored drops the job.
         """
         job = _Job(kind, size, payload)
         self._enqueue(job, announced)
         return job.future
 
     async def run(self, kind: str, size: int, *payload: np.ndarray, announced: bool = False) -> Any:
-        """Submit a job and await its predictions (see :meth:`submit`); return them."""
+        """Submit a job and await its predictions (see :meth:`submit`); return them.
+
+        Cancelling the awaiting task drops the job before its next part is scored.
+        """
         loop = asyncio.get_running_loop()
         job = _Job(kind, size, payload, loop=loop, waiter=loop.create_future())
         self._enqueue(job, announced)
@@ -164,9 +200,13 @@ class Batcher:
     def _enqueue(self, job: _Job, announced: bool) -> None:
         if job.kind not in ("images", "pixels"):
             raise ValueError(f"unknown job kind {job.kind!r}")
+        if job.size < 1:
+            raise ValueError(f"a job scores at least one item, got {job.size}")
         with self._cond:
             if announced:
                 self._expected = max(0, self._expected - 1)
+            self._seq += 1
+            job.seq = self._seq
             self._queue.append(job)
             self._queued_size += job.size
             if self._thread is None:
@@ -195,68 +235,106 @@ class Batcher:
 
     # -- worker side -------------------------------------------------------------------------
 
-    def _gather(self) -> list[_Job] | None:
-        """Return the next group of same-kind jobs (oldest first), or None once closed and idle."""
+    def _drop_dead(self) -> None:
+        """Remove the queued jobs whose request gave up (called with the lock held)."""
+        if all(job.live() for job in self._queue):
+            return
+        keep: deque[_Job] = deque()
+        for job in self._queue:
+            if job.live():
+                keep.append(job)
+            else:
+                self._queued_size -= job.left
+                self.dropped += 1
+        self._queue = keep
+
+    def _gather(self) -> list[tuple[_Job, int, int]] | None:
+        """Return the next call's parts ``(job, start, stop)`` of one kind, or None once closed and idle."""
         with self._cond:
-            while not self._queue:
+            while True:
+                self._drop_dead()
+                if self._queue:
+                    break
                 if self._closed:
                     return None
                 self._cond.wait()
-            first = self._queue[0]
+            order = sorted(self._queue, key=lambda j: (j.rounds, j.seq))
+            kind = order[0].kind
             deadline = time.monotonic() + self.max_wait
             while True:
-                same = [j for j in self._queue if j.kind == first.kind]
-                queued = sum(j.size for j in same)
+                same = [j for j in self._queue if j.kind == kind]
+                queued = sum(j.left for j in same)
                 left = deadline - time.monotonic()
                 company = self._expected == 0 and len(same) >= self._last_jobs
                 if queued >= self.max_batch or company or left <= 0 or self._closed:
                     break
                 self._cond.wait(left)
-            group, rest, total = [], deque(), 0
+            self._drop_dead()
+            order = sorted((j for j in self._queue if j.kind == kind), key=lambda j: (j.rounds, j.seq))
+            parts: list[tuple[_Job, int, int]] = []
+            room = self.max_batch
+            for job in order:
+                if room <= 0:
+                    break
+                take = min(job.left, room)
+                parts.append((job, job.taken, job.taken + take))
+                job.taken += take
+                job.rounds += 1
+                room -= take
+            self._queued_size -= self.max_batch - room
+            self._queue = deque(j for j in self._queue if j.left > 0)
+            self._last_jobs = max(1, len(parts))
+            return parts
+
+    def _forget(self, jobs: list[_Job]) -> None:
+        """Remove ``jobs`` (failed) from the queue with their untaken items."""
+        with self._cond:
+            gone = set(map(id, jobs))
             for job in self._queue:
-                if job.kind == first.kind and (not group or total + job.size <= self.max_batch):
-                    group.append(job)
-                    total += job.size
-                else:
-                    rest.append(job)
-            self._queue = rest
-            self._queued_size -= total
-            self._last_jobs = len(group)
-            return group
+                if id(job) in gone:
+                    self._queued_size -= job.left
+            self._queue = deque(j for j in self._queue if id(j) not in gone)
 
     def _run(self) -> None:
         while True:
-            group = self._gather()
-            if group is None:
+            parts = self._gather()
+            if parts is None:
                 return
-            live = [job for job in group if job.live()]
-            if not live:
+            if not parts:
                 continue
             error: BaseException | None = None
             predictions: list[Any] = []
+            payloads = [job.part(start, stop) for job, start, stop in parts]
             try:
-                if live[0].kind == "images":
-                    predictions = self.score_images(np.concatenate([j.payload[0] for j in live]))
+                if parts[0][0].kind == "images":
+                    predictions = self.score_images(np.concatenate([p[0] for p in payloads]))
                 else:
-                    merged = merge_pixel_jobs([j.payload for j in live])  # type: ignore[misc]
-                    predictions = self.score_pixels(*merged)
+                    predictions = self.score_pixels(*merge_pixel_jobs(payloads))  # type: ignore[arg-type]
             except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
                 error = exc
             finally:
                 self.calls += 1
-                self.largest = max(self.largest, sum(j.size for j in live))
-            if error is None:
-                self.jobs += len(live)
-            self._deliver(live, predictions, error)
+                self.largest = max(self.largest, sum(stop - start for _, start, stop in parts))
+            finished: list[tuple[_Job, Any, BaseException | None]] = []
+            if error is not None:
+                jobs = [job for job, _, _ in parts]
+                self._forget(jobs)
+                finished = [(job, None, error) for job in jobs]
+            else:
+                at = 0
+                for job, start, stop in parts:
+                    job.answers.extend(predictions[at : at + stop - start])
+                    at += stop - start
+                    if len(job.answers) == job.size:
+                        finished.append((job, job.answers, None))
+                        self.jobs += 1
+            self._deliver(finished)
 
     @staticmethod
-    def _deliver(live: list[_Job], predictions: list[Any], error: BaseException | None) -> None:
-        """Hand each job its slice of ``predictions`` (or ``error``): one hop per event loop."""
+    def _deliver(finished: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        """Hand each finished job its predictions (or error): one hop per event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, BaseException | None]]] = {}
-        start = 0
-        for job in live:
-            result = None if error is not None else predictions[start : start + job.size]
-            start += job.size
+        for job, result, error in finished:
             if job.waiter is not None and job.loop is not None:
                 by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
             elif error is not None:

@@ -7,20 +7,31 @@ Request (JSON)::
      "queries": [[[x, y, r, g, b], ...], ...]}   # query q: its pixel changes, k >= 1
 
 Answer: ``{"status": "ok", "predictions": [{"probability": p}, ...], "images": [id, ...]}``.
-An image's id is the first 32 hex digits of the SHA-256 of its decoded (H, W, 3) uint8 bytes,
-so a client can compute it without the server. The server keeps the most recently used clean
-images; a later request may name one by ``{"id": ...}`` instead of resending it. An id the
-server does not hold answers 409 with ``missing`` (the positions to resend).
+
+**Image ids.** An image's id is the first 32 hex digits (lower case) of the SHA-256 of two byte
+strings, one after the other: the ASCII text of the decoded array's shape as Python writes it,
+``(64, 64, 3)`` for a 64 px image, then the decoded pixels as uint8 bytes in row-major
+height x width x RGB order (``onepixel.targets.http.image_id``; in Python:
+``sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:32]``). So a client computes it
+without the server, and the same picture sent as any PNG variant has one id.
+
+**Who sees which images.** The server keeps the most recently used clean images *per client
+namespace* (:class:`ImageStore`): with a token, everyone holding the token shares one
+namespace; without, each client address has its own (see
+:func:`onepixel.serve.clients.client_namespace`). A later request may name an image of its own
+namespace by ``{"id": ...}`` instead of resending it; an id the namespace does not hold answers
+409 with ``missing`` (the positions to resend), whoever else may have sent that image. Each
+namespace keeps at most ``per_namespace`` images (its own oldest go first); past ``total``
+images over all namespaces, the least recently active namespace loses its oldest.
 
 Every problem is an :class:`~onepixel.serve.uploads.UploadError` (400, 409 or 413 with a JSON
-``message``), as on the other routes.
+``message``), as on the other routes; ``true``/``false`` are refused where integers are expected.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,49 +40,96 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from onepixel.serve.batching import pad_changes
+from onepixel.serve.decode import PixelBody, bad, decode_json, pixel_body
 from onepixel.serve.uploads import UploadError, _capped, decode_image
 from onepixel.targets.http import image_id
-from onepixel.targets.pixels import PIXEL_FIELDS, check_changes
+from onepixel.targets.pixels import check_changes
 
 PIXEL_ROUTE = "/model/predict_pixels"
 DEFAULT_MAX_QUERIES = 4096
 DEFAULT_MAX_PIXELS = 64
 DEFAULT_MAX_CACHED = 1024
+DEFAULT_MAX_CACHED_TOTAL = 4096
 
 
-class BaseCache:
-    """Thread-safe LRU store of decoded clean images by id (at most ``capacity``)."""
+class ImageStore:
+    """Thread-safe LRU store of decoded clean images by (namespace, id); see the module doc.
 
-    def __init__(self, capacity: int = DEFAULT_MAX_CACHED):
-        if capacity < 1:
-            raise ValueError(f"the image cache needs capacity >= 1, got {capacity}")
-        self.capacity = capacity
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+    At most ``per_namespace`` images per namespace and ``total`` over all of them.
+    """
+
+    def __init__(self, per_namespace: int = DEFAULT_MAX_CACHED, total: int | None = None):
+        total = max(DEFAULT_MAX_CACHED_TOTAL, per_namespace) if total is None else total
+        if per_namespace < 1 or total < per_namespace:
+            raise ValueError(
+                f"the image store needs 1 <= images per namespace <= total, got {per_namespace} and {total}"
+            )
+        self.per_namespace = per_namespace
+        self.total = total
+        self._spaces: OrderedDict[str, OrderedDict[str, np.ndarray]] = OrderedDict()
+        self._count = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> np.ndarray | None:
-        """Return the image stored under ``key`` (now most recently used), or None."""
+    def get(self, namespace: str, key: str) -> np.ndarray | None:
+        """Return the image ``namespace`` stored under ``key`` (now most recently used), or None."""
         with self._lock:
-            image = self._items.get(key)
+            space = self._spaces.get(namespace)
+            image = None if space is None else space.get(key)
             if image is not None:
-                self._items.move_to_end(key)
+                space.move_to_end(key)  # type: ignore[union-attr]
+                self._spaces.move_to_end(namespace)
             return image
 
-    def put(self, image: np.ndarray) -> str:
-        """Store ``image`` (read-only) and return its id; the least recently used go past capacity."""
+    def put(self, namespace: str, image: np.ndarray) -> str:
+        """Store ``image`` (read-only) in ``namespace`` and return its id (the module doc's)."""
         key = image_id(image)
         image = image.copy()
         image.flags.writeable = False
         with self._lock:
-            self._items[key] = image
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            space = self._spaces.setdefault(namespace, OrderedDict())
+            self._spaces.move_to_end(namespace)
+            self._count += key not in space
+            space[key] = image
+            space.move_to_end(key)
+            while len(space) > self.per_namespace:
+                space.popitem(last=False)
+                self._count -= 1
+            while self._count > self.total:
+                oldest_space = next(iter(self._spaces.values()))
+                oldest_space.popitem(last=False)
+                self._count -= 1
+                if not oldest_space:
+                    self._spaces.popitem(last=False)
         return key
 
+    def namespace(self, namespace: str) -> NamespaceView:
+        """Return the view of one namespace (what a request's parser uses)."""
+        return NamespaceView(self, namespace)
+
+    def clear(self) -> None:
+        """Forget every image."""
+        with self._lock:
+            self._spaces.clear()
+            self._count = 0
+
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
+
+
+@dataclass(frozen=True)
+class NamespaceView:
+    """One namespace of an :class:`ImageStore`: ``get(id)`` and ``put(image)``."""
+
+    store: ImageStore
+    name: str
+
+    def get(self, key: str) -> np.ndarray | None:
+        """Return the image stored under ``key`` in this namespace, or None."""
+        return self.store.get(self.name, key)
+
+    def put(self, image: np.ndarray) -> str:
+        """Store ``image`` in this namespace and return its id."""
+        return self.store.put(self.name, image)
 
 
 @dataclass(frozen=True)
@@ -84,73 +142,25 @@ class PixelQuery:
     changes: np.ndarray  # (Q, k, 5) int64
 
 
-async def read_json(request: Request, *, limit: int) -> Any:
-    """Return the JSON body of ``request``, reading at most ``limit`` bytes (413 past it, 400 if bad)."""
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """Return the body of ``request``, reading at most ``limit`` bytes (413 past it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadError(413, {"message": f"Request body too large: the limit is {limit} bytes."})
-    chunks = [chunk async for chunk in _capped(request.stream(), limit)]
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError) as exc:
-        raise UploadError(400, {"message": f"The body must be JSON: {exc}"}) from exc
+    return b"".join([chunk async for chunk in _capped(request.stream(), limit)])
 
 
-def _bad(message: str, **extra: Any) -> UploadError:
-    return UploadError(400, {"message": message, **extra})
-
-
-def _int_array(value: Any, what: str) -> np.ndarray:
-    """Return ``value`` as an int64 array, or raise a 400 when it holds anything but integers."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise _bad(f"{what} must be integers ({exc})") from exc
-    if array.dtype == object or array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        if array.size == 0:
-            return array.astype(np.int64)
-        raise _bad(f"{what} must be nested lists of integers")
-    return array.astype(np.int64, copy=False)
-
-
-def parse_changes(queries: Any, max_queries: int, max_pixels: int) -> np.ndarray:
-    """Return the (Q, k, 5) int64 changes of a ``queries`` list (ragged k padded); raise 4xx."""
-    if not isinstance(queries, list) or not queries:
-        raise _bad("'queries' must be a non-empty list of queries, each a list of [x, y, r, g, b]")
-    if len(queries) > max_queries:
-        raise UploadError(413, {"message": f"Too many queries: at most {max_queries} per request."})
-    try:
-        rect = np.asarray(queries)
-    except (ValueError, TypeError, OverflowError):
-        rect = None
-    if rect is not None and rect.dtype != object and rect.ndim == 3:
-        changes = _int_array(rect, "queries")
-        shapes = [changes.shape[1]]
-    else:
-        parts = []
-        for q, query in enumerate(queries):
-            part = _int_array(query, f"queries[{q}]")
-            if part.ndim != 2 or part.shape[1] != PIXEL_FIELDS or len(part) == 0:
-                raise _bad(f"queries[{q}] must be a non-empty list of [x, y, r, g, b]", index=q)
-            parts.append(part)
-        shapes = [len(p) for p in parts]
-        if max(shapes) > max_pixels:
-            raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
-        k = max(shapes)
-        changes = np.concatenate([pad_changes(p[None], k) for p in parts])
-    if changes.shape[-1] != PIXEL_FIELDS or changes.shape[1] < 1:
-        raise _bad("each query must be a non-empty list of [x, y, r, g, b]")
-    if max(shapes) > max_pixels:
-        raise UploadError(413, {"message": f"Too many pixel changes: at most {max_pixels} per query."})
-    return changes
+async def read_json(request: Request, *, limit: int) -> Any:
+    """Return the JSON body of ``request``, reading at most ``limit`` bytes (413 past it, 400 if bad)."""
+    return decode_json(await read_body(request, limit=limit))
 
 
 def parse_images(
-    items: Any, *, size: int, cache: BaseCache, max_images: int, max_upload_bytes: int
+    items: Any, *, size: int, cache: NamespaceView, max_images: int, max_upload_bytes: int
 ) -> tuple[np.ndarray, list[str]]:
     """Return the clean images (B, size, size, 3) and ids named by ``items``; raise 4xx saying why."""
     if not isinstance(items, list) or not items:
-        raise _bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
+        raise bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
     if len(items) > max_images:
         raise UploadError(413, {"message": f"Too many images: at most {max_images} per request."})
     images: list[np.ndarray | None] = []
@@ -167,7 +177,7 @@ def parse_images(
             try:
                 data = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise _bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
+                raise bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
             try:
                 image = decode_image(data, size, label=label)
             except UploadError as exc:
@@ -183,7 +193,7 @@ def parse_images(
             ids.append(item["id"])
             images.append(image)
         else:
-            raise _bad(f"{label} must be {{'png': base64 PNG}} or {{'id': image id}}", index=i)
+            raise bad(f"{label} must be {{'png': base64 PNG}} or {{'id': image id}}", index=i)
     if missing:
         raise UploadError(
             409,
@@ -196,31 +206,30 @@ def parse_pixel_request(
     body: Any,
     *,
     size: int,
-    cache: BaseCache,
+    cache: NamespaceView,
     max_images: int,
     max_upload_bytes: int,
     max_queries: int,
     max_pixels: int,
 ) -> PixelQuery:
-    """Return the validated :class:`PixelQuery` of a JSON body; raise UploadError (4xx) saying why."""
-    if not isinstance(body, dict):
-        raise _bad("The body must be a JSON object with 'images' and 'queries'.")
-    changes = parse_changes(body.get("queries"), max_queries, max_pixels)
+    """Return the validated :class:`PixelQuery` of a JSON document (or an already decoded
+    :class:`~onepixel.serve.decode.PixelBody`); raise a 4xx refusal saying why not."""
+    if not isinstance(body, PixelBody):
+        body = pixel_body(body, max_queries=max_queries, max_pixels=max_pixels)
+    changes = body.changes
     base, ids = parse_images(
-        body.get("images"), size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
+        body.images, size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
     )
-    if "index" in body:
-        index = _int_array(body["index"], "'index'")
-        if index.ndim != 1:
-            raise _bad("'index' must be a list of integers, one per query")
+    if body.index is not None:
+        index = body.index
     elif len(base) == 1:
         index = np.zeros(len(changes), dtype=np.int64)
     else:
-        raise _bad("'index' is required with more than one image: one image position per query")
+        raise bad("'index' is required with more than one image: one image position per query")
     try:
         base, index, changes = check_changes(base, index, changes)
     except ValueError as exc:
-        raise _bad(str(exc)) from exc
+        raise bad(str(exc)) from exc
     return PixelQuery(base=base, ids=ids, index=index, changes=changes)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from onepixel.serve.protocol import HeadLimits, server_config
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listens on right now."""
@@ -20,12 +22,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerThread:
-    """A uvicorn server for ``app`` on ``host:port`` in a daemon thread; ``url`` once started."""
+    """A uvicorn server for ``app`` on ``host:port`` in a daemon thread; ``url`` once started.
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None):
+    It runs with the service's request-head limits (``limits``, see :mod:`onepixel.serve.protocol`).
+    """
+
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int | None = None, limits: HeadLimits | None = None
+    ):
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        config = server_config(app, host, self.port, limits=limits, log_level="warning")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 
     @property
@@ -50,9 +58,11 @@ class ServerThread:
 
 
 @contextmanager
-def serving(app: Any, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
+def serving(
+    app: Any, host: str = "127.0.0.1", port: int | None = None, limits: HeadLimits | None = None
+) -> Iterator[str]:
     """Yield the URL of ``app`` served in a background thread; stop it on exit."""
-    server = ServerThread(app, host, port).start()
+    server = ServerThread(app, host, port, limits).start()
     try:
         yield server.url
     finally:

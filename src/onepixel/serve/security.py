@@ -6,13 +6,21 @@
   every request must send ``Authorization: Bearer <token>``; anything else answers 401 with a
   JSON ``message`` and ``WWW-Authenticate: Bearer``. Tokens are compared with
   :func:`hmac.compare_digest` (constant time). CORS preflights (``OPTIONS``) pass, as browsers
-  send them without credentials.
+  send them without credentials. Two Authorization headers answer 400; the docs pages answer
+  404 with a message (a browser page cannot send the token).
 - **CORS**: off unless origins are given; then only those origins, only GET/POST.
-- **in-flight bound** (optional): past ``max_in_flight`` concurrent requests the service answers
-  503 with ``Retry-After`` instead of queueing without end.
+- **body deadline**: every body gets a read deadline with a minimum rate (408), and large bodies
+  are read a few at a time (:mod:`onepixel.serve.limits`).
+- **in-flight bounds** (optional): past ``max_in_flight`` requests at work, or ``max_reading``
+  requests still sending their body, the service answers 503 with ``Retry-After`` instead of
+  queueing without end; slow senders fill only the reading slots.
 - **request log**: one line per request on logger ``onepixel.serve.access`` (method, path,
   status, body size, time, client); never the body, so no image content reaches the logs; control
-  characters in the path are escaped, so a request cannot forge log lines.
+  characters in the path are escaped, so a request cannot forge log lines. A client that left
+  before its answer is one line with status 499.
+
+The request head (size, header count, time to arrive) is limited before any of this, in the
+server's protocol (:mod:`onepixel.serve.protocol`).
 
 :func:`check_png_header` is the decompression-bomb guard: it reads the PNG header and refuses
 any image whose declared size is not the model's, before a single pixel is decompressed.
@@ -21,6 +29,7 @@ any image whose declared size is not the model's, before a single pixel is decom
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import struct
@@ -32,10 +41,19 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onepixel.errors import OnePixelError
+from onepixel.serve.clients import CLIENT_CLOSED, CLIENT_LEFT
+from onepixel.serve.limits import CLOSE, BodyDeadline, BodyLimits, RequestRefused, has_body, install_handlers
 
 TOKEN_ENV = "ONEPIXEL_API_TOKEN"
 ACCESS_LOGGER = "onepixel.serve.access"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+DOCS_OFF = (
+    "The interactive API docs are off while the service requires a token: a browser page cannot "
+    "send it, so the page could not load the API description. Fetch /openapi.json (or "
+    "/swagger.json) with 'Authorization: Bearer <token>' instead."
+)
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -122,43 +140,84 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
 
 
 class InFlightLimit:
-    """ASGI middleware: at most ``limit`` HTTP requests in flight; past it, 503 with ``Retry-After``.
+    """ASGI middleware: at most ``limit`` requests at work and ``max_reading`` still sending their
+    body; past either, 503 with ``Retry-After``.
 
-    A burst beyond the bound is refused at once instead of queueing without end (memory, latency);
-    well-behaved clients (``HttpTarget`` retries 5xx with backoff) come back later.
+    A request with a body counts as *reading* until its body has arrived, then as *at work*; one
+    without a body is at work at once. Slow senders (whose bodies :class:`~onepixel.serve.limits.
+    BodyDeadline` times out) therefore fill only the reading slots, never the ones the requests
+    being answered need. A burst beyond either bound is refused at once instead of queueing without
+    end (memory, latency); well-behaved clients (``HttpTarget`` retries 5xx with backoff) come back
+    later. ``max_reading`` defaults to four times ``limit``.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, retry_after: int = 1):
-        if limit < 1:
-            raise ValueError(f"the in-flight request limit must be >= 1, got {limit}")
+    def __init__(self, app: ASGIApp, limit: int, retry_after: int = 1, max_reading: int | None = None):
+        max_reading = 4 * limit if max_reading is None else max_reading
+        if limit < 1 or max_reading < 1:
+            raise ValueError(f"the in-flight request limits must be >= 1, got {limit} and {max_reading}")
         self.app = app
         self.limit = limit
+        self.max_reading = max_reading
         self.retry_after = retry_after
         self.in_flight = 0
+        self.reading = 0
         self.refused = 0
 
+    def _busy(self, what: str, bound: int) -> dict[str, str]:
+        self.refused += 1
+        message = f"Service busy: more than {bound} requests {what}; retry after the Retry-After seconds."
+        return {"message": message}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request when under the bound, else answer 503 with Retry-After."""
+        """Serve the request when under the bounds, else answer 503 with Retry-After."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:  # one event loop: no lock needed between check and add
-            self.refused += 1
-            body = (
-                b'{"message":"Service busy: more than ' + str(self.limit).encode() + b" requests in "
-                b'flight; retry after the Retry-After seconds."}'
-            )
-            await _send_json(send, 503, body, [(b"retry-after", str(self.retry_after).encode())])
+        retry = [(b"retry-after", str(self.retry_after).encode())]
+        # One event loop: no lock needed between a check and its count.
+        reading = has_body(scope)
+        if reading and self.reading >= self.max_reading:
+            body = json.dumps(self._busy("sending their body", self.max_reading)).encode()
+            await _send_json(send, 503, body, [*retry, CLOSE])
             return
-        self.in_flight += 1
+        if not reading and self.in_flight >= self.limit:
+            await _send_json(send, 503, json.dumps(self._busy("in flight", self.limit)).encode(), retry)
+            return
+        state = {"reading": reading, "working": not reading}
+        if reading:
+            self.reading += 1
+        else:
+            self.in_flight += 1
+
+        async def admitted_receive() -> Message:
+            message = await receive()
+            if state["reading"] and not (message["type"] == "http.request" and message.get("more_body")):
+                state["reading"] = False
+                self.reading -= 1
+                if message["type"] == "http.request":
+                    if self.in_flight >= self.limit:
+                        busy = self._busy("in flight", self.limit)
+                        raise RequestRefused(503, busy, {"retry-after": str(self.retry_after)})
+                    state["working"] = True
+                    self.in_flight += 1
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, admitted_receive, send)
         finally:
-            self.in_flight -= 1
+            if state["reading"]:
+                self.reading -= 1
+            if state["working"]:
+                self.in_flight -= 1
 
 
 class BearerAuth:
-    """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` matches (constant-time)."""
+    """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` matches (constant-time).
+
+    A request with more than one Authorization header answers 400 (which one counts would be a
+    guess). The interactive docs pages (``/docs``, ``/redoc``) answer 404 with a message saying
+    why: a browser page cannot send the token, so they could not load the API description.
+    """
 
     def __init__(self, app: ASGIApp, token: str):
         if not token or not token.strip():
@@ -175,7 +234,15 @@ class BearerAuth:
         if scope["type"] != "http" or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        header = dict(scope.get("headers") or []).get(b"authorization")
+        if scope.get("path") in DOCS_PATHS:
+            await _send_json(send, 404, json.dumps({"message": DOCS_OFF}).encode(), [])
+            return
+        headers = [value for name, value in scope.get("headers") or () if name == b"authorization"]
+        if len(headers) > 1:
+            message = f"Send one Authorization header, not {len(headers)}: 'Authorization: Bearer <token>'."
+            await _send_json(send, 400, json.dumps({"message": message}).encode(), [])
+            return
+        header = headers[0] if headers else None
         if self.allowed(header):
             await self.app(scope, receive, send)
             return
@@ -221,13 +288,14 @@ class AccessLog:
         finally:
             client = scope.get("client")
             self.logger.info(
-                "%s %s %d %dB %.1fms %s",
+                "%s %s %d %dB %.1fms %s%s",
                 scope.get("method", "?"),
                 escape_control(str(scope.get("path", "?"))),
                 status,
                 received,
                 (time.perf_counter() - started) * 1000,
                 f"{client[0]}:{client[1]}" if client else "-",
+                f" ({CLIENT_LEFT})" if status == CLIENT_CLOSED else "",
             )
 
 
@@ -252,17 +320,22 @@ def harden(
     log_requests: bool = True,
     max_in_flight: int | None = None,
     retry_after: int = 1,
+    max_reading: int | None = None,
+    body_limits: BodyLimits | None = None,
 ) -> Any:
-    """Add auth (when ``token``), CORS (only for ``cors_origins``), an in-flight bound (when
-    ``max_in_flight``: 503 with ``Retry-After: retry_after`` past it) and request logs to ``app``;
-    return it.
+    """Add auth (when ``token``), CORS (only for ``cors_origins``), a body read deadline
+    (``body_limits``, default :class:`~onepixel.serve.limits.BodyLimits`), in-flight bounds (when
+    ``max_in_flight``: 503 with ``Retry-After: retry_after`` past it, or past ``max_reading``
+    requests still sending their body) and request logs to ``app``; return it.
 
-    Middleware order, outermost first: request log, in-flight bound, CORS, auth; so refused
-    requests are logged and CORS answers carry their headers. A token that is set but blank
-    raises :class:`TokenError`.
+    Middleware order, outermost first: request log, in-flight bounds, body deadline, CORS, auth;
+    so refused requests are logged, CORS answers carry their headers, and an answer sent before
+    the body was read (a 401, say) closes the connection. A token that is set but blank raises
+    :class:`TokenError`.
     """
     if token is not None and not token.strip():
         raise TokenError("the API token is set but empty; give a real token or none")
+    install_handlers(app)
     if token:
         app.add_middleware(BearerAuth, token=token)
     if cors_origins:
@@ -272,11 +345,15 @@ def harden(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(BodyDeadline, limits=body_limits or BodyLimits())
     if max_in_flight is not None:
-        app.add_middleware(InFlightLimit, limit=max_in_flight, retry_after=retry_after)
+        app.add_middleware(
+            InFlightLimit, limit=max_in_flight, retry_after=retry_after, max_reading=max_reading
+        )
     if log_requests:
         app.add_middleware(AccessLog)
     app.state.auth_required = bool(token)
+    app.state.log_requests = log_requests
     app.state.cors_origins = list(cors_origins)
     app.state.max_in_flight = max_in_flight
     return app
@@ -285,6 +362,7 @@ def harden(
 __all__ = [
     "ACCESS_LOGGER",
     "TOKEN_ENV",
+    "DOCS_PATHS",
     "AccessLog",
     "BearerAuth",
     "InFlightLimit",

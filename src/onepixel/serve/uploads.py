@@ -1,14 +1,15 @@
 """Reading uploads for the MAX-compatible service: size-capped multipart bodies and PNG checks.
 
 Every problem becomes an :class:`UploadError` carrying the HTTP status and the JSON body to
-answer, so the routes never answer 500 for bad input.
+answer, so the routes never answer 500 for bad input. A client that disconnects while its body
+is being read raises starlette's ``ClientDisconnect``, which the service answers as a departed
+client (one request-log line, no 500).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 import numpy as np
 from starlette.datastructures import FormData, UploadFile
@@ -16,20 +17,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser, parse_opt
 from starlette.requests import Request
 
 from onepixel.data.patches import DataError, read_png
-from onepixel.errors import OnePixelError
+from onepixel.serve.limits import RequestRefused
 from onepixel.serve.security import check_png_header
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 
 
-class UploadError(OnePixelError):
-    """A request the service refuses: ``status`` and the JSON ``body`` to answer with."""
-
-    def __init__(self, status: int, body: dict[str, Any]):
-        super().__init__(body.get("message", ""))
-        self.status = status
-        self.body = body
+class UploadError(RequestRefused):
+    """An upload the service refuses: ``status`` and the JSON ``body`` to answer with."""
 
 
 def missing_field(field: str, help_text: str) -> UploadError:
