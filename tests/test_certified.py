@@ -251,3 +251,46 @@ def test_guard_table_row_never_counts_a_proven_image_as_flipped(tmp_path, zero_s
         on_side = counts["attacks"] - counts["already_misclassified"]  # upper bound of images on side
         assert counts["flips"] + counts["proven_safe"] <= on_side
         assert counts["proven_safe"] > 0
+
+
+def test_serve_certified_on_the_bundled_model_and_an_onnx_export_with_a_guard(tmp_path, test_split) -> None:
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from onepixel.cli.serve import open_served_target
+    from onepixel.defense.guard import build_guard
+    from onepixel.serve import create_app
+
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "m.onnx"
+    assert CliRunner().invoke(app, ["model", "export", "--onnx", str(onnx)]).exit_code == 0
+    images = test_split.images[:3]
+
+    def png(image: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue()
+
+    for model in ("bundled", str(onnx)):
+        target = open_served_target(model, mode="auto", certified=True, stride=None)
+        assert isinstance(target, PartitionEnsemble)
+        radius = target.certify(images).radius.tolist()
+        client = TestClient(create_app(target, guard=build_guard("residual")))
+        single = client.post("/model/predict", files={"image": ("x.png", png(images[0]))}).json()
+        batch = client.post(
+            "/model/predict_batch", files=[("images", (f"{i}.png", png(im))) for i, im in enumerate(images)]
+        ).json()
+        query = {
+            "images": [{"png": base64.b64encode(png(images[1])).decode()}],
+            "queries": [[[5, 5, 0, 0, 0]]],
+        }
+        pixel = client.post("/model/predict_pixels", json=query).json()
+        answers = single["predictions"] + batch["predictions"] + pixel["predictions"]
+        assert all({"probability", "certified_pixels", "adversarial"} <= set(a) for a in answers)
+        assert [a["certified_pixels"] for a in batch["predictions"]] == radius
+        assert single["predictions"][0]["certified_pixels"] == radius[0]
+        votes = [round(a["probability"] * target.n_views) for a in batch["predictions"]]
+        assert votes == target.certify(images).positive_votes.tolist()

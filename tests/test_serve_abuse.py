@@ -477,8 +477,8 @@ def test_a_certified_target_answers_its_radius_and_its_votes_only_when_asked(ima
     certificate = certified.certify(images[:2])  # type: ignore[attr-defined]
     files = [("images", (f"{i}.png", png_of(images[i]))) for i in range(2)]
     hidden = TestClient(create_app(certified)).post("/model/predict_batch", files=files).json()["predictions"]
-    assert [set(p) for p in hidden] == [{"probability", "certified_radius"}] * 2
-    assert [p["certified_radius"] for p in hidden] == certificate.radius.tolist()
+    assert [set(p) for p in hidden] == [{"probability", "certified_pixels"}] * 2
+    assert [p["certified_pixels"] for p in hidden] == certificate.radius.tolist()
     exposed = TestClient(create_app(certified, expose_guard_details=True))
     shown = exposed.post("/model/predict_batch", files=files)
     votes = [(p["positive_votes"], p["views"]) for p in shown.json()["predictions"]]

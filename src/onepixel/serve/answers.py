@@ -6,11 +6,12 @@ adaptive attacker optimises against) and a certified ensemble's raw votes are op
 
     {"probability": p}                                  # plain target
     {"probability": p, "adversarial": true}             # with a guard: set aside or not
-    {"probability": p, "certified_radius": r}           # certified (pixel-partition) target
+    {"probability": p, "certified_pixels": r}           # certified (pixel-partition) target
 
 ``adversarial`` is the guard's own verdict field (True: the deployed system sets the image
-aside); a guard without one adds nothing by default. ``certified_radius`` is the largest number
-of changed pixels that provably cannot flip the answer (:mod:`onepixel.targets.partition`); with
+aside); a guard without one adds nothing by default. ``certified_pixels`` (the certified
+radius) is the largest number of changed pixels that provably cannot flip the answer
+(:mod:`onepixel.targets.partition`); with
 details exposed, ``positive_votes`` and ``views`` are added. Note that a certified target's
 probability is its positive vote share, so it already carries the votes at that resolution.
 """
@@ -57,7 +58,7 @@ class Answers:
             votes = np.rint(np.asarray(scores, dtype=np.float64) * self.views).astype(np.int64)
             radius = certified_radius(votes, self.views)
             for prediction, r, v in zip(predictions, radius.tolist(), votes.tolist(), strict=True):
-                prediction["certified_radius"] = r
+                prediction["certified_pixels"] = r
                 if self.expose_details:
                     prediction.update(positive_votes=v, views=self.views)
         if extras is not None:

@@ -229,13 +229,7 @@ def create_app(
         files = await read_files(
             request, limit=max_upload_bytes, max_files=8, field="image", help_text=IMAGE_HELP
         )
-        if len(files) > 1:
-            message = (
-                f"Send one file in 'image', not {len(files)}; "
-                "/model/predict_batch scores many ('images', repeated)."
-            )
-            raise UploadError(400, {"message": message})
-        name, data = files[0]
+        name, data = _one_file(files)
         # A size x size PNG decodes in ~0.1 ms (larger ones are refused from the header):
         # cheaper on the event loop than a worker-thread hop.
         image = decode_image(data, size, label=name or "image")
@@ -257,13 +251,7 @@ def create_app(
             watch.start()
             with Announced(batcher) as announced:
                 costs.check(len(files), "images")
-                blobs: list[tuple[str, bytes]] = []
-                for index, (name, data) in enumerate(files):
-                    label = f"images[{index}] ({name or 'unnamed'})"
-                    if len(data) > max_upload_bytes:
-                        too_big = f"{label}: file larger than {max_upload_bytes} bytes."
-                        raise UploadError(413, {"message": too_big, "index": index})
-                    blobs.append((label, data))
+                blobs = _labelled_blobs(files, max_upload_bytes)
                 images = await run_in_threadpool(_decode_all, blobs, size)
                 watch.check()
                 predictions = await watch.until(announced.run("images", len(images), images))
@@ -323,6 +311,29 @@ class Announced:
         """Submit the announced job and return its predictions (see :meth:`Batcher.run`)."""
         self.used = True
         return await self.batcher.run(kind, size, *payload, announced=True)
+
+
+def _one_file(files: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+    """Return the one (name, bytes) file of a single-image request (400 for more than one)."""
+    if len(files) > 1:
+        message = (
+            f"Send one file in 'image', not {len(files)}; "
+            "/model/predict_batch scores many ('images', repeated)."
+        )
+        raise UploadError(400, {"message": message})
+    return files[0]
+
+
+def _labelled_blobs(files: list[tuple[str, bytes]], max_upload_bytes: int) -> list[tuple[str, bytes]]:
+    """Return (label, bytes) per file of a batch request (413 naming the first file over the cap)."""
+    blobs: list[tuple[str, bytes]] = []
+    for index, (name, data) in enumerate(files):
+        label = f"images[{index}] ({name or 'unnamed'})"
+        if len(data) > max_upload_bytes:
+            too_big = f"{label}: file larger than {max_upload_bytes} bytes."
+            raise UploadError(413, {"message": too_big, "index": index})
+        blobs.append((label, data))
+    return blobs
 
 
 def _decode_all(blobs: list[tuple[str, bytes]], size: int) -> np.ndarray:
