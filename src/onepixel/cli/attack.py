@@ -14,7 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DataOption, console, fail
+from onepixel.cli.common import (
+    TARGET_KINDS_HELP,
+    DataOption,
+    DeviceOption,
+    LabelMapOption,
+    ResizeOption,
+    SkipBadOption,
+    console,
+    fail,
+)
 from onepixel.direction import Direction
 from onepixel.errors import OnePixelError
 
@@ -83,8 +92,7 @@ TargetOpt = Annotated[
     str,
     typer.Option(
         "--target",
-        help="'bundled' (the default model), a bundled weights name, a .safetensors file, or "
-        "http://host:port of a MAX-compatible API.",
+        help=TARGET_KINDS_HELP,
     ),
 ]
 SplitOpt = Annotated[
@@ -186,6 +194,15 @@ WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, help="Ray workers (default: one per CPU of the cluster).")
 ]
 
+TargetClassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-class",
+        help="Targeted attack (softmax models): push each image to this class "
+        "(--objective targeted is implied).",
+    ),
+]
+
 
 @dataclass(frozen=True)
 class AttackFlags:
@@ -222,6 +239,11 @@ class AttackFlags:
     executor: str
     address: str | None
     workers: int | None
+    resize: bool = False
+    label_map: Any = None
+    skip_bad: bool = False
+    device: str = "auto"
+    target_class: str | None = None
 
 
 def attack(
@@ -256,6 +278,11 @@ def attack(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
+    resize: ResizeOption = False,
+    label_map: LabelMapOption = None,
+    skip_bad: SkipBadOption = False,
+    device: DeviceOption = "auto",
+    target_class: TargetClassOpt = None,
 ) -> None:
     """Run or resume a one-pixel attack campaign (see the long help)."""
     _report(run_attack(AttackFlags(**locals())), out, progress)
@@ -306,26 +333,33 @@ def run_attack(flags: AttackFlags) -> Any:
     """Open the data and the target, run (or resume) the campaign the flags ask for; return its result."""
     import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
     from onepixel.attack.campaign import run_campaign
-    from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches, patch_source, resolved_split
+    from onepixel.cli.common import data_fit_source, open_data_for
     from onepixel.targets import open_target
 
     try:
-        root = data_root(flags.data)  # downloads AMi-Br into the cache when no data is given
-        split = resolved_split(root, flags.split)
-        patches = open_patches(root, split, positive=flags.positive).patches
         runner = _executor(flags)
-        with open_target(flags.target) as tgt:
-            config = campaign_config(flags, tgt.info, patch_source(root, split, patches))
+        # The target first: its input size decides how the data is fitted.
+        with open_target(flags.target, device=flags.device) as tgt:
+            opened = open_data_for(
+                tgt.info,
+                flags.data,
+                flags.split,
+                positive=flags.positive,
+                label_map=flags.label_map,
+                resize=flags.resize,
+                skip_bad=flags.skip_bad,
+            )
+            config = campaign_config(flags, tgt.info, data_fit_source(opened, opened.split))
             return run_campaign(
                 tgt,
-                patches,
+                opened.patches,
                 config,
                 flags.out,
                 progress=flags.progress,
                 force_new=flags.force_new,
                 console=console,
                 executor=runner,
+                info={"data": opened.record()},
             )
     except KeyboardInterrupt:
         raise fail(

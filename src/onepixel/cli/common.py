@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -48,9 +48,75 @@ DataOption = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="Data folder (class-per-folder PNGs or AMi-Br). Default: $ONEPIXEL_DATA, else the "
-        "cache folder, where AMi-Br is downloaded on first use.",
+        help="Data folder (class-per-folder PNG, JPEG or TIFF images, or AMi-Br). Default: "
+        "$ONEPIXEL_DATA, else the cache folder, where AMi-Br is downloaded on first use.",
         show_default=False,
+    ),
+]
+TARGET_KINDS_HELP = (
+    "'bundled' (the default model), a bundled weights name, a .safetensors file, an ONNX file "
+    "(.onnx), a TorchScript file (.pt, .pth, .ts, .torchscript), package.module:factory (a "
+    "function returning a torch module), http(s)://host:port of a MAX-compatible API, or "
+    "certified[:SPEC] (the certified pixel-partition vote of the bundled model or of SPEC). "
+    "A foreign model's preprocessing and labels come from its JSON sidecar (model.json)."
+)
+
+
+def _label_map(text: str | None) -> Any:
+    """Parse ``--label-map`` once, at the edge; a bad map is a usage error naming the flag."""
+    if text is None:
+        return None
+    from onepixel.data.labels import LabelMap
+
+    if not isinstance(text, str):  # already parsed (typer may call the parser on the default)
+        return text
+    try:
+        return LabelMap.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--label-map") from None
+
+
+def _device(text: str) -> str:
+    """Parse ``--device`` once, at the edge (auto, cpu or cuda)."""
+    from onepixel.targets.device import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+
+
+ResizeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resize",
+        help="Resize images to the target's input size (bilinear) instead of centre-cropping "
+        "them; needed when they are smaller than it. One image pixel then covers more or less "
+        "than one model pixel.",
+    ),
+]
+LabelMapOption = Annotated[
+    Any,
+    typer.Option(
+        "--label-map",
+        parser=_label_map,
+        metavar="FOLDER=LABEL,...",
+        help="Map class folder names to the model's labels, e.g. mitotic=atypical,normal=normal.",
+        show_default=False,
+    ),
+]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="List and skip unreadable image files instead of stopping at the first."),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=_device,
+        metavar="auto|cpu|cuda",
+        help="Where an in-process model runs: auto (a GPU when torch or ONNX Runtime sees one), "
+        "cpu or cuda. Ignored for http(s) targets.",
     ),
 ]
 ModelOption = Annotated[
@@ -105,3 +171,62 @@ def command_group(app: typer.Typer, name: str, help: str) -> typer.Typer:
     sub = typer.Typer(name=name, help=help, no_args_is_help=True)
     app.add_typer(sub, name=name, help=help)
     return sub
+
+
+def data_fit_source(opened: Any, split: str | None) -> dict[str, Any]:
+    """Return where a run's images came from, as its config stores and compares it on resume.
+
+    The path, split and positive label as before; the fit (input size and how) and the label
+    map only when they differ from what older versions did (crop or keep at 64 px, no map), so
+    run folders written before keep resuming. The full record goes into the run's info.
+    """
+    from onepixel.config import IMAGE_SIZE
+    from onepixel.data.open import patch_source
+
+    source = patch_source(opened.root, split, opened.patches)
+    fit = opened.patches.fit
+    if fit is not None and (fit.input_size != IMAGE_SIZE or fit.how == "resize"):
+        source["fit"] = {"input_size": fit.input_size, "how": fit.how}
+    if opened.label_map is not None:
+        source["label_map"] = opened.label_map.text()
+    if len(opened.patches.classes) > 2:
+        source["classes"] = list(opened.patches.classes)
+    return source
+
+
+def open_data_for(
+    target_info: Any,
+    data: Path | None,
+    split: str | None,
+    *,
+    positive: str | None = None,
+    label_map: Any = None,
+    resize: bool = False,
+    skip_bad: bool = False,
+    quiet: bool = False,
+) -> Any:
+    """Open the data folder for a target already open: fitted to ``target_info.input_size``, in the
+    model's class order when it names more than two classes; print what was done once (unless
+    ``quiet``) and return the :class:`~onepixel.data.open.OpenedData`."""
+    import dataclasses
+
+    from onepixel.cli.data import data_root
+    from onepixel.data.open import open_patches, resolved_split
+
+    root = data_root(data)  # downloads AMi-Br into the cache when no data is given
+    opened = open_patches(
+        root,
+        resolved_split(root, split),
+        input_size=target_info.input_size,
+        resize=resize,
+        positive=positive,
+        label_map=label_map,
+        skip_bad=skip_bad,
+    )
+    if len(target_info.labels) > 2 or len(opened.patches.classes) > 2:
+        opened = dataclasses.replace(opened, patches=opened.patches.in_class_order(target_info.labels))
+    if not quiet:
+        console.print(escape(opened.describe()))
+        for skipped in opened.patches.skipped:
+            console.print(f"  skipped {escape(skipped.path)}: {escape(skipped.reason)}")
+    return opened
