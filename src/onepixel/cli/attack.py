@@ -333,7 +333,7 @@ def run_attack(flags: AttackFlags) -> Any:
     """Open the data and the target, run (or resume) the campaign the flags ask for; return its result."""
     import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
     from onepixel.attack.campaign import run_campaign
-    from onepixel.cli.common import data_fit_source, open_data_for
+    from onepixel.cli.opening import data_fit_source, open_data_for
     from onepixel.targets import open_target
 
     try:

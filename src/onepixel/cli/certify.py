@@ -91,7 +91,7 @@ def certify(
 
         onepixel certify --data ../shared/data/ami-br --out runs/certify
     """
-    from onepixel.cli.common import open_data_for
+    from onepixel.cli.opening import open_data_for
     from onepixel.errors import OnePixelError
     from onepixel.targets import open_target
     from onepixel.targets.partition import PartitionEnsemble, certified_spec, parse_certified_spec

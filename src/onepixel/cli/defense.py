@@ -245,8 +245,6 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
-
-
 def evaluate_guard(
     runs: Annotated[
         list[Path] | None,

@@ -169,7 +169,7 @@ def load_eval_set(root: Path, split: str, target_info: Any, fit: dict[str, Any])
         chosen = None  # a plain folder of class folders: all of it
     else:
         raise DataError(f"{root} has no split folder {split!r}", settings=("split",))
-    from onepixel.cli.common import open_data_for
+    from onepixel.cli.opening import open_data_for
 
     amibr = is_amibr(root)
     folders = set() if amibr else {p.name for p in (root / (chosen or "")).iterdir() if p.is_dir()}
