@@ -298,13 +298,13 @@ def evaluate_guard(
     torch.set_num_threads(1)
     try:
         root = data_root(data)
-        clean = open_patches(root).patches
+        classifier = open_target(target)  # first: the clean patches are fitted to its input size
+        clean = open_patches(root, input_size=classifier.info.input_size).patches
         if limit is not None and limit < len(clean):
             clean = clean.subset(np.sort(np.random.default_rng(0).permutation(len(clean))[:limit]))
         campaigns = [load_campaign(r) for r in runs or []]
         docs = [_read_json(w, "--worst-case") for w in worst_case or []]
         study = _read_json(site_study, "--site-study") if site_study is not None else None
-        classifier = open_target(target)
         guards = default_guards(classifier, vae=detector, p=p, with_vae=not no_vae)
         report = guard_table(
             campaigns,
