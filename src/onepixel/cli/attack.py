@@ -120,7 +120,10 @@ PixelsOpt = Annotated[
 ObjectiveOpt = Annotated[
     str,
     typer.Option(
-        "--objective", help="Objective: plain (the paper's), colour (blend in), adaptive (evade a detector)."
+        "--objective",
+        help="Objective: plain (the paper's; for more than two classes the positive class's margin), "
+        "margin (untargeted: p[true] - max other p), targeted (with --target-class), colour (blend "
+        "in), adaptive (evade a detector).",
     ),
 ]
 MethodOpt = Annotated[
@@ -310,8 +313,8 @@ def campaign_config(flags: AttackFlags, target_info: Any, data_spec: dict[str, A
         target=target_info.spec,
         target_sha256=target_info.fingerprint,
         data=data_spec,
-        objective=flags.objective,
-        objective_options=_parse_options(flags.objective_option or []),
+        objective="targeted" if flags.target_class else flags.objective,
+        objective_options=_objective_options(flags),
         pixels=flags.pixels,
         de=de,
         seed=flags.seed,
@@ -327,6 +330,18 @@ def campaign_config(flags: AttackFlags, target_info: Any, data_spec: dict[str, A
         ),
         budget=flags.budget,
     )
+
+
+def _objective_options(flags: AttackFlags) -> dict[str, Any]:
+    """Return the objective's options: --objective-option items, plus --target-class."""
+    options = _parse_options(flags.objective_option or [])
+    if flags.target_class:
+        if flags.objective not in ("plain", "targeted"):
+            raise fail(
+                f"--target-class makes a targeted attack; it cannot go with --objective {flags.objective}"
+            )
+        options["target_class"] = flags.target_class
+    return options
 
 
 def run_attack(flags: AttackFlags) -> Any:

@@ -1,0 +1,135 @@
+"""Any model from the command line: a 96-px three-class model (ONNX, TorchScript and
+``module:factory``, defined in test_any_model_targets) and a 224-px binary TorchScript model,
+attacked at native resolution (untargeted and targeted), mapped, analysed, guarded and reported,
+on real AMi-Br patches; the counts of console, summary and report agree."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from onepixel.attack.run_folder import read_run
+from onepixel.cli.main import app
+from onepixel.targets import open_target
+from test_any_model_targets import MODULE, SPEC
+
+SPEC96 = {**SPEC, "input_size": 96}
+PER_CLASS = 3  # images per class folder (128-px AMi-Br patches)
+# One seeded sparse-rs search of a few queries: fast, and it flips some of the tiny models' images.
+SEARCH = ["--method", "sparse-rs", "--budget", "40", "--no-filter", "--no-progress", "--seed", "3"]
+
+
+def invoke(*args: str) -> str:
+    """Run ``onepixel ARGS`` in-process; return its output (whitespace collapsed) or fail."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, text + repr(result.exception)
+    return text
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, amibr_root: Path) -> dict[str, Path]:
+    """Write the models (ONNX with its own input shape, TorchScript with a sidecar saying 96 px,
+    the factory module, the 224-px TorchScript) and two data folders of real patches."""
+    folder = tmp_path_factory.mktemp("anycli")
+    name = "any_model_cli_tiny"
+    (folder / f"{name}.py").write_text(MODULE.replace(json.dumps(SPEC), json.dumps(SPEC96)))
+    sys.path.insert(0, str(folder))
+    module = importlib.import_module(name)
+    net = module.make_model()
+    example = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    (folder / "ts").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(folder / "tiny96.onnx"),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        torch.jit.trace(net, example).save(str(folder / "ts" / "tiny96.pt"))
+        torch.jit.trace(module.Tiny224().eval(), torch.rand(2, 3, 224, 224)).save(str(folder / "tiny224.pt"))
+    (folder / "tiny96.json").write_text(json.dumps(SPEC))  # no input_size: the ONNX shape gives it
+    (folder / "ts" / "tiny96.json").write_text(json.dumps(SPEC96))
+    (folder / "tiny224.json").write_text(
+        json.dumps({"input_size": 224, "output": "logit", "labels": ["Normal", "Atypical"]})
+    )
+    three, two = folder / "three", folder / "two"
+    sources = {"atypical": ("Atypical", 0), "normal": ("Normal", 0), "other": ("Normal", PER_CLASS)}
+    for label, (source, start) in sources.items():
+        (three / label).mkdir(parents=True)
+        for path in sorted((amibr_root / source).glob("*.png"))[start : start + PER_CLASS]:
+            shutil.copy(path, three / label / path.name)
+    for label in ("Atypical", "Normal"):
+        (two / label).mkdir(parents=True)
+        for path in sorted((amibr_root / label).glob("*.png"))[:PER_CLASS]:
+            shutil.copy(path, two / label / path.name)
+    yield {"folder": folder, "three": three, "two": two, "onnx": folder / "tiny96.onnx",
+           "torchscript": folder / "ts" / "tiny96.pt", "big": folder / "tiny224.pt",
+           "factory": Path(f"{name}:make_model")}  # fmt: skip
+    sys.path.remove(str(folder))
+
+
+def true_flips(run_dir: Path, target_spec: str) -> tuple[list[bool], list[bool]]:
+    """Return, per record, whether the image was right before and whether it is a flip, judged
+    again from the model's class probabilities of the clean and the stored adversarial image."""
+    run = read_run(run_dir)
+    data = run.config.raw["data"]
+    with open_target(target_spec) as tgt:
+        labels = tgt.info.labels
+        right, flips = [], []
+        for record in run.records:
+            source = next(Path(data["path"]).rglob(f"{record.image_id}.png"))
+            image = np.asarray(Image.open(source).convert("RGB"))
+            size = tgt.info.input_size
+            top = (image.shape[0] - size) // 2
+            before = tgt.predict_proba(image[None, top : top + size, top : top + size])[0]
+            after = tgt.predict_proba(run.image(record.image_id)[None])[0]
+            ok = labels[int(before.argmax())] == record.label
+            right.append(ok)
+            flips.append(ok and labels[int(after.argmax())] != record.label)
+    return right, flips
+
+
+def test_three_class_onnx_model_attacked_at_96_px_untargeted_and_targeted(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    runs = {}
+    for kind, extra in (("untargeted", ["--objective", "margin"]), ("targeted", ["--target-class", "other"])):
+        out = tmp_path / kind
+        text = invoke(
+            "attack", "--target", files["onnx"], "--data", files["three"], "--direction", "lower",
+            "--positive", "atypical", "--out", out, *SEARCH, *extra,
+        )  # fmt: skip
+        assert f"folder at {files['three']}: {3 * PER_CLASS} images" in text
+        assert "centre-cropped to the target's 96x96 input" in text
+        run = read_run(out)
+        assert run.config.raw["data"]["fit"] == {"input_size": 96, "how": "crop"}
+        assert run.info["data"]["fit"]["sources"] == [[128, 128]]
+        assert all(run.image(r.image_id).shape == (96, 96, 3) for r in run.records)
+        assert len(run.records) == PER_CLASS and {r.label for r in run.records} == {"atypical"}
+        right, flips = true_flips(out, str(files["onnx"]))
+        assert [r.flip for r in run.records] == flips
+        runs[kind] = (run, right, flips)
+        print(kind, right, flips, [r.score_before for r in run.records], [r.extra.get("predicted_after") for r in run.records], text)
+    run, _, flips = runs["targeted"]
+    assert run.config.raw["objective"] == "targeted"
+    assert run.config.raw["objective_options"] == {"target_class": "other"}
+    for record, flip in zip(run.records, flips, strict=True):
+        assert record.extra["predicted_after"] in SPEC["labels"]
+        assert flip == (record.extra["predicted_after"] != "atypical" and record.score_before >= 0.5)
