@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 import warnings
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def test_three_class_onnx_model_attacked_at_96_px_untargeted_and_targeted(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
     runs = {}
-    for kind, extra in (("untargeted", ["--objective", "margin"]), ("targeted", ["--target-class", "normal"])):
+    kinds = (("untargeted", ["--objective", "margin"]), ("targeted", ["--target-class", "normal"]))
+    for kind, extra in kinds:
         out = tmp_path / kind
         text = invoke(
             "attack", "--target", files["onnx"], "--data", files["three"], "--direction", "lower",
@@ -155,3 +157,94 @@ def test_three_class_onnx_model_attacked_at_96_px_untargeted_and_targeted(
         assert [r.score_before >= 0.5 for r in run.records] == right
     for record, flip in zip(run.records, flips, strict=True):
         assert (record.extra["predicted_after"] == "normal") == flip or not flip
+
+
+@pytest.fixture(scope="module")
+def onnx_run(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Return an untargeted run of the 96-px ONNX model and its console output."""
+    out = tmp_path_factory.mktemp("onnxrun") / "run"
+    text = invoke(
+        "attack", "--target", files["onnx"], "--data", files["three"], "--direction", "lower",
+        "--positive", "atypical", "--out", out, *SEARCH,
+    )  # fmt: skip
+    return out, text
+
+
+def test_records_agree_across_onnx_torchscript_and_factory(
+    files: dict[str, Path], onnx_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    reference = read_run(onnx_run[0]).records
+    for kind in ("torchscript", "factory"):
+        out = tmp_path / kind
+        invoke(
+            "attack", "--target", files[kind], "--data", files["three"], "--direction", "lower",
+            "--positive", "atypical", "--out", out, *SEARCH,
+        )  # fmt: skip
+        records = read_run(out).records
+        assert [r.image_id for r in records] == [r.image_id for r in reference]
+        for mine, theirs in zip(records, reference, strict=True):
+            assert abs(mine.score_before - theirs.score_before) <= 1e-5, kind
+            assert abs(mine.score_after - theirs.score_after) <= 1e-5, kind
+            assert mine.vector == theirs.vector and mine.flip == theirs.flip, kind
+
+
+def test_console_summary_and_report_count_the_same_flips(
+    files: dict[str, Path], onnx_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    run_dir, console_text = onnx_run
+    flips = re.search(r"(\d+) flips \(right before, wrong after\), (\d+) already wrong", console_text)
+    assert flips is not None, console_text
+    summary = json.loads(CliRunner().invoke(app, ["run", "summary", str(run_dir), "--json"]).output)
+    assert (summary["flips"], summary["wrong_before"]) == (int(flips[1]), int(flips[2])) == (2, 1)
+    analysis = json.loads(
+        CliRunner().invoke(app, ["run", "analyze", str(run_dir), "--json", "--no-figures"]).output
+    )
+    group = next(iter(analysis["groups"].values()))
+    assert group["already_wrong"] == 1
+    report = tmp_path / "report.html"
+    invoke("report", run_dir, "--out", report)
+    html = " ".join(unescape(re.sub(r"<[^>]+>", " ", report.read_text())).split())
+    assert "3 images attacked, 2 flipped (1 already misclassified before the attack, never a flip)" in html
+    assert "96x96 image at the model's own input size, searching with Sparse-RS random search" in html
+    assert "differential evolution" not in html and "paper (MAX, TUPAC16)" not in html
+    assert "classes (output order) normal, atypical, other" in html
+    # The worst case is among the images right before: not the one already wrong.
+    wrong = [r.image_id for r in read_run(run_dir).records if r.score_before < 0.5]
+    worst = re.search(r"Worst case: (\S+),", html)
+    assert worst is not None and worst[1] not in wrong
+
+
+def test_confmap_and_guard_at_the_models_size(files: dict[str, Path], tmp_path: Path) -> None:
+    image = next((files["three"] / "atypical").glob("*.png"))
+    text = invoke(
+        "confmap", image, "--target", files["onnx"], "-L", "2", "--rows", "0", "--out", tmp_path / "map",
+        "--no-progress",
+    )  # fmt: skip
+    assert f"{image.stem}: 96 px" in text
+    saved = np.load(tmp_path / "map" / "confmap.npz")
+    assert saved["image"].shape == (96, 96, 3) and saved["min"].shape == (96, 96)
+    assert saved["done"].tolist() == [True] + [False] * 95  # row 0: 96 pixels x 8 colours
+    guard = tmp_path / "guard.json"
+    invoke("guard", "calibrate", "--data", files["three"], "--target", files["onnx"], "--out", guard)
+    doc = json.loads(guard.read_text())
+    assert doc["input_size"] == 96 and doc["fit"]["how"] == "crop" and doc["data"]["images"] == 3 * PER_CLASS
+
+
+def test_224_px_binary_torchscript_model_needs_resize_for_128_px_patches(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    args = ["attack", "--target", str(files["big"]), "--data", str(files["two"]), "--direction", "raise"]
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "no")])
+    text = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "smaller than 224x224" in text and "[--resize]" in text
+    out = tmp_path / "big"
+    text = invoke(*args, "--resize", "--out", out, *SEARCH)
+    assert "resized (bilinear) to the target's 224x224 input" in text
+    run = read_run(out)
+    assert run.config.raw["data"]["fit"] == {"input_size": 224, "how": "resize"}
+    assert {run.image(r.image_id).shape for r in run.records} == {(224, 224, 3)}
+    # Green minus red on a stride-4 grid: one green pixel can raise Normal patches across 0.5.
+    assert sum(r.flip for r in run.records) >= 1
+    invoke("run", "analyze", out, "--no-figures")
+    invoke("report", out, "--out", tmp_path / "big.html")

@@ -157,6 +157,8 @@ def calibrate_guard(
             keep = np.sort(np.random.default_rng(seed).choice(len(files), max_images, replace=False))
             files = [files[i] for i in keep]
     det = make_detector(detector, p=p, weights=weights)
+    if hasattr(det, "image_size"):  # residual detectors work at any size; a VAE has its own
+        det.image_size = input_size
     images, fit = read_fitted(files, input_size, resize=resize)
     result = calibrate_scores(det.score(images), fpr)
     weights_doc = None

@@ -184,6 +184,12 @@ def guard_from_document(doc: dict[str, Any], source: str = "guard file") -> Guar
         if not math.isinf(p):
             raise GuardFileError(f"{source}: the {detector} detector has p = inf, got {doc.get('p')!r}")
         det = make_detector(detector)
+    size = doc.get("input_size")
+    if size is not None:  # older files: the 64 px every guard was calibrated at
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise GuardFileError(f"{source}: input_size must be a positive integer, got {size!r}")
+        if hasattr(det, "image_size"):
+            det.image_size = size
     return Guard(det, threshold=float(threshold), info=doc)
 
 

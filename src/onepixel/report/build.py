@@ -752,7 +752,9 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
         flips += f["flips"]
         w = f["worst"]
         worst = (
-            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})" if w else "no attack"
+            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})"
+            if w
+            else ("none right before" if f["attacked"] else "no attack")
         )
         rows.append(
             [
