@@ -44,6 +44,7 @@ from onepixel.defense.guard_file import (
     guard_from_document,
     load_guard_file,
     read_guard_document,
+    sized_detector,
     write_guard_file,
 )
 from onepixel.defense.scores import fpr_threshold
@@ -157,8 +158,7 @@ def calibrate_guard(
             keep = np.sort(np.random.default_rng(seed).choice(len(files), max_images, replace=False))
             files = [files[i] for i in keep]
     det = make_detector(detector, p=p, weights=weights)
-    if hasattr(det, "image_size"):  # residual detectors work at any size; a VAE has its own
-        det.image_size = input_size
+    det = sized_detector(det, input_size, "guard calibration")
     images, fit = read_fitted(files, input_size, resize=resize)
     result = calibrate_scores(det.score(images), fpr)
     weights_doc = None
