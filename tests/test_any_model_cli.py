@@ -248,3 +248,15 @@ def test_224_px_binary_torchscript_model_needs_resize_for_128_px_patches(
     assert sum(r.flip for r in run.records) >= 1
     invoke("run", "analyze", out, "--no-figures")
     invoke("report", out, "--out", tmp_path / "big.html")
+
+
+def test_the_bundled_64_px_run_config_keeps_the_stored_data_fields(amibr_root: Path, tmp_path: Path) -> None:
+    """Run folders written before the fit was recorded resume: a 64-px crop stores the same data
+    fields as they did (the full record goes into the run info, which resume does not compare)."""
+    out = tmp_path / "bundled"
+    args = ["attack", "--data", amibr_root, "--direction", "lower", "--limit", "1", "--out", out, *SEARCH[:4]]
+    invoke(*args, "--no-progress")
+    run = read_run(out)
+    assert set(run.config.raw["data"]) == {"path", "split", "positive"}
+    assert run.info["data"]["fit"]["input_size"] == 64 and run.info["data"]["layout"] == "amibr"
+    assert "1/1 attacks stored (1 resumed, 0 new)" in invoke(*args, "--no-progress")  # resumed
