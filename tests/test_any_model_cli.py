@@ -260,3 +260,16 @@ def test_the_bundled_64_px_run_config_keeps_the_stored_data_fields(amibr_root: P
     assert set(run.config.raw["data"]) == {"path", "split", "positive"}
     assert run.info["data"]["fit"]["input_size"] == 64 and run.info["data"]["layout"] == "amibr"
     assert "1/1 attacks stored (1 resumed, 0 new)" in invoke(*args, "--no-progress")  # resumed
+
+
+def test_data_info_counts_every_format_and_size(files: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    shutil.copytree(files["three"], folder)
+    first = next((folder / "other").glob("*.png"))
+    Image.open(first).convert("RGB").resize((96, 96)).save(folder / "other" / "small.jpg", quality=95)
+    (folder / "normal" / "broken.tif").write_bytes(b"not a tiff")
+    info = json.loads(invoke("data", "info", "--data", folder, "--json"))
+    counts = {row["label"]: row["n"] for row in info["counts"]}
+    assert counts == {"atypical": PER_CLASS, "normal": PER_CLASS, "other": PER_CLASS + 1}
+    assert info["sizes"] == {"128x128": 3 * PER_CLASS, "96x96": 1} and info["formats"]["JPEG"] == 1
+    assert [Path(k["path"]).name for k in info["skipped"]] == ["broken.tif"]
