@@ -87,7 +87,7 @@ def record_from(
         image_id=job.ids[i],
         label=job.labels[i],
         direction=way.value,
-        objective=method.objective()[0],
+        objective=getattr(target, "objective_name", None) or method.objective()[0],
         pixels=method.pixels,
         seed=int(result.seed if result.seed is not None else plan.seed),
         settings=settings,

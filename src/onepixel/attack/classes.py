@@ -58,10 +58,13 @@ class ClassScores(Target):
     """A target whose score is the rightness of true class ``k`` (``1 -`` it for ``raise``).
 
     Queries are counted by the wrapped target (``queries`` reads and resets it). ``last_predicted``
-    holds the predicted class names of the last :meth:`predict` call.
+    holds the predicted class names of the last :meth:`predict` call; ``objective_name`` the
+    objective whose score it computes (records carry it, as the search method may not know it).
     """
 
-    def __init__(self, target: Target, k: str, t: str | None, direction: Direction) -> None:
+    def __init__(
+        self, target: Target, k: str, t: str | None, direction: Direction, objective: str = "margin"
+    ) -> None:
         labels = target.info.labels
         for name, flag in ((k, "attacked class"), (t, "target class")):
             if name is not None and name not in labels:
@@ -77,6 +80,7 @@ class ClassScores(Target):
         self.k, self.t = labels.index(k), None if t is None else labels.index(t)
         self.direction = Direction.from_str(direction)
         self.last_predicted: list[str] = []
+        self.objective_name = objective  # what records name the attack by, whatever the method
 
     @property  # type: ignore[override]
     def queries(self) -> int:
@@ -133,7 +137,7 @@ def class_scores(target: Target, objective: str, options: dict[str, Any], direct
         t = None
     else:
         t = None if way.is_lower else target.info.positive
-    return ClassScores(target, k, t, way)
+    return ClassScores(target, k, t, way, objective)
 
 
 __all__ = ["CLASS_OBJECTIVES", "ClassError", "ClassScores", "class_scores", "rightness"]
