@@ -197,6 +197,7 @@ def test_console_summary_and_report_count_the_same_flips(
     assert flips is not None, console_text
     summary = json.loads(CliRunner().invoke(app, ["run", "summary", str(run_dir), "--json"]).output)
     assert (summary["flips"], summary["wrong_before"]) == (int(flips[1]), int(flips[2])) == (2, 1)
+    assert summary["success"]["count"] == 2  # the already-wrong image is no success either
     analysis = json.loads(
         CliRunner().invoke(app, ["run", "analyze", str(run_dir), "--json", "--no-figures"]).output
     )
