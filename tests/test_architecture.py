@@ -198,7 +198,7 @@ LONG_FUNCTIONS = {
     "cli/models.py:train": 119,
     "cli/demo.py:demo": 104,
     "cli/defense.py:evaluate_detector": 103,
-    "cli/analysis.py:confmap": 95,
+    "cli/analysis.py:confmap": 86,
     "cli/defense.py:evaluate_guard": 95,
     "cli/defense.py:train_detector": 96,
     "cli/defense.py:guard_calibrate": 93,

@@ -148,7 +148,7 @@ def test_calibrate_cli_rejects_bad_input(tmp_path: Path, amibr_root: Path) -> No
         (["--data", str(amibr_root), "--fpr", "1.5"], "strictly between 0 and 1"),
         (["--data", str(amibr_root), "--detector", "knn"], "unknown detector"),
         (["--data", str(tmp_path / "missing")], "does not exist"),
-        (["--data", str(empty)], "no PNG files"),
+        (["--data", str(empty)], "no image files (PNG, JPEG or TIFF)"),
         (["--data", str(empty), "--split", "train"], "not an AMi-Br folder"),
     ]
     for args, message in cases:

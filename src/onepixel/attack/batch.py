@@ -67,6 +67,7 @@ def record_from(
     best = np.asarray(result.vector, dtype=np.int64)[None]
     adversarial = apply_pixels(images, best, np.array([i]))
     score_after = float(target.predict(adversarial)[0])
+    predicted = getattr(target, "last_predicted", None)  # class targets name the class after
     before = float(job.scores_before[i])
     xs, ys, _ = pixels_of(best, images.shape[1])
     early = bool(result.early_converged)
@@ -80,12 +81,13 @@ def record_from(
         "batch_size": len(job.ids),
         "batch": [job.ids[0], job.ids[-1]],
         "original_pixels": images[i, ys[0], xs[0]].astype(int).tolist(),
+        **({"predicted_after": predicted[0]} if predicted else {}),
     }
     record = AttackRecord(
         image_id=job.ids[i],
         label=job.labels[i],
         direction=way.value,
-        objective=method.objective()[0],
+        objective=getattr(target, "objective_name", None) or method.objective()[0],
         pixels=method.pixels,
         seed=int(result.seed if result.seed is not None else plan.seed),
         settings=settings,

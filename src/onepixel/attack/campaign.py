@@ -30,13 +30,14 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from onepixel.attack.batch import AttackPlan, RecordSink, attack_batch
+from onepixel.attack.classes import class_scores
 from onepixel.attack.de import DEConfig, paper_de_config
 from onepixel.attack.jobs import BatchJob, CampaignError, make_jobs
 from onepixel.attack.method import AttackMethod
 from onepixel.attack.methods import method_of
 from onepixel.attack.objectives import OBJECTIVES
 from onepixel.attack.progress import CampaignProgress, make_progress
-from onepixel.attack.records import AttackRecord
+from onepixel.attack.records import AttackRecord, record_flip
 from onepixel.attack.run_lock import lock_run
 from onepixel.attack.selection import SelectionConfig, SelectionError, attacked_label, select_images
 from onepixel.attack.store import CampaignStore, StoreError, remove_run
@@ -141,8 +142,20 @@ class CampaignResult:
 
     @property
     def successes(self) -> int:
-        """Return the number of successful attacks among all stored records."""
+        """Return the number of successful attacks (the paper's: crossed 0.5, not early) among
+        all stored records."""
         return sum(r.success for r in self.records)
+
+    @property
+    def flips(self) -> int:
+        """Return the flips among all stored records: right before, wrong after (the one count
+        console, summary, report and analysis show)."""
+        return sum(record_flip(r) for r in self.records)
+
+    @property
+    def already_wrong(self) -> int:
+        """Return the stored attacks whose image was misclassified before (never a flip)."""
+        return sum(bool(Direction.from_str(r.direction).crossed(r.score_before)) for r in self.records)
 
 
 class Executor(Protocol):
@@ -175,6 +188,8 @@ def run_campaign(
     run here, one after another. Only this process writes the store.
     """
     started = time.perf_counter()
+    # More than two classes, or a class objective: the score of the attacked images' true class.
+    target = class_scores(target, config.objective, config.objective_options, config.direction)
     queries_start = target.queries
     run_dir = Path(run_dir)
     method, plan = config.attack_method(), config.plan()
@@ -191,12 +206,12 @@ def run_campaign(
         jobs = make_jobs(patches, image_ids, scores_before, config.images_per_batch, done)
         resumed = len(done)
         tally = CampaignProgress(make_progress(console) if progress else None, started=started)
-        tally.successes = sum(r.success for r in store.records()) if done else 0
+        tally.successes = sum(record_flip(r) for r in store.records()) if done else 0
         tally.start(f"attack {config.direction} ({label})", len(image_ids), len(done))
 
         def sink(record: AttackRecord, adversarial: Any, position: int) -> None:
             store.add(record, adversarial, position)
-            tally.advance(record.success, target.queries - queries_start)
+            tally.advance(record_flip(record), target.queries - queries_start)
 
         try:
             if executor is None:
@@ -253,7 +268,9 @@ def attack_summary_line(result: CampaignResult) -> str:
     per = result.wall_time_s / result.new if result.new else float("nan")
     return (
         f"{len(result.records)}/{result.selected} attacks stored ({result.resumed} resumed, "
-        f"{result.new} new), {result.successes} successes; {result.wall_time_s:.1f} s "
+        f"{result.new} new), {result.flips} flips (right before, wrong after)"
+        + (f", {result.already_wrong} already wrong before (never counted)" if result.already_wrong else "")
+        + f"; {result.wall_time_s:.1f} s "
         f"({per:.2f} s per new attack), {result.queries} queries"
     )
 

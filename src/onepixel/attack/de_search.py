@@ -74,6 +74,8 @@ class DESearch(AttackMethod):
 
     name = "de"  # type: ignore[assignment]  # "de-noconv" when the convergence test is off
     takes_options = False
+    title = "differential evolution"
+    step_name = "generation (0 = initial population)"
     uses_objective = True
 
     def __init__(

@@ -65,17 +65,24 @@ class BatchWorker:
         return os.getpid()
 
     def attack(
-        self, job: BatchJob, method: AttackMethod, plan: AttackPlan
+        self,
+        job: BatchJob,
+        method: AttackMethod,
+        plan: AttackPlan,
+        objective: tuple[str, dict[str, Any]] = ("plain", {}),
     ) -> tuple[list[tuple[AttackRecord, np.ndarray, int]], int]:
         """Return (every new record with its adversarial image and position, target queries made).
 
         ``method`` arrives built (it pickles with its objective's factory), so a worker needs no
-        registry entry of a plugin method or objective.
+        registry entry of a plugin method or objective. ``objective`` (name, options) decides the
+        class score of a model with more than two classes, as in the driver.
         """
+        from onepixel.attack.classes import class_scores
+
         out: list[tuple[AttackRecord, np.ndarray, int]] = []
         before = self.target.queries
         attack_batch(
-            self.target,
+            class_scores(self.target, objective[0], objective[1], plan.direction),
             job,
             method,
             plan,
@@ -226,7 +233,8 @@ class RayExecutor:
         while pending or running:
             while pending and idle:
                 actor, job = idle.pop(), pending.popleft()
-                running[actor.attack.remote(job, method_ref, plan_ref)] = (actor, job)
+                classes = (config.objective, dict(config.objective_options))
+                running[actor.attack.remote(job, method_ref, plan_ref, classes)] = (actor, job)
                 if self.on_submit is not None:
                     self.on_submit(job, self._pids[id(actor)])
             (ref,), _ = ray.wait(list(running), num_returns=1)

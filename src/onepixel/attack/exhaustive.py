@@ -81,6 +81,7 @@ class ExhaustiveSearch(AttackMethod):
     """
 
     name = "exhaustive"
+    title = "exhaustive search"
 
     def __init__(
         self,

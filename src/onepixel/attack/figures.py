@@ -93,6 +93,13 @@ def default_convergence_ids(records: Sequence[AttackRecord], n_best: int = 3) ->
     return chosen
 
 
+def method_title(name: str | None) -> tuple[str, str, bool]:
+    """Return the title, step name and DE-ness of method ``name`` (see attack.methods)."""
+    from onepixel.attack.methods import method_title as title
+
+    return title(name)
+
+
 def convergence_plot(
     records: Sequence[AttackRecord], ids: Sequence[str], summary: dict[str, Any], path: Path
 ) -> Path:
@@ -112,11 +119,12 @@ def convergence_plot(
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     strong = 0.05 if lower else 0.95
     ax.axhline(strong, color="grey", ls=":", lw=1)
-    ax.set_xlabel("generation (0 = initial population)")
+    title, step, _ = method_title(summary.get("method"))
+    ax.set_xlabel(step)
     pos = summary.get("positive") or "positive"
     ax.set_ylabel(f"{'lowest' if lower else 'highest'} score of {pos!r}")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"{direction_title(summary)}: differential evolution progress")
+    ax.set_title(f"{direction_title(summary)}: {title} progress")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     # below the axes, so that it never hides a curve, and large enough to read when scaled down
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)

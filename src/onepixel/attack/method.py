@@ -83,6 +83,8 @@ class AttackMethod:
     name: ClassVar[str] = ""
     default_budget: ClassVar[int | None] = None
     takes_options: ClassVar[bool] = True  # False: built from the campaign's DE settings instead
+    title: ClassVar[str] = ""  # how reports name the search ("" = the name)
+    step_name: ClassVar[str] = "step"  # what one entry of a result's history is
     uses_objective: ClassVar[bool] = False  # True: minimises the campaign's objective (its kind of attack)
 
     def __init__(self, pixels: int = 1) -> None:

@@ -63,6 +63,17 @@ def method_option_names(name: str) -> list[str]:
     return sorted(METHODS.options(name) or ())
 
 
+def method_title(name: str | None) -> tuple[str, str, bool]:
+    """Return how reports name method ``name`` (None: DE, as older runs): its title, what one
+    step of its history is, and whether it runs on the DE settings (so the DE settings and the
+    paper's DE numbers apply to it). An unknown name gets itself, "step" and False."""
+    try:
+        cls = METHODS.get(name or "de")
+    except ValueError:
+        return str(name), "step", False
+    return cls.title or cls.name, cls.step_name, not cls.takes_options
+
+
 def make_method(
     name: str,
     pixels: int = 1,

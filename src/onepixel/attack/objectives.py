@@ -96,6 +96,30 @@ class PlainObjective:
         return f"PlainObjective({self.direction.value!r})"
 
 
+class MarginObjective(PlainObjective):
+    """The untargeted margin objective: minimise ``p[true] - max_{c != true} p[c]`` (as the score
+    of :class:`~onepixel.attack.classes.ClassScores`, whose campaign target computes it)."""
+
+    name = "margin"
+
+    def __repr__(self) -> str:
+        return f"MarginObjective({self.direction.value!r})"
+
+
+class TargetedObjective(PlainObjective):
+    """The targeted objective: push the images to ``target_class`` (the score of
+    :class:`~onepixel.attack.classes.ClassScores` toward it, whose campaign target computes it)."""
+
+    name = "targeted"
+
+    def __init__(self, direction: Direction = Direction.LOWER, target_class: str = ""):
+        super().__init__(direction)
+        self.target_class = target_class
+
+    def __repr__(self) -> str:
+        return f"TargetedObjective({self.direction.value!r}, {self.target_class!r})"
+
+
 class Fitness:
     """The DE engine's function for a set of images: perturb, score with the target, apply the objective.
 
@@ -224,7 +248,17 @@ def _colour(direction: Direction, images: np.ndarray, **options: Any) -> ColourO
     return ColourObjective(direction, images, **options)
 
 
+def _margin(direction: Direction, images: np.ndarray, **options: Any) -> MarginObjective:
+    return MarginObjective(direction, **options)
+
+
+def _targeted(direction: Direction, images: np.ndarray, **options: Any) -> TargetedObjective:
+    return TargetedObjective(direction, **options)
+
+
 register_objective("plain", _plain, signature=PlainObjective)
+register_objective("margin", _margin, signature=MarginObjective)
+register_objective("targeted", _targeted, signature=TargetedObjective)
 register_objective("colour", _colour, signature=ColourObjective)
 
 

@@ -25,7 +25,7 @@ def make_progress(console: Console | None = None) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("[green]{task.fields[successes]} successes"),
+        TextColumn("[green]{task.fields[successes]} flips"),
         TextColumn("{task.fields[qps]:.0f} queries/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),

@@ -87,8 +87,18 @@ def attacked_label(patches: PatchSet, info: TargetInfo, direction: Direction) ->
             f"{patches.positive!r}; load the data with positive label {positive!r}",
             settings=("positive",),
         )
+    if len(patches.classes) > 2:  # the target names the class that raise attacks
+        negative = by_lower.get(info.negative.lower())
+        if negative is None:
+            raise SelectionError(
+                f"the target's negative label {info.negative!r} is not a class of the data "
+                f"{list(patches.classes)}",
+                settings=("label_map",),
+            )
+    else:
+        negative = patches.negative
     try:
-        return Direction.from_str(direction).attacked_label(positive, patches.negative)
+        return Direction.from_str(direction).attacked_label(positive, negative)
     except DirectionError as exc:
         raise SelectionError(str(exc)) from None
 

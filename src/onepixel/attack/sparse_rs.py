@@ -70,6 +70,8 @@ class SparseRS(AttackMethod):
     """
 
     name = "sparse-rs"
+    title = "Sparse-RS random search"
+    step_name = "iteration"
     default_budget = DEFAULT_BUDGET
 
     def __init__(

@@ -72,7 +72,8 @@ def _share(count: int, total: int) -> float | None:
 def summarize(records: Sequence[AttackRecord], direction: Direction | None = None) -> dict[str, Any]:
     """Return the paper's counts and before/after statistics of ``records`` as a JSON-ready dict.
 
-    ``direction`` defaults to the records' own (they must agree). Shares are of non-early attacks.
+    ``direction`` defaults to the records' own (they must agree). Shares are of non-early attacks;
+    successes count only images right before the attack (as flips do).
     """
     directions = {r.direction for r in records}
     if direction is None:
@@ -83,8 +84,10 @@ def summarize(records: Sequence[AttackRecord], direction: Direction | None = Non
         raise ValueError(f"records have direction {sorted(directions)}, not {direction!r}")
     non_early = [r for r in records if not r.early_converged]
     n, m = len(records), len(non_early)
-    success = sum(r.success for r in records)
-    strong = sum(r.strong_success for r in records)
+    # An image already wrong before the attack is never a success (nor a flip), whatever its score.
+    right = [not bool(Direction.from_str(r.direction).crossed(r.score_before)) for r in records]
+    success = sum(r.success and ok for r, ok in zip(records, right, strict=True))
+    strong = sum(r.strong_success and ok for r, ok in zip(records, right, strict=True))
     before = [r.score_before for r in non_early]
     after = [r.score_after for r in non_early]
     change = np.abs(np.asarray(before) - np.asarray(after)) if m else np.zeros(0)

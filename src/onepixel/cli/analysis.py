@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DataOption, console, fail
+from onepixel.cli.common import DataOption, DeviceOption, ResizeOption, console, fail
 
 
 class MapDirection(StrEnum):
@@ -76,6 +76,10 @@ def _print_tables(result: dict[str, Any], figures: list[Path]) -> None:
                 f"({shares['mixed']:.1%}); binomial test vs 25%: p = {test['p_value']:.3g} "
                 f"(one-sided greater: {test['p_value_greater']:.3g})"
             )
+        if per.get("meaningful") is False:
+            out.print(f"parity test not meaningful: {per.get('note', '')}")
+        if group.get("already_wrong"):
+            out.print(f"{group['already_wrong']} attacked images were already misclassified (not counted)")
         sp = group["spatial"]
         out.print(f"mean distance from the centre: {_fmt(sp['centre_distance_mean'])} px")
     for path in figures:
@@ -223,8 +227,44 @@ def analyze(
         _print_tables(result, paths)
 
 
+def _open_for_map(image: str, target: str, data: Path | None, resize: bool, device: str) -> tuple[Any, Any]:
+    """Return the target and the image fitted to its input size (the target is opened first)."""
+    from onepixel.analysis.images import load_image
+    from onepixel.errors import OnePixelError
+    from onepixel.targets import open_target
+
+    try:
+        tgt = open_target(target, device=device)
+        img = load_image(image, data=data, size=tgt.info.input_size, resize=resize)
+    except (OnePixelError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    if img.shape[0] != tgt.info.input_size:  # pragma: no cover - load_image's contract
+        raise fail(f"{image}: fitted to {img.shape[0]} px, the target takes {tgt.info.input_size}")
+    return tgt, img
+
+
+def _print_map(name: str, cmap: Any, summary: dict[str, Any], as_json: bool) -> None:
+    """Print a confidence map's summary: one line, or JSON."""
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    best, way = summary["best"], summary["best"]["direction"]
+    typer.echo(
+        f"{name}: {cmap.image.shape[0]} px, score {cmap.score_before:.4f}; {cmap.evaluations:,} images in "
+        f"{cmap.seconds:.1f} s ({summary['evaluations_per_s'] or 0:,.0f}/s); best {way} pixel "
+        f"({best['x']}, {best['y']}) colour {tuple(best['colour'])} -> {best['score']:.4f}; "
+        f"min {summary['min_score']:.4f}, max {summary['max_score']:.4f}; files in {summary['out']}"
+    )
+
+
 def confmap(
-    image: Annotated[str, typer.Argument(help="A PNG (centre-cropped to 64x64) or amibr:<image id>.")],
+    image: Annotated[
+        str,
+        typer.Argument(
+            help="A PNG, JPEG or TIFF image (centre-cropped to the target's input size, or resized "
+            "with --resize) or amibr:<image id>."
+        ),
+    ],
     levels: Annotated[
         int, typer.Option("--levels", "-L", min=2, max=256, help="Values per channel (52: 0,5,...,255).")
     ] = 6,
@@ -263,6 +303,8 @@ def confmap(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     data: DataOption = None,
+    resize: ResizeOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Brute-force confidence map: every pixel x every grid colour, min / max / mean score per pixel.
 
@@ -274,17 +316,10 @@ def confmap(
 
     from onepixel.analysis.confmap import ConfmapError, compute_confmap
     from onepixel.analysis.confmap_files import save_confmap
-    from onepixel.analysis.images import load_image
-    from onepixel.data.patches import DataError
-    from onepixel.targets import open_target
     from onepixel.targets.base import TargetError
 
     torch.set_num_threads(threads)
-    try:
-        img = load_image(image, data=data)
-        tgt = open_target(target)
-    except (DataError, TargetError, ValueError, OSError) as exc:
-        raise fail(exc) from exc
+    tgt, img = _open_for_map(image, target, data, resize, device)
     name = image.split(":", 1)[1] if image.startswith("amibr:") else Path(image).stem
     out_dir = out or Path("runs") / "confmap" / name
     try:
@@ -307,17 +342,7 @@ def confmap(
         "out": str(out_dir),
         **save_confmap(cmap, out_dir, direction.value, title=name),
     }
-    way = summary["best"]["direction"]
-    if as_json:
-        typer.echo(json.dumps(summary, indent=1))
-    else:
-        best = summary["best"]
-        typer.echo(
-            f"{name}: score {cmap.score_before:.4f}; {cmap.evaluations:,} images in "
-            f"{cmap.seconds:.1f} s ({summary['evaluations_per_s'] or 0:,.0f}/s); best {way} pixel "
-            f"({best['x']}, {best['y']}) colour {tuple(best['colour'])} -> {best['score']:.4f}; "
-            f"min {summary['min_score']:.4f}, max {summary['max_score']:.4f}; files in {out_dir}"
-        )
+    _print_map(name, cmap, summary, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DataOption, console, fail
+from onepixel.cli.common import (
+    TARGET_KINDS_HELP,
+    DataOption,
+    DeviceOption,
+    LabelMapOption,
+    ResizeOption,
+    SkipBadOption,
+    console,
+    fail,
+)
 from onepixel.direction import Direction
 from onepixel.errors import OnePixelError
 
@@ -83,8 +92,7 @@ TargetOpt = Annotated[
     str,
     typer.Option(
         "--target",
-        help="'bundled' (the default model), a bundled weights name, a .safetensors file, or "
-        "http://host:port of a MAX-compatible API.",
+        help=TARGET_KINDS_HELP,
     ),
 ]
 SplitOpt = Annotated[
@@ -112,7 +120,10 @@ PixelsOpt = Annotated[
 ObjectiveOpt = Annotated[
     str,
     typer.Option(
-        "--objective", help="Objective: plain (the paper's), colour (blend in), adaptive (evade a detector)."
+        "--objective",
+        help="Objective: plain (the paper's; for more than two classes the positive class's margin), "
+        "margin (untargeted: p[true] - max other p), targeted (with --target-class), colour (blend "
+        "in), adaptive (evade a detector).",
     ),
 ]
 MethodOpt = Annotated[
@@ -186,6 +197,15 @@ WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, help="Ray workers (default: one per CPU of the cluster).")
 ]
 
+TargetClassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-class",
+        help="Targeted attack (softmax models): push each image to this class "
+        "(--objective targeted is implied).",
+    ),
+]
+
 
 @dataclass(frozen=True)
 class AttackFlags:
@@ -222,6 +242,11 @@ class AttackFlags:
     executor: str
     address: str | None
     workers: int | None
+    resize: bool = False
+    label_map: Any = None
+    skip_bad: bool = False
+    device: str = "auto"
+    target_class: str | None = None
 
 
 def attack(
@@ -256,6 +281,11 @@ def attack(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
+    resize: ResizeOption = False,
+    label_map: LabelMapOption = None,
+    skip_bad: SkipBadOption = False,
+    device: DeviceOption = "auto",
+    target_class: TargetClassOpt = None,
 ) -> None:
     """Run or resume a one-pixel attack campaign (see the long help)."""
     _report(run_attack(AttackFlags(**locals())), out, progress)
@@ -283,8 +313,8 @@ def campaign_config(flags: AttackFlags, target_info: Any, data_spec: dict[str, A
         target=target_info.spec,
         target_sha256=target_info.fingerprint,
         data=data_spec,
-        objective=flags.objective,
-        objective_options=_parse_options(flags.objective_option or []),
+        objective="targeted" if flags.target_class else flags.objective,
+        objective_options=_objective_options(flags),
         pixels=flags.pixels,
         de=de,
         seed=flags.seed,
@@ -302,30 +332,49 @@ def campaign_config(flags: AttackFlags, target_info: Any, data_spec: dict[str, A
     )
 
 
+def _objective_options(flags: AttackFlags) -> dict[str, Any]:
+    """Return the objective's options: --objective-option items, plus --target-class."""
+    options = _parse_options(flags.objective_option or [])
+    if flags.target_class:
+        if flags.objective not in ("plain", "targeted"):
+            raise fail(
+                f"--target-class makes a targeted attack; it cannot go with --objective {flags.objective}"
+            )
+        options["target_class"] = flags.target_class
+    return options
+
+
 def run_attack(flags: AttackFlags) -> Any:
     """Open the data and the target, run (or resume) the campaign the flags ask for; return its result."""
     import onepixel.defense.adaptive  # noqa: F401  (registers the adaptive objective)
     from onepixel.attack.campaign import run_campaign
-    from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches, patch_source, resolved_split
+    from onepixel.cli.opening import data_fit_source, open_data_for
     from onepixel.targets import open_target
 
     try:
-        root = data_root(flags.data)  # downloads AMi-Br into the cache when no data is given
-        split = resolved_split(root, flags.split)
-        patches = open_patches(root, split, positive=flags.positive).patches
         runner = _executor(flags)
-        with open_target(flags.target) as tgt:
-            config = campaign_config(flags, tgt.info, patch_source(root, split, patches))
+        # The target first: its input size decides how the data is fitted.
+        with open_target(flags.target, device=flags.device) as tgt:
+            opened = open_data_for(
+                tgt.info,
+                flags.data,
+                flags.split,
+                positive=flags.positive,
+                label_map=flags.label_map,
+                resize=flags.resize,
+                skip_bad=flags.skip_bad,
+            )
+            config = campaign_config(flags, tgt.info, data_fit_source(opened, opened.split))
             return run_campaign(
                 tgt,
-                patches,
+                opened.patches,
                 config,
                 flags.out,
                 progress=flags.progress,
                 force_new=flags.force_new,
                 console=console,
                 executor=runner,
+                info={"data": opened.record()},
             )
     except KeyboardInterrupt:
         raise fail(

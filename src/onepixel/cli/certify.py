@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DataOption, console, fail, stdout_console
+from onepixel.cli.common import (
+    DataOption,
+    DeviceOption,
+    LabelMapOption,
+    ResizeOption,
+    SkipBadOption,
+    console,
+    fail,
+    stdout_console,
+)
 
 
 def parse_pixels(text: str) -> tuple[int, ...]:
@@ -65,6 +74,10 @@ def certify(
     out: OutOpt = None,
     as_json: JsonOpt = False,
     progress: ProgressOpt = True,
+    resize: ResizeOption = False,
+    label_map: LabelMapOption = None,
+    skip_bad: SkipBadOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Prove which diagnoses no change of k pixels can flip (certified pixel-partition voting).
 
@@ -78,8 +91,7 @@ def certify(
 
         onepixel certify --data ../shared/data/ami-br --out runs/certify
     """
-    from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches
+    from onepixel.cli.opening import open_data_for
     from onepixel.errors import OnePixelError
     from onepixel.targets import open_target
     from onepixel.targets.partition import PartitionEnsemble, certified_spec, parse_certified_spec
@@ -88,8 +100,9 @@ def certify(
     spec = target if target.startswith("certified") else certified_spec(target)
     try:
         _, inner = parse_certified_spec(spec)
-        ensemble = open_target(spec, stride=stride)
-        patches = open_patches(data_root(data), split, positive=positive).patches
+        ensemble = open_target(spec, stride=stride, device=device)  # first: its size fits the data
+        fit = {"resize": resize, "label_map": label_map, "skip_bad": skip_bad}
+        patches = open_data_for(ensemble.info, data, split, positive=positive, **fit).patches
     except (OnePixelError, FileNotFoundError) as exc:
         raise fail(exc) from exc
     if not isinstance(ensemble, PartitionEnsemble):  # pragma: no cover - open_target's contract

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -48,9 +48,75 @@ DataOption = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="Data folder (class-per-folder PNGs or AMi-Br). Default: $ONEPIXEL_DATA, else the "
-        "cache folder, where AMi-Br is downloaded on first use.",
+        help="Data folder (class-per-folder PNG, JPEG or TIFF images, or AMi-Br). Default: "
+        "$ONEPIXEL_DATA, else the cache folder, where AMi-Br is downloaded on first use.",
         show_default=False,
+    ),
+]
+TARGET_KINDS_HELP = (
+    "'bundled' (the default model), a bundled weights name, a .safetensors file, an ONNX file "
+    "(.onnx), a TorchScript file (.pt, .pth, .ts, .torchscript), package.module:factory (a "
+    "function returning a torch module), http(s)://host:port of a MAX-compatible API, or "
+    "certified[:SPEC] (the certified pixel-partition vote of the bundled model or of SPEC). "
+    "A foreign model's preprocessing and labels come from its JSON sidecar (model.json)."
+)
+
+
+def _label_map(text: str | None) -> Any:
+    """Parse ``--label-map`` once, at the edge; a bad map is a usage error naming the flag."""
+    if text is None:
+        return None
+    from onepixel.data.labels import LabelMap
+
+    if not isinstance(text, str):  # already parsed (typer may call the parser on the default)
+        return text
+    try:
+        return LabelMap.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--label-map") from None
+
+
+def _device(text: str) -> str:
+    """Parse ``--device`` once, at the edge (auto, cpu or cuda)."""
+    from onepixel.targets.device import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+
+
+ResizeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resize",
+        help="Resize images to the target's input size (bilinear) instead of centre-cropping "
+        "them; needed when they are smaller than it. One image pixel then covers more or less "
+        "than one model pixel.",
+    ),
+]
+LabelMapOption = Annotated[
+    Any,
+    typer.Option(
+        "--label-map",
+        parser=_label_map,
+        metavar="FOLDER=LABEL,...",
+        help="Map class folder names to the model's labels, e.g. mitotic=atypical,normal=normal.",
+        show_default=False,
+    ),
+]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="List and skip unreadable image files instead of stopping at the first."),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=_device,
+        metavar="auto|cpu|cuda",
+        help="Where an in-process model runs: auto (a GPU when torch or ONNX Runtime sees one), "
+        "cpu or cuda. Ignored for http(s) targets.",
     ),
 ]
 ModelOption = Annotated[

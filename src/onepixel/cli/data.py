@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from onepixel.cli.common import DataOption, console, fail
 
@@ -54,12 +54,14 @@ def data_info(
     from onepixel.config import resolve_data_dir
     from onepixel.data.amibr import CLASSES, POSITIVE, is_amibr, read_train_rows
     from onepixel.data.download import verify_dataset
-    from onepixel.data.patches import DataError, load_folder
+    from onepixel.data.formats import is_image_file
+    from onepixel.data.patches import DataError
+    from onepixel.data.survey import survey_folder
 
     root = resolve_data_dir(data)
     try:
         if not root.is_dir():
-            raise DataError(f"data folder {root} does not exist; run `onepixel download` or pass --data")
+            raise DataError(f"data folder {root} does not exist; run `onepixel data download` or pass --data")
         info: dict = {"root": str(root)}
         rows: list[tuple[str, str, int]] = []
         if is_amibr(root) and split is None:
@@ -70,18 +72,18 @@ def data_info(
             rows_csv = read_train_rows(root)
             for part in ("train", "test"):
                 for label in CLASSES:
-                    stems = [p.stem for p in (root / label).iterdir() if p.suffix.lower() == ".png"]
+                    stems = [p.stem for p in (root / label).iterdir() if is_image_file(p)]
                     n = sum((stem in rows_csv) == (part == "train") for stem in stems)
                     rows.append((part, label, n))
             info["train_slides"] = len(set(rows_csv.values()))
             info["positive"] = POSITIVE
         else:
-            s = load_folder(root, split=split, size=None)
-            counts = Counter(s.label_names())
-            rows += [(split or "-", c, counts.get(c, 0)) for c in s.classes]
+            s = survey_folder(root, split, skip_bad=True)  # every format and size, nothing fitted
+            rows += [(split or "-", c, n) for c, n in zip(s.classes, s.counts, strict=True)]
             info["dataset"] = "folder"
             info["positive"] = s.positive
-            info["image_size"] = list(s.images.shape[1:3])
+            info["formats"], info["sizes"] = s.formats, s.sizes
+            info["skipped"] = [{"path": k.path, "reason": k.reason} for k in s.skipped]
     except DataError as exc:
         raise fail(exc) from exc
     info["counts"] = [{"split": sp, "label": c, "n": n} for sp, c, n in rows]
@@ -95,6 +97,15 @@ def data_info(
         table.add_row(sp, c + (" (positive)" if c == info["positive"] else ""), str(n))
     table.add_row("all", "", str(sum(n for _, _, n in rows)), style="bold")
     console.print(table)
+    _print_notes(info)
+
+
+def _print_notes(info: dict) -> None:
+    """Print what ``data info`` found besides the counts: formats, sizes, skipped files, manifest."""
+    if "sizes" in info:
+        console.print(f"formats {info['formats']}; sizes {info['sizes']}")
+        for k in info["skipped"]:
+            console.print(f"[yellow]skipped[/] {escape(k['path'])}: {escape(k['reason'])}")
     if "verified" in info:
         style = "green" if info["verified"] else "bold red"
         console.print(f"[{style}]{info['verification']}[/]")

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from onepixel.cli.common import DataOption, command_group, console, fail, stdout_console
+from onepixel.cli.common import (
+    DataOption,
+    DeviceOption,
+    ResizeOption,
+    command_group,
+    console,
+    fail,
+    stdout_console,
+)
 
 
 def train_detector(
@@ -245,8 +253,6 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
-
-
 def evaluate_guard(
     runs: Annotated[
         list[Path] | None,
@@ -292,13 +298,13 @@ def evaluate_guard(
     torch.set_num_threads(1)
     try:
         root = data_root(data)
-        clean = open_patches(root).patches
+        classifier = open_target(target)  # first: the clean patches are fitted to its input size
+        clean = open_patches(root, input_size=classifier.info.input_size).patches
         if limit is not None and limit < len(clean):
             clean = clean.subset(np.sort(np.random.default_rng(0).permutation(len(clean))[:limit]))
         campaigns = [load_campaign(r) for r in runs or []]
         docs = [_read_json(w, "--worst-case") for w in worst_case or []]
         study = _read_json(site_study, "--site-study") if site_study is not None else None
-        classifier = open_target(target)
         guards = default_guards(classifier, vae=detector, p=p, with_vae=not no_vae)
         report = guard_table(
             campaigns,
@@ -402,6 +408,15 @@ def guard_calibrate(
     old_max_images: Annotated[int | None, typer.Option("--max-images", min=1, hidden=True)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the guard file's content as JSON.")] = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="The model the guard will protect (any --target kind): its input size decides how "
+            "the patches are fitted (default: 64 px, the bundled model's)."
+        ),
+    ] = None,
+    resize: ResizeOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Calibrate a guard on a site's own clean patches (no labels, no attacks): score them, set
     the threshold at the 1 - FPR quantile and write a guard file for `onepixel serve --guard`."""
@@ -409,9 +424,9 @@ def guard_calibrate(
 
     import torch
 
-    from onepixel.data.patches import DataError
     from onepixel.defense.calibrate import calibrate_guard, write_guard_file
     from onepixel.defense.detectors import resolve_detector
+    from onepixel.errors import OnePixelError
 
     torch.set_num_threads(1)
     try:
@@ -424,7 +439,50 @@ def guard_calibrate(
         raise fail(f"data folder {data} does not exist")
     max_images = limit if old_max_images is None else old_max_images
     names = _split_names(data, split)
-    command = (
+    command = _calibrate_command(data, fpr, detector, p, weights, pattern, split, max_images, seed, out)
+    try:
+        size = _input_size(target, device)  # the guarded model's input size decides the fit
+        command += f" --target {target}" if target else ""
+        doc = calibrate_guard(
+            data,
+            **{"detector": detector, "fpr": fpr, "p": p, "weights": weights, "pattern": pattern},
+            **{"names": names, "max_images": max_images, "seed": seed, "command": command},
+            selection=None if split == "all" else f"AMi-Br {split} split",
+            input_size=size,
+            resize=resize,
+        )
+        write_guard_file(doc, out)
+    except (OnePixelError, FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    stdout_console().print(
+        f"wrote {out}: {detector} threshold {doc['threshold']:.6g} flags {doc['clean_fpr']:.3f} of "
+        f"{doc['data']['images']} clean patches (target {fpr:g}); {doc['fit']['how']} to "
+        f"{doc['input_size']} px"
+    )
+    if doc["data"]["images"] < 300:
+        console.print(
+            f"[yellow]note:[/] {doc['data']['images']} patches is few: the FPR on new patches may land "
+            "several points from the target (docs/results.md: 'How many clean patches')"
+        )
+
+
+def _calibrate_command(
+    data: Path,
+    fpr: float,
+    detector: str,
+    p: float,
+    weights: str,
+    pattern: str | None,
+    split: str,
+    max_images: int | None,
+    seed: int,
+    out: Path,
+) -> str:
+    """Return the command line a guard file records."""
+    return (
         f"onepixel guard calibrate --data {data} --fpr {fpr:g} --detector {detector}"
         + (f" --p {p:g} --weights {weights}" if detector == "vae" else "")
         + (f" --pattern '{pattern}'" if pattern else "")
@@ -432,35 +490,18 @@ def guard_calibrate(
         + (f" --limit {max_images} --seed {seed}" if max_images else "")
         + f" --out {out}"
     )
-    try:
-        doc = calibrate_guard(
-            data,
-            detector=detector,
-            fpr=fpr,
-            p=p,
-            weights=weights,
-            pattern=pattern,
-            names=names,
-            max_images=max_images,
-            seed=seed,
-            selection=None if split == "all" else f"AMi-Br {split} split",
-            command=command,
-        )
-        write_guard_file(doc, out)
-    except (DataError, FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
-    if as_json:
-        typer.echo(json.dumps(doc, indent=2, allow_nan=False))
-        return
-    stdout_console().print(
-        f"wrote {out}: {detector} threshold {doc['threshold']:.6g} flags {doc['clean_fpr']:.3f} of "
-        f"{doc['data']['images']} clean patches (target {fpr:g})"
-    )
-    if doc["data"]["images"] < 300:
-        console.print(
-            f"[yellow]note:[/] {doc['data']['images']} patches is few: the FPR on new patches may land "
-            "several points from the target (docs/results.md: 'How many clean patches')"
-        )
+
+
+def _input_size(target: str | None, device: str) -> int:
+    """Return the input size of the model ``target`` names (64, the bundled model's, for None)."""
+    from onepixel.config import IMAGE_SIZE
+
+    if target is None:
+        return IMAGE_SIZE
+    from onepixel.targets import open_target
+
+    with open_target(target, device=device) as tgt:
+        return int(tgt.info.input_size)
 
 
 def guard_check(

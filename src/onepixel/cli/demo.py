@@ -67,8 +67,8 @@ def _campaign(
     run_dir = out / f"{objective}-{direction}{'-borderline' if borderline else ''}"
     result = run_campaign(target, patches, config, run_dir, console=console)
     console.print(
-        f"{objective} {direction}: {result.selected} attacked, {result.successes} flipped "
-        f"(crossed 0.5), {result.queries:,} queries -> {run_dir}"
+        f"{objective} {direction}: {result.selected} attacked, {result.flips} flipped (right before, "
+        f"wrong after; {result.already_wrong} already wrong), {result.queries:,} queries -> {run_dir}"
     )
     return run_dir
 

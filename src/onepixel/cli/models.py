@@ -10,8 +10,22 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from onepixel.cli.common import DataOption, ModelOption, command_group, console, fail
+from onepixel.cli.common import (
+    TARGET_KINDS_HELP,
+    DataOption,
+    DeviceOption,
+    LabelMapOption,
+    ModelOption,
+    ResizeOption,
+    SkipBadOption,
+    command_group,
+    console,
+    fail,
+)
 
+ScoredModelOption = Annotated[
+    str, typer.Option("--model", "--target", help="The model to score: " + TARGET_KINDS_HELP)
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
 
@@ -136,57 +150,80 @@ def train(
             )
 
 
-def load_eval_set(root: Path, split: str, positive: str, size: int):
-    """Return the images to evaluate: an AMi-Br split, a split folder, or the whole folder."""
-    from onepixel.data.amibr import is_amibr, load_amibr
-    from onepixel.data.patches import DataError, load_folder
+def load_eval_set(root: Path, split: str, target_info: Any, fit: dict[str, Any]) -> Any:
+    """Return the images to evaluate (an AMi-Br split, a split folder, or the whole folder) as
+    :class:`~onepixel.data.open.OpenedData`, fitted to the target; ``fit`` holds resize,
+    label_map and skip_bad."""
+    from onepixel.data.amibr import is_amibr
+    from onepixel.data.open import AMIBR_SPLITS
+    from onepixel.data.patches import DataError
 
+    positive = target_info.positive
     if is_amibr(root):
-        if split not in ("train", "test", "all"):
-            raise DataError(f"AMi-Br split must be train, test or all, got {split!r}")
-        data = load_amibr(root, split, size=size)  # type: ignore[arg-type]
+        if split not in AMIBR_SPLITS:
+            raise DataError(f"AMi-Br split must be train, test or all, got {split!r}", settings=("split",))
+        chosen: str | None = split
     elif (root / split).is_dir():
-        data = load_folder(root, split=split, size=size, positive=positive if positive else None)
+        chosen = split
     elif split in ("test", "all"):
-        data = load_folder(root, size=size, positive=positive)
+        chosen = None  # a plain folder of class folders: all of it
     else:
-        raise DataError(f"{root} has no split folder {split!r}")
-    if positive not in data.classes:
+        raise DataError(f"{root} has no split folder {split!r}", settings=("split",))
+    from onepixel.cli.opening import open_data_for
+
+    amibr = is_amibr(root)
+    folders = set() if amibr else {p.name for p in (root / (chosen or "")).iterdir() if p.is_dir()}
+    known = amibr or positive in folders or fit.get("label_map") is not None
+    opened = open_data_for(target_info, root, chosen, positive=positive if known else None, **fit)
+    if positive not in opened.patches.classes:
         raise DataError(
-            f"the model's positive label {positive!r} is not among the data's labels {data.classes}"
+            f"the model's positive label {positive!r} is not among the data's labels "
+            f"{opened.patches.classes}",
+            settings=("label_map",),
         )
-    return data
+    return opened
 
 
-def evaluate_model(model: str, root: Path, split: str) -> dict[str, Any]:
-    """Return the metrics of ``model`` (bundled name or file) on ``split`` of the data at ``root``."""
+def evaluate_model(
+    model: str, root: Path, split: str, *, device: str = "auto", fit: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the metrics of ``model`` (any target spec) on ``split`` of the data at ``root``:
+    the positive class against the rest at 0.5, plus top-1 accuracy for more than two classes."""
     from onepixel.models.metrics import binary_metrics
-    from onepixel.targets.local import TorchTarget
+    from onepixel.targets import open_target
 
-    target = TorchTarget.from_pretrained(model)
-    data = load_eval_set(root, split, target.meta.positive, target.meta.input_size)
-    y = (data.labels == data.classes.index(target.meta.positive)).astype(np.int64)
-    result = binary_metrics(y, target.predict(data.images))
-    return {**result, "model": target.meta.name, "split": split}
+    with open_target(model, device=device) as target:
+        data = load_eval_set(root, split, target.info, fit or {}).patches
+        y = (data.labels == data.classes.index(target.info.positive)).astype(np.int64)
+        result: dict[str, Any] = dict(binary_metrics(y, target.predict(data.images)))
+        if len(target.info.labels) > 2:
+            predicted = target.predict_proba(data.images).argmax(axis=1)
+            result["top1_accuracy"] = float(np.mean(predicted == data.labels))
+    return {**result, "model": target.info.name, "split": split}
 
 
 def evaluate(
-    model: ModelOption = "resnet_custom_amibr",
+    model: ScoredModelOption = "resnet_custom_amibr",
     data: DataOption = None,
     split: Annotated[
         str, typer.Option(help="AMi-Br: test, train or all. Other data: a split folder, or the whole folder.")
     ] = "test",
     as_json: JsonOption = False,
+    resize: ResizeOption = False,
+    label_map: LabelMapOption = None,
+    skip_bad: SkipBadOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Score a split and print balanced accuracy, ROC AUC, sensitivity, specificity (threshold 0.5)."""
     from rich.table import Table
 
     from onepixel.cli.data import data_root
-    from onepixel.data.patches import DataError
+    from onepixel.errors import OnePixelError
 
+    fit = {"resize": resize, "label_map": label_map, "skip_bad": skip_bad}
     try:
-        result = evaluate_model(model, data_root(data), split)
-    except (DataError, FileNotFoundError, ValueError) as exc:
+        result = evaluate_model(model, data_root(data), split, device=device, fit=fit)
+    except (OnePixelError, FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -194,54 +231,72 @@ def evaluate(
     table = Table(title=f"{result['model']} on the {split} split (threshold {result['threshold']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity", "n", "n_positive"):
-        value = result[key]
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    keys = ("balanced_accuracy", "roc_auc", "accuracy", "top1_accuracy", "sensitivity", "specificity")
+    for key in (*keys, "n", "n_positive"):
+        if key in result:
+            value = result[key]
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
 
 
-def predict(
-    images: Annotated[list[Path], typer.Argument(help="PNG files to score.", show_default=False)],
-    model: ModelOption = "resnet_custom_amibr",
-    as_json: JsonOption = False,
-) -> None:
-    """Print the model's score (probability of its positive label) for each image.
+def _read_for(paths: list[Path], size: int, resize: bool) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Return a row per file (with a note on fitting or an error) and the usable images, fitted."""
+    from onepixel.data.errors import DataError
+    from onepixel.data.fit import fit_images
+    from onepixel.data.formats import read_image
 
-    Images larger than the model's input are centre-cropped (with a note); files that cannot be
-    used are reported and the rest are still scored (exit code 1 if any failed).
-    """
-    from onepixel.data.patches import DataError, fit_to_size, read_png
-    from onepixel.targets.local import TorchTarget
-
-    try:
-        target = TorchTarget.from_pretrained(model)
-    except (FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
-    size = target.meta.input_size
     rows: list[dict[str, Any]] = []
     good: list[np.ndarray] = []
-    for path in images:
+    for path in paths:
         row: dict[str, Any] = {"image": str(path)}
         try:
-            array = read_png(path)
-            if array.shape[:2] != (size, size):
-                row["note"] = f"centre-cropped from {array.shape[1]}x{array.shape[0]} to {size}x{size}"
-            good.append(fit_to_size(array, size, "crop", name=str(path)))
+            array = read_image(path, name=str(path))
+            fitted, done = fit_images(array[None], size, resize=resize, name=str(path))
+            if done.how != "none":
+                verb = "centre-cropped" if done.how == "crop" else "resized"
+                row["note"] = f"{verb} from {array.shape[1]}x{array.shape[0]} to {size}x{size}"
+            good.append(fitted[0])
         except DataError as exc:
             row["error"] = str(exc)
         rows.append(row)
-    scores = target.predict(np.stack(good)) if good else np.zeros(0)
-    it = iter(scores)
+    return rows, good
+
+
+def predict(
+    images: Annotated[
+        list[Path], typer.Argument(help="PNG, JPEG or TIFF files to score.", show_default=False)
+    ],
+    model: ScoredModelOption = "resnet_custom_amibr",
+    as_json: JsonOption = False,
+    resize: ResizeOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Print the model's score (probability of its positive label) and predicted class per image.
+
+    Images larger than the model's input are centre-cropped (or resized with --resize; with a
+    note); files that cannot be used are reported and the rest are still scored (exit code 1 if
+    any failed).
+    """
+    from onepixel.errors import OnePixelError
+    from onepixel.targets import open_target
+
+    try:
+        target = open_target(model, device=device)
+    except (OnePixelError, FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    with target:
+        rows, good = _read_for(images, target.info.input_size, resize)
+        probs = target.predict_proba(np.stack(good)) if good else np.zeros((0, len(target.info.labels)))
+    it = iter(probs)
     for row in rows:
         if "error" not in row:
-            row["score"] = float(next(it))
-            row["label"] = target.meta.positive if row["score"] >= 0.5 else target.meta.negative
+            p = next(it)
+            row["score"] = float(p[target.info.positive_index])
+            side = target.info.positive if row["score"] >= 0.5 else target.info.negative
+            row["label"] = side if len(p) == 2 else target.info.labels[int(np.argmax(p))]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"model": target.meta.name, "positive": target.meta.positive, "results": rows}, indent=2
-            )
-        )
+        body = {"model": target.info.name, "positive": target.info.positive, "results": rows}
+        typer.echo(json.dumps(body, indent=2))
     else:
         for row in rows:
             if "error" in row:

@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from onepixel.data.patches import IMAGE_SIZE, DataError, fit_to_size, read_png
+from onepixel.data.errors import DataError
+from onepixel.data.fit import Fit, fit_image_list
+from onepixel.data.formats import is_image_file, read_image
+from onepixel.data.patches import IMAGE_SIZE
 from onepixel.defense.detectors import DETECTORS, make_detector
 from onepixel.defense.guard_file import (
     GUARD_FORMAT,
@@ -41,6 +44,7 @@ from onepixel.defense.guard_file import (
     guard_from_document,
     load_guard_file,
     read_guard_document,
+    sized_detector,
     write_guard_file,
 )
 from onepixel.defense.scores import fpr_threshold
@@ -54,33 +58,35 @@ DEFAULT_COMMAND = (
 
 
 def find_pngs(folder: str | Path, pattern: str | None = None) -> list[Path]:
-    """Return the PNG files (``.png`` in any case) under ``folder``, recursively, whose names
-    match the glob ``pattern`` when given, sorted by relative path; DataError when the folder is
-    missing or holds none."""
+    """Return the image files (PNG, JPEG or TIFF, suffix in any case) under ``folder``,
+    recursively, whose names match the glob ``pattern`` when given, sorted by relative path;
+    DataError when the folder is missing or holds none."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     files = sorted(
-        (
-            p
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() == ".png" and (pattern is None or p.match(pattern))
-        ),
+        (p for p in root.rglob("*") if is_image_file(p) and (pattern is None or p.match(pattern))),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
-        which = "PNG files" if pattern is None else f"PNG files matching {pattern!r}"
+        which = "image files (PNG, JPEG or TIFF)" + ("" if pattern is None else f" matching {pattern!r}")
         raise DataError(f"{root}: no {which} (searched recursively)")
     return files
 
 
-def read_patches(files: Sequence[Path], size: int = IMAGE_SIZE) -> np.ndarray:
-    """Return the PNG files as (N, size, size, 3) uint8, centre-cropped to ``size`` (larger
-    patches) ; DataError naming the first file that is not an RGB PNG of at least that size."""
-    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
-        out[i] = fit_to_size(read_png(path), size, "crop", name=str(path))
-    return out
+def read_patches(files: Sequence[Path], size: int = IMAGE_SIZE, *, resize: bool = False) -> np.ndarray:
+    """Return the image files as (N, size, size, 3) uint8, centre-cropped to ``size`` (larger
+    patches) or resized (``resize``); DataError naming the first file that is not an 8-bit RGB
+    image or is smaller than ``size`` without ``resize``."""
+    return read_fitted(files, size, resize=resize)[0]
+
+
+def read_fitted(
+    files: Sequence[Path], size: int = IMAGE_SIZE, *, resize: bool = False
+) -> tuple[np.ndarray, Fit]:
+    """Return the image files fitted to ``size`` (see :func:`read_patches`) and what was done."""
+    arrays = [read_image(path, name=str(path)) for path in files]
+    return fit_image_list(arrays, size, resize=resize, names=[str(f) for f in files])
 
 
 def data_digest(root: str | Path, files: Sequence[Path]) -> str:
@@ -129,8 +135,11 @@ def calibrate_guard(
     seed: int = 0,
     selection: str | None = None,
     command: str | None = None,
+    input_size: int = IMAGE_SIZE,
+    resize: bool = False,
 ) -> dict[str, Any]:
-    """Return a guard document (see the module doc) calibrated on the clean PNGs of ``folder``.
+    """Return a guard document (see the module doc) calibrated on the clean images of ``folder``,
+    fitted to ``input_size`` (the guarded model's; centre crop, or ``resize``), which it records.
 
     ``names`` keeps only files with those stems (e.g. an AMi-Br split, described by
     ``selection``); ``max_images`` draws a seeded random subset of that many files. Raises
@@ -141,7 +150,7 @@ def calibrate_guard(
     if names is not None:
         files = [f for f in files if f.stem in names]
         if not files:
-            raise DataError(f"{root}: none of the PNG files is in the requested selection")
+            raise DataError(f"{root}: none of the image files is in the requested selection")
     if max_images is not None:
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
@@ -149,7 +158,9 @@ def calibrate_guard(
             keep = np.sort(np.random.default_rng(seed).choice(len(files), max_images, replace=False))
             files = [files[i] for i in keep]
     det = make_detector(detector, p=p, weights=weights)
-    result = calibrate_scores(det.score(read_patches(files)), fpr)
+    det = sized_detector(det, input_size, "guard calibration")
+    images, fit = read_fitted(files, input_size, resize=resize)
+    result = calibrate_scores(det.score(images), fpr)
     weights_doc = None
     if detector == "vae":
         from onepixel.defense.train import vae_weights_path
@@ -176,6 +187,8 @@ def calibrate_guard(
             "files": rel if len(rel) <= MAX_LISTED_FILES else None,
             "seed": seed if max_images is not None else None,
         },
+        "input_size": int(input_size),
+        "fit": fit.to_dict(),
         "scores": result["scores"],
         "weights": weights_doc,
         "onepixel_version": __version__,

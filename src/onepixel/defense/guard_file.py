@@ -132,6 +132,23 @@ def read_guard_document(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def sized_detector(det: Any, size: int, where: str = "guard") -> Any:
+    """Return ``det`` set to score ``size`` px images: residual detectors work at any size; a
+    detector with a fixed size (a VAE) must have that one, else GuardFileError."""
+    current = getattr(det, "image_size", size)
+    if current == size:
+        return det
+    try:
+        det.image_size = size
+    except AttributeError:
+        raise GuardFileError(
+            f"{where}: the {getattr(det, 'name', 'detector')} detector takes {current}x{current} images, "
+            f"not the model's {size}x{size}; use a residual detector",
+            settings=("detector",),
+        ) from None
+    return det
+
+
 def guard_from_document(doc: dict[str, Any], source: str = "guard file") -> Guard:
     """Return the :class:`Guard` a guard document describes (its ``info`` holds the document);
     GuardFileError naming ``source`` and the bad field otherwise."""
@@ -184,6 +201,11 @@ def guard_from_document(doc: dict[str, Any], source: str = "guard file") -> Guar
         if not math.isinf(p):
             raise GuardFileError(f"{source}: the {detector} detector has p = inf, got {doc.get('p')!r}")
         det = make_detector(detector)
+    size = doc.get("input_size")
+    if size is not None:  # older files: the 64 px every guard was calibrated at
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise GuardFileError(f"{source}: input_size must be a positive integer, got {size!r}")
+        det = sized_detector(det, size, source)
     return Guard(det, threshold=float(threshold), info=doc)
 
 

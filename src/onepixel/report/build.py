@@ -76,17 +76,39 @@ def _overview(runs: list[Path], data: str | None) -> Section:
     }
     if data:
         items["data"] = strip_paths(str(data))
-    text = Text(
-        "A black-box attacker changes one pixel (or k pixels) of a 64x64 H&E patch, searching with "
-        "differential evolution and seeing only the classifier's score. 'lower' attacks push a "
-        "positive image's score down (a finding disappears); 'raise' attacks push a negative "
-        "image's score up. Attacks that converge right after the initial population count as failed."
-    )
+    text = Text(about_text(runs))
     return Section(
         "About this study",
         [text, Details("How this report was made", [KeyValues("Run", items)])],
         nav="About",
     )
+
+
+def about_text(runs: list[Path]) -> str:
+    """Return the "About" paragraph of the runs as they were made: the image sizes attacked,
+    the search methods used, and the early-convergence rule only when DE was among them."""
+    from onepixel.analysis.loading import run_image_size
+    from onepixel.attack.methods import method_title
+    from onepixel.attack.run_folder import read_run
+
+    sizes, methods = set(), {}
+    for run_dir in runs:
+        run = read_run(run_dir)
+        sizes.add(run_image_size(run))
+        name = run.config.raw.get("method", "de") if run.config is not None else "de"
+        methods[name] = method_title(name)
+    size_text = " or ".join(f"{n}x{n}" for n in sorted(sizes)) or "the model's input size"
+    used = ", ".join(sorted({title for title, _, _ in methods.values()})) or "a search"
+    text = (
+        f"A black-box attacker changes one pixel (or k pixels) of a {size_text} image at the model's "
+        f"own input size, searching with {used} and seeing only the classifier's scores. 'lower' "
+        "attacks push the positive class's score down (a finding disappears); 'raise' attacks push "
+        "it up. A flip is an image the model got right before the attack and wrong after it; "
+        "images already wrong before are never counted."
+    )
+    if any(de for _, _, de in methods.values()):
+        text += " DE attacks that converge right after the initial population count as failed."
+    return text
 
 
 def _model_section(target: str | None) -> Section | None:
@@ -96,7 +118,7 @@ def _model_section(target: str | None) -> Section | None:
     try:
         meta = read_meta(name)
     except (FileNotFoundError, ValueError, OSError):
-        return None
+        return _spec_model_section(name)
     items: dict[str, Any] = {
         "name": meta.name,
         "architecture": meta.arch,
@@ -121,6 +143,50 @@ def _model_section(target: str | None) -> Section | None:
     blocks.append(
         Details("The weights' metadata", [KeyValues("Model card (from the weights' metadata)", items)])
     )
+    return Section("Target classifier", blocks, nav="Model")
+
+
+def _spec_model_section(target: str) -> Section | None:
+    """Return the model section of a target that is not bundled weights: what its spec says
+    (name, input size, classes, positive label), its sidecar, and its model card
+    (``<file stem>.md`` or ``MODEL_CARD.md`` beside the file) when there is one."""
+    from onepixel.targets import open_target
+
+    try:
+        with open_target(target) as tgt:
+            info = tgt.info
+    except Exception as exc:  # noqa: BLE001 - a report still gets written without the model
+        return Section(
+            "Target classifier",
+            [Text(f"{strip_paths(target)} (not opened for this report: {strip_paths(str(exc))})")],
+            nav="Model",
+        )
+    items: dict[str, Any] = {
+        "name": info.name,
+        "target": strip_paths(str(info.spec or target)),
+        "input": f"{info.input_size}x{info.input_size} RGB",
+        "classes (output order)": ", ".join(info.labels),
+        "positive label": info.positive,
+        "negative label": info.negative,
+    }
+    if info.fingerprint:
+        items["weights SHA-256"] = info.fingerprint
+    blocks: list[Any] = [KeyValues("The model as the run saw it (from its spec)", items)]
+    path = Path(target.split(":", 1)[1] if target.startswith("certified:") else target)
+    if path.suffix:
+        card = next(
+            (c for c in (path.with_suffix(".md"), path.parent / "MODEL_CARD.md") if c.is_file()), None
+        )
+        if card is not None:
+            blocks.insert(0, Markdown(card.read_text()))
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                spec = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                spec = {}
+            shown = {k: v if not isinstance(v, (dict, list)) else json.dumps(v) for k, v in spec.items()}
+            blocks.append(Details("The model's spec sidecar", [KeyValues(sidecar.name, shown)]))
     return Section("Target classifier", blocks, nav="Model")
 
 
@@ -209,7 +275,8 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
 
     A flip is an attack whose clean score was on the true label's side of 0.5 and whose
     adversarial score is across it; an image already misclassified is never a flip. The worst
-    case is the lowest score after a 'lower' attack (highest after 'raise') and its image.
+    case is the lowest score after a 'lower' attack (highest after 'raise') and its image, among
+    the images right before the attack (None when there is none).
     """
     from onepixel.attack.run_folder import read_run
 
@@ -227,8 +294,9 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
         "flipped_ids": [r.image_id for r, f in zip(records, flips, strict=True) if f],
         "worst": None,
     }
-    if records:
-        pick = direction.worst(after)
+    if right.any():  # the worst case among images the model got right before the attack
+        candidates = np.flatnonzero(right)
+        pick = int(candidates[direction.worst(after[candidates])])
         out["worst"] = {
             "image_id": records[pick].image_id,
             "score_before": float(before[pick]),
@@ -239,6 +307,7 @@ def run_findings(run_dir: Path) -> dict[str, Any]:
 
 def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any]]:
     from onepixel.attack.figures import make_figures
+    from onepixel.attack.methods import method_title
     from onepixel.attack.summary import summarize_run
 
     s = summarize_run(run_dir)
@@ -253,9 +322,15 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
         "seed": s.get("seed"),
         "confidence filter": config.get("filter", True),
     }
-    settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
+    method_name, _, on_de = method_title(s.get("method"))
+    settings["method"] = method_name
+    if on_de:
+        settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
+    else:
+        settings.update({f"{k}": v for k, v in (config.get("method_options") or {}).items()})
+        settings["budget (queries per image)"] = config.get("budget")
     sign = Direction.from_str(s["direction"]).sign
-    paper = PAPER_PLAIN.get(s["direction"]) if s.get("objective") in (None, "plain") else None
+    paper = PAPER_PLAIN.get(s["direction"]) if on_de and s.get("objective") in (None, "plain") else None
     rows = [
         ["attacked", s["attacked"], "", paper and paper["attacked"]],
         [
@@ -297,9 +372,11 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
     raw: list[Any] = [
         KeyValues("Settings", settings),
         Table(
-            "Counts (shares of the non-early attacks, as in the paper)",
-            ["", "count", "share", "paper (MAX, TUPAC16)"],
-            rows,
+            "Counts (shares of the non-early attacks, as in the paper)"
+            if paper
+            else f"Counts ({method_name}; flips: {f['flips']}, already wrong: {f['already_wrong']})",
+            ["", "count", "share", "paper (MAX, TUPAC16)"] if paper else ["", "count", "share"],
+            rows if paper else [row[:3] for row in rows],
         ),
         Table(
             f"Scores before / after ({s['stats_over']}, n = {s['non_early']})",
@@ -313,7 +390,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
     if make_figs and s["attacked"]:
         make_figures(run_dir)
     figures = [
-        Figure(figure_caption(png.stem), png, wide=png.stem == "convergence")
+        Figure(figure_caption(png.stem, s.get("method")), png, wide=png.stem == "convergence")
         for png in (sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else [])
         if not png.name.startswith("analysis_")
     ]
@@ -325,16 +402,21 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any
 
 
 RUN_FIGURES = {
-    "convergence": "best score per generation (differential evolution)",
     "scores_boxplot": "scores before and after the attack",
     "colours": "most common attack colours",
 }
 
 
-def figure_caption(stem: str) -> str:
-    """Return the caption of a run figure from its file name (``pair_<image id>``: the pair)."""
+def figure_caption(stem: str, method: str | None = None) -> str:
+    """Return the caption of a run figure from its file name (``pair_<image id>``: the pair);
+    the progress figure is named after ``method``'s search (None: DE, as older runs)."""
+    from onepixel.attack.methods import method_title
+
     if stem.startswith("pair_"):
         return f"clean and attacked image: {stem.removeprefix('pair_')}"
+    if stem == "convergence":
+        title, step, _ = method_title(method)
+        return f"best score per {step.split(' (')[0]} ({title})"
     return RUN_FIGURES.get(stem, stem.replace("_", " "))
 
 
@@ -373,9 +455,12 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
         )
         per = group["periodicity"]
         test = per.get("binomial_test", {})
+        meaningless = per.get("meaningful") is False
+        if meaningless:
+            blocks.append(Text(f"{key}: the parity test is not meaningful here. {per.get('note', '')}"))
         blocks.append(
             Table(
-                f"{key}: coordinate parity",
+                f"{key}: coordinate parity" + (" (not meaningful for this search)" if meaningless else ""),
                 ["even-even", "odd-odd", "mixed", "even-even share", "binomial p (> 25%)"],
                 [
                     [
@@ -667,7 +752,9 @@ def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], po
         flips += f["flips"]
         w = f["worst"]
         worst = (
-            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})" if w else "no attack"
+            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})"
+            if w
+            else ("none right before" if f["attacked"] else "no attack")
         )
         rows.append(
             [
