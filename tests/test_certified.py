@@ -223,7 +223,9 @@ def test_certify_on_an_onnx_export_matches_the_bundled_model(tmp_path, amibr_roo
     assert summaries["onnx"] == summaries["bundled"]
 
 
-def test_guard_table_row_never_counts_a_proven_image_as_flipped(tmp_path, zero_shot, test_split) -> None:
+def test_guard_table_row_never_counts_a_proven_image_as_flipped(
+    tmp_path, zero_shot, test_split, amibr_root
+) -> None:
     from onepixel.attack.campaign import CampaignConfig, paper_de_config, run_campaign
     from onepixel.defense.guard_eval import load_campaign
     from onepixel.defense.guard_table import certified_row
@@ -243,6 +245,14 @@ def test_guard_table_row_never_counts_a_proven_image_as_flipped(tmp_path, zero_s
         campaigns.append(load_campaign(tmp_path / name))
     clean = test_split.subset(np.random.default_rng(1).permutation(len(test_split))[:128])
     row = certified_row(zero_shot, campaigns, clean.images, clean.y.astype(bool))
+    res = CliRunner().invoke(
+        app,
+        ["guard", "evaluate", str(tmp_path / "bare"), "--certified", "certified:bundled", "--no-vae"]
+        + ["--limit", "64", "--json", "--data", str(amibr_root)],
+    )
+    assert res.exit_code == 0, res.output
+    cli_row = json.loads(res.stdout)["certified"]
+    assert cli_row["through"]["plain k=1"]["attacks"] == 6 and cli_row["mode"] == "certified"
     assert row["mode"] == "certified" and 0.5 < row["balanced_accuracy"] <= 1
     assert set(row["through"]) == {"plain k=1", "adaptive k=1"}
     for counts in row["through"].values():

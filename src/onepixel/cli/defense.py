@@ -275,6 +275,10 @@ def evaluate_guard(
         typer.Option(min=1, help="Only the first N clean patches (seeded shuffle) for FPR/accuracy."),
     ] = None,
     target: Annotated[str, typer.Option(help="Classifier behind the guards.")] = "bundled",
+    certified: Annotated[
+        str | None,
+        typer.Option(help="Add a certified ensemble's row (e.g. certified): flips, images proven safe."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the full report to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
@@ -292,7 +296,7 @@ def evaluate_guard(
     from onepixel.data.patches import DataError
     from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard_eval import load_campaign
-    from onepixel.defense.guard_table import ATTACK_KINDS, default_guards, guard_table
+    from onepixel.defense.guard_table import certified_row, default_guards, guard_table
     from onepixel.targets import TargetError, open_target
 
     torch.set_num_threads(1)
@@ -314,6 +318,9 @@ def evaluate_guard(
             worst_cases=docs,
             site_study=study,
         )
+        if certified is not None:
+            y = clean.labels == clean.positive_index
+            report["certified"] = certified_row(open_target(certified), campaigns, clean.images, y)
     except (DataError, FileNotFoundError, ValueError, TargetError) as exc:
         raise fail(exc) from exc
     report["clean_data"] = {"folder": str(root), "images": len(clean)}
@@ -324,22 +331,33 @@ def evaluate_guard(
     if as_json:
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
+    print_guard_table(report)
+
+
+def print_guard_table(report: dict) -> None:
+    """Print the guard table: one row per guard (and the certified ensemble's, when evaluated)."""
     from rich.table import Table
+
+    from onepixel.defense.guard_table import ATTACK_KINDS
 
     def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.3f}"
 
-    seen = {kind for row in report["guards"].values() for kind in row["through"]}
+    rows = dict(report["guards"])
+    if report.get("certified") is not None:
+        rows["certified ensemble"] = report["certified"]
+    seen = {kind for row in rows.values() for kind in row["through"]}
     kinds = [str(k) for k in ATTACK_KINDS if str(k) in seen]
     table = Table(title=f"guarded pipeline (bare balanced accuracy {fmt(report['balanced_accuracy_bare'])})")
     for col in ("guard", "FPR in", "FPR out (worst)", "bal. acc.", *(f"flips {k}" for k in kinds)):
         table.add_column(col)
-    for name, row in report["guards"].items():
+    for name, row in rows.items():
         ood = row["clean_fpr_out_of_domain"]
         cells = []
         for k in kinds:
             t = row["through"].get(k)
-            cells.append("-" if t is None else f"{t['flips']}/{t['attacks']}")
+            proven = "" if t is None or "proven_safe" not in t else f" ({t['proven_safe']} proven)"
+            cells.append("-" if t is None else f"{t['flips']}/{t['attacks']}{proven}")
         table.add_row(
             name,
             fmt(row["clean_fpr_in_domain"]),
