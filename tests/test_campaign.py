@@ -321,7 +321,8 @@ def test_objective_registry_colour_and_unknown(tmp_path: Path, target: TorchTarg
         # The stored energy is the colour objective's: 0.6 * score + 0.4 * colour RMSE.
         assert r.extra["best_energy"] == pytest.approx(0.6 * r.score_after + 0.4 * r.colour_error, abs=1e-6)
     with pytest.raises(
-        CampaignError, match=r"unknown objective 'nope'; known: \['adaptive', 'colour', 'margin', 'plain', 'targeted'"
+        CampaignError,
+        match=r"unknown objective 'nope'; known: \['adaptive', 'colour', 'margin', 'plain', 'targeted'",
     ):
         tiny_config("lower", objective="nope")
 
