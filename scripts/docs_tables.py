@@ -143,15 +143,16 @@ def certify_falsify(data: list[dict[str, Any]]) -> str:
                 ]
             )
     e = d["exhaustive_k1"]
-    rows.append(
-        [
-            "exhaustive k = 1 (every pixel x 8 colours)",
-            str(e["images"]),
-            str(e["images"]),
-            "-",
-            f"**{e['violations']}**",
-        ]
-    )
+    if e["images"]:
+        rows.append(
+            [
+                "exhaustive k = 1 (every pixel x 8 colours)",
+                str(e["images"]),
+                str(e["images"]),
+                "-",
+                f"**{e['violations']}**",
+            ]
+        )
     for c in d["campaigns"]:
         rows.append(
             [
