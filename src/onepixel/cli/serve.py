@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import error_text, fail
+from onepixel.cli.common import DeviceOption, error_text, fail
 
 ModelOpt = Annotated[
     str,
@@ -213,14 +213,17 @@ def served_spec(model: str, certified: bool) -> str:
     return "certified" if model == "bundled" else f"certified:{model}"
 
 
-def open_served_target(model: str, *, mode: str, certified: bool, stride: int | None) -> Any:
+def open_served_target(
+    model: str, *, mode: str, certified: bool, stride: int | None, device: str = "auto"
+) -> Any:
     """Return the target to serve (exit 1 naming --model when it cannot be opened)."""
     from onepixel.targets import TargetError, open_target
 
     if stride is not None and not certified and not model.startswith("certified"):
         raise typer.BadParameter("--stride needs --certified", param_hint="--stride")
     spec = served_spec(model, certified)
-    kwargs: dict[str, Any] = {} if model.startswith(("http://", "https://")) else {"mode": mode}
+    remote = model.startswith(("http://", "https://"))
+    kwargs: dict[str, Any] = {} if remote else {"mode": mode, "device": device}
     if spec.startswith("certified"):
         kwargs["stride"] = stride
     try:
@@ -289,6 +292,7 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 5000,
     mode: ModeOpt = "auto",
+    device: DeviceOption = "auto",
     threads: ThreadsOpt = None,
     max_request_images: MaxRequestImagesOpt = 1024,
     old_max_batch: OldMaxBatchOpt = None,
@@ -325,7 +329,7 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    target = open_served_target(model, mode=mode, certified=certified, stride=stride)
+    target = open_served_target(model, mode=mode, certified=certified, stride=stride, device=device)
     inspector = open_guard(guard, guard_threshold)
     options = {
         "max_batch": max_request_images if old_max_batch is None else old_max_batch,
