@@ -607,7 +607,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 s["wall_s"] = time.perf_counter() - t0
                 runs[method] = s
                 if piece is not None:
-                    piece.write_text(json.dumps({"images": section["images"], "summary": s}, indent=1))
+                    record = {"images": section["images"], "summary": s, "provenance": finish(prov)}
+                    piece.write_text(json.dumps(record, indent=1))
                 print(
                     f"  k={k} {method:13s} flips {s['flips']}/{s['n']} at {s['flips_at_budget']} "
                     f"median q {s['queries_to_flip_median']} cpu/attack {s['cpu_s_per_attack']:.2f} s "

@@ -64,6 +64,9 @@ def source_line(files: list[str], data: list[dict[str, Any]]) -> str:
     """Return the italic line citing each file's command, commit and machine load."""
     parts = []
     for path, d in zip(files, data, strict=True):
+        if "provenance" not in d and "summary" in d:
+            parts.append(f"`{path}` (a resumable piece: command and commit in `benchmarks/results/pieces/README.md`)")
+            continue
         if "provenance" not in d:
             command = d.get("command", "?")
             parts.append(f"`{path}` (`{command}`; predates provenance: no commit or load recorded)")
@@ -625,6 +628,89 @@ def attack_vs_peers(data: list[dict[str, Any]]) -> str:
     return intro + "\n\n" + table(header, rows)
 
 
+@generator("study_campaigns")
+def study_campaigns(data: list[dict[str, Any]]) -> str:
+    """Return the study's campaign table: flips with Wilson intervals, queries and CPU per flip."""
+    (d,) = data
+
+    def ci(row: dict[str, Any]) -> str:
+        lo_hi = row["flips_ci95"]
+        return "-" if lo_hi is None else f"[{100 * lo_hi[0]:.0f}%, {100 * lo_hi[1]:.0f}%]"
+
+    def num(value: float | None, digits: int = 0) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    order = {"de": 0, "exhaustive": 1, "sparse-rs": 2}
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["direction"], not r["filter"], r["pixels"], order.get(r["method"], 9), r["objective"])
+
+    rows = sorted(d["campaigns"], key=key)
+    body = []
+    for r in rows:
+        budget = "-" if r["budget"] is None else f"{r['budget']:,}"
+        if r["method"] == "de" and r.get("de"):
+            budget = f"{r['de']['popsize']} x {r['de']['maxiter']}"
+        done = "" if r["complete"] else " (part)"
+        body.append(
+            [
+                r["direction"],
+                "paper" if r["filter"] else "none",
+                str(r["pixels"]),
+                r["method"] + ("" if r["objective"] == "plain" else f" ({r['objective']})"),
+                budget,
+                f"{r['attacked']}{done}",
+                str(r["wrong_before"]),
+                f"**{r['flips']}** / {r['on_true_side']}",
+                ci(r),
+                f"{num(r['queries_to_flip_median'])} (n = {r['queries_to_flip_n']})",
+                num(r["cpu_seconds_per_flip"], 2),
+            ]
+        )
+    header = [
+        "direction",
+        "filter",
+        "k",
+        "method",
+        "budget (DE: members x generations)",
+        "images",
+        "already wrong",
+        "flips / on true side",
+        "95% Wilson",
+        "median queries to flip",
+        "CPU s per flip",
+    ]
+    return table(header, body)
+
+
+@generator("attack_power_pieces")
+def attack_power_pieces(data: list[dict[str, Any]]) -> str:
+    """Return the attack-power table of finished pieces: flips per budget (95% Wilson interval at
+    the largest), median queries to flip with n, CPU seconds per flip, whether L0 was checked."""
+    budgets = sorted({int(b) for d in data for b in d["summary"]["flips_at_budget"]})
+    rows = []
+    for d in data:
+        s = d["summary"]
+        last = str(budgets[-1])
+        lo, hi = s["flips_ci95_at_budget"][last]
+        med = "-" if s["queries_to_flip_median"] is None else f"{s['queries_to_flip_median']:.0f}"
+        per_flip = "-" if s["cpu_s_per_flip"] is None else f"{s['cpu_s_per_flip']:.2f}"
+        rows.append(
+            [
+                d.get("method", "?"),
+                str(s["n"]),
+                *[str(s["flips_at_budget"][str(b)]) for b in budgets[:-1]],
+                f"{s['flips_at_budget'][last]} [{100 * lo:.0f}%, {100 * hi:.0f}%]",
+                f"{med} (n = {s['queries_to_flip_n']})",
+                per_flip,
+                "yes" if s.get("l0_checked") else "no",
+            ]
+        )
+    header = ["method", "images", *[f"flips @{b:,}" for b in budgets[:-1]]]
+    header += [f"flips @{budgets[-1]:,} [95% Wilson]", "median queries to flip", "CPU s per flip"]
+    header += ["L0 checked"]
+    return table(header, rows)
+
+
 def render(name: str, files: list[str]) -> str:
     """Return the generated Markdown of table ``name`` from ``files``, source line included."""
     if name not in GENERATORS:
@@ -634,7 +720,10 @@ def render(name: str, files: list[str]) -> str:
         path = REPO / f
         if not path.is_file():
             raise SystemExit(f"table {name}: {f} does not exist")
-        data.append(json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
+        if name == "attack_power_pieces":  # a piece is named <direction>_k<k>_<method>.json
+            doc["method"] = path.stem.split("_", 2)[2]
+        data.append(doc)
     return GENERATORS[name](data) + "\n\n" + source_line(files, data) + "\n"
 
 
