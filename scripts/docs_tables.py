@@ -65,7 +65,8 @@ def source_line(files: list[str], data: list[dict[str, Any]]) -> str:
     parts = []
     for path, d in zip(files, data, strict=True):
         if "provenance" not in d and "summary" in d:
-            parts.append(f"`{path}` (a resumable piece: command and commit in `benchmarks/results/pieces/README.md`)")
+            readme = "`benchmarks/results/pieces/README.md`"
+            parts.append(f"`{path}` (a resumable piece: command and commit in {readme})")
             continue
         if "provenance" not in d:
             command = d.get("command", "?")
