@@ -642,6 +642,7 @@ def study_campaigns(data: list[dict[str, Any]]) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     order = {"de": 0, "exhaustive": 1, "sparse-rs": 2}
+
     def key(r: dict[str, Any]) -> tuple:
         return (r["direction"], not r["filter"], r["pixels"], order.get(r["method"], 9), r["objective"])
 
@@ -710,6 +711,30 @@ def attack_power_pieces(data: list[dict[str, Any]]) -> str:
     header += [f"flips @{budgets[-1]:,} [95% Wilson]", "median queries to flip", "CPU s per flip"]
     header += ["L0 checked"]
     return table(header, rows)
+
+
+@generator("study_finding")
+def study_finding(data: list[dict[str, Any]]) -> str:
+    """Return the README's attack finding: per direction, filter and k, the flips of each method
+    (plain objective) over the images on their true side, the strongest first."""
+    (d,) = data
+    cells: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
+    for r in d["campaigns"]:
+        if r["objective"] == "plain":
+            cells.setdefault((r["direction"], r["filter"], r["pixels"]), []).append(r)
+    rows = []
+    for (direction, filt, k), runs in sorted(
+        cells.items(), key=lambda kv: (kv[0][0], not kv[0][1], kv[0][2])
+    ):
+        runs = sorted(runs, key=lambda r: -r["flips"] / max(r["on_true_side"], 1))
+        label = (
+            f"{runs[0]['positive']} -> {runs[0]['negative']}"
+            if direction == "lower"
+            else (f"{runs[0]['negative']} -> {runs[0]['positive']}")
+        )
+        methods = ", ".join(f"{r['method']} {r['flips']}/{r['on_true_side']}" for r in runs)
+        rows.append([f"{direction} ({label})", "paper's (confident)" if filt else "none", str(k), methods])
+    return table(["direction", "image filter", "k", "flips / images on their true side, per method"], rows)
 
 
 def render(name: str, files: list[str]) -> str:
