@@ -203,8 +203,18 @@ def test_serve_uses_the_guard_file(calibrated, test_split: PatchSet, monkeypatch
 
     path, doc = calibrated
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: served.update(app=application))
-    result = CliRunner().invoke(app, ["serve", "--guard", str(path), "--log-level", "warning"])
+
+    class CapturingServer:  # the command builds its app and hands it to uvicorn.Server(config).run()
+        def __init__(self, config: uvicorn.Config) -> None:
+            served.update(app=config.app)
+
+        def run(self) -> None:
+            return None
+
+    monkeypatch.setattr(uvicorn, "Server", CapturingServer)
+    result = CliRunner().invoke(
+        app, ["serve", "--guard", str(path), "--log-level", "warning", "--expose-guard-details"]
+    )
     assert result.exit_code == 0, result.output
     image = test_split.images[0].copy()
     image[33, 7] = [0, 0, 255]
