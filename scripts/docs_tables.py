@@ -737,6 +737,37 @@ def study_finding(data: list[dict[str, Any]]) -> str:
     return table(["direction", "image filter", "k", "flips / images on their true side, per method"], rows)
 
 
+@generator("study_guard")
+def study_guard(data: list[dict[str, Any]]) -> str:
+    """Return the guard table of the study (``guard evaluate --certified``): one row per guard and
+    the certified ensemble's, flips through per attack kind, images proven safe."""
+    (d,) = data
+    g = d["guard"]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = {**g["guards"]}
+    if g.get("certified") is not None:
+        rows["certified ensemble (proof)"] = g["certified"]
+    kinds = sorted({k for row in rows.values() for k in row["through"] if not k.startswith("exhaustive")})
+    body = []
+    for name, row in rows.items():
+        cells = []
+        for k in kinds:
+            c = row["through"].get(k)
+            proven = "" if c is None or "proven_safe" not in c else f", {c['proven_safe']} proven safe"
+            cells.append("-" if c is None else f"{c['flips']} / {c['attacks']}{proven}")
+        body.append([name, fmt(row.get("clean_fpr_in_domain")), fmt(row.get("balanced_accuracy")), *cells])
+    bare = g.get("bare", {})
+    body.append(
+        ["no guard", "-", fmt(g.get("balanced_accuracy_bare"))]
+        + [("-" if k not in bare else f"{bare[k]['flips']} / {bare[k]['attacks']}") for k in kinds]
+    )
+    header = ["guard", "clean FPR", "clean balanced accuracy", *[f"flips through: {k}" for k in kinds]]
+    return table(header, body)
+
+
 def render(name: str, files: list[str]) -> str:
     """Return the generated Markdown of table ``name`` from ``files``, source line included."""
     if name not in GENERATORS:

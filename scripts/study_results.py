@@ -73,6 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study", type=Path)
     parser.add_argument("--stem", default="study")
+    parser.add_argument(
+        "--campaign-commit", default=None, help="commit the campaigns ran at, when not this checkout's"
+    )
+    parser.add_argument("--note", default=None, help="free text kept in the JSON (e.g. the machine's load)")
     args = parser.parse_args()
     prov = provenance()
     runs = sorted(
