@@ -768,6 +768,24 @@ def study_guard(data: list[dict[str, Any]]) -> str:
     return table(header, body)
 
 
+@generator("detector_finding")
+def detector_finding(data: list[dict[str, Any]]) -> str:
+    """Return the README's detection sentence from the study's detector evaluation."""
+    (d,) = data
+    det = {row["detector"]: row for row in d["detector"]["summary"]}
+    vae, res = det["vae"], det["residual"]
+    split = d["detector"]["split"]
+    return (
+        f"  on the study's no-filter k = 1 campaigns ({split['adversarial_test']} held-out adversarial and "
+        f"{split['clean_test']} clean test images),\n"
+        f"  the VAE (p = {vae['p']:g}, AUC {vae['auc_test']:.2f}) misses {vae['successful_missed']} of "
+        f"{split['successful_test']} successful attacks at {100 * vae['clean_fpr']:.1f}% "
+        "clean false positives;\n"
+        f"  the one-pixel residual baseline (AUC {res['auc_test']:.3f}) misses {res['successful_missed']} "
+        f"at {100 * res['clean_fpr']:.1f}%."
+    )
+
+
 def render(name: str, files: list[str]) -> str:
     """Return the generated Markdown of table ``name`` from ``files``, source line included."""
     if name not in GENERATORS:
