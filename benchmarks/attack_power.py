@@ -69,6 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from attack_vs_peers import TargetModule, _to_uint8_nhwc, art_classifier, paper_config, versions  # noqa: E402
 from provenance import finish, new_result_path, provenance  # noqa: E402
+from stats import wilson  # noqa: E402
 
 OURS = ("exhaustive", "sparse-rs", "de", "de-noconv")
 PEERS = ("torchattacks", "pixle", "art", "scipy")
@@ -332,16 +333,6 @@ def run_peer(
             }
         )
     return out
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
-    """Return the 95% Wilson score interval [low, high] of ``successes`` of ``n`` (None when n = 0)."""
-    if n == 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def summarise(rows: list[dict[str, Any]], budgets: list[int], per_budget: dict[int, list] | None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from provenance import finish, new_result_path, provenance  # noqa: E402
+from stats import wilson  # noqa: E402
 
 from onepixel.attack.summary import summarize_run  # noqa: E402
 
 SIDE_FILES = ("analysis.json", "certify.json", "detector.json", "guard.json")
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
-    """Return the 95% Wilson score interval [low, high] of ``successes`` of ``n`` (None when n = 0)."""
-    if n == 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def campaign(run: Path) -> dict[str, Any]:
