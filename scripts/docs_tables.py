@@ -652,6 +652,8 @@ def study_campaigns(data: list[dict[str, Any]]) -> str:
         budget = "-" if r["budget"] is None else f"{r['budget']:,}"
         if r["method"] == "de" and r.get("de"):
             budget = f"{r['de']['popsize']} x {r['de']['maxiter']}"
+        elif r["method"] == "exhaustive" and r["budget"] is None:
+            budget = "every pixel x 8 colours"
         done = "" if r["complete"] else " (part)"
         body.append(
             [
