@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from onepixel.direction import DECISION, Direction, DirectionError
 from onepixel.errors import OnePixelError
 from onepixel.targets.base import Target
 
+# A confidence map's direction: lower, raise, or "auto" (decided by the clean score).
+DirectionChoice = Direction | Literal["auto"]
 STATE_FILE = "confmap_state.npz"
 DEFAULT_CHUNK = 1024
 # Largest change of the clean image's score tolerated on resume (inference paths differ ~1e-6).
@@ -75,7 +78,7 @@ class ConfidenceMap:
         """Return True when every row has been computed."""
         return bool(self.done.all())
 
-    def best(self, direction: str) -> dict[str, object]:
+    def best(self, direction: Direction) -> dict[str, object]:
         """Return the most extreme pixel in ``direction`` ("lower": lowest min; "raise": highest max).
 
         The dict holds x, y, the colour (r, g, b), the score reached and the score before.
@@ -103,7 +106,7 @@ class ConfidenceMap:
             "score_before": self.score_before,
         }
 
-    def summary(self, direction: str) -> dict[str, object]:
+    def summary(self, direction: Direction) -> dict[str, object]:
         """Return the JSON-ready headline numbers: levels, evaluations, time, best pixel."""
         done = self.done
         return {
@@ -413,7 +416,7 @@ def _progress(enabled: bool, total: int, levels: int):
     return bar, bar.add_task("evaluations", total=total)
 
 
-def resolve_direction(cmap: ConfidenceMap, direction: str = "auto") -> str:
+def resolve_direction(cmap: ConfidenceMap, direction: DirectionChoice = "auto") -> Direction:
     """Return ``direction``, or for "auto" "lower" when the clean score is >= 0.5, else "raise"."""
     if direction == "auto":
         return Direction.LOWER if cmap.score_before >= DECISION else Direction.RAISE

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from onepixel.analysis.confmap import ConfidenceMap, compute_confmap, resolve_direction
+from onepixel.analysis.confmap import ConfidenceMap, DirectionChoice, compute_confmap, resolve_direction
 from onepixel.analysis.figures import confmap_figure
 from onepixel.targets.base import Target
 
 
 def save_confmap(
-    cmap: ConfidenceMap, out_dir: str | Path, direction: str = "auto", title: str = ""
+    cmap: ConfidenceMap, out_dir: str | Path, direction: DirectionChoice = "auto", title: str = ""
 ) -> dict[str, object]:
     """Write ``confmap.npz`` (maps), ``confmap.png`` (figure) and ``confmap.json`` to ``out_dir``.
 
@@ -51,7 +51,7 @@ def confidence_map(
     levels: int = 6,
     out_dir: str | Path | None = None,
     *,
-    direction: str = "auto",
+    direction: DirectionChoice = "auto",
     title: str = "",
     progress: bool = False,
 ) -> tuple[ConfidenceMap, dict[str, object] | None]:

@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from onepixel.analysis.chromatic import score_change  # noqa: E402
 from onepixel.analysis.confmap import ConfidenceMap  # noqa: E402
 from onepixel.analysis.loading import AttackTable, group_keys, group_mask  # noqa: E402
+from onepixel.direction import Direction
 
 PREFIX = "analysis"
 
@@ -26,7 +27,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _slug(objective: str, direction: str) -> str:
+def _slug(objective: str, direction: Direction) -> str:
     return f"{objective}_{direction}".replace("/", "_").replace(" ", "_")
 
 
@@ -82,7 +83,7 @@ def analysis_figures(table: AttackTable, result: dict[str, Any], out: str | Path
     return paths
 
 
-def confmap_figure(cmap: ConfidenceMap, direction: str, path: str | Path, title: str = "") -> Path:
+def confmap_figure(cmap: ConfidenceMap, direction: Direction, path: str | Path, title: str = "") -> Path:
     """Write the image beside its min / max / mean score maps, best pixel circled; return path."""
     best = cmap.best(direction)
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))

@@ -22,6 +22,7 @@ import numpy as np
 from onepixel.attack.records import AttackRecord, record_flip
 from onepixel.attack.run_folder import RunFolder, RunLoadError, read_csv_records, read_run
 from onepixel.config import IMAGE_SIZE
+from onepixel.direction import Direction
 
 __all__ = [
     "AttackTable",
@@ -237,6 +238,6 @@ def group_keys(table: AttackTable) -> list[tuple[str, str]]:
     return sorted({(str(o), str(d)) for o, d in zip(table.objective, table.direction, strict=True)})
 
 
-def group_mask(table: AttackTable, objective: str, direction: str) -> np.ndarray:
+def group_mask(table: AttackTable, objective: str, direction: Direction) -> np.ndarray:
     """Return the bool mask (N,) of rows with this objective and direction."""
     return (table.objective == objective) & (table.direction == direction)
