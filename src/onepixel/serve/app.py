@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from onepixel import __version__
+from onepixel._version import __version__
 from onepixel.serve.answers import Answers
 from onepixel.serve.batching import DEFAULT_BATCH_MAX, DEFAULT_BATCH_WAIT_MS, Batcher
 from onepixel.serve.clients import ClientWatch, client_namespace
