@@ -199,7 +199,6 @@ LONG_FUNCTIONS = {
     "cli/demo.py:demo": 104,
     "cli/defense.py:evaluate_detector": 103,
     "cli/analysis.py:confmap": 86,
-    "cli/defense.py:evaluate_guard": 79,
     "cli/defense.py:train_detector": 96,
     "cli/defense.py:guard_calibrate": 93,
 }

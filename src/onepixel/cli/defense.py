@@ -253,48 +253,62 @@ def calibrate_detector(
         console.print(f"{key}: threshold {r['threshold']:.4g} (TPR {r['tpr']:.3f}, FPR {r['fpr']:.3f})")
 
 
+GuardRunsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png): plain and adaptive."),
+]
+WorstCaseOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="Exhaustive worst-case JSON (scripts/guard_worst_case.py); repeatable."),
+]
+SiteStudyOpt = Annotated[
+    Path | None,
+    typer.Option(help="Site-study JSON (scripts/guard_site_study.py): out-of-domain FPR column."),
+]
+GuardVaeOpt = Annotated[str, typer.Option("--detector", help="Bundled VAE name or a .safetensors file.")]
+GuardPOpt = Annotated[float, typer.Option("--p", help="Minkowski order of the VAE guard.")]
+NoVaeOpt = Annotated[bool, typer.Option("--no-vae", help="Leave the VAE guard out (faster).")]
+CleanLimitOpt = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, help="Only the first N clean patches (seeded shuffle) for FPR/accuracy."),
+]
+GuardTargetOpt = Annotated[str, typer.Option("--target", help="Classifier behind the guards.")]
+CertifiedRowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--certified", help="Add a certified ensemble's row (e.g. certified): flips, images proven safe."
+    ),
+]
+GuardOutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Also write the full report to this JSON file.")
+]
+GuardJsonOpt = Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")]
+
+
 def evaluate_guard(
-    runs: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png): plain and adaptive."),
-    ] = None,
+    runs: GuardRunsArg = None,
     data: DataOption = None,
-    worst_case: Annotated[
-        list[Path] | None,
-        typer.Option(help="Exhaustive worst-case JSON (scripts/guard_worst_case.py); repeatable."),
-    ] = None,
-    site_study: Annotated[
-        Path | None,
-        typer.Option(help="Site-study JSON (scripts/guard_site_study.py): out-of-domain FPR column."),
-    ] = None,
-    detector: Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")] = "vae_amibr",
-    p: Annotated[float, typer.Option(help="Minkowski order of the VAE guard.")] = 7.0,
-    no_vae: Annotated[bool, typer.Option("--no-vae", help="Leave the VAE guard out (faster).")] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option(min=1, help="Only the first N clean patches (seeded shuffle) for FPR/accuracy."),
-    ] = None,
-    target: Annotated[str, typer.Option(help="Classifier behind the guards.")] = "bundled",
-    certified: Annotated[
-        str | None,
-        typer.Option(help="Add a certified ensemble's row (e.g. certified): flips, images proven safe."),
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the full report to this JSON file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    worst_case: WorstCaseOpt = None,
+    site_study: SiteStudyOpt = None,
+    detector: GuardVaeOpt = "vae_amibr",
+    p: GuardPOpt = 7.0,
+    no_vae: NoVaeOpt = False,
+    limit: CleanLimitOpt = None,
+    target: GuardTargetOpt = "bundled",
+    certified: CertifiedRowOpt = None,
+    out: GuardOutOpt = None,
+    as_json: GuardJsonOpt = False,
 ) -> None:
     """The guarded pipeline, one row per guard (reject with residual / residual-robust / VAE,
     repair-always k=1 and k=3, 3x3 median pre-filter): clean FPR in and out of domain, clean
     balanced accuracy through the guard, and the flips that get through (plain, adaptive,
     exhaustive; flips = successes through the guard minus already-misclassified images)."""
-    import json
-
     import numpy as np
     import torch
 
     from onepixel.cli.data import data_root
     from onepixel.data.open import open_patches
     from onepixel.data.patches import DataError
-    from onepixel.defense.evaluate import jsonable
     from onepixel.defense.guard_eval import load_campaign
     from onepixel.defense.guard_table import certified_row, default_guards, guard_table
     from onepixel.targets import TargetError, open_target
@@ -324,6 +338,15 @@ def evaluate_guard(
     except (DataError, FileNotFoundError, ValueError, TargetError) as exc:
         raise fail(exc) from exc
     report["clean_data"] = {"folder": str(root), "images": len(clean)}
+    show_guard_report(report, out, as_json)
+
+
+def show_guard_report(report: dict, out: Path | None, as_json: bool) -> None:
+    """Write the guard report's JSON to ``out`` (when given) and print it as JSON or a table."""
+    import json
+
+    from onepixel.defense.evaluate import jsonable
+
     doc = jsonable(report)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
