@@ -200,7 +200,6 @@ LONG_FUNCTIONS = {
     "cli/defense.py:evaluate_detector": 103,
     "cli/analysis.py:confmap": 86,
     "cli/defense.py:train_detector": 96,
-    "cli/defense.py:guard_calibrate": 93,
 }
 
 

@@ -415,54 +415,71 @@ def _split_names(data: Path, split: str) -> set[str] | None:
         raise fail(exc) from None
 
 
+SiteDataOpt = Annotated[
+    Path,
+    typer.Option("--data", help="Folder of the site's clean patches (PNG, searched recursively, no labels)."),
+]
+GuardFileOpt = Annotated[Path, typer.Option("--out", help="Guard file to write (JSON).")]
+FprOpt = Annotated[
+    float,
+    typer.Option("--fpr", help="Share of clean patches the guard may flag (threshold = 1-fpr quantile)."),
+]
+CalibrateDetectorOpt = Annotated[
+    str,
+    typer.Option(
+        "--detector",
+        help="The detector, as everywhere: residual, residual-robust (scanner-independent), "
+        "residual-norm, or a VAE: vae (with --weights), a bundled VAE name such as vae_amibr, "
+        "or a VAE .safetensors file.",
+    ),
+]
+VaePOpt = Annotated[float, typer.Option("--p", help="Minkowski order of the VAE score.")]
+VaeWeightsOpt = Annotated[
+    str,
+    typer.Option("--weights", help="With --detector vae: the VAE weights (bundled name or .safetensors)."),
+]
+PatternOpt = Annotated[
+    str | None,
+    typer.Option("--pattern", help="Only files whose name matches this glob (e.g. 'TUPAC16_*.png')."),
+]
+CalibrateSplitOpt = Annotated[
+    str, typer.Option("--split", help="AMi-Br folders only: all, train or test split.")
+]
+SubsetOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Use a seeded random subset of this many patches.")
+]
+OldMaxImagesOpt = Annotated[int | None, typer.Option("--max-images", min=1, hidden=True)]
+SubsetSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset.")]
+GuardJsonOutOpt = Annotated[bool, typer.Option("--json", help="Print the guard file's content as JSON.")]
+GuardedModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="The model the guard will protect (any --target kind): its input size decides how "
+        "the patches are fitted (default: 64 px, the bundled model's).",
+    ),
+]
+
+
 def guard_calibrate(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data", help="Folder of the site's clean patches (PNG, searched recursively, no labels)."
-        ),
-    ],
-    out: Annotated[Path, typer.Option(help="Guard file to write (JSON).")],
-    fpr: Annotated[
-        float, typer.Option(help="Share of clean patches the guard may flag (threshold = 1-fpr quantile).")
-    ] = 0.05,
-    detector: Annotated[
-        str,
-        typer.Option(
-            help="The detector, as everywhere: residual, residual-robust (scanner-independent), "
-            "residual-norm, or a VAE: vae (with --weights), a bundled VAE name such as vae_amibr, "
-            "or a VAE .safetensors file."
-        ),
-    ] = "residual",
-    p: Annotated[float, typer.Option(help="Minkowski order of the VAE score.")] = 7.0,
-    weights: Annotated[
-        str, typer.Option(help="With --detector vae: the VAE weights (bundled name or .safetensors).")
-    ] = "vae_amibr",
-    pattern: Annotated[
-        str | None, typer.Option(help="Only files whose name matches this glob (e.g. 'TUPAC16_*.png').")
-    ] = None,
-    split: Annotated[str, typer.Option(help="AMi-Br folders only: all, train or test split.")] = "all",
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=1, help="Use a seeded random subset of this many patches."),
-    ] = None,
-    old_max_images: Annotated[int | None, typer.Option("--max-images", min=1, hidden=True)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the guard file's content as JSON.")] = False,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            help="The model the guard will protect (any --target kind): its input size decides how "
-            "the patches are fitted (default: 64 px, the bundled model's)."
-        ),
-    ] = None,
+    data: SiteDataOpt,
+    out: GuardFileOpt,
+    fpr: FprOpt = 0.05,
+    detector: CalibrateDetectorOpt = "residual",
+    p: VaePOpt = 7.0,
+    weights: VaeWeightsOpt = "vae_amibr",
+    pattern: PatternOpt = None,
+    split: CalibrateSplitOpt = "all",
+    limit: SubsetOpt = None,
+    old_max_images: OldMaxImagesOpt = None,
+    seed: SubsetSeedOpt = 0,
+    as_json: GuardJsonOutOpt = False,
+    target: GuardedModelOpt = None,
     resize: ResizeOption = False,
     device: DeviceOption = "auto",
 ) -> None:
     """Calibrate a guard on a site's own clean patches (no labels, no attacks): score them, set
     the threshold at the 1 - FPR quantile and write a guard file for `onepixel serve --guard`."""
-    import json
-
     import torch
 
     from onepixel.defense.calibrate import calibrate_guard, write_guard_file
@@ -495,6 +512,13 @@ def guard_calibrate(
         write_guard_file(doc, out)
     except (OnePixelError, FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
+    show_guard_file(doc, out, detector, fpr, as_json)
+
+
+def show_guard_file(doc: dict, out: Path, detector: str, fpr: float, as_json: bool) -> None:
+    """Print a written guard file: its JSON, or one line (and a note when it saw few patches)."""
+    import json
+
     if as_json:
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
