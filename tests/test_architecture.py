@@ -198,7 +198,6 @@ LONG_FUNCTIONS = {
     "cli/models.py:train": 119,
     "cli/demo.py:demo": 104,
     "cli/defense.py:evaluate_detector": 103,
-    "cli/analysis.py:confmap": 86,
     "cli/defense.py:train_detector": 96,
 }
 

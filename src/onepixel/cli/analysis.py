@@ -257,51 +257,58 @@ def _print_map(name: str, cmap: Any, summary: dict[str, Any], as_json: bool) -> 
     )
 
 
+MapImageArg = Annotated[
+    str,
+    typer.Argument(
+        help="A PNG, JPEG or TIFF image (centre-cropped to the target's input size, or resized "
+        "with --resize) or amibr:<image id>."
+    ),
+]
+LevelsOpt = Annotated[
+    int, typer.Option("--levels", "-L", min=2, max=256, help="Values per channel (52: 0,5,...,255).")
+]
+MapTargetOpt = Annotated[
+    str, typer.Option("--target", help="The classifier, as for `onepixel attack --target`.")
+]
+MapOutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Folder for the state, JSON and figure; default runs/confmap/<image>."),
+]
+MapDirectionOpt = Annotated[
+    MapDirection,
+    typer.Option("--direction", help="Best pixel: lowest min (lower) or highest max (raise); auto by score."),
+]
+MapBatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Images per target call (default: target's).")
+]
+RowsOpt = Annotated[
+    str | None,
+    typer.Option("--rows", help="Only these pixel rows, e.g. 28-35 or 0,31,63 (rerun without to finish)."),
+]
+MapThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Torch CPU threads. 1 is fastest on a busy machine (4-10x faster than 2 threads "
+        "on 2 shared cores); raise it only on idle cores.",
+    ),
+]
+MapJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+MapProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+
+
 def confmap(
-    image: Annotated[
-        str,
-        typer.Argument(
-            help="A PNG, JPEG or TIFF image (centre-cropped to the target's input size, or resized "
-            "with --resize) or amibr:<image id>."
-        ),
-    ],
-    levels: Annotated[
-        int, typer.Option("--levels", "-L", min=2, max=256, help="Values per channel (52: 0,5,...,255).")
-    ] = 6,
-    target: Annotated[
-        str, typer.Option("--target", help="The classifier, as for `onepixel attack --target`.")
-    ] = "bundled",
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Folder for the state, JSON and figure; default runs/confmap/<image>."),
-    ] = None,
-    direction: Annotated[
-        MapDirection,
-        typer.Option(
-            "--direction", help="Best pixel: lowest min (lower) or highest max (raise); auto by score."
-        ),
-    ] = MapDirection.auto,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", min=1, help="Images per target call (default: target's)."),
-    ] = None,
-    rows: Annotated[
-        str | None,
-        typer.Option(
-            "--rows", help="Only these pixel rows, e.g. 28-35 or 0,31,63 (rerun without to finish)."
-        ),
-    ] = None,
-    threads: Annotated[
-        int,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="Torch CPU threads. 1 is fastest on a busy machine (4-10x faster than 2 threads "
-            "on 2 shared cores); raise it only on idle cores.",
-        ),
-    ] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    image: MapImageArg,
+    levels: LevelsOpt = 6,
+    target: MapTargetOpt = "bundled",
+    out: MapOutOpt = None,
+    direction: MapDirectionOpt = MapDirection.auto,
+    batch_size: MapBatchOpt = None,
+    rows: RowsOpt = None,
+    threads: MapThreadsOpt = 1,
+    as_json: MapJsonOpt = False,
+    progress: MapProgressOpt = True,
     data: DataOption = None,
     resize: ResizeOption = False,
     device: DeviceOption = "auto",
