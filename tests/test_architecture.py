@@ -195,7 +195,6 @@ LONG_FUNCTIONS = {
     "serve/app.py:create_app": 141,
     "models/train.py:train_classifier": 132,
     "defense/worst_case.py:exhaustive_through_guards": 120,
-    "cli/models.py:train": 119,
     "cli/demo.py:demo": 104,
     "cli/defense.py:evaluate_detector": 103,
     "cli/defense.py:train_detector": 96,

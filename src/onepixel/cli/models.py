@@ -29,59 +29,97 @@ ScoredModelOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
 
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training split.")]
+TrainSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of init, batches, augmentation and the validation split.")
+]
+WeightsOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out", help="Weights file to write (.safetensors); bundle it by writing to models/weights/."
+    ),
+]
+NameOpt = Annotated[str, typer.Option("--name", help="Model name stored in the metadata.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per step.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (peak of the cosine schedule).")]
+DecayOpt = Annotated[float, typer.Option("--weight-decay", help="L2 on conv weights (Adam weight decay).")]
+ScheduleOpt = Annotated[str, typer.Option("--schedule", help="Learning-rate schedule: cosine or constant.")]
+EmaOpt = Annotated[float, typer.Option("--ema", help="EMA decay of the weights (0 = off); the EMA is saved.")]
+ShiftOpt = Annotated[
+    float, typer.Option("--max-shift", help="Translation jitter: crop centre within this many px.")
+]
+BrightnessOpt = Annotated[
+    float, typer.Option("--brightness", help="Brightness jitter, +- this many /255 levels.")
+]
+ContrastOpt = Annotated[float, typer.Option("--contrast-min", help="Contrast factor drawn from \\[this, 1].")]
+SaturationOpt = Annotated[
+    float, typer.Option("--saturation-min", help="Saturation factor drawn from \\[this, 1].")
+]
+HueOpt = Annotated[float, typer.Option("--hue", help="Hue shift, +- this fraction of a full turn.")]
+ValFractionOpt = Annotated[
+    float, typer.Option("--val-fraction", help="Share of training images (whole slides) for validation.")
+]
+SelectOpt = Annotated[
+    str,
+    typer.Option("--select", help="Validation metric that picks the epoch: roc_auc or balanced_accuracy."),
+]
+TrainSplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="Non-AMi-Br data: training split folder of a <split>/<label>/ layout."),
+]
+TrainPositiveOpt = Annotated[
+    str | None, typer.Option("--positive", help="Non-AMi-Br data: the positive label folder.")
+]
+TrainThreadsOpt = Annotated[int, typer.Option("--threads", help="PyTorch CPU threads.")]
+ViewsOpt = Annotated[
+    int,
+    typer.Option(
+        "--views",
+        help="Train on strided views for the certified defence: each crop splits into VIEWS x VIEWS "
+        "sub-images (pixels with y % VIEWS == dy, x % VIEWS == dx), each an example with the image's "
+        "label; the model then takes views (16 px at --views 4). Use with `--target certified:<weights>`.",
+    ),
+]
+ViewsPerImageOpt = Annotated[
+    int,
+    typer.Option(
+        "--views-per-image", help="With --views: random views per image and step (0 = all of them)."
+    ),
+]
+InitFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Fine-tune these weights (bundled name or .safetensors) instead of a fresh model; "
+        "with --views, views are upsampled to the model's own input size.",
+    ),
+]
+
+
 def train(
     data: DataOption = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
-    seed: Annotated[
-        int, typer.Option(help="Seed of init, batches, augmentation and the validation split.")
-    ] = 0,
-    out: Annotated[
-        Path,
-        typer.Option(help="Weights file to write (.safetensors); bundle it by writing to models/weights/."),
-    ] = Path("runs/models/resnet_custom_amibr.safetensors"),
-    name: Annotated[str, typer.Option(help="Model name stored in the metadata.")] = "resnet_custom_amibr",
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the cosine schedule).")] = 7.7e-4,
-    weight_decay: Annotated[float, typer.Option(help="L2 on conv weights (Adam weight decay).")] = 2.5e-5,
-    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine or constant.")] = "cosine",
-    ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off); the EMA is saved.")] = 0.99,
-    max_shift: Annotated[
-        float, typer.Option(help="Translation jitter: crop centre within this many px.")
-    ] = 25.0,
-    brightness: Annotated[float, typer.Option(help="Brightness jitter, +- this many /255 levels.")] = 64.0,
-    contrast_min: Annotated[float, typer.Option(help="Contrast factor drawn from \\[this, 1].")] = 0.25,
-    saturation_min: Annotated[float, typer.Option(help="Saturation factor drawn from \\[this, 1].")] = 0.75,
-    hue: Annotated[float, typer.Option(help="Hue shift, +- this fraction of a full turn.")] = 0.04,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of training images (whole slides) for validation.")
-    ] = 0.15,
-    select: Annotated[
-        str, typer.Option(help="Validation metric that picks the epoch: roc_auc or balanced_accuracy.")
-    ] = "roc_auc",
-    split: Annotated[
-        str | None, typer.Option(help="Non-AMi-Br data: training split folder of a <split>/<label>/ layout.")
-    ] = None,
-    positive: Annotated[str | None, typer.Option(help="Non-AMi-Br data: the positive label folder.")] = None,
-    threads: Annotated[int, typer.Option(help="PyTorch CPU threads.")] = 2,
-    views: Annotated[
-        int,
-        typer.Option(
-            help="Train on strided views for the certified defence: each crop splits into VIEWS x VIEWS "
-            "sub-images (pixels with y % VIEWS == dy, x % VIEWS == dx), each an example with the image's "
-            "label; the model then takes views (16 px at --views 4). Use with `--target certified:<weights>`."
-        ),
-    ] = 1,
-    views_per_image: Annotated[
-        int, typer.Option(help="With --views: random views per image and step (0 = all of them).")
-    ] = 4,
-    init_from: Annotated[
-        str | None,
-        typer.Option(
-            "--from",
-            help="Fine-tune these weights (bundled name or .safetensors) instead of a fresh model; "
-            "with --views, views are upsampled to the model's own input size.",
-        ),
-    ] = None,
+    epochs: EpochsOpt = 30,
+    seed: TrainSeedOpt = 0,
+    out: WeightsOutOpt = Path("runs/models/resnet_custom_amibr.safetensors"),
+    name: NameOpt = "resnet_custom_amibr",
+    batch_size: BatchOpt = 128,
+    lr: LrOpt = 7.7e-4,
+    weight_decay: DecayOpt = 2.5e-5,
+    schedule: ScheduleOpt = "cosine",
+    ema: EmaOpt = 0.99,
+    max_shift: ShiftOpt = 25.0,
+    brightness: BrightnessOpt = 64.0,
+    contrast_min: ContrastOpt = 0.25,
+    saturation_min: SaturationOpt = 0.75,
+    hue: HueOpt = 0.04,
+    val_fraction: ValFractionOpt = 0.15,
+    select: SelectOpt = "roc_auc",
+    split: TrainSplitOpt = None,
+    positive: TrainPositiveOpt = None,
+    threads: TrainThreadsOpt = 2,
+    views: ViewsOpt = 1,
+    views_per_image: ViewsPerImageOpt = 4,
+    init_from: InitFromOpt = None,
 ) -> None:
     """Train resnet_custom the deep-histopath way and write weights with full metadata.
 
@@ -89,17 +127,13 @@ def train(
     best epoch by validation ROC AUC) and records test-split metrics. Other folders
     (<label>/*.png or, with --split, <split>/<label>/*.png) train the same way, grouped by image.
 
-    Defaults are the deep-histopath recipe. The bundled weights were trained with
-    --epochs 40 --batch-size 32 --max-shift 12 --brightness 32 --contrast-min 0.6 --threads 1,
-    which learns faster on a CPU budget (see models/weights/MODEL_CARD.md).
+    Defaults are the deep-histopath recipe; the bundled weights' faster CPU recipe (--epochs 40
+    --batch-size 32 --max-shift 12 --brightness 32 --contrast-min 0.6) is in their model card.
     """
     import torch
 
-    from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr
-    from onepixel.data.patches import DataError
     from onepixel.models.augment import AugmentConfig
-    from onepixel.models.train import TrainConfig, fit_amibr, fit_folder
+    from onepixel.models.train import TrainConfig
 
     if schedule not in ("cosine", "constant"):
         raise fail(f"--schedule must be cosine or constant, got {schedule!r}")
@@ -108,28 +142,33 @@ def train(
     if views < 1 or 64 % views:
         raise fail(f"--views must divide the 64 px crop (1, 2, 4, 8, 16, ...), got {views}")
     torch.set_num_threads(threads)
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,  # type: ignore[arg-type]
-        ema_decay=ema,
-        val_fraction=val_fraction,
-        select_metric=select,  # type: ignore[arg-type]
-        seed=seed,
-        views=views,
-        views_per_image=views_per_image,
-        init_from=init_from,
-        augment=AugmentConfig(
-            max_shift=max_shift,
-            brightness=brightness / 255.0,
-            contrast=(contrast_min, 1.0),
-            saturation=(saturation_min, 1.0),
-            hue=hue,
-        ),
+    augment = AugmentConfig(
+        max_shift=max_shift,
+        brightness=brightness / 255.0,
+        contrast=(contrast_min, 1.0),
+        saturation=(saturation_min, 1.0),
+        hue=hue,
     )
-    command = "onepixel train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else None
+    cfg = TrainConfig(
+        **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay},
+        **{"schedule": schedule, "ema_decay": ema, "val_fraction": val_fraction, "select_metric": select},
+        **{"seed": seed, "views": views, "views_per_image": views_per_image, "init_from": init_from},
+        augment=augment,
+    )
+    fit_and_report(data, cfg, out, name=name, split=split, positive=positive)
+
+
+def fit_and_report(
+    data: Path | None, cfg: Any, out: Path, *, name: str, split: str | None, positive: str | None
+) -> None:
+    """Train with ``cfg`` on the data folder (AMi-Br's train split, or a class folder) and print
+    where the weights went and their validation and test scores."""
+    from onepixel.cli.data import data_root
+    from onepixel.data.amibr import is_amibr
+    from onepixel.data.patches import DataError
+    from onepixel.models.train import fit_amibr, fit_folder
+
+    command = "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
     try:
         root = data_root(data)
         if is_amibr(root) and split is None:
