@@ -700,6 +700,7 @@ def attack_power_pieces(data: list[dict[str, Any]]) -> str:
         per_flip = "-" if s["cpu_s_per_flip"] is None else f"{s['cpu_s_per_flip']:.2f}"
         rows.append(
             [
+                d.get("direction", "?"),
                 d.get("method", "?"),
                 str(s["n"]),
                 *[str(s["flips_at_budget"][str(b)]) for b in budgets[:-1]],
@@ -709,7 +710,7 @@ def attack_power_pieces(data: list[dict[str, Any]]) -> str:
                 "yes" if s.get("l0_checked") else "no",
             ]
         )
-    header = ["method", "images", *[f"flips @{b:,}" for b in budgets[:-1]]]
+    header = ["direction", "method", "images", *[f"flips @{b:,}" for b in budgets[:-1]]]
     header += [f"flips @{budgets[-1]:,} [95% Wilson]", "median queries to flip", "CPU s per flip"]
     header += ["L0 checked"]
     return table(header, rows)
@@ -799,7 +800,7 @@ def render(name: str, files: list[str]) -> str:
             raise SystemExit(f"table {name}: {f} does not exist")
         doc = json.loads(path.read_text())
         if name == "attack_power_pieces":  # a piece is named <direction>_k<k>_<method>.json
-            doc["method"] = path.stem.split("_", 2)[2]
+            doc["direction"], _, doc["method"] = path.stem.split("_", 2)
         data.append(doc)
     return GENERATORS[name](data) + "\n\n" + source_line(files, data) + "\n"
 
