@@ -65,7 +65,7 @@ def source_line(files: list[str], data: list[dict[str, Any]]) -> str:
     parts = []
     for path, d in zip(files, data, strict=True):
         if "provenance" not in d and "summary" in d:
-            readme = "`benchmarks/results/pieces/README.md`"
+            readme = "`benchmarks/pieces.md`"
             parts.append(f"`{path}` (a resumable piece: command and commit in {readme})")
             continue
         if "provenance" not in d:
@@ -200,6 +200,7 @@ def certified_finding(data: list[dict[str, Any]]) -> str:
     """Return the README's certified-defence finding as indented prose from the three JSONs."""
     acc, fals, cost = data
     ens = acc["ensembles"]["certified"]
+    c = cost["ensembles"]["certified"]
     at = {row["pixels"]: row for row in ens["curve"]}
     bare = acc["bare"]["balanced_accuracy"]
     return (
@@ -217,8 +218,9 @@ def certified_finding(data: list[dict[str, Any]]) -> str:
         f"  on {fals['adaptive']['images']} images, the exhaustive k = 1 search and DE / Sparse-RS "
         f"campaigns, "
         f"broke **{fals['violations']}**\n"
-        f"  certificates. The price: {cost['ensembles']['certified']['ratio_median']:.0f}x the CPU time of "
-        f"one bare forward pass."
+        f"  certificates. The price: {c['ratio_median']:.1f}x the CPU time of one bare forward pass\n"
+        f"  (median of {len(cost['rounds'])} interleaved rounds on {cost['images']} images, range "
+        f"{c['ratio_min']:.1f}-{c['ratio_max']:.1f}x; `benchmarks/certify_cost.py`)."
     )
 
 
