@@ -22,6 +22,7 @@ import difflib
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,6 @@ def source_line(files: list[str], data: list[dict[str, Any]]) -> str:
     """Return the italic line citing each file's command, commit and machine load."""
     parts = []
     for path, d in zip(files, data, strict=True):
-        if "provenance" not in d and "summary" in d:
-            readme = "`benchmarks/pieces.md`"
-            parts.append(f"`{path}` (a resumable piece: command and commit in {readme})")
-            continue
         if "provenance" not in d:
             command = d.get("command", "?")
             parts.append(f"`{path}` (`{command}`; predates provenance: no commit or load recorded)")
@@ -688,34 +685,120 @@ def study_campaigns(data: list[dict[str, Any]]) -> str:
     return table(header, body)
 
 
-@generator("attack_power_pieces")
-def attack_power_pieces(data: list[dict[str, Any]]) -> str:
-    """Return the attack-power table of finished pieces: flips per budget (95% Wilson interval at
-    the largest), median queries to flip with n, CPU seconds per flip, whether L0 was checked."""
-    budgets = sorted({int(b) for d in data for b in d["summary"]["flips_at_budget"]})
+def _power_row(direction: str, k: int, method: str, s: dict[str, Any], budgets: list[int]) -> list[str]:
+    """Return one attack-power row: flips per budget (95% Wilson interval at the largest), median
+    queries to flip with n, CPU seconds per flip, whether L0 was checked."""
+    last = str(budgets[-1])
+    lo, hi = s["flips_ci95_at_budget"][last]
+    med = "-" if s["queries_to_flip_median"] is None else f"{s['queries_to_flip_median']:.0f}"
+    per_flip = "-" if s["cpu_s_per_flip"] is None else f"{s['cpu_s_per_flip']:.2f}"
+    return [
+        direction,
+        str(k),
+        method,
+        str(s["n"]),
+        *[str(s["flips_at_budget"][str(b)]) for b in budgets[:-1]],
+        f"{s['flips_at_budget'][last]} [{100 * lo:.0f}%, {100 * hi:.0f}%]",
+        f"{med} (n = {s['queries_to_flip_n']})",
+        per_flip,
+        "yes" if s.get("l0_checked") else "no",
+    ]
+
+
+@generator("attack_power")
+def attack_power(data: list[dict[str, Any]]) -> str:
+    """Return the attack-power table of finished runs: one row per direction, k and method (ours
+    first, then the peers), flips per budget with the 95% Wilson interval at the largest budget,
+    median queries to flip with n, CPU seconds per flip, whether L0 was checked."""
+    budgets = sorted({int(b) for d in data for b in d["budgets"]})
     rows = []
     for d in data:
-        s = d["summary"]
-        last = str(budgets[-1])
-        lo, hi = s["flips_ci95_at_budget"][last]
-        med = "-" if s["queries_to_flip_median"] is None else f"{s['queries_to_flip_median']:.0f}"
-        per_flip = "-" if s["cpu_s_per_flip"] is None else f"{s['cpu_s_per_flip']:.2f}"
-        rows.append(
-            [
-                d.get("direction", "?"),
-                d.get("method", "?"),
-                str(s["n"]),
-                *[str(s["flips_at_budget"][str(b)]) for b in budgets[:-1]],
-                f"{s['flips_at_budget'][last]} [{100 * lo:.0f}%, {100 * hi:.0f}%]",
-                f"{med} (n = {s['queries_to_flip_n']})",
-                per_flip,
-                "yes" if s.get("l0_checked") else "no",
-            ]
-        )
-    header = ["direction", "method", "images", *[f"flips @{b:,}" for b in budgets[:-1]]]
+        for direction, section in d["directions"].items():
+            for k, runs in section["runs"].items():
+                rows += [_power_row(direction, int(k), m, s, budgets) for m, s in runs.items()]
+    header = ["direction", "k", "method", "images", *[f"flips @{b:,}" for b in budgets[:-1]]]
     header += [f"flips @{budgets[-1]:,} [95% Wilson]", "median queries to flip", "CPU s per flip"]
     header += ["L0 checked"]
     return table(header, rows)
+
+
+def _flips_ci(method: str, flips: int, n: int, ci: list[float]) -> str:
+    """Return ``method flips/n [lo%, hi%]``."""
+    return f"{method} {flips}/{n} [{100 * ci[0]:.0f}%, {100 * ci[1]:.0f}%]"
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Return whether two intervals overlap."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+@generator("attack_power_comparison")
+def attack_power_comparison(data: list[dict[str, Any]]) -> str:
+    """Return, per direction, k and budget, our most-flipping method against the best peer's, with
+    both 95% Wilson intervals and whether they overlap, and the CPU seconds per flip of the
+    cheapest of each side."""
+    rows = []
+    for d in data:
+        for c in d["comparison"]:
+            runs = d["directions"][c["direction"]]["runs"][str(c["k"])]
+            b = str(c["budget"])
+            ours, peer = runs[c["ours_best"]], runs[c["peer_best"]]
+            ci_o, ci_p = ours["flips_ci95_at_budget"][b], peer["flips_ci95_at_budget"][b]
+            verdict = (
+                "overlap"
+                if _overlap(ci_o, ci_p)
+                else ("ours ahead" if c["ours_flips"] > c["peer_flips"] else "peer ahead")
+            )
+            rows.append(
+                [
+                    c["direction"],
+                    str(c["k"]),
+                    f"{c['budget']:,}",
+                    _flips_ci(c["ours_best"], c["ours_flips"], ours["n"], ci_o),
+                    _flips_ci(c["peer_best"], c["peer_flips"], peer["n"], ci_p),
+                    verdict,
+                    f"{c['ours_cheapest_per_flip']} {c['ours_cpu_s_per_flip']:.2f}",
+                    f"{c['peer_cheapest_per_flip']} {c['peer_cpu_s_per_flip']:.2f}",
+                    f"{c['per_flip_ratio_peer_over_ours']:.1f}x",
+                ]
+            )
+    header = ["direction", "k", "budget", "our best (flips, 95% Wilson)", "best peer (flips, 95% Wilson)"]
+    header += ["intervals", "cheapest ours: CPU s/flip", "cheapest peer: CPU s/flip", "peer / ours per flip"]
+    return table(header, rows)
+
+
+@generator("attack_power_finding")
+def attack_power_finding(data: list[dict[str, Any]]) -> str:
+    """Return the README's attack-power finding as indented prose: images per direction, how many
+    budget cells our best matches or beats the best peer, how many of those intervals overlap, and
+    the per-flip CPU advantage of our cheapest method over the cheapest peer."""
+    cells = [(d, c) for d in data for c in d["comparison"]]
+    at_least = sum(c["ours_at_least_peer"] for _, c in cells)
+    separated = 0
+    for d, c in cells:
+        runs = d["directions"][c["direction"]]["runs"][str(c["k"])]
+        b = str(c["budget"])
+        separated += not _overlap(
+            runs[c["ours_best"]]["flips_ci95_at_budget"][b], runs[c["peer_best"]]["flips_ci95_at_budget"][b]
+        )
+    ratios = sorted({round(c["per_flip_ratio_peer_over_ours"], 1) for _, c in cells})
+    ks = sorted({c["k"] for _, c in cells})
+    sections = [sec for d in data for sec in d["directions"].values()]
+    images = sorted({s["n"] for sec in sections for runs in sec["runs"].values() for s in runs.values()})
+    separate = (
+        "none of the 95% intervals separate"
+        if not separated
+        else f"the 95% intervals separate in {separated}"
+    )
+    text = (
+        f"on {' / '.join(map(str, images))} AMi-Br test images per direction "
+        f"(k = {', '.join(map(str, ks))}; budgets {', '.join(f'{b:,}' for b in data[0]['budgets'])} "
+        "queries), our most-flipping method flips at "
+        f"least as many images as the best of the four peers in {at_least} of {len(cells)} "
+        f"(direction, k, budget) cells, but {separate}: equal power, not a lead. Our cheapest method "
+        f"costs {ratios[0]}-{ratios[-1]}x less CPU per flip than the cheapest peer."
+    )
+    return textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  ")
 
 
 @generator("study_finding")
@@ -801,8 +884,6 @@ def render(name: str, files: list[str]) -> str:
         if not path.is_file():
             raise SystemExit(f"table {name}: {f} does not exist")
         doc = json.loads(path.read_text())
-        if name == "attack_power_pieces":  # a piece is named <direction>_k<k>_<method>.json
-            doc["direction"], _, doc["method"] = path.stem.split("_", 2)
         data.append(doc)
     return GENERATORS[name](data) + "\n\n" + source_line(files, data) + "\n"
 
