@@ -137,3 +137,36 @@ def test_train_detector_never_overwrites_the_bundled_weights(tmp_path: Path, tes
     again = tmp_path / "vae2.safetensors"
     _, info2, _ = train_detector(test_split.subset(np.arange(30)), again, cfg, resume=out)
     assert info2["epochs_total"] == 2 and [h["epoch"] for h in info2["history"]] == [1, 2]
+
+
+def test_detector_evaluation_counts_only_flips_as_successes(tmp_path: Path, test_split: PatchSet) -> None:
+    """An attack that crossed 0.5 on an image already wrong before is no success for the detector
+    table either (the same count as the console, the summary and the report)."""
+    from onepixel.defense.evaluate import load_runs
+
+    patches = test_split.subset(np.arange(3))
+    rng = np.random.default_rng(1)
+    success = write_campaign(tmp_path / "run", patches, rng)
+    assert success.tolist() == [True, False, False]
+    with CampaignStore.open(tmp_path / "run") as store:
+        wrong = AttackRecord(
+            image_id="already-wrong",
+            label=patches.label_names()[0],
+            direction="lower",
+            objective="plain",
+            pixels=1,
+            seed=0,
+            settings={},
+            score_before=0.4,  # Atypical scored below 0.5: wrong before the attack
+            score_after=0.2,
+            vector=[1, 1, 255, 255, 0],
+            generations=3,
+            evaluations=600,
+            early_converged=False,
+            success=True,  # the paper's count: crossed 0.5
+            strong_success=False,
+            wall_time_s=0.1,
+        )
+        store.add(wrong, patches.images[0], 3)
+    adversarial = load_runs([tmp_path / "run"])
+    assert adversarial.success.tolist() == [True, False, False, False]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from onepixel.attack.records import record_flip
 from onepixel.attack.run_folder import read_run
 from onepixel.data.patches import DataError
 from onepixel.defense.scores import rates, youden_threshold
@@ -26,7 +27,9 @@ PS = (3.0, 5.0, 7.0)
 
 @dataclass
 class AdversarialSet:
-    """Adversarial images with their origin: ``ids`` (clean image ids), ``success`` flags, runs."""
+    """Adversarial images with their origin: ``ids`` (clean image ids), ``success`` flags (flips:
+    right before the attack and wrong after; an image already wrong before is never a success),
+    runs."""
 
     images: np.ndarray
     ids: np.ndarray
@@ -57,7 +60,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
         records, run_images = run.records, run.images()
         images.extend(run_images)
         ids.extend(rec.image_id for rec in records)
-        success.extend(bool(rec.success) for rec in records)
+        success.extend(record_flip(rec) for rec in records)
         early.extend(bool(rec.early_converged) for rec in records)
         runs.extend(str(run_dir) for _ in records)
     if not images:
