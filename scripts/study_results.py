@@ -25,7 +25,7 @@ from stats import wilson  # noqa: E402
 
 from onepixel.attack.summary import summarize_run  # noqa: E402
 
-SIDE_FILES = ("analysis.json", "certify.json", "detector.json", "guard.json")
+SIDE_FILES = ("analysis.json", "analysis-de.json", "certify.json", "detector.json", "guard.json")
 
 
 def campaign(run: Path) -> dict[str, Any]:
