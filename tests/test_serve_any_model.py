@@ -221,7 +221,7 @@ def test_serve_refuses_a_guard_calibrated_for_another_size(
     cases = [
         (["--model", "bundled", "--guard", str(guard96)], "calibrated on 96x96 px", "takes 64x64"),
         (["--model", str(onnx_model), "--guard", "residual"], "calibrated on 64x64 px", "--guard-threshold"),
-        (["--model", str(onnx_model), "--guard", "vae_amibr"], "takes 64x64 images", "96x96"),
+        (["--model", str(onnx_model), "--guard", "vae_amibr"], "takes 64x64 px", "takes 96x96"),
     ]
     for args, recorded, other in cases:
         result = runner.invoke(cli, ["serve", *args, "--device", "cpu", "--port", "9"])

@@ -268,10 +268,15 @@ def check_guard_size(built: Any, guard: str, input_size: int) -> None:
                 f"images but the model takes {input_size}x{input_size}; a threshold does not carry "
                 f"over between sizes: {fix}"
             )
+    fixed = getattr(built.detector, "image_size", input_size)
     try:
         sized_detector(built.detector, input_size, f"--guard {guard}")
-    except GuardFileError as exc:
-        raise fail(f"cannot serve with --guard {guard}: {error_text(exc)}") from exc
+    except GuardFileError:
+        raise fail(
+            f"cannot serve with --guard {guard}: its detector takes {fixed}x{fixed} px images but "
+            f"the model takes {input_size}x{input_size}; use a residual guard calibrated for this "
+            "model (onepixel guard calibrate --data FOLDER --target MODEL --out guard.json)"
+        ) from None
 
 
 def run_service(
