@@ -97,12 +97,13 @@ def test_predict_answers_max_shape_and_in_process_score(
         assert body["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-5)
 
 
-def test_wrong_size_gets_max_message(client: TestClient) -> None:
+def test_too_small_gets_max_message_and_the_fix(client: TestClient) -> None:
     response = post_image(client, png_bytes(Image.new("RGB", (32, 48), (200, 100, 50))))
     assert response.status_code == 400
-    assert response.json() == {
-        "message": "The input file must be a PNG image of size (64, 64). Got PNG (32, 48)."
-    }
+    message = response.json()["message"]
+    # MAX's own sentence first (clients match it), then why and what to send instead.
+    assert message.startswith("The input file must be a PNG image of size (64, 64). Got PNG (32, 48).")
+    assert "smaller than the model's 64x64 input" in message and "--resize" in message
 
 
 def test_missing_field_gets_errors_object(client: TestClient, samples: dict[str, bytes]) -> None:
@@ -125,13 +126,13 @@ def test_bad_uploads_get_4xx_with_message(client: TestClient, samples: dict[str,
         "text": (b"this is not an image", 400, "not a readable PNG"),
         "empty": (b"", 400, "empty"),
         "truncated": (samples["true"][: len(samples["true"]) // 2], 400, "truncated"),
-        "jpeg": (_jpeg(), 400, "not a PNG"),
+        "gif": (_gif(), 400, "not a PNG/JPEG/TIFF image (found GIF)"),
         "rgba": (png_bytes(Image.new("RGBA", (64, 64))), 400, "RGBA"),
         "grey": (png_bytes(Image.new("L", (64, 64))), 400, "'L'"),
         "palette": (png_bytes(Image.new("P", (64, 64))), 400, "'P'"),
         "grey16": (grey16, 400, "16-bit"),
-        "rgb16": (rgb16, 400, "16-bit RGB"),
-        "bomb": (bomb, 400, "PNG"),
+        "rgb16": (rgb16, 400, "16-bit channels, not 8-bit RGB; reduce it to 8 bits"),
+        "bomb": (bomb, 400, "Got PNG (40000, 40000). This service decodes images of at most 1024 px"),
         "oversize": (samples["true"] + bytes(1 << 20), 413, "too large"),
     }
     for name, (data, status, words) in bad.items():
@@ -140,9 +141,9 @@ def test_bad_uploads_get_4xx_with_message(client: TestClient, samples: dict[str,
         assert words in response.json()["message"], (name, response.json())
 
 
-def _jpeg() -> bytes:
+def _gif() -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (10, 20, 30)).save(buffer, format="JPEG")
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buffer, format="GIF")
     return buffer.getvalue()
 
 

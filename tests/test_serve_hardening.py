@@ -20,9 +20,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import GatedTarget
-from onepixel.data.patches import PatchSet, read_png
+from onepixel.data import read_image
+from onepixel.data.fit import centre_crop
+from onepixel.data.patches import PatchSet
 from onepixel.serve import create_app
-from onepixel.serve.security import ACCESS_LOGGER, check_png_header, harden, png_dimensions
+from onepixel.serve.security import ACCESS_LOGGER, harden, png_dimensions
+from onepixel.serve.uploads import UploadFit, check_header
 from onepixel.targets import TorchTarget
 from onepixel.targets.local import TOLERANCE
 
@@ -178,8 +181,8 @@ def test_fuzzed_pngs_score_or_get_400(
         payload = data.draw(file_payload(real_pngs))
         response = client.post("/model/predict", files={"image": ("x.png", payload, "image/png")})
         assert response.status_code in (200, 400, 413), response.text[:300]
-        if response.status_code == 200:
-            image = read_png(payload)
+        if response.status_code == 200:  # the same image in process: decoded, centre-cropped
+            image = centre_crop(read_image(payload), 64)
             expected = float(target.predict(image[None])[0])
             assert response.json()["predictions"][0]["probability"] == pytest.approx(expected, abs=TOLERANCE)
 
@@ -217,19 +220,28 @@ def test_decompression_bomb_is_refused_from_its_header(
     import onepixel.serve.uploads as uploads
 
     decoded: list[str] = []
-    real_read_png = uploads.read_png
+    real_read_image = uploads.read_image
 
     def spy(data: bytes, *, name: str | None = None) -> np.ndarray:
         decoded.append(name or "")
-        return real_read_png(data, name=name)
+        return real_read_image(data, name=name)
 
-    monkeypatch.setattr(uploads, "read_png", spy)
+    monkeypatch.setattr(uploads, "read_image", spy)
     bomb = bomb_png(4096, 4096)  # 48 MiB of pixels in about 50 KiB
     assert len(bomb) < 64 << 10 and png_dimensions(bomb) == (4096, 4096)
-    assert check_png_header(bomb, 64) == (
-        "The input file must be a PNG image of size (64, 64). Got PNG (4096, 4096)."
+    fit = UploadFit(64)
+    assert fit.side_cap == 1024
+    assert check_header(bomb, fit) == (
+        "The input file must be a PNG image of size (64, 64). Got PNG (4096, 4096). This service "
+        "decodes images of at most 1024 px a side; crop it to the model's 64x64 input first."
     )
-    assert check_png_header(bomb_png(64, 64), 64) is None and check_png_header(b"GIF89a", 64) is None
+    assert check_header(bomb_png(64, 64), fit) is None and check_header(b"GIF89a", fit) is None
+    assert check_header(bomb_png(1024, 64), fit) is None  # larger but within the cap: cropped
+    # The same guard for JPEG and TIFF, from their headers.
+    for kind in ("JPEG", "TIFF"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (1100, 64)).save(buffer, format=kind)
+        assert f"Got {kind} (1100, 64). This service decodes" in (check_header(buffer.getvalue(), fit) or "")
     response = client.post("/model/predict", files={"image": ("bomb.png", bomb)})
     assert response.status_code == 400 and "Got PNG (4096, 4096)" in response.json()["message"]
     batch = [("images", ("ok.png", bomb_png(64, 64))), ("images", ("bomb.png", bomb))]
@@ -398,7 +410,7 @@ def test_in_flight_bound_answers_503_with_retry_after(target: TorchTarget, real_
     assert [r.status_code for r in refused] == [503] * 4
     assert all(r.headers["retry-after"] == "3" and "busy" in r.json()["message"] for r in refused)
     assert [r.status_code for r in admitted] == [200, 200]
-    expected = target.predict(np.stack([read_png(real_pngs[0])]))[0]
+    expected = target.predict(np.stack([read_image(real_pngs[0])]))[0]
     assert abs(admitted[0].json()["predictions"][0]["probability"] - expected) <= TOLERANCE
     # Once the burst is over the service admits requests again.
     with serving(app) as url:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onepixel.cli.common import DeviceOption, error_text, fail
+from onepixel.cli.common import DeviceOption, ResizeOption, error_text, fail
 
 ModelOpt = Annotated[
     str,
@@ -232,16 +232,51 @@ def open_served_target(
         raise fail(f"cannot open model {spec!r} (--model): {error_text(exc)}") from exc
 
 
-def open_guard(guard: str | None, threshold: float | None) -> Any:
-    """Return the guard built from --guard (None without one; exit 1 naming it when it fails)."""
+def open_guard(guard: str | None, threshold: float | None, input_size: int = 64) -> Any:
+    """Return the guard built from --guard for a model of ``input_size`` px (None without one;
+    exit 1 naming --guard when it cannot be built or was calibrated for another size)."""
     if guard is None:
         return None
     from onepixel.defense.guard import build_guard
 
     try:
-        return build_guard(guard, threshold)
+        built = build_guard(guard, threshold)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(f"cannot build guard {guard!r} (--guard): {error_text(exc)}") from exc
+    check_guard_size(built, guard, input_size)
+    return built
+
+
+def check_guard_size(built: Any, guard: str, input_size: int) -> None:
+    """Exit 1 naming --guard and both sizes unless the guard fits a model of ``input_size`` px:
+    a guard file (or bundled threshold) must have been calibrated at that size (64 when it
+    records none), and a detector of fixed size (a VAE) must take it."""
+    from onepixel.config import IMAGE_SIZE
+    from onepixel.defense.guard_file import GuardFileError, sized_detector
+
+    if built.info.get("format"):  # a calibrated document: its threshold holds at its size only
+        recorded = int(built.info.get("input_size") or IMAGE_SIZE)
+        if recorded != input_size:
+            fix = (
+                "calibrate a guard file for this model: onepixel guard calibrate --data FOLDER "
+                "--target MODEL --out guard.json"
+            )
+            if not guard.lower().endswith(".json"):
+                fix = f"give --guard-threshold, or {fix}"
+            raise fail(
+                f"cannot serve with --guard {guard}: it was calibrated on {recorded}x{recorded} px "
+                f"images but the model takes {input_size}x{input_size}; a threshold does not carry "
+                f"over between sizes: {fix}"
+            )
+    fixed = getattr(built.detector, "image_size", input_size)
+    try:
+        sized_detector(built.detector, input_size, f"--guard {guard}")
+    except GuardFileError:
+        raise fail(
+            f"cannot serve with --guard {guard}: its detector takes {fixed}x{fixed} px images but "
+            f"the model takes {input_size}x{input_size}; use a residual guard calibrated for this "
+            "model (onepixel guard calibrate --data FOLDER --target MODEL --out guard.json)"
+        ) from None
 
 
 def run_service(
@@ -264,6 +299,7 @@ def run_service(
             batch_wait_ms=limits.batch_wait_ms,
             max_cost=limits.max_cost,
             expose_guard_details=options["expose_guard_details"],
+            resize=options["resize"],
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--max-cost") from exc
@@ -279,7 +315,13 @@ def run_service(
     auth = "bearer token required" if token else "no auth"
     host, port = options["host"], options["port"]
     info = target.info
-    typer.echo(f"serving {info.name} (positive: {info.positive}) on http://{host}:{port} ({auth})", err=True)
+    size = f"{info.input_size}x{info.input_size}"
+    fit = f"resized to {size}" if options["resize"] else f"{size} or larger, centre-cropped"
+    typer.echo(
+        f"serving {info.name} (positive: {info.positive}) on http://{host}:{port} ({auth}); "
+        f"uploads: PNG, JPEG or TIFF, 8-bit RGB, {fit}",
+        err=True,
+    )
     # Our request log (no bodies) replaces uvicorn's access log.
     config = server_config(app, host, port, limits=limits.head(), log_level=options["log_level"])
     uvicorn.Server(config).run()
@@ -293,6 +335,7 @@ def serve(
     port: PortOpt = 5000,
     mode: ModeOpt = "auto",
     device: DeviceOption = "auto",
+    resize: ResizeOption = False,
     threads: ThreadsOpt = None,
     max_request_images: MaxRequestImagesOpt = 1024,
     old_max_batch: OldMaxBatchOpt = None,
@@ -330,7 +373,7 @@ def serve(
 
         torch.set_num_threads(threads)
     target = open_served_target(model, mode=mode, certified=certified, stride=stride, device=device)
-    inspector = open_guard(guard, guard_threshold)
+    inspector = open_guard(guard, guard_threshold, target.info.input_size)
     options = {
         "max_batch": max_request_images if old_max_batch is None else old_max_batch,
         "expose_guard_details": expose_guard_details,
@@ -338,6 +381,7 @@ def serve(
         "log_level": log_level,
         "host": host,
         "port": port,
+        "resize": resize,
     }
     run_service(target, inspector, limits, token, options)
 

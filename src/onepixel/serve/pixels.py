@@ -2,7 +2,7 @@
 
 Request (JSON)::
 
-    {"images": [{"png": "<base64 PNG>"} | {"id": "<image id>"}, ...],
+    {"images": [{"png": "<base64 PNG, JPEG or TIFF>"} | {"id": "<image id>"}, ...],
      "index": [i_0, i_1, ...],                   # optional with one image (all queries use it)
      "queries": [[[x, y, r, g, b], ...], ...]}   # query q: its pixel changes, k >= 1
 
@@ -12,8 +12,11 @@ Answer: ``{"status": "ok", "predictions": [{"probability": p}, ...], "images": [
 strings, one after the other: the ASCII text of the decoded array's shape as Python writes it,
 ``(64, 64, 3)`` for a 64 px image, then the decoded pixels as uint8 bytes in row-major
 height x width x RGB order (``onepixel.targets.http.image_id``; in Python:
-``sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:32]``). So a client computes it
-without the server, and the same picture sent as any PNG variant has one id.
+``sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:32]``). The array is the image as
+fitted to the model's input (:class:`~onepixel.serve.uploads.UploadFit`: centre-cropped when
+larger, resized when the service resizes), which is also the frame of the queries' x and y. So a
+client that sends images of the model's size computes it without the server, and the same
+picture sent as any PNG variant has one id.
 
 **Who sees which images.** The server keeps the most recently used clean images *per client
 namespace* (:class:`ImageStore`): with a token, everyone holding the token shares one
@@ -41,7 +44,7 @@ import numpy as np
 from starlette.requests import Request
 
 from onepixel.serve.decode import PixelBody, bad, decode_json, pixel_body
-from onepixel.serve.uploads import UploadError, _capped, decode_image
+from onepixel.serve.uploads import UploadError, UploadFit, _capped, decode_image
 from onepixel.targets.http import image_id
 from onepixel.targets.pixels import check_changes
 
@@ -50,6 +53,7 @@ DEFAULT_MAX_QUERIES = 4096
 DEFAULT_MAX_PIXELS = 64
 DEFAULT_MAX_CACHED = 1024
 DEFAULT_MAX_CACHED_TOTAL = 4096
+IMAGE_FIELD_HELP = "base64 PNG, JPEG or TIFF (8-bit RGB), fitted to the model's input_size"
 
 
 class ImageStore:
@@ -156,9 +160,10 @@ async def read_json(request: Request, *, limit: int) -> Any:
 
 
 def parse_images(
-    items: Any, *, size: int, cache: NamespaceView, max_images: int, max_upload_bytes: int
+    items: Any, *, fit: UploadFit, cache: NamespaceView, max_images: int, max_upload_bytes: int
 ) -> tuple[np.ndarray, list[str]]:
-    """Return the clean images (B, size, size, 3) and ids named by ``items``; raise 4xx saying why."""
+    """Return the clean images (B, size, size, 3), fitted to the model as ``fit`` says, and the
+    ids named by ``items``; raise 4xx saying why."""
     if not isinstance(items, list) or not items:
         raise bad("'images' must be a non-empty list of {'png': base64} or {'id': image id}")
     if len(items) > max_images:
@@ -179,7 +184,7 @@ def parse_images(
             except (binascii.Error, ValueError) as exc:
                 raise bad(f"{label}: 'png' is not valid base64 ({exc})", index=i) from exc
             try:
-                image = decode_image(data, size, label=label)
+                image = decode_image(data, fit, label=label)
             except UploadError as exc:
                 message = exc.body["message"]
                 message = message if message.startswith(label) else f"{label}: {message}"
@@ -205,7 +210,7 @@ def parse_images(
 def parse_pixel_request(
     body: Any,
     *,
-    size: int,
+    fit: UploadFit,
     cache: NamespaceView,
     max_images: int,
     max_upload_bytes: int,
@@ -218,7 +223,7 @@ def parse_pixel_request(
         body = pixel_body(body, max_queries=max_queries, max_pixels=max_pixels)
     changes = body.changes
     base, ids = parse_images(
-        body.images, size=size, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
+        body.images, fit=fit, cache=cache, max_images=max_images, max_upload_bytes=max_upload_bytes
     )
     if body.index is not None:
         index = body.index
@@ -239,7 +244,7 @@ def pixel_request_schema() -> dict[str, Any]:
     image = {
         "type": "object",
         "properties": {
-            "png": {"type": "string", "format": "byte", "description": "base64 PNG, 64x64 RGB"},
+            "png": {"type": "string", "format": "byte", "description": IMAGE_FIELD_HELP},
             "id": {"type": "string", "description": "id of an image sent before"},
         },
     }

@@ -1,4 +1,4 @@
-"""Hardening for the HTTP service: bearer-token auth, opt-in CORS, request logs, PNG bomb guard.
+"""Hardening for the HTTP service: bearer-token auth, opt-in CORS, request logs.
 
 ``harden(app, token=..., cors_origins=...)`` wraps a service app (``create_app``):
 
@@ -22,8 +22,9 @@
 The request head (size, header count, time to arrive) is limited before any of this, in the
 server's protocol (:mod:`onepixel.serve.protocol`).
 
-:func:`check_png_header` is the decompression-bomb guard: it reads the PNG header and refuses
-any image whose declared size is not the model's, before a single pixel is decompressed.
+:func:`png_dimensions` reads a PNG's declared size for the decompression-bomb guard
+(:func:`onepixel.serve.uploads.check_header`), which refuses an image before a single pixel is
+decompressed.
 """
 
 from __future__ import annotations
@@ -109,19 +110,6 @@ def png_dimensions(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return width, height
-
-
-def check_png_header(data: bytes, size: int) -> str | None:
-    """Return why a PNG must be refused before decoding (wrong declared size), else None.
-
-    A tiny PNG can declare gigapixels of zeros (a decompression bomb); the declared size is
-    checked here so the service never inflates more than ``size x size`` pixels. The message is
-    the MAX service's own wrong-size text. Non-PNG data returns None (the decoder names it).
-    """
-    dims = png_dimensions(data)
-    if dims is None or dims == (size, size):
-        return None
-    return f"The input file must be a PNG image of size ({size}, {size}). Got PNG ({dims[0]}, {dims[1]})."
 
 
 async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -367,7 +355,6 @@ __all__ = [
     "BearerAuth",
     "InFlightLimit",
     "TokenError",
-    "check_png_header",
     "configure_access_log",
     "escape_control",
     "harden",

@@ -1,4 +1,5 @@
-"""Reading uploads for the MAX-compatible service: size-capped multipart bodies and PNG checks.
+"""Reading uploads for the MAX-compatible service: size-capped multipart bodies, and images
+(PNG, JPEG or TIFF, 8-bit RGB) checked from their header, decoded and fitted to the model.
 
 Every problem becomes an :class:`UploadError` carrying the HTTP status and the JSON body to
 answer, so the routes never answer 500 for bad input. A client that disconnects while its body
@@ -8,20 +9,25 @@ client (one request-log line, no 500).
 
 from __future__ import annotations
 
-import struct
+import io
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 from starlette.requests import Request
 
-from onepixel.data.patches import DataError, read_png
+from onepixel.data.errors import DataError
+from onepixel.data.fit import fit_images
+from onepixel.data.formats import read_image
 from onepixel.serve.limits import RequestRefused
-from onepixel.serve.security import check_png_header
+from onepixel.serve.security import png_dimensions
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+# Formats whose header gives the declared size before decoding (PNG's is read directly).
+HEADER_FORMATS = ("JPEG", "TIFF")  # "JPEG" opens a multi-picture JPEG (MPO) too
 
 
 class UploadError(RequestRefused):
@@ -164,42 +170,121 @@ def form_files(form: FormData, field: str, help_text: str) -> list[UploadFile]:
     return files
 
 
-def png_bit_depth(data: bytes) -> tuple[int, str] | None:
-    """Return (bit depth, colour type name) from a PNG's IHDR, or None when it has no valid IHDR."""
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+# Largest side (px) an upload may declare, whatever the model's size: larger images are refused
+# from their header before a pixel is decompressed (decompression-bomb guard), so one decode
+# holds at most max_side^2 x 3 bytes.
+DEFAULT_MAX_SIDE = 1024
+UPLOAD_FORMATS = "PNG, JPEG or TIFF (8-bit RGB)"
+
+
+def default_max_side(size: int) -> int:
+    """Return the largest image side the service decodes for a ``size`` px model (1024, or
+    four times the model's side when that is larger)."""
+    return max(DEFAULT_MAX_SIDE, 4 * size)
+
+
+@dataclass(frozen=True)
+class UploadFit:
+    """How uploads are brought to the model's ``size`` x ``size`` input, as the CLI fits data
+    (:func:`onepixel.data.fit.fit_images`): as they are at that size, centre-cropped when larger,
+    refused when smaller, unless ``resize`` (bilinear resize, whatever the size). Images declaring
+    more than ``max_side`` px a side (default :func:`default_max_side`) are refused undecoded."""
+
+    size: int
+    resize: bool = False
+    max_side: int | None = None
+
+    @property
+    def side_cap(self) -> int:
+        """Return the largest image side decoded."""
+        return self.max_side if self.max_side is not None else default_max_side(self.size)
+
+    @property
+    def how(self) -> str:
+        """Return what is done to an image of another size: "resize" or "crop"."""
+        return "resize" if self.resize else "crop"
+
+    def is_exact(self, data: bytes) -> bool:
+        """Return True when ``data`` is a PNG declaring exactly the model's size (decodes in
+        about 0.1 ms: cheaper on the event loop than a worker-thread hop)."""
+        return png_dimensions(data) == (self.size, self.size)
+
+
+def declared_size(data: bytes) -> tuple[str, int, int] | None:
+    """Return (format, width, height) from the header of a PNG, JPEG or TIFF, without decoding
+    a pixel; None when ``data`` is none of those (the decoder then says what it is)."""
+    dims = png_dimensions(data)
+    if dims is not None:
+        return "PNG", dims[0], dims[1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=HEADER_FORMATS)
+        with img:
+            return ("JPEG" if img.format == "MPO" else str(img.format)), img.width, img.height
+    except Image.DecompressionBombError:
+        return "image", 1 << 30, 1 << 30  # PIL itself saw gigapixels: refuse as too large
+    except Exception:  # noqa: BLE001 - unreadable headers are the decoder's to name
         return None
-    depth, colour = struct.unpack(">BB", data[24:26])
-    return depth, PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
 
 
-def decode_image(data: bytes, size: int, *, label: str) -> np.ndarray:
-    """Return the (size, size, 3) uint8 image in PNG ``data``; raise UploadError 400 saying why not.
+def _max_text(kind: str, size: int, width: int, height: int) -> str:
+    """Return the MAX service's wrong-size sentence (its exact text for a PNG)."""
+    wanted = "a PNG image" if kind == "PNG" else "an image"
+    return f"The input file must be {wanted} of size ({size}, {size}). Got {kind} ({width}, {height})."
 
-    The wrong-size message is the MAX service's own text.
+
+def check_header(data: bytes, fit: UploadFit) -> str | None:
+    """Return why an upload must be refused from its declared size alone, else None.
+
+    A tiny file can declare gigapixels of zeros (a decompression bomb): anything over
+    ``fit.side_cap`` px a side is refused before decoding. Without resizing, an image smaller than
+    the model's input is refused too (cropping cannot enlarge it). The message starts with the
+    MAX service's wrong-size sentence and says what to send instead.
+    """
+    found = declared_size(data)
+    if found is None:
+        return None
+    kind, width, height = found
+    size = fit.size
+    if max(width, height) > fit.side_cap:
+        return (
+            f"{_max_text(kind, size, width, height)} This service decodes images of at most "
+            f"{fit.side_cap} px a side; crop it to the model's {size}x{size} input first."
+        )
+    if not fit.resize and (width < size or height < size):
+        return (
+            f"{_max_text(kind, size, width, height)} The image is smaller than the model's "
+            f"{size}x{size} input and cropping cannot enlarge it: send at least {size}x{size} px "
+            "(larger images are centre-cropped), or start the service with --resize (one image "
+            "pixel then covers more than one model pixel)."
+        )
+    return None
+
+
+def decode_image(data: bytes, fit: UploadFit, *, label: str) -> np.ndarray:
+    """Return the (size, size, 3) uint8 model input in an uploaded PNG, JPEG or TIFF.
+
+    The image is fitted as :class:`UploadFit` says (centre crop, or resize when the service
+    resizes). Raises UploadError 400 saying why not: an empty or unreadable file, another
+    format, anything but 8-bit RGB (naming the conversion to make), or a refused size.
     """
     if not data:
         raise UploadError(400, {"message": f"{label}: the uploaded file is empty."})
-    refusal = check_png_header(data, size)  # decompression-bomb guard: refuse before inflating
+    refusal = check_header(data, fit)  # decompression-bomb guard: refuse before inflating
     if refusal is not None:
         raise UploadError(400, {"message": refusal})
-    header = png_bit_depth(data)
-    # PIL silently narrows 16-bit RGB to 8 bits; refuse instead of scoring a different image.
-    if header is not None and header[0] == 16:
-        depth, colour = header
-        raise UploadError(
-            400,
-            {"message": f"{label}: {depth}-bit {colour} PNG is not supported; send an 8-bit RGB PNG."},
-        )
     try:
-        image = read_png(data, name=label)
+        image = read_image(data, name=label)
+        if image.shape[:2] == (fit.size, fit.size):
+            return image
+        if max(image.shape[:2]) > fit.side_cap:  # a header that lied about the size
+            raise DataError(f"{label}: image of {image.shape[1]}x{image.shape[0]} is too large")
+        fitted, _ = fit_images(image[None], fit.size, resize=fit.resize, name=label)
     except DataError as exc:
-        raise UploadError(400, {"message": str(exc)}) from exc
+        raise UploadError(400, {"message": f"{exc} Send {UPLOAD_FORMATS}."}) from exc
     except Exception as exc:  # noqa: BLE001 - e.g. PIL's DecompressionBombError: still bad input
         raise UploadError(
-            400, {"message": f"{label}: not a usable PNG ({type(exc).__name__}: {exc})"}
+            400, {"message": f"{label}: not a usable image ({type(exc).__name__}: {exc})"}
         ) from exc
-    if image.shape[:2] != (size, size):
-        height, width = image.shape[:2]
-        expected = f"The input file must be a PNG image of size ({size}, {size})."
-        raise UploadError(400, {"message": f"{expected} Got PNG ({width}, {height})."})
-    return image
+    return np.ascontiguousarray(fitted[0])
