@@ -476,7 +476,7 @@ def compute_confmap(
             for position, y in enumerate(todo):
                 store(position, score(target, y))
         else:
-            executor.map(target, score, todo, store, describe=lambda y: f"confidence-map row {y}")
+            executor.map(target, score, todo, store, describe=lambda p: f"confidence-map row {todo[p]}")
     finally:
         if bar is not None:
             bar.stop()

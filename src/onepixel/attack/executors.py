@@ -47,6 +47,11 @@ TaskFn = Callable[[Target, Any], Any]
 ResultSink = Callable[[int, Any], None]
 
 
+def _task(position: int) -> str:
+    """Return how an error names the item at ``position`` of a map, by default."""
+    return f"task {position}"
+
+
 class TaskExecutor(Protocol):
     """What confidence maps and certification need of an executor: :meth:`LocalExecutor.map`."""
 
@@ -60,7 +65,7 @@ class TaskExecutor(Protocol):
         on_result: ResultSink,
         *,
         options: dict[str, Any] | None = None,
-        describe: Callable[[Any], str] = str,
+        describe: Callable[[int], str] = _task,
     ) -> None:
         """Run ``fn`` on every item, passing each (position, result) to ``on_result`` here."""
 
@@ -85,7 +90,7 @@ class LocalExecutor:
         on_result: ResultSink,
         *,
         options: dict[str, Any] | None = None,
-        describe: Callable[[Any], str] = str,
+        describe: Callable[[int], str] = _task,
     ) -> None:
         """Call ``on_result(position, fn(target, item))`` for each item in order (``options``,
         ``describe``: only used by Ray)."""
@@ -288,7 +293,8 @@ class RayExecutor:
             def submit(actor: Any, job: BatchJob) -> Any:
                 return actor.attack.remote(job, method_ref, plan_ref, classes)
 
-            self._farm(ray, remote_cls, spec, actors, list(jobs), submit, store, _describe_batch)
+            jobs = list(jobs)
+            self._farm(ray, remote_cls, spec, actors, jobs, submit, store, lambda p: _describe_batch(jobs[p]))
         return queries
 
     def map(
@@ -299,14 +305,14 @@ class RayExecutor:
         on_result: ResultSink,
         *,
         options: dict[str, Any] | None = None,
-        describe: Callable[[Any], str] = str,
+        describe: Callable[[int], str] = _task,
     ) -> None:
         """Run ``fn(worker's target, item)`` for every item on Ray workers; hand each
         (position, result) to ``on_result`` here, in the order they finish.
 
         Workers open ``target_spec``, else ``target.info.spec`` (what ``open_target`` recorded),
         with ``target_options`` and then ``options`` (settings the spec does not carry, such as a
-        certified ensemble's stride). ``describe(item)`` names an item in error messages.
+        certified ensemble's stride). ``describe(position)`` names an item in error messages.
         """
         spec = self.target_spec or target.info.spec
         if not spec:
@@ -335,7 +341,7 @@ class RayExecutor:
         items: list[Any],
         submit: Callable[[Any, Any], Any],
         on_result: ResultSink,
-        describe: Callable[[Any], str],
+        describe: Callable[[int], str],
     ) -> None:
         """Keep every actor busy with ``submit(actor, item)`` until each item has a result; replace
         an actor that dies and resubmit its item (at most ``max_retries`` times per item)."""
@@ -358,7 +364,7 @@ class RayExecutor:
                 failures[position] = failures.get(position, 0) + 1
                 if failures[position] > self.max_retries:
                     raise CampaignError(
-                        f"{describe(items[position])} lost its Ray worker {failures[position]} times; "
+                        f"{describe(position)} lost its Ray worker {failures[position]} times; "
                         f"giving up: {exc}"
                     ) from exc
                 _kill(ray, [actor])
@@ -373,7 +379,7 @@ class RayExecutor:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, Exception):
                     raise cause from exc
-                raise CampaignError(f"{describe(items[position])} failed on a Ray worker: {exc}") from exc
+                raise CampaignError(f"{describe(position)} failed on a Ray worker: {exc}") from exc
             on_result(position, result)
             idle.append(actor)
 
