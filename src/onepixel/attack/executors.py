@@ -293,8 +293,10 @@ class RayExecutor:
             def submit(actor: Any, job: BatchJob) -> Any:
                 return actor.attack.remote(job, method_ref, plan_ref, classes)
 
-            jobs = list(jobs)
-            self._farm(ray, remote_cls, spec, actors, jobs, submit, store, lambda p: _describe_batch(jobs[p]))
+            batches = list(jobs)
+            self._farm(
+                ray, remote_cls, spec, actors, batches, submit, store, lambda p: _describe_batch(batches[p])
+            )
         return queries
 
     def map(
