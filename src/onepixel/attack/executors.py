@@ -13,6 +13,12 @@ adversarial images. Results reach the store batch by batch as they finish. A wor
 mid-batch (killed, out of memory, node lost) is replaced and its batch resubmitted, at most
 ``max_retries`` times per batch; a batch runs completely on one worker, so every image gets
 exactly one row. Ray is an optional extra: ``pip install 'onepixel[ray]'``.
+
+Both executors also :meth:`~LocalExecutor.map` any picklable function ``fn(target, item)`` over
+a list of items (rows of a confidence map, batches of images to certify): locally in order, or on
+Ray actors that each open the target from its spec, with the same retries; every result comes
+back to the driver, tagged with its item's position, so the caller merges them as it would the
+local ones.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +39,35 @@ from onepixel.attack.records import AttackRecord
 from onepixel.targets.base import Target
 
 EXECUTORS = ("local", "ray")
+
+# fn(target, item) -> result: one task of a map (module-level, or a functools.partial of one, so
+# that Ray can pickle it by reference).
+TaskFn = Callable[[Target, Any], Any]
+# on_result(position, result): called in the driver for each finished item.
+ResultSink = Callable[[int, Any], None]
+
+
+def _task(position: int) -> str:
+    """Return how an error names the item at ``position`` of a map, by default."""
+    return f"task {position}"
+
+
+class TaskExecutor(Protocol):
+    """What confidence maps and certification need of an executor: :meth:`LocalExecutor.map`."""
+
+    name: str
+
+    def map(
+        self,
+        target: Target,
+        fn: TaskFn,
+        items: Sequence[Any],
+        on_result: ResultSink,
+        *,
+        options: dict[str, Any] | None = None,
+        describe: Callable[[int], str] = _task,
+    ) -> None:
+        """Run ``fn`` on every item, passing each (position, result) to ``on_result`` here."""
 
 
 class LocalExecutor:
@@ -46,6 +81,21 @@ class LocalExecutor:
         for job in jobs:
             attack_batch(target, job, method, plan, sink)
         return 0
+
+    def map(
+        self,
+        target: Target,
+        fn: TaskFn,
+        items: Sequence[Any],
+        on_result: ResultSink,
+        *,
+        options: dict[str, Any] | None = None,
+        describe: Callable[[int], str] = _task,
+    ) -> None:
+        """Call ``on_result(position, fn(target, item))`` for each item in order (``options``,
+        ``describe``: only used by Ray)."""
+        for position, item in enumerate(items):
+            on_result(position, fn(target, item))
 
 
 class BatchWorker:
@@ -63,6 +113,10 @@ class BatchWorker:
     def pid(self) -> int:
         """Return this worker's process id (for monitoring and fault tests)."""
         return os.getpid()
+
+    def call(self, fn: TaskFn, item: Any) -> Any:
+        """Return ``fn(target, item)`` (one task of :meth:`RayExecutor.map`)."""
+        return fn(self.target, item)
 
     def attack(
         self,
@@ -112,7 +166,7 @@ class RayExecutor:
     intra-op threads. ``target_spec`` overrides the campaign's ``config.target`` (e.g. an URL the
     workers can reach); ``target_options`` go to ``open_target``. ``max_retries``: how often one
     batch is resubmitted after its worker died. ``on_submit(job, worker_pid)`` is called after
-    each submission (monitoring; fault tests kill workers there). ``retried`` counts
+    each submission (monitoring; fault tests kill workers there; a map passes its item). ``retried`` counts
     resubmissions and ``worker_pids`` lists every actor's pid, after :meth:`run`.
     """
 
@@ -129,7 +183,7 @@ class RayExecutor:
         target_options: dict[str, Any] | None = None,
         max_retries: int = 3,
         init_options: dict[str, Any] | None = None,
-        on_submit: Callable[[BatchJob, int], None] | None = None,
+        on_submit: Callable[[Any, int], None] | None = None,
     ):
         if workers is not None and workers < 1:
             raise CampaignError(f"workers must be >= 1, got {workers}")
@@ -149,6 +203,7 @@ class RayExecutor:
         self.retried = 0
         self.worker_pids: list[int] = []
         self._pids: dict[int, int] = {}  # id(actor handle) -> worker pid
+        self._options: dict[str, Any] = {}  # a map's own target options, over target_options
 
     # -- cluster ---------------------------------------------------------------------------------
 
@@ -173,9 +228,10 @@ class RayExecutor:
 
     def _spawn(self, ray: Any, remote_cls: Any, spec: str, count: int) -> list[Any]:
         """Return ``count`` ready actors (each has opened the target); CampaignError if they cannot."""
+        options = {**self.target_options, **self._options}
         actors = [
             remote_cls.options(num_cpus=self.cpus_per_worker, max_restarts=0).remote(
-                spec, self.threads_per_worker, self.target_options
+                spec, self.threads_per_worker, options
             )
             for _ in range(count)
         ]
@@ -188,6 +244,28 @@ class RayExecutor:
         self.worker_pids.extend(pids)
         return actors
 
+    @contextlib.contextmanager
+    def _cluster(
+        self, spec: str, tasks: int, options: dict[str, Any]
+    ) -> Iterator[tuple[Any, Any, list[Any]]]:
+        """Yield (ray, actor class, the ready actors) for ``tasks`` tasks; stop them (and a Ray
+        this call started) on leaving."""
+        ray = import_ray()
+        started = self._connect(ray)
+        self.retried = 0
+        self.worker_pids = []
+        self._pids = {}
+        self._options = dict(options)
+        remote_cls = ray.remote(BatchWorker)
+        actors: list[Any] = []
+        try:
+            actors.extend(self._spawn(ray, remote_cls, spec, self._worker_count(ray, tasks)))
+            yield ray, remote_cls, actors
+        finally:
+            _kill(ray, actors)
+            if started:
+                ray.shutdown()
+
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, target: Target, jobs: Sequence[BatchJob], config: CampaignConfig, sink: RecordSink) -> int:
@@ -198,75 +276,119 @@ class RayExecutor:
         """
         if not jobs:
             return 0
-        ray = import_ray()
-        started = self._connect(ray)
-        self.retried = 0
-        self.worker_pids = []
-        self._pids = {}
         spec = self.target_spec or config.target
-        remote_cls = ray.remote(BatchWorker)
-        actors: list[Any] = []
-        try:
-            actors = self._spawn(ray, remote_cls, spec, self._worker_count(ray, len(jobs)))
-            return self._dispatch(ray, remote_cls, spec, actors, jobs, config, sink)
-        finally:
-            _kill(ray, actors)
-            if started:
-                ray.shutdown()
+        queries = 0
 
-    def _dispatch(
+        def store(_: int, result: tuple[list[tuple[AttackRecord, np.ndarray, int]], int]) -> None:
+            nonlocal queries
+            items, made = result
+            for record, image, position in items:
+                sink(record, image, position)
+            queries += int(made)
+
+        with self._cluster(spec, len(jobs), {}) as (ray, remote_cls, actors):
+            method_ref, plan_ref = ray.put(config.attack_method()), ray.put(config.plan())
+            classes = (config.objective, dict(config.objective_options))
+
+            def submit(actor: Any, job: BatchJob) -> Any:
+                return actor.attack.remote(job, method_ref, plan_ref, classes)
+
+            batches = list(jobs)
+            self._farm(
+                ray, remote_cls, spec, actors, batches, submit, store, lambda p: _describe_batch(batches[p])
+            )
+        return queries
+
+    def map(
+        self,
+        target: Target,
+        fn: TaskFn,
+        items: Sequence[Any],
+        on_result: ResultSink,
+        *,
+        options: dict[str, Any] | None = None,
+        describe: Callable[[int], str] = _task,
+    ) -> None:
+        """Run ``fn(worker's target, item)`` for every item on Ray workers; hand each
+        (position, result) to ``on_result`` here, in the order they finish.
+
+        Workers open ``target_spec``, else ``target.info.spec`` (what ``open_target`` recorded),
+        with ``target_options`` and then ``options`` (settings the spec does not carry, such as a
+        certified ensemble's stride). ``describe(position)`` names an item in error messages.
+        """
+        spec = self.target_spec or target.info.spec
+        if not spec:
+            raise CampaignError(
+                f"the ray executor needs a target its workers can open by spec; {target.info.name!r} "
+                "was not opened with open_target",
+                settings=("executor",),
+            )
+        items = list(items)
+        if not items:
+            return
+        with self._cluster(spec, len(items), options or {}) as (ray, remote_cls, actors):
+            fn_ref = ray.put(fn)
+
+            def submit(actor: Any, item: Any) -> Any:
+                return actor.call.remote(fn_ref, item)
+
+            self._farm(ray, remote_cls, spec, actors, items, submit, on_result, describe)
+
+    def _farm(
         self,
         ray: Any,
         remote_cls: Any,
         spec: str,
         actors: list[Any],
-        jobs: Sequence[BatchJob],
-        config: CampaignConfig,
-        sink: RecordSink,
-    ) -> int:
-        method_ref, plan_ref = ray.put(config.attack_method()), ray.put(config.plan())
-        pending = deque(jobs)
+        items: list[Any],
+        submit: Callable[[Any, Any], Any],
+        on_result: ResultSink,
+        describe: Callable[[int], str],
+    ) -> None:
+        """Keep every actor busy with ``submit(actor, item)`` until each item has a result; replace
+        an actor that dies and resubmit its item (at most ``max_retries`` times per item)."""
+        pending = deque(range(len(items)))
         idle = list(actors)
-        running: dict[Any, tuple[Any, BatchJob]] = {}
+        running: dict[Any, tuple[Any, int]] = {}
         failures: dict[int, int] = {}
-        queries = 0
         while pending or running:
             while pending and idle:
-                actor, job = idle.pop(), pending.popleft()
-                classes = (config.objective, dict(config.objective_options))
-                running[actor.attack.remote(job, method_ref, plan_ref, classes)] = (actor, job)
+                actor, position = idle.pop(), pending.popleft()
+                running[submit(actor, items[position])] = (actor, position)
                 if self.on_submit is not None:
-                    self.on_submit(job, self._pids[id(actor)])
+                    self.on_submit(items[position], self._pids[id(actor)])
             (ref,), _ = ray.wait(list(running), num_returns=1)
-            actor, job = running.pop(ref)
+            actor, position = running.pop(ref)
             try:
-                items, made = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                # The worker died mid-batch: nothing of the batch was stored; run it again elsewhere.
-                failures[job.index] = failures.get(job.index, 0) + 1
-                if failures[job.index] > self.max_retries:
+                # The worker died mid-task: nothing of the item was kept; run it again elsewhere.
+                failures[position] = failures.get(position, 0) + 1
+                if failures[position] > self.max_retries:
                     raise CampaignError(
-                        f"batch {job.index} ({len(job.ids)} images, first {job.ids[0]!r}) lost its "
-                        f"Ray worker {failures[job.index]} times; giving up: {exc}"
+                        f"{describe(position)} lost its Ray worker {failures[position]} times; "
+                        f"giving up: {exc}"
                     ) from exc
                 _kill(ray, [actor])
                 actors.remove(actor)
                 (replacement,) = self._spawn(ray, remote_cls, spec, 1)
                 actors.append(replacement)
                 idle.append(replacement)
-                pending.appendleft(job)
+                pending.appendleft(position)
                 self.retried += 1
                 continue
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, Exception):
                     raise cause from exc
-                raise CampaignError(f"batch {job.index} failed on a Ray worker: {exc}") from exc
-            for record, image, position in items:
-                sink(record, image, position)
-            queries += int(made)
+                raise CampaignError(f"{describe(position)} failed on a Ray worker: {exc}") from exc
+            on_result(position, result)
             idle.append(actor)
-        return queries
+
+
+def _describe_batch(job: BatchJob) -> str:
+    """Return how error messages name a campaign batch."""
+    return f"batch {job.index} ({len(job.ids)} images, first {job.ids[0]!r})"
 
 
 def _kill(ray: Any, actors: list[Any]) -> None:
@@ -291,4 +413,12 @@ def make_executor(name: str, address: str | None = None, **options: Any) -> Loca
     raise CampaignError(f"unknown executor {name!r}; use one of {EXECUTORS}")
 
 
-__all__ = ["EXECUTORS", "BatchWorker", "LocalExecutor", "RayExecutor", "import_ray", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "BatchWorker",
+    "LocalExecutor",
+    "RayExecutor",
+    "TaskExecutor",
+    "import_ray",
+    "make_executor",
+]

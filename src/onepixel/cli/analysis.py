@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from onepixel.cli.common import DataOption, DeviceOption, ResizeOption, console, fail
+from onepixel.cli.work_options import RayAddressOption, RayWorkersOption, executor_option, open_executor
 
 
 class MapDirection(StrEnum):
@@ -298,6 +299,9 @@ MapJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as J
 MapProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
 
+MapExecutorOpt = executor_option("rows of pixels")
+
+
 def confmap(
     image: MapImageArg,
     levels: LevelsOpt = 6,
@@ -312,37 +316,31 @@ def confmap(
     data: DataOption = None,
     resize: ResizeOption = False,
     device: DeviceOption = "auto",
+    executor: MapExecutorOpt = "local",
+    address: RayAddressOption = None,
+    workers: RayWorkersOption = None,
 ) -> None:
     """Brute-force confidence map: every pixel x every grid colour, min / max / mean score per pixel.
 
     Resumable: the state is saved to OUT/confmap_state.npz after every row of pixels; rerun the
     same command to continue. L = 52 is the paper's grid (575,930,368 images); small L (4-8)
     runs on a CPU in minutes to hours. Writes OUT/confmap.json, OUT/confmap.npz, OUT/confmap.png.
+
+    With --executor ray the rows go to Ray workers (--threads torch threads each), each opening
+    --target itself; this process saves every row as it comes back, so the map is the same as a
+    local run's and an interrupted run resumes either way.
     """
     import torch
 
-    from onepixel.analysis.confmap import ConfmapError, compute_confmap
     from onepixel.analysis.confmap_files import save_confmap
-    from onepixel.targets.base import TargetError
 
     torch.set_num_threads(threads)
+    runner = open_executor(executor, address, workers, device, threads)
     tgt, img = _open_for_map(image, target, data, resize, device)
     name = image.split(":", 1)[1] if image.startswith("amibr:") else Path(image).stem
     out_dir = out or Path("runs") / "confmap" / name
-    try:
-        cmap = compute_confmap(
-            tgt,
-            img,
-            levels,
-            out_dir=out_dir,
-            batch_size=batch_size,
-            rows=_parse_rows(rows) if rows else None,
-            progress=progress,
-        )
-    except (ConfmapError, TargetError) as exc:
-        raise fail(exc) from exc
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; finished rows are saved in {out_dir}, rerun to resume", 130) from None
+    settings = {"batch_size": batch_size, "rows": _parse_rows(rows) if rows else None, "progress": progress}
+    cmap = _compute_map(tgt, img, levels, out_dir, settings, runner)
     summary = {
         "image": image,
         "target": tgt.info.name,
@@ -350,6 +348,21 @@ def confmap(
         **save_confmap(cmap, out_dir, direction.value, title=name),
     }
     _print_map(name, cmap, summary, as_json)
+
+
+def _compute_map(
+    tgt: Any, img: Any, levels: int, out_dir: Path, settings: dict[str, Any], runner: Any
+) -> Any:
+    """Return the confidence map (computed or resumed in ``out_dir``), or raise the CLI error."""
+    from onepixel.analysis.confmap import compute_confmap
+    from onepixel.errors import OnePixelError
+
+    try:
+        return compute_confmap(tgt, img, levels, out_dir=out_dir, executor=runner, **settings)
+    except OnePixelError as exc:
+        raise fail(exc) from exc
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; finished rows are saved in {out_dir}, rerun to resume", 130) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from onepixel.cli.common import (
     fail,
     stdout_console,
 )
+from onepixel.cli.work_options import RayAddressOption, RayWorkersOption, executor_option, open_executor
 
 
 def parse_pixels(text: str) -> tuple[int, ...]:
@@ -61,6 +62,7 @@ OutOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+CertifyExecutorOpt = executor_option("batches of 64 images")
 
 
 def certify(
@@ -78,6 +80,9 @@ def certify(
     label_map: LabelMapOption = None,
     skip_bad: SkipBadOption = False,
     device: DeviceOption = "auto",
+    executor: CertifyExecutorOpt = "local",
+    address: RayAddressOption = None,
+    workers: RayWorkersOption = None,
 ) -> None:
     """Prove which diagnoses no change of k pixels can flip (certified pixel-partition voting).
 
@@ -90,6 +95,9 @@ def certify(
     (right AND certified at k) and the share of images certified. Example:
 
         onepixel certify --data ../shared/data/ami-br --out runs/certify
+
+    With --executor ray, batches of images are certified by Ray workers that each open the
+    ensemble (--target, --stride, --device); votes and radii are those of a local run.
     """
     from onepixel.cli.opening import open_data_for
     from onepixel.errors import OnePixelError
@@ -97,6 +105,7 @@ def certify(
     from onepixel.targets.partition import PartitionEnsemble, certified_spec, parse_certified_spec
 
     ks = parse_pixels(pixels)
+    runner = open_executor(executor, address, workers, device)
     spec = target if target.startswith("certified") else certified_spec(target)
     try:
         _, inner = parse_certified_spec(spec)
@@ -107,7 +116,7 @@ def certify(
         raise fail(exc) from exc
     if not isinstance(ensemble, PartitionEnsemble):  # pragma: no cover - open_target's contract
         raise fail(f"--target {target!r} is not a certified ensemble")
-    result = _certify(ensemble, patches, limit, progress)
+    result = _certify(ensemble, patches, limit, progress, runner)
     summary = result.summary(ks)
     summary["inner"] = inner or "bundled views"
     if out is not None:
@@ -118,11 +127,13 @@ def certify(
     _print_summary(summary, out)
 
 
-def _certify(ensemble: Any, patches: Any, limit: int | None, progress: bool) -> Any:
-    """Return the certificates of the first ``limit`` images (labels mapped onto the ensemble's)."""
+def _certify(ensemble: Any, patches: Any, limit: int | None, progress: bool, runner: Any) -> Any:
+    """Return the certificates of the first ``limit`` images (labels mapped onto the ensemble's),
+    certified here or by the executor ``runner``."""
     from rich.progress import Progress
 
     from onepixel.defense.certify import certify_set
+    from onepixel.errors import OnePixelError
 
     images, labels, names = patches.images, patches.y, list(patches.names)
     if limit is not None:
@@ -131,7 +142,17 @@ def _certify(ensemble: Any, patches: Any, limit: int | None, progress: bool) -> 
         labels = 1 - labels if {patches.positive, ensemble.info.negative} == set(patches.classes) else labels
     with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"certifying {len(images)} images", total=len(images))
-        return certify_set(ensemble, images, labels, names, on_batch=lambda n: bar.update(task, completed=n))
+        try:
+            return certify_set(
+                ensemble,
+                images,
+                labels,
+                names,
+                on_batch=lambda n: bar.update(task, completed=n),
+                executor=runner,
+            )
+        except OnePixelError as exc:
+            raise fail(exc) from exc
 
 
 def _write(out: Path, name: str, result: Any, summary: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ For each image: the positive and negative votes, the certified radius (the large
 change of k pixels can flip) and whether the vote is right. Per k: the **certified balanced
 accuracy** (an image counts as right only when the vote is right AND its radius is >= k; the
 mean of the per-class rates) and the **certified share** (images with radius >= k, right or
-wrong). ``k = 0`` is the clean balanced accuracy of the vote.
+wrong). ``k = 0`` is the clean balanced accuracy of the vote. Batches of images are certified here or on
+Ray workers (an executor, as for campaigns); the certificates are the same.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onepixel.targets.partition import PartitionEnsemble
+
+if TYPE_CHECKING:
+    from onepixel.attack.executors import TaskExecutor
 
 DEFAULT_PIXELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
@@ -112,6 +116,12 @@ class CertifyResult:
         ]
 
 
+def certify_batch(ensemble: PartitionEnsemble, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (positive votes, certified radius) of one batch of uint8 ``images`` (N, H, W, 3)."""
+    cert = ensemble.certify(images)
+    return cert.positive_votes, cert.radius
+
+
 def certify_set(
     ensemble: PartitionEnsemble,
     images: np.ndarray,
@@ -120,27 +130,50 @@ def certify_set(
     *,
     batch: int = 64,
     on_batch: Callable[[int], None] | None = None,
+    executor: TaskExecutor | None = None,
 ) -> CertifyResult:
     """Return the :class:`CertifyResult` of uint8 ``images`` (N, H, W, 3) with 0/1 ``labels``.
 
-    ``on_batch(n_done)`` is called after each batch (for progress bars).
+    ``on_batch(n_done)`` is called after each batch of ``batch`` images (for progress bars).
+    ``executor`` (from :func:`onepixel.attack.executors.make_executor`; default: this process)
+    decides where batches are certified: a Ray executor hands each batch to a worker that opens
+    the same ensemble (spec and stride) and this process puts the votes back in image order, so
+    votes and radii are those of the local run.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(images) != len(labels) or len(names) != len(labels):
         raise ValueError(f"{len(images)} images, {len(labels)} labels and {len(names)} names differ")
     start = time.perf_counter()
-    votes, radius = [], []
-    for i in range(0, len(images), batch):
-        cert = ensemble.certify(images[i : i + batch])
-        votes.append(cert.positive_votes)
-        radius.append(cert.radius)
+    chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+    parts: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(
+        chunks
+    )
+    done = 0
+
+    def keep(position: int, part: tuple[np.ndarray, np.ndarray]) -> None:
+        nonlocal done
+        parts[position] = part
+        done += len(part[0])
         if on_batch is not None:
-            on_batch(min(i + batch, len(images)))
+            on_batch(done)
+
+    if executor is None:
+        for position, chunk in enumerate(chunks):
+            keep(position, certify_batch(ensemble, chunk))
+    else:
+        executor.map(
+            ensemble,
+            certify_batch,
+            chunks,
+            keep,
+            options={"stride": ensemble.stride},
+            describe=lambda p: f"images {p * batch}-{min((p + 1) * batch, len(images)) - 1} to certify",
+        )
     return CertifyResult(
         names=list(names),
         labels=labels,
-        positive_votes=np.concatenate(votes) if votes else np.zeros(0, dtype=np.int64),
-        radius=np.concatenate(radius) if radius else np.zeros(0, dtype=np.int64),
+        positive_votes=np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+        radius=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
         n_views=ensemble.n_views,
         stride=ensemble.stride,
         target=ensemble.info.name,
