@@ -186,7 +186,8 @@ ExecutorOpt = Annotated[
     str,
     typer.Option(
         "--executor",
-        help="Where batches run: local (this process) or ray (a Ray cluster; needs onepixel[ray]).",
+        help="Where batches run: local (this process) or ray (a Ray cluster; "
+        "needs pip install 'onepixel\\[ray]').",
     ),
 ]
 AddressOpt = Annotated[
