@@ -193,9 +193,6 @@ def test_plugins_are_registered_by_import_never_loaded_from_a_module_string() ->
 LONG_FUNCTIONS = {
     "analysis/confmap.py:compute_confmap": 149,
     "serve/app.py:create_app": 141,
-    "cli/demo.py:demo": 104,
-    "cli/defense.py:evaluate_detector": 103,
-    "cli/defense.py:train_detector": 96,
 }
 
 
