@@ -562,21 +562,52 @@ def build_meta(
     )
 
 
-def fit_amibr(
+def fit_data(
     root: str | Path,
     cfg: TrainConfig,
     out: str | Path,
     *,
     name: str = "resnet_custom_amibr",
+    split: str | None = None,
+    positive: str | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> tuple[Path, ModelMeta]:
-    """Train on the AMi-Br train split at ``root``, score the test split, save; return (path, meta)."""
-    from onepixel.data.amibr import load_amibr
-    from onepixel.data.download import AMIBR_COMMIT, AMIBR_REPO
+    """Train on the data folder ``root`` and save the weights; return ``(path, meta)``.
 
-    train = load_amibr(root, "train", size=None)
-    test = load_amibr(root, "test")
+    :func:`onepixel.data.open.open_patches` decides the layout: AMi-Br trains on its train split
+    and is scored on its test split; any other folder is read as class folders (under its
+    ``split`` folder when given, ``positive`` naming the positive class).
+    """
+    from onepixel.data.open import open_patches
+
+    opened = open_patches(root, split, input_size=None, positive=positive, amibr_split="train")
+    if opened.layout == "amibr":
+        if opened.split != "train":
+            raise DataError(
+                f"{opened.root} is AMi-Br: a model trains on its train split, not {opened.split!r}",
+                settings=("split",),
+            )
+        return _fit_amibr(opened.root, opened.patches, cfg, out, name, progress, command)
+    return _fit_folder(opened.root, split, opened.patches, cfg, out, name, progress, command)
+
+
+def _fit_amibr(
+    root: Path,
+    train: PatchSet,
+    cfg: TrainConfig,
+    out: str | Path,
+    name: str,
+    progress: bool,
+    command: str | None,
+) -> tuple[Path, ModelMeta]:
+    """Train on the AMi-Br train split ``train`` of ``root``, score the test split, save; return
+    (path, meta)."""
+    from onepixel.data.download import AMIBR_COMMIT, AMIBR_REPO
+    from onepixel.data.open import open_patches
+    from onepixel.models.registry import save_model
+
+    test = open_patches(root, "test").patches
     result = train_classifier(train, cfg, progress=progress)
     test_metrics = binary_metrics(
         test.y, validation_scores(result.model, test.images, cfg, result.input_size)
@@ -596,27 +627,23 @@ def fit_amibr(
     meta = build_meta(
         name, train, cfg, result, data_info=data_info, test_metrics=test_metrics, command=command
     )
-    from onepixel.models.registry import save_model
-
     return save_model(result.model, meta, out), meta
 
 
-def fit_folder(
-    root: str | Path,
+def _fit_folder(
+    root: Path,
+    split: str | None,
+    data: PatchSet,
     cfg: TrainConfig,
     out: str | Path,
-    *,
     name: str,
-    split: str | None = None,
-    positive: str | None = None,
-    progress: bool = True,
-    command: str | None = None,
+    progress: bool,
+    command: str | None,
 ) -> tuple[Path, ModelMeta]:
-    """Train on a class-per-folder set (optionally its ``split`` folder), save; return (path, meta)."""
-    from onepixel.data.patches import load_folder
+    """Train on a class-per-folder set ``data`` read from ``root`` (its ``split`` folder), save;
+    return (path, meta)."""
     from onepixel.models.registry import save_model
 
-    data = load_folder(root, split=split, positive=positive, size=None)
     result = train_classifier(data, cfg, progress=progress)
     data_info = {
         "name": str(root),
