@@ -247,11 +247,11 @@ def test_a_map_still_being_computed_is_a_clear_error(study: dict[str, Path], tmp
 def test_attack_kinds_of_the_guard_table() -> None:
     from onepixel.report.build import attack_kind
 
-    assert attack_kind({"objective": "plain"}, {"method": "exhaustive"}) == "exhaustive"
+    assert attack_kind({"objective": "plain"}, "exhaustive") == "exhaustive"
     assert attack_kind({"objective": "plain", "method": "exhaustive"}, None) == "exhaustive"
-    assert attack_kind({"objective": "adaptive"}, {"method": "de"}) == "adaptive"
-    assert attack_kind({"objective": "plain"}, {"method": "de-noconv"}) == "plain"
-    assert attack_kind({"objective": "plain"}, {"method": "sparse-rs"}) == "sparse-rs"
+    assert attack_kind({"objective": "adaptive"}, "de") == "adaptive"
+    assert attack_kind({"objective": "plain"}, "de-noconv") == "plain"
+    assert attack_kind({"objective": "plain"}, "sparse-rs") == "sparse-rs"
 
 
 def test_analysis_figures_are_captioned_and_empty_groups_said(study: dict[str, Path]) -> None:
