@@ -188,17 +188,6 @@ def test_plugins_are_registered_by_import_never_loaded_from_a_module_string() ->
     assert set(found) == IMPORTS_BY_NAME
 
 
-# Functions still over the limit, with their length today: the list may only shrink. Each is
-# named in the closing note of issue 21 (serve/ and analysis/ are reworked in parallel).
-LONG_FUNCTIONS = {
-    "models/train.py:train_classifier": 132,
-    "defense/worst_case.py:exhaustive_through_guards": 120,
-    "cli/demo.py:demo": 104,
-    "cli/defense.py:evaluate_detector": 103,
-    "cli/defense.py:train_detector": 96,
-}
-
-
 def test_no_function_is_over_100_lines_and_none_in_the_cli_over_60() -> None:
     over = {}
     for path in sorted(SRC.rglob("*.py")):
@@ -208,10 +197,7 @@ def test_no_function_is_over_100_lines_and_none_in_the_cli_over_60() -> None:
                 length = node.end_lineno - node.lineno + 1
                 if length > limit:
                     over[f"{path.relative_to(SRC)}:{node.name}"] = length
-    grown = {name: n for name, n in over.items() if n > LONG_FUNCTIONS.get(name, 0)}
-    assert grown == {}, "split these functions"
-    assert set(over) == set(LONG_FUNCTIONS), "a function got short enough: take it off the list"
-    assert "attack/sparse_rs.py:search" not in over and "cli/attack.py:attack" not in over
+    assert over == {}, "split these functions"
 
 
 # Parameters named direction and typed str that remain: analysis (reworked in parallel; its

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import write_class_folders
 from onepixel.data.errors import DataError
-from onepixel.data.open import open_patches, patch_source, resolved_split, split_names
+from onepixel.data.labels import LabelMap
+from onepixel.data.open import evaluation_choice, open_patches, patch_source, resolved_split, split_names
 from onepixel.data.patches import PatchSet
 
 
@@ -40,3 +41,23 @@ def test_split_names_are_the_amibr_splits_and_refuse_what_they_cannot_mean(
     assert bad.value.settings == ("split",)
     with pytest.raises(DataError, match="is not an AMi-Br folder"):
         split_names(tmp_path, "train")
+
+
+def test_evaluation_choice_reads_amibr_splits_split_folders_and_plain_folders(
+    amibr_root: Path, test_split: PatchSet, tmp_path: Path
+) -> None:
+    assert evaluation_choice(amibr_root, "train", "Atypical") == ("train", "Atypical")
+    with pytest.raises(DataError, match="AMi-Br split must be train, test or all, got 'val'") as bad:
+        evaluation_choice(amibr_root, "val", "Atypical")
+    assert bad.value.settings == ("split",)
+    plain = write_class_folders(test_split, tmp_path / "plain", 2)
+    assert evaluation_choice(plain, "test", "Atypical") == (None, "Atypical")
+    # A label the folders do not name is left to the class order, unless a label map renames them.
+    assert evaluation_choice(plain, "all", "mitosis") == (None, None)
+    renamed = LabelMap.parse("Atypical=mitosis")
+    assert evaluation_choice(plain, "all", "mitosis", renamed) == (None, "mitosis")
+    write_class_folders(test_split, tmp_path / "nested" / "val", 2)
+    assert evaluation_choice(tmp_path / "nested", "val", "Atypical") == ("val", "Atypical")
+    with pytest.raises(DataError, match="has no split folder 'train'") as bad:
+        evaluation_choice(plain, "train", "Atypical")
+    assert bad.value.settings == ("split",)

@@ -13,15 +13,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import write_class_folders
 from onepixel.cli.main import app
 from onepixel.cli.models import evaluate_model
 from onepixel.data.amibr import CLASSES, read_train_rows
+from onepixel.data.errors import DataError
 from onepixel.data.patches import PatchSet, load_folder
 from onepixel.models import ModelMeta, create_model, load_model, read_meta, save_model
 from onepixel.models.augment import AugmentConfig, augment_batch, colour, geometric
 from onepixel.models.metrics import binary_metrics, roc_auc
 from onepixel.models.resnet_custom import SameConv2d
-from onepixel.models.train import TrainConfig, grouped_split, train_classifier
+from onepixel.models.train import TrainConfig, fit_data, grouped_split, train_classifier
 from onepixel.targets.local import TOLERANCE
 
 # Acceptance targets of the bundled model on the AMi-Br test split.
@@ -175,6 +177,23 @@ def test_tiny_training_run_reduces_loss(amibr_root: Path) -> None:
     assert np.mean(losses[-2:]) < losses[0]
     assert result.split["train"] + result.split["val"] == 96
     assert result.model(torch.rand(2, 3, 64, 64)).shape == (2,)
+
+
+def test_fit_data_trains_a_class_folder_and_keeps_amibr_to_its_train_split(
+    amibr_root: Path, test_split: PatchSet, tmp_path: Path
+) -> None:
+    """``fit_data`` lets the data layer pick the layout: a class folder trains without a test
+    score; AMi-Br asked for another split than train is refused, naming the split."""
+    folder = write_class_folders(test_split, tmp_path / "folder", 8)
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, val_fraction=0.25)
+    path, meta = fit_data(folder, cfg, tmp_path / "tiny.safetensors", name="tiny", progress=False)
+    assert path == tmp_path / "tiny.safetensors" and load_model(path)[1].name == "tiny"
+    data = meta.info["data"]
+    assert (data["name"], data["train"], data["train_positive"]) == (str(folder), 16, 8)
+    assert meta.info["test"] is None and meta.positive == "Atypical"
+    with pytest.raises(DataError, match="trains on its train split, not 'test'") as bad:
+        fit_data(amibr_root, cfg, tmp_path / "never.safetensors", split="test", progress=False)
+    assert bad.value.settings == ("split",) and not (tmp_path / "never.safetensors").exists()
 
 
 def test_bundled_model_meets_targets_on_test_split(amibr_root: Path) -> None:

@@ -247,11 +247,11 @@ def test_a_map_still_being_computed_is_a_clear_error(study: dict[str, Path], tmp
 def test_attack_kinds_of_the_guard_table() -> None:
     from onepixel.report.build import attack_kind
 
-    assert attack_kind({"objective": "plain"}, {"method": "exhaustive"}) == "exhaustive"
+    assert attack_kind({"objective": "plain"}, "exhaustive") == "exhaustive"
     assert attack_kind({"objective": "plain", "method": "exhaustive"}, None) == "exhaustive"
-    assert attack_kind({"objective": "adaptive"}, {"method": "de"}) == "adaptive"
-    assert attack_kind({"objective": "plain"}, {"method": "de-noconv"}) == "plain"
-    assert attack_kind({"objective": "plain"}, {"method": "sparse-rs"}) == "sparse-rs"
+    assert attack_kind({"objective": "adaptive"}, "de") == "adaptive"
+    assert attack_kind({"objective": "plain"}, "de-noconv") == "plain"
+    assert attack_kind({"objective": "plain"}, "sparse-rs") == "sparse-rs"
 
 
 def test_analysis_figures_are_captioned_and_empty_groups_said(study: dict[str, Path]) -> None:
@@ -264,3 +264,19 @@ def test_analysis_figures_are_captioned_and_empty_groups_said(study: dict[str, P
         said = re.search(rf"No partly successful attack, so no figure, in: [^<]*plain/{direction}", section)
         assert drawn != bool(said), direction
     assert "analysis_" not in re.sub(r'src="[^"]*"', "", section)  # no file names as captions
+
+
+def test_a_csv_only_run_folder_makes_a_report(study: dict[str, Path], tmp_path: Path) -> None:
+    """A folder holding only the ``attacks.csv`` export (no attacks.sqlite, no config) is read
+    as read_run reads it: its findings row counts the flips its records hold."""
+    folder = tmp_path / "csv-only"
+    folder.mkdir()
+    (folder / "attacks.csv").write_bytes((study["lower-a"] / "attacks.csv").read_bytes())
+    report = build_report([folder], tmp_path / "report.html", make_figures=False)
+    findings = report.read_text().split("<h2>Findings</h2>", 1)[1].split("</section>", 1)[0]
+    row = re.search(r'<td data-label="run">csv-only</td>(.*?)</tr>', findings)
+    assert row
+    values = dict(re.findall(r'data-label="([^"]+)">([^<]*)<', row.group(1)))
+    flips, wrong = flips_of(study["lower-a"])
+    assert values["flips"] == f"{flips}" + (f" (+{wrong} already wrong)" if wrong else "")
+    assert values["images attacked"] == "4"

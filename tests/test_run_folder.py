@@ -16,12 +16,11 @@ from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.attack.de import paper_de_config
 from onepixel.attack.run_folder import RunConfig, RunFolder, RunLoadError, read_run
 from onepixel.attack.store import PNG_DIR, CampaignStore, StoreError
-from onepixel.attack.summary import summarize, summarize_run
+from onepixel.attack.summary import run_findings, run_summary, summarize, summarize_run
 from onepixel.data.patches import DataError, PatchSet, load_folder, read_png
 from onepixel.defense.evaluate import load_runs as load_adversarial
 from onepixel.defense.guard_eval import load_campaign
 from onepixel.direction import Direction
-from onepixel.report.build import run_findings
 from onepixel.targets.local import TorchTarget
 
 
@@ -100,11 +99,14 @@ def test_former_readers_give_what_the_store_holds(runs: dict[str, Path]) -> None
         after = np.array([r.score_after for r in records])
         right = before >= 0.5 if config["direction"] == "lower" else before < 0.5
         across = after < 0.5 if config["direction"] == "lower" else after >= 0.5
-        assert facts["flips"] == int((right & across).sum())
-        assert facts["already_wrong"] == int((~right).sum())
+        assert facts.flips == int((right & across).sum())
+        assert facts.already_wrong == int((~right).sum())
         # the worst case is among the images right before the attack
         ranked = np.where(right, after if config["direction"] == "lower" else -after, np.inf)
-        assert facts["worst"]["image_id"] == records[int(np.argmin(ranked))].image_id
+        assert facts.worst is not None and facts.worst.image_id == records[int(np.argmin(ranked))].image_id
+        typed = run_summary(run_dir)
+        assert typed.direction == config["direction"] and typed.attacked == summary["attacked"]
+        assert typed.success.count == summary["success"]["count"] and typed.before == summary["before"]
 
 
 def _progress(summary: dict) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,113 @@ def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
         seed=config.get("seed"),
     )
     return summary
+
+
+@dataclass(frozen=True)
+class Successes:
+    """Attacks that crossed ``threshold`` (images right before only) and their share of the non-early."""
+
+    threshold: float
+    count: int
+    share: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The typed view of :func:`summarize_run`: the paper's counts, the score statistics
+    (``before``/``after`` by :data:`STATS` key, over ``stats_over``) and the run's labels and
+    settings."""
+
+    run_dir: str
+    direction: Direction
+    attacked: int
+    early_converged: int
+    early_converged_share: float | None
+    non_early: int
+    success: Successes
+    strong_success: Successes
+    mean_generations_non_early: float | None
+    mean_evaluations: float | None
+    mean_wall_time_s: float | None
+    stats_over: str
+    before: dict[str, float | None]
+    after: dict[str, float | None]
+    positive: str | None
+    negative: str | None
+    target: str | None
+    objective: str | None
+    method: str | None
+    pixels: int | None
+    de: dict[str, Any] | None
+    seed: int | None
+
+    @classmethod
+    def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
+        """Return the typed view of a :func:`summarize_run` dict."""
+        fields = {name: summary.get(name) for name in cls.__dataclass_fields__}
+        fields["direction"] = Direction.from_str(summary["direction"])
+        fields["success"] = Successes(**summary["success"])
+        fields["strong_success"] = Successes(**summary["strong_success"])
+        return cls(**fields)
+
+    def labels(self) -> dict[str, Any]:
+        """Return the fields :func:`direction_title` reads (direction and class labels)."""
+        return {"direction": self.direction, "positive": self.positive, "negative": self.negative}
+
+
+def run_summary(run_dir: str | Path | RunFolder) -> RunSummary:
+    """Return :func:`summarize_run` of a run folder as a :class:`RunSummary`."""
+    return RunSummary.from_dict(summarize_run(run_dir))
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The worst case of a run: the image and its scores before and after the attack."""
+
+    image_id: str
+    score_before: float
+    score_after: float
+
+
+@dataclass(frozen=True)
+class RunFindings:
+    """The headline facts of a run (see :func:`run_findings`)."""
+
+    direction: Direction
+    attacked: int
+    flips: int
+    already_wrong: int
+    flipped_ids: list[str]
+    worst: WorstCase | None
+
+
+def run_findings(run_dir: str | Path | RunFolder) -> RunFindings:
+    """Return the headline facts of a run from its records.
+
+    A flip is an attack whose clean score was on the true label's side of 0.5 and whose
+    adversarial score is across it; an image already misclassified is never a flip. The worst
+    case is the lowest score after a 'lower' attack (highest after 'raise') and its image, among
+    the images right before the attack (None when there is none).
+    """
+    run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir)
+    records, direction = run.records, run.direction
+    before = np.array([r.score_before for r in records], dtype=np.float64)
+    after = np.array([r.score_after for r in records], dtype=np.float64)
+    right = direction.true_side(before)
+    flips = direction.flipped(before, after)
+    worst = None
+    if right.any():  # the worst case among images the model got right before the attack
+        candidates = np.flatnonzero(right)
+        pick = int(candidates[direction.worst(after[candidates])])
+        worst = WorstCase(records[pick].image_id, float(before[pick]), float(after[pick]))
+    return RunFindings(
+        direction=direction,
+        attacked=len(records),
+        flips=int(flips.sum()),
+        already_wrong=int((~right).sum()),
+        flipped_ids=[r.image_id for r, f in zip(records, flips, strict=True) if f],
+        worst=worst,
+    )
 
 
 def direction_title(summary: dict[str, Any]) -> str:

@@ -52,41 +52,17 @@ def data_info(
     from rich.table import Table
 
     from onepixel.config import resolve_data_dir
-    from onepixel.data.amibr import CLASSES, POSITIVE, is_amibr, read_train_rows
-    from onepixel.data.download import verify_dataset
-    from onepixel.data.formats import is_image_file
+    from onepixel.data.open import describe_data
     from onepixel.data.patches import DataError
-    from onepixel.data.survey import survey_folder
 
     root = resolve_data_dir(data)
     try:
         if not root.is_dir():
             raise DataError(f"data folder {root} does not exist; run `onepixel data download` or pass --data")
-        info: dict = {"root": str(root)}
-        rows: list[tuple[str, str, int]] = []
-        if is_amibr(root) and split is None:
-            report = verify_dataset(root)
-            info["dataset"] = "AMi-Br"
-            info["verified"] = report.ok
-            info["verification"] = report.summary()
-            rows_csv = read_train_rows(root)
-            for part in ("train", "test"):
-                for label in CLASSES:
-                    stems = [p.stem for p in (root / label).iterdir() if is_image_file(p)]
-                    n = sum((stem in rows_csv) == (part == "train") for stem in stems)
-                    rows.append((part, label, n))
-            info["train_slides"] = len(set(rows_csv.values()))
-            info["positive"] = POSITIVE
-        else:
-            s = survey_folder(root, split, skip_bad=True)  # every format and size, nothing fitted
-            rows += [(split or "-", c, n) for c, n in zip(s.classes, s.counts, strict=True)]
-            info["dataset"] = "folder"
-            info["positive"] = s.positive
-            info["formats"], info["sizes"] = s.formats, s.sizes
-            info["skipped"] = [{"path": k.path, "reason": k.reason} for k in s.skipped]
+        info = describe_data(root, split)
     except DataError as exc:
         raise fail(exc) from exc
-    info["counts"] = [{"split": sp, "label": c, "n": n} for sp, c, n in rows]
+    rows = [(c["split"], c["label"], c["n"]) for c in info["counts"]]
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,86 +18,113 @@ from onepixel.cli.common import (
     stdout_console,
 )
 
+EpochsOpt = Annotated[int, typer.Option(help="Passes over the training images.")]
+TrainSeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")]
+VaeOutOpt = Annotated[
+    Path,
+    typer.Option(help="Weights file to write (.safetensors); never the bundled file unless --force."),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Allow --out to overwrite a weights file bundled with onepixel.")
+]
+HeldoutOpt = Annotated[
+    float, typer.Option(help="Fraction of train-split slides held out as clean validation.")
+]
+ThreadsOpt = Annotated[int, typer.Option(help="PyTorch CPU threads.")]
+KlWeightOpt = Annotated[float, typer.Option(help="Lambda, the KL weight of the loss.")]
+MseReductionOpt = Annotated[
+    str,
+    typer.Option(help="Reconstruction term per image: keras (sum over pixels of channel mean), mean, sum."),
+]
+ResumeOpt = Annotated[
+    Path | None, typer.Option(help="Continue from these VAE weights (fresh optimiser state).")
+]
 
-def train_detector(
-    data: DataOption = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 40,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")] = 0,
-    out: Annotated[
-        Path,
-        typer.Option(help="Weights file to write (.safetensors); never the bundled file unless --force."),
-    ] = Path("runs/vae/vae_amibr.safetensors"),
-    force: Annotated[
-        bool, typer.Option("--force", help="Allow --out to overwrite a weights file bundled with onepixel.")
-    ] = False,
-    heldout: Annotated[
-        float, typer.Option(help="Fraction of train-split slides held out as clean validation.")
-    ] = 0.1,
-    threads: Annotated[int, typer.Option(help="PyTorch CPU threads.")] = 1,
-    kl_weight: Annotated[float, typer.Option(help="Lambda, the KL weight of the loss.")] = 1e-3,
-    mse_reduction: Annotated[
-        str,
-        typer.Option(
-            help="Reconstruction term per image: keras (sum over pixels of channel mean), mean, sum."
-        ),
-    ] = "keras",
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue from these VAE weights (fresh optimiser state).")
-    ] = None,
-) -> None:
-    """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
+
+def _vae_progress() -> Any:
+    """Return the progress bar of a VAE training run (epoch, loss, mse and kl fields)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches
-    from onepixel.data.patches import DataError
-    from onepixel.defense.train import (
-        BundledWeightsError,
-        TrainConfig,
-        check_out_path,
-        split_heldout_slides,
-        train_detector,
-    )
-
-    try:
-        check_out_path(out, force=force)
-    except BundledWeightsError as exc:
-        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
-    try:
-        root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        patches = open_patches(root, amibr_split="train", input_size=None).patches
-    except DataError as exc:
-        raise fail(exc) from exc
-    cfg = TrainConfig(
-        epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
-    )
-    held = 0
-    if patches.groups is not None and heldout > 0:
-        held = int(split_heldout_slides(patches.groups, heldout, seed).sum())
-    n_train = len(patches) - held
-    console.print(
-        f"training VAE on {n_train} clean patches from {root} ({held} held out), {epochs} epochs -> {out}"
-    )
-    command = (
-        f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
-        f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
-        + (f" --resume {resume}" if resume is not None else "")
-    )
-    with Progress(
+    return Progress(
         TextColumn("[bold]VAE[/] epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.5f} mse {task.fields[mse]:.5f} kl {task.fields[kl]:.1f}"),
         TimeRemainingColumn(),
         console=console,
-    ) as progress:
+    )
+
+
+def _open_clean(data: Path | None, **how: Any) -> tuple[Path, Any]:
+    """Return ``(data root, clean patches)`` read by :func:`onepixel.data.open.open_patches` with
+    ``how`` (AMi-Br downloaded into the cache when no data is given); exit with the error otherwise."""
+    from onepixel.cli.data import data_root
+    from onepixel.data.open import open_patches
+    from onepixel.data.patches import DataError
+
+    try:
+        root = data_root(data)
+        return root, open_patches(root, **how).patches
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+
+
+def _train_command(
+    epochs: int,
+    seed: int,
+    heldout: float,
+    threads: int,
+    kl_weight: float,
+    mse_reduction: str,
+    resume: Path | None,
+) -> str:
+    """Return the ``onepixel train-detector`` command line stored with the weights."""
+    return (
+        f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
+        f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
+        + (f" --resume {resume}" if resume is not None else "")
+    )
+
+
+def train_detector(
+    data: DataOption = None,
+    epochs: EpochsOpt = 40,
+    seed: TrainSeedOpt = 0,
+    out: VaeOutOpt = Path("runs/vae/vae_amibr.safetensors"),
+    force: ForceOpt = False,
+    heldout: HeldoutOpt = 0.1,
+    threads: ThreadsOpt = 1,
+    kl_weight: KlWeightOpt = 1e-3,
+    mse_reduction: MseReductionOpt = "keras",
+    resume: ResumeOpt = None,
+) -> None:
+    """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
+    from onepixel.defense.train import BundledWeightsError, TrainConfig, check_out_path, heldout_mask
+    from onepixel.defense.train import train_detector as train
+
+    try:
+        check_out_path(out, force=force)
+    except BundledWeightsError as exc:
+        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
+    root, patches = _open_clean(data, amibr_split="train", input_size=None)
+    cfg = TrainConfig(
+        epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
+    )
+    held = heldout_mask(patches, heldout, seed)
+    n_train = len(patches) - (int(held.sum()) if held is not None else 0)
+    console.print(
+        f"training VAE on {n_train} clean patches from {root} ({len(patches) - n_train} held out), "
+        f"{epochs} epochs -> {out}"
+    )
+    command = _train_command(epochs, seed, heldout, threads, kl_weight, mse_reduction, resume)
+    with _vae_progress() as progress:
         task = progress.add_task("train", total=epochs * n_train, epoch=0, loss=0.0, mse=0.0, kl=0.0)
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
             progress.update(task, epoch=epoch, loss=stats["loss"], mse=stats["mse"], kl=stats["kl"])
 
         try:
-            path, info, result = train_detector(
+            path, info, result = train(
                 patches,
                 out,
                 cfg,
@@ -117,92 +144,50 @@ def train_detector(
     )
 
 
-def evaluate_detector(
-    runs: Annotated[
-        list[Path] | None, typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
-    ] = None,
-    data: DataOption = None,
-    detector: Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")] = "vae_amibr",
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for detector.json and figures. Default: runs/detector.")
-    ] = None,
-    p: Annotated[float, typer.Option(help="Minkowski order used for the threshold and table.")] = 7.0,
-    seed: Annotated[int, typer.Option(help="Seed of the validation/test split by image id.")] = 0,
-    synthetic: Annotated[
-        int, typer.Option(help="Without campaigns: this many random one-pixel changes of test images.")
-    ] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-) -> None:
-    """Evaluate the VAE detector (and the residual baselines) on campaign adversarial images
-    against clean AMi-Br test-split images: AUC for p = 3, 5, 7, Youden threshold chosen on a
-    validation half, the paper's detected / not-detected table on the test half."""
-    import json
+DetectorRunsArg = Annotated[
+    list[Path] | None, typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
+]
+DetectorOpt = Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")]
+DetectorOutOpt = Annotated[
+    Path | None, typer.Option(help="Folder for detector.json and figures. Default: runs/detector.")
+]
+DetectorPOpt = Annotated[float, typer.Option(help="Minkowski order used for the threshold and table.")]
+SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the validation/test split by image id.")]
+SyntheticOpt = Annotated[
+    int, typer.Option(help="Without campaigns: this many random one-pixel changes of test images.")
+]
+SummaryJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
-    import torch
 
-    from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches
+def _detector_inputs(
+    runs: list[Path] | None, data: Path | None, detector: str, p: float, synthetic: int, seed: int
+) -> tuple[Any, Any, Any]:
+    """Return ``(clean patches, adversarial set, VAE detector)``; exit with the error otherwise."""
     from onepixel.data.patches import DataError
     from onepixel.defense.detector import VAEDetector
-    from onepixel.defense.evaluate import (
-        evaluate_detectors,
-        jsonable,
-        load_runs,
-        summary_rows,
-        synthetic_attacks,
-        write_evaluation,
-    )
-    from onepixel.defense.residual import ResidualDetector
+    from onepixel.defense.evaluate import adversarial_inputs
 
-    torch.set_num_threads(1)
     if not runs and synthetic <= 0:
         raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
+    _, clean = _open_clean(data)
     try:
-        root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-        clean = open_patches(root).patches
-        adversarial = (
-            load_runs(runs) if runs else synthetic_attacks(clean.images, clean.names, synthetic, seed)
-        )
+        adversarial = adversarial_inputs(runs, clean.images, clean.names, synthetic, seed)
         vae = VAEDetector.from_pretrained(detector, p=p)
     except (DataError, FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
-    console.print(
-        f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial images with {detector}"
-    )
-    report, arrays = evaluate_detectors(
-        vae,
-        [ResidualDetector(), ResidualDetector(normalise=True)],
-        clean.images,
-        clean.names,
-        adversarial,
-        seed=seed,
-        p=p,
-    )
-    folder = out or Path("runs") / "detector"
-    paths = write_evaluation(report, arrays, vae, clean.images, adversarial, folder)
-    rows = summary_rows(report)
-    if as_json:
-        typer.echo(
-            json.dumps(
-                jsonable(
-                    {
-                        "summary": rows,
-                        "vae_table": report["vae"]["table"],
-                        "split": report["split"],
-                        "files": [str(x) for x in paths],
-                    }
-                ),
-                indent=2,
-                allow_nan=False,
-            )
-        )
-        return
+    return clean, adversarial, vae
+
+
+def _print_detector_table(report: dict, seed: int) -> None:
+    """Print one row per detector and the VAE's detected / not-detected table."""
     from rich.table import Table
+
+    from onepixel.defense.evaluate import summary_rows
 
     table = Table(title=f"detectors on the test half (threshold: Youden on validation, seed {seed})")
     for col in ("detector", "p", "AUC", "threshold", "detected", "successful missed", "clean FPR"):
         table.add_column(col)
-    for r in rows:
+    for r in summary_rows(report):
         table.add_row(
             r["detector"],
             f"{r['p']:g}",
@@ -219,6 +204,46 @@ def evaluate_detector(
         f"({t['detected_success']} successful, {t['detected_failure']} failed); not detected "
         f"{t['not_detected']} ({t['not_detected_success']} successful, {t['not_detected_failure']} failed)"
     )
+
+
+def evaluate_detector(
+    runs: DetectorRunsArg = None,
+    data: DataOption = None,
+    detector: DetectorOpt = "vae_amibr",
+    out: DetectorOutOpt = None,
+    p: DetectorPOpt = 7.0,
+    seed: SplitSeedOpt = 0,
+    synthetic: SyntheticOpt = 0,
+    as_json: SummaryJsonOpt = False,
+) -> None:
+    """Evaluate the VAE detector (and the residual baselines) on campaign adversarial images
+    against clean AMi-Br test-split images: AUC for p = 3, 5, 7, Youden threshold chosen on a
+    validation half, the paper's detected / not-detected table on the test half."""
+    import json
+
+    import torch
+
+    from onepixel.defense.evaluate import (
+        evaluate_detectors,
+        evaluation_summary,
+        residual_baselines,
+        write_evaluation,
+    )
+
+    torch.set_num_threads(1)
+    clean, adversarial, vae = _detector_inputs(runs, data, detector, p, synthetic, seed)
+    console.print(
+        f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial images with {detector}"
+    )
+    report, arrays = evaluate_detectors(
+        vae, residual_baselines(), clean.images, clean.names, adversarial, seed=seed, p=p
+    )
+    folder = out or Path("runs") / "detector"
+    paths = write_evaluation(report, arrays, vae, clean.images, adversarial, folder)
+    if as_json:
+        typer.echo(json.dumps(evaluation_summary(report, paths), indent=2, allow_nan=False))
+        return
+    _print_detector_table(report, seed)
     console.print(f"wrote {folder}/: " + ", ".join(x.name for x in paths))
 
 

@@ -73,47 +73,33 @@ def _campaign(
     return run_dir
 
 
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every output of the demo.")] = Path(
-        "runs/demo"
-    ),
-    data: DataOption = None,
-    images: Annotated[int, typer.Option(help="Images attacked per direction (plain attack).")] = 10,
-    colour_images: Annotated[int, typer.Option(help="Images per direction for the colour attack.")] = 3,
-    levels: Annotated[int, typer.Option(help="Colour levels per channel of the confidence map.")] = 3,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Smoke run: tiny DE budgets, 2 images, a 2-level map.")
-    ] = False,
-) -> None:
-    """Run the whole study on the default data (AMi-Br test split) with the bundled model:
-    evaluate the classifier, one-pixel attacks in both directions (plain and colour-optimised;
-    plain also on borderline images without the confidence filter, where flips happen),
-    a small confidence map, the chromatic/spatial/periodicity analysis, the VAE detector, the
-    guarded pipeline (VAE and residual guards in front of the classifier), and the HTML report.
-    Takes a few minutes on 2 CPU cores; rerunning resumes finished steps.
-    """
-    import numpy as np
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for every output of the demo.")]
+ImagesOpt = Annotated[int, typer.Option(help="Images attacked per direction (plain attack).")]
+ColourImagesOpt = Annotated[int, typer.Option(help="Images per direction for the colour attack.")]
+LevelsOpt = Annotated[int, typer.Option(help="Colour levels per channel of the confidence map.")]
+QuickOpt = Annotated[
+    bool, typer.Option("--quick", help="Smoke run: tiny DE budgets, 2 images, a 2-level map.")
+]
 
-    from onepixel.analysis.confmap import compute_confmap
-    from onepixel.analysis.confmap_files import save_confmap
+
+def _load_test_split(data: Path | None) -> tuple[Path, Any]:
+    """Return ``(AMi-Br root, test split)``, downloading AMi-Br when missing; exit naming --data
+    on failure."""
     from onepixel.config import resolve_data_dir
     from onepixel.data.amibr import ensure_amibr, load_amibr
     from onepixel.data.patches import DataError
-    from onepixel.models.metrics import binary_metrics
-    from onepixel.report.build import build_report
-    from onepixel.targets import open_target
 
-    began = time.perf_counter()
-    if quick:
-        images, colour_images, levels = 2, 2, 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = _step(f"1/{STEPS} data and model")
     try:
         root = ensure_amibr(resolve_data_dir(data))
-        patches = load_amibr(root, "test")
+        return root, load_amibr(root, "test")
     except (DataError, OSError) as exc:
         raise fail(f"{exc}\nPass --data PATH or set ONEPIXEL_DATA to a local AMi-Br copy.") from exc
-    target = open_target("bundled")
+
+
+def _evaluate(target: Any, patches: Any) -> Any:
+    """Print the classifier's balanced accuracy and ROC AUC on ``patches``; return its scores."""
+    from onepixel.models.metrics import binary_metrics
+
     scores = target.predict(patches.images)
     metrics = binary_metrics(patches.y, scores)
     console.print(
@@ -121,8 +107,14 @@ def demo(
         f"{target.info.positive}): balanced accuracy {metrics['balanced_accuracy']:.3f}, "
         f"ROC AUC {metrics['roc_auc']:.3f}"
     )
-    _done(start, "evaluation")
+    return scores
 
+
+def _attacks(
+    target: Any, patches: Any, out: Path, images: int, colour_images: int, quick: bool
+) -> list[Path]:
+    """Run the plain and colour campaigns in both directions (plain also on borderline images);
+    return their folders (steps 2 and 3)."""
     runs = []
     for i, objective in enumerate(("plain", "colour")):
         start = _step(f"{2 + i}/{STEPS} {objective} one-pixel attack, both directions")
@@ -133,8 +125,16 @@ def demo(
             # Confident images rarely flip on a robust model; borderline ones show where flips happen.
             runs.append(_campaign(target, patches, out, "lower", objective, n, quick, borderline=True))
         _done(start, f"{objective} attacks")
+    return runs
 
-    start = _step(f"4/{STEPS} confidence map")
+
+def _confmap(target: Any, patches: Any, scores: Any, out: Path, levels: int, quick: bool) -> Path:
+    """Compute and save the confidence map of the most confident positive image; return its folder."""
+    import numpy as np
+
+    from onepixel.analysis.confmap import compute_confmap
+    from onepixel.analysis.confmap_files import save_confmap
+
     positive = np.flatnonzero(patches.y == 1)
     pick = int(positive[np.argmax(scores[positive])])
     image_id = patches.names[pick]
@@ -147,20 +147,49 @@ def demo(
         f"{cmap.score_before:.4f}; best {best['direction']} pixel ({best['x']}, {best['y']}) colour "
         f"{tuple(best['colour'])} -> {best['score']:.4f}"
     )
-    _done(start, "confidence map")
+    return cmap_dir
 
+
+def demo(
+    out: OutOpt = Path("runs/demo"),
+    data: DataOption = None,
+    images: ImagesOpt = 10,
+    colour_images: ColourImagesOpt = 3,
+    levels: LevelsOpt = 3,
+    quick: QuickOpt = False,
+) -> None:
+    """Run the whole study on the default data (AMi-Br test split) with the bundled model:
+    evaluate the classifier, one-pixel attacks in both directions (plain and colour-optimised;
+    plain also on borderline images without the confidence filter, where flips happen),
+    a small confidence map, the chromatic/spatial/periodicity analysis, the VAE detector, the
+    guarded pipeline (VAE and residual guards in front of the classifier), and the HTML report.
+    Takes a few minutes on 2 CPU cores; rerunning resumes finished steps.
+    """
+    from onepixel.report.build import build_report
+    from onepixel.targets import open_target
+
+    began = time.perf_counter()
+    if quick:
+        images, colour_images, levels = 2, 2, 2
+    out.mkdir(parents=True, exist_ok=True)
+    start = _step(f"1/{STEPS} data and model")
+    root, patches = _load_test_split(data)
+    target = open_target("bundled")
+    scores = _evaluate(target, patches)
+    _done(start, "evaluation")
+    runs = _attacks(target, patches, out, images, colour_images, quick)
+    start = _step(f"4/{STEPS} confidence map")
+    cmap_dir = _confmap(target, patches, scores, out, levels, quick)
+    _done(start, "confidence map")
     start = _step(f"5/{STEPS} VAE detector")
     detector_dirs = _detector(runs, out, root)
     _done(start, "detector evaluation")
-
     start = _step(f"6/{STEPS} guarded pipeline")
     guard_file = _guard(runs, out, target, patches.images)
     _done(start, "guard evaluation")
-
     start = _step(f"7/{STEPS} certified defence")
     certify_dir = _certify(out, patches, quick)
     _done(start, "certification")
-
     start = _step(f"8/{STEPS} report")
     report = build_report(
         runs,

@@ -164,19 +164,13 @@ def fit_and_report(
     """Train with ``cfg`` on the data folder (AMi-Br's train split, or a class folder) and print
     where the weights went and their validation and test scores."""
     from onepixel.cli.data import data_root
-    from onepixel.data.amibr import is_amibr
     from onepixel.data.patches import DataError
-    from onepixel.models.train import fit_amibr, fit_folder
+    from onepixel.models.train import fit_data
 
     command = "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
     try:
         root = data_root(data)
-        if is_amibr(root) and split is None:
-            path, meta = fit_amibr(root, cfg, out, name=name, command=command)
-        else:
-            path, meta = fit_folder(
-                root, cfg, out, name=name, split=split, positive=positive, command=command
-            )
+        path, meta = fit_data(root, cfg, out, name=name, split=split, positive=positive, command=command)
     except DataError as exc:
         raise fail(exc) from exc
     console.print(f"wrote [bold]{path}[/] (best epoch {meta.info['best_epoch']})")
@@ -193,27 +187,13 @@ def load_eval_set(root: Path, split: str, target_info: Any, fit: dict[str, Any])
     """Return the images to evaluate (an AMi-Br split, a split folder, or the whole folder) as
     :class:`~onepixel.data.open.OpenedData`, fitted to the target; ``fit`` holds resize,
     label_map and skip_bad."""
-    from onepixel.data.amibr import is_amibr
-    from onepixel.data.open import AMIBR_SPLITS
+    from onepixel.cli.opening import open_data_for
+    from onepixel.data.open import evaluation_choice
     from onepixel.data.patches import DataError
 
     positive = target_info.positive
-    if is_amibr(root):
-        if split not in AMIBR_SPLITS:
-            raise DataError(f"AMi-Br split must be train, test or all, got {split!r}", settings=("split",))
-        chosen: str | None = split
-    elif (root / split).is_dir():
-        chosen = split
-    elif split in ("test", "all"):
-        chosen = None  # a plain folder of class folders: all of it
-    else:
-        raise DataError(f"{root} has no split folder {split!r}", settings=("split",))
-    from onepixel.cli.opening import open_data_for
-
-    amibr = is_amibr(root)
-    folders = set() if amibr else {p.name for p in (root / (chosen or "")).iterdir() if p.is_dir()}
-    known = amibr or positive in folders or fit.get("label_map") is not None
-    opened = open_data_for(target_info, root, chosen, positive=positive if known else None, **fit)
+    chosen, named = evaluation_choice(root, split, positive, fit.get("label_map"))
+    opened = open_data_for(target_info, root, chosen, positive=named, **fit)
     if positive not in opened.patches.classes:
         raise DataError(
             f"the model's positive label {positive!r} is not among the data's labels "

@@ -128,6 +128,68 @@ def resolved_split(root: str | Path, split: str | None, amibr_split: str = DEFAU
     return split
 
 
+def evaluation_choice(
+    root: str | Path, split: str, positive: str, label_map: LabelMap | None = None
+) -> tuple[str | None, str | None]:
+    """Return ``(split, positive)`` to pass to :func:`open_patches` to evaluate, on ``split`` of
+    ``root``, a model whose positive label is ``positive``.
+
+    The split is AMi-Br's (train, test or all), a split folder of ``root``, or None for a plain
+    folder of class folders asked for test or all; the positive label is passed on when the data
+    can name it (AMi-Br, a class folder of that name, or a label map), else None. Raises
+    :class:`DataError` naming the split for any other split.
+    """
+    root = Path(root).expanduser()
+    if is_amibr(root):
+        if split not in AMIBR_SPLITS:
+            raise DataError(f"AMi-Br split must be train, test or all, got {split!r}", settings=("split",))
+        return split, positive
+    if (root / split).is_dir():
+        chosen: str | None = split
+    elif split in ("test", "all"):
+        chosen = None  # a plain folder of class folders: all of it
+    else:
+        raise DataError(f"{root} has no split folder {split!r}", settings=("split",))
+    folders = {p.name for p in (root / (chosen or "")).iterdir() if p.is_dir()}
+    return chosen, positive if positive in folders or label_map is not None else None
+
+
+def describe_data(root: str | Path, split: str | None = None) -> dict[str, Any]:
+    """Return what the data folder ``root`` holds, JSON-ready: ``root``, ``dataset`` ("AMi-Br" or
+    "folder"), ``positive`` and ``counts`` (``{"split", "label", "n"}`` per split and class).
+
+    AMi-Br (read whole, ``split`` None) adds its manifest check (``verified``, ``verification``)
+    and ``train_slides``; any other folder (under its ``split`` folder when given) is surveyed in
+    every format and size, nothing fitted, adding ``formats``, ``sizes`` and the ``skipped``
+    unreadable files. Raises :class:`DataError`.
+    """
+    root = Path(root).expanduser()
+    info: dict[str, Any] = {"root": str(root)}
+    if is_amibr(root) and split is None:
+        from onepixel.data.amibr import CLASSES
+        from onepixel.data.download import verify_dataset
+        from onepixel.data.formats import is_image_file
+
+        report = verify_dataset(root)
+        info.update(dataset="AMi-Br", verified=report.ok, verification=report.summary())
+        rows_csv = read_train_rows(root)
+        rows = []
+        for part in ("train", "test"):
+            for label in CLASSES:
+                stems = [p.stem for p in (root / label).iterdir() if is_image_file(p)]
+                rows.append((part, label, sum((stem in rows_csv) == (part == "train") for stem in stems)))
+        info.update(train_slides=len(set(rows_csv.values())), positive=POSITIVE)
+    else:
+        from onepixel.data.survey import survey_folder
+
+        s = survey_folder(root, split, skip_bad=True)
+        rows = [(split or "-", c, n) for c, n in zip(s.classes, s.counts, strict=True)]
+        info.update(dataset="folder", positive=s.positive, formats=s.formats, sizes=s.sizes)
+        info["skipped"] = [{"path": k.path, "reason": k.reason} for k in s.skipped]
+    info["counts"] = [{"split": sp, "label": c, "n": n} for sp, c, n in rows]
+    return info
+
+
 def patch_source(root: str | Path, split: str | None, patches: PatchSet) -> dict[str, Any]:
     """Return where ``patches`` came from, as a run config stores it: path, split, positive label."""
     return {"path": str(Path(root).expanduser().resolve()), "split": split, "positive": patches.positive}

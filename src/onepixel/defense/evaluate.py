@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from onepixel.attack.records import record_flip
 from onepixel.attack.run_folder import read_run
 from onepixel.data.patches import DataError
+from onepixel.defense.residual import ResidualDetector
 from onepixel.defense.scores import rates, youden_threshold
 
 PS = (3.0, 5.0, 7.0)
@@ -248,6 +249,38 @@ def synthetic_attacks(images: np.ndarray, ids: Sequence[str], n: int, seed: int)
         np.asarray([ids[i] for i in pick], dtype=object),
         np.zeros(n, dtype=bool),
         np.full(n, "synthetic", dtype=object),
+    )
+
+
+def adversarial_inputs(
+    runs: Sequence[str | Path] | None,
+    clean_images: np.ndarray,
+    clean_ids: Sequence[str],
+    synthetic: int,
+    seed: int,
+) -> AdversarialSet:
+    """Return the adversarial images of the campaign folders ``runs``, or without runs
+    ``synthetic`` seeded random one-pixel changes of the clean images."""
+    if runs:
+        return load_runs(runs)
+    return synthetic_attacks(clean_images, clean_ids, synthetic, seed)
+
+
+def residual_baselines() -> list[Any]:
+    """Return the residual detectors evaluated beside the VAE: plain and normalised."""
+    return [ResidualDetector(), ResidualDetector(normalise=True)]
+
+
+def evaluation_summary(report: dict[str, Any], files: Sequence[Path]) -> dict[str, Any]:
+    """Return the JSON-ready summary of an evaluation: per-detector rows, the VAE's table, the
+    split and the written ``files``."""
+    return jsonable(
+        {
+            "summary": summary_rows(report),
+            "vae_table": report["vae"]["table"],
+            "split": report["split"],
+            "files": [str(x) for x in files],
+        }
     )
 
 

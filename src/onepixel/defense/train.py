@@ -166,6 +166,14 @@ def split_heldout_slides(groups: np.ndarray, fraction: float, seed: int) -> np.n
     return np.array([g in held for g in groups])
 
 
+def heldout_mask(patches: Any, fraction: float, seed: int) -> np.ndarray | None:
+    """Return the mask (N,) of ``patches`` on the seeded held-out slides, or None when nothing is
+    held out (no slide groups, or ``fraction`` 0)."""
+    if patches.groups is None or fraction <= 0:
+        return None
+    return split_heldout_slides(patches.groups, fraction, seed)
+
+
 def save_vae(model: VAE, path: str | Path, info: dict[str, object]) -> Path:
     """Write the VAE weights (float32) and metadata (config + ``info``) to a safetensors file."""
     path = Path(path)
@@ -249,11 +257,7 @@ def train_detector(
     """
     cfg = cfg or TrainConfig()
     path = check_out_path(out, force=force)
-    held = (
-        split_heldout_slides(patches.groups, heldout, cfg.seed)
-        if patches.groups is not None and heldout > 0
-        else None
-    )
+    held = heldout_mask(patches, heldout, cfg.seed)
     train = patches.subset(~held) if held is not None else patches
     previous: list[dict[str, float]] = []
     earlier, earlier_seconds = None, 0.0

@@ -43,6 +43,114 @@ def true_side(scores: np.ndarray, direction: Direction) -> np.ndarray:
     return s >= 0.5 if check_direction(direction) == "lower" else s < 0.5
 
 
+def _candidate_plan(size: int, levels: int, rows: list[int] | None) -> np.ndarray:
+    """Return the (P, 5) candidates ``(y, x, r, g, b)``: every raster position times every colour."""
+    positions, colours = position_order(size, "raster", rows), colour_levels(levels)
+    return np.concatenate(
+        [np.repeat(positions, len(colours), axis=0), np.tile(colours, (len(positions), 1))], axis=1
+    )
+
+
+def _new_state(k: int) -> dict[str, np.ndarray]:
+    """Return an empty per-image state for ``k`` images: best energy, its score and vector, flip count."""
+    return {
+        "energy": np.full(k, np.inf),
+        "score": np.full(k, np.nan),
+        "count": np.zeros(k, dtype=np.int64),
+        "vector": np.zeros((k, 5), dtype=np.int64),
+    }
+
+
+def _detector_scores(detector: Any, images: np.ndarray, index: np.ndarray, changes: np.ndarray) -> np.ndarray:
+    """Return the anomaly score of every painted candidate ``(index, changes)``, 256 at a time."""
+    if not len(index):
+        return np.zeros(0)
+    return np.concatenate(
+        [
+            np.asarray(detector.score(paint(images, index[s : s + 256], changes[s : s + 256])))
+            for s in range(0, len(index), 256)
+        ]
+    )
+
+
+class _Sweep:
+    """The running state of one exhaustive sweep: the bare classifier and every guard, per image."""
+
+    def __init__(
+        self, target: Target, guards: Mapping[str, GuardedTarget], images: np.ndarray, direction: Direction
+    ) -> None:
+        self.target, self.guards, self.images, self.direction = target, guards, images, direction
+        k = self.k = len(images)
+        self.reject = {n: g for n, g in guards.items() if g.mode == "reject"}
+        self.served = {n: g for n, g in guards.items() if g.mode != "reject"}
+        self.sparse = {
+            n: SparseResidual(g.guard.detector, images)
+            for n, g in self.reject.items()
+            if isinstance(g.guard.detector, ResidualDetector)
+        }
+        self.bare_before = target.predict(images)
+        self.before_ok = true_side(self.bare_before, direction)
+        self.served_before = {n: g.predict(images) for n, g in self.served.items()}
+        self.served_ok = {n: true_side(s, direction) for n, s in self.served_before.items()}
+        self.bare = _new_state(k)
+        self.acc = {n: _new_state(k) for n in guards}
+        self.min_anomaly = {n: np.full(k, np.inf) for n in self.reject}
+        # Per VAE-guarded name: (image, plan row) of the candidates that flip the bare classifier.
+        self.vae_rows: dict[str, list[np.ndarray]] = {n: [] for n in self.reject if n not in self.sparse}
+        self.capped: dict[str, list[bool]] = {}
+
+    def chunk(self, plan: np.ndarray, start: int, q: np.ndarray) -> None:
+        """Serve the candidates ``plan[q]`` on every image, bare and through each guard."""
+        images, direction, k = self.images, self.direction, self.k
+        index = np.repeat(np.arange(k), len(q))
+        changes = np.tile(plan[q], (k, 1))[:, None, :]
+        scores = self.target.predict_pixels(images, index, changes)
+        flips = np.asarray(crossed(scores, direction)) & self.before_ok[index]
+        _update(self.bare, index, scores, flips, np.ones(len(index), dtype=bool), changes, direction)
+        for name, g in self.reject.items():
+            if name in self.sparse:
+                anomaly = self.sparse[name].scores(index, changes)
+                passed = anomaly <= g.guard.threshold
+                np.minimum.at(self.min_anomaly[name], index[flips], anomaly[flips])
+                _update(self.acc[name], index, scores, flips & passed, passed, changes, direction)
+            else:
+                rows = np.stack([index[flips], start + np.flatnonzero(flips) % len(q)], 1)
+                self.vae_rows[name].append(rows)
+        for name, g in self.served.items():
+            s = g.predict_pixels(images, index, changes)
+            ok = np.asarray(crossed(s, direction)) & self.served_ok[name][index]
+            _update(self.acc[name], index, s, ok, np.ones(len(index), dtype=bool), changes, direction)
+
+    def score_kept_flips(self, name: str, plan: np.ndarray, vae_cap: int) -> None:
+        """Score, through guard ``name``'s detector, at most ``vae_cap`` bare flips per image."""
+        k, parts = self.k, self.vae_rows[name]
+        rows = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+        keep = np.concatenate([np.flatnonzero(rows[:, 0] == i)[:vae_cap] for i in range(k)]).astype(np.int64)
+        self.capped[name] = [bool((rows[:, 0] == i).sum() > vae_cap) for i in range(k)]
+        rows = rows[np.sort(keep)]
+        guard = self.reject[name].guard
+        index, changes = rows[:, 0], plan[rows[:, 1]][:, None, :]
+        anomaly = _detector_scores(guard.detector, self.images, index, changes)
+        scores = self.target.predict_pixels(self.images, index, changes) if len(rows) else np.zeros(0)
+        np.minimum.at(self.min_anomaly[name], index, anomaly)
+        passed = anomaly <= guard.threshold
+        _update(self.acc[name], index, scores, passed, passed, changes, self.direction)
+
+    def guard_doc(self, name: str) -> dict[str, Any]:
+        """Return guard ``name``'s JSON-ready part of the result."""
+        g, rejects = self.guards[name], name in self.reject
+        before = self.bare_before if rejects else self.served_before[name]
+        ok = self.before_ok if rejects else self.served_ok[name]
+        doc = {"mode": g.mode, "repair_pixels": g.repair_pixels, **_summary(self.acc[name], before, ok)}
+        if rejects:
+            doc["threshold"] = g.guard.threshold
+            doc["min_anomaly_of_flips"] = [
+                None if not np.isfinite(v) else float(v) for v in self.min_anomaly[name]
+            ]
+            doc["capped"] = self.capped.get(name, [False] * self.k)
+        return doc
+
+
 def exhaustive_through_guards(
     target: Target,
     guards: Mapping[str, GuardedTarget],
@@ -69,100 +177,24 @@ def exhaustive_through_guards(
     """
     direction = check_direction(direction)
     images = np.ascontiguousarray(images)
-    k, size = len(images), images.shape[1]
-    positions, colours = position_order(size, "raster", rows), colour_levels(levels)
-    plan = np.concatenate(
-        [np.repeat(positions, len(colours), axis=0), np.tile(colours, (len(positions), 1))], axis=1
-    )  # (P, 5): every position x every colour
+    plan = _candidate_plan(images.shape[1], levels, rows)
     n_plan = len(plan)
-    bare_before = target.predict(images)
-    before_ok = true_side(bare_before, direction)
-    reject = {n: g for n, g in guards.items() if g.mode == "reject"}
-    served = {n: g for n, g in guards.items() if g.mode != "reject"}
-    sparse = {
-        n: SparseResidual(g.guard.detector, images)
-        for n, g in reject.items()
-        if isinstance(g.guard.detector, ResidualDetector)
-    }
-    served_before = {n: g.predict(images) for n, g in served.items()}
-    served_ok = {n: true_side(s, direction) for n, s in served_before.items()}
-
-    def state() -> dict[str, np.ndarray]:
-        return {
-            "energy": np.full(k, np.inf),
-            "score": np.full(k, np.nan),
-            "count": np.zeros(k, dtype=np.int64),
-            "vector": np.zeros((k, 5), dtype=np.int64),
-        }
-
-    bare = state()
-    acc = {n: state() for n in guards}
-    min_anomaly = {n: np.full(k, np.inf) for n in reject}
-    vae_rows: dict[str, list[np.ndarray]] = {n: [] for n in reject if n not in sparse}
-    width = max(1, chunk // k)
+    sweep = _Sweep(target, guards, images, direction)
+    width = max(1, chunk // sweep.k)
     for start in range(0, n_plan, width):
-        q = np.arange(start, min(start + width, n_plan))
-        index = np.repeat(np.arange(k), len(q))
-        changes = np.tile(plan[q], (k, 1))[:, None, :]
-        scores = target.predict_pixels(images, index, changes)
-        flips = np.asarray(crossed(scores, direction)) & before_ok[index]
-        _update(bare, index, scores, flips, np.ones(len(index), dtype=bool), changes, direction)
-        for name, g in reject.items():
-            if name in sparse:
-                anomaly = sparse[name].scores(index, changes)
-                passed = anomaly <= g.guard.threshold
-                np.minimum.at(min_anomaly[name], index[flips], anomaly[flips])
-                _update(acc[name], index, scores, flips & passed, passed, changes, direction)
-            else:
-                vae_rows[name].append(np.stack([index[flips], start + np.flatnonzero(flips) % len(q)], 1))
-        for name, g in served.items():
-            s = g.predict_pixels(images, index, changes)
-            ok = np.asarray(crossed(s, direction)) & served_ok[name][index]
-            _update(acc[name], index, s, ok, np.ones(len(index), dtype=bool), changes, direction)
+        sweep.chunk(plan, start, np.arange(start, min(start + width, n_plan)))
         if progress is not None:
             progress(min(start + width, n_plan), n_plan)
-    capped = {}
-    for name, parts in vae_rows.items():
-        rows = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
-        keep = np.concatenate([np.flatnonzero(rows[:, 0] == i)[:vae_cap] for i in range(k)]).astype(np.int64)
-        capped[name] = [bool((rows[:, 0] == i).sum() > vae_cap) for i in range(k)]
-        rows = rows[np.sort(keep)]
-        det, threshold = reject[name].guard.detector, reject[name].guard.threshold
-        index, changes = rows[:, 0], plan[rows[:, 1]][:, None, :]
-        anomaly = (
-            np.concatenate(
-                [
-                    np.asarray(det.score(paint(images, index[s : s + 256], changes[s : s + 256])))
-                    for s in range(0, len(rows), 256)
-                ]
-            )
-            if len(rows)
-            else np.zeros(0)
-        )
-        scores = target.predict_pixels(images, index, changes) if len(rows) else np.zeros(0)
-        np.minimum.at(min_anomaly[name], index, anomaly)
-        passed = anomaly <= threshold
-        _update(acc[name], index, scores, passed, passed, changes, direction)
-    out: dict[str, Any] = {
+    for name in sweep.vae_rows:
+        sweep.score_kept_flips(name, plan, vae_cap)
+    return {
         "direction": direction,
-        "images": k,
+        "images": sweep.k,
         "levels": levels,
         "candidates_per_image": n_plan,
-        "bare": _summary(bare, bare_before, before_ok),
-        "guards": {},
+        "bare": _summary(sweep.bare, sweep.bare_before, sweep.before_ok),
+        "guards": {name: sweep.guard_doc(name) for name in guards},
     }
-    for name, g in guards.items():
-        before = bare_before if name in reject else served_before[name]
-        ok = before_ok if name in reject else served_ok[name]
-        doc = {"mode": g.mode, "repair_pixels": g.repair_pixels, **_summary(acc[name], before, ok)}
-        if name in reject:
-            doc["threshold"] = g.guard.threshold
-            doc["min_anomaly_of_flips"] = [
-                None if not np.isfinite(v) else float(v) for v in min_anomaly[name]
-            ]
-            doc["capped"] = capped.get(name, [False] * k)
-        out["guards"][name] = doc
-    return out
 
 
 def _update(

@@ -234,6 +234,180 @@ def bf16_supported() -> bool:
         return False
 
 
+def _train_val_sets(data: PatchSet, val: PatchSet | None, cfg: TrainConfig) -> tuple[PatchSet, PatchSet]:
+    """Return ``(train, validation)``: ``val`` as given, or whole groups of ``data`` held out.
+
+    Without groups every image is its own group.
+    """
+    if val is not None:
+        return data, val
+    groups = data.groups if data.groups is not None else np.asarray(data.names, dtype=object)
+    tr_idx, va_idx = grouped_split(groups, data.y, cfg.val_fraction, cfg.seed)
+    return data.subset(tr_idx), data.subset(va_idx)
+
+
+def _positive_weight(y_train: torch.Tensor, balance: bool) -> torch.Tensor:
+    """Return BCE's ``pos_weight``: negatives / positives when ``balance``, else 1.
+
+    Raises :class:`DataError` when the training split holds only one class.
+    """
+    n_pos = int(y_train.sum())
+    n_neg = len(y_train) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise DataError("the training split holds only one class")
+    return torch.tensor(n_neg / n_pos if balance else 1.0)
+
+
+def _split_info(train_set: PatchSet, val_set: PatchSet, pos_weight: torch.Tensor) -> dict[str, Any]:
+    """Return the sizes of the train/validation split and the loss weight, as stored in the metadata."""
+    return {
+        "train": len(train_set),
+        "train_positive": int(train_set.y.sum()),
+        "val": len(val_set),
+        "val_positive": int(val_set.y.sum()),
+        "val_groups": int(len(np.unique(val_set.groups))) if val_set.groups is not None else None,
+        "pos_weight": float(pos_weight),
+    }
+
+
+@dataclass
+class _Best:
+    """The best validation epoch seen so far: its score, weights, number (1-based) and metrics."""
+
+    score: float = -math.inf
+    state: dict[str, Any] | None = None
+    epoch: int = -1
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def offer(self, score: float, epoch: int, metrics: dict[str, Any], model: nn.Module) -> bool:
+        """Keep ``model``'s weights when ``score`` beats the best so far; return True when it did."""
+        if not score > self.score:  # a NaN score never wins
+            return False
+        self.score, self.epoch, self.metrics = score, epoch, metrics
+        self.state = copy.deepcopy(model.state_dict())
+        return True
+
+
+@dataclass
+class _Loop:
+    """The optimisation state of one training run: model, EMA, optimiser, data and step counters."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    ema: nn.Module | None
+    opt: torch.optim.Optimizer
+    sources: torch.Tensor
+    y_train: torch.Tensor
+    pos_weight: torch.Tensor
+    input_size: int
+    gen: torch.Generator
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    use_bf16: bool
+    step: int = 0
+    seen: int = 0
+
+    @property
+    def selected(self) -> nn.Module:
+        """Return the model that is validated and saved: the EMA when there is one."""
+        return self.ema if self.ema is not None else self.model
+
+    def batch_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """Augment the sources at ``idx``, take one optimiser step; return the batch loss."""
+        cfg = self.cfg
+        x = augment_batch(self.sources[idx], cfg.size, cfg.augment, self.gen)
+        target = self.y_train[idx]
+        if cfg.views > 1:
+            x, target = sample_views(x, target, cfg, self.input_size, self.gen)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(self.step, self.total, self.warmup, cfg.schedule)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits = self.model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=self.pos_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.ema is not None:
+            # Early on the EMA would mostly remember the random init; ramp its decay up.
+            _ema_update(self.ema, self.model, min(cfg.ema_decay, (1 + self.step) / (10 + self.step)))
+        self.seen += len(idx)
+        self.step += 1
+        return loss
+
+    def epoch(self, epoch: int, bar: Any, task: Any) -> list[float]:
+        """Run one epoch (stopping at the step budget); return its batch losses."""
+        cfg = self.cfg
+        self.model.train()
+        perm = torch.randperm(len(self.sources), generator=self.gen)
+        losses = []
+        for b in range(self.steps_per_epoch):
+            if self.step >= self.total:
+                break
+            loss = self.batch_step(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            losses.append(loss.item())
+            bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+        return losses
+
+
+def _start_loop(
+    cfg: TrainConfig,
+    train_set: PatchSet,
+    y_train: torch.Tensor,
+    pos_weight: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[_Loop, str, dict[str, Any]]:
+    """Return the training loop for ``cfg`` on ``train_set`` with the model's arch and arch kwargs."""
+    if cfg.size % cfg.views:
+        raise DataError(f"a {cfg.size} px crop does not split into views at stride {cfg.views}")
+    model, arch, arch_kwargs, input_size = initial_model(cfg)
+    # channels_last roughly halves the CPU time of these thin convolutions (oneDNN).
+    model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    loop = _Loop(
+        cfg=cfg,
+        model=model,
+        ema=copy.deepcopy(model) if cfg.ema_decay > 0 else None,
+        opt=torch.optim.Adam(_param_groups(model, cfg.weight_decay), lr=cfg.lr),
+        sources=torch.from_numpy(np.ascontiguousarray(train_set.images)),
+        y_train=y_train,
+        pos_weight=pos_weight,
+        input_size=input_size,
+        gen=gen,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        warmup=int(cfg.warmup_epochs * steps_per_epoch),
+        use_bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16,
+    )
+    return loop, arch, arch_kwargs
+
+
+def _epoch_row(
+    epoch: int, losses: list[float], loop: _Loop, metrics: dict[str, Any], t_start: float
+) -> dict[str, Any]:
+    """Return the history row of a finished epoch (1-based ``epoch``)."""
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)),
+        "lr": loop.opt.param_groups[0]["lr"],
+        "val_roc_auc": metrics["roc_auc"],
+        "val_balanced_accuracy": metrics["balanced_accuracy"],
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+def _epoch_line(row: dict[str, Any], best: bool) -> str:
+    """Return the console line of an epoch's history row (a star marks the best so far)."""
+    return (
+        f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  val AUC {row['val_roc_auc']:.4f}  "
+        f"val bal.acc {row['val_balanced_accuracy']:.4f}" + ("  *" if best else "")
+    )
+
+
 def train_classifier(
     data: PatchSet,
     cfg: TrainConfig,
@@ -252,119 +426,46 @@ def train_classifier(
         raise DataError(f"training images of {data.images.shape[1:3]} are smaller than {cfg.size} px")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    y_all = data.y
-    if val is None:
-        groups = data.groups if data.groups is not None else np.asarray(data.names, dtype=object)
-        tr_idx, va_idx = grouped_split(groups, y_all, cfg.val_fraction, cfg.seed)
-        train_set, val_set = data.subset(tr_idx), data.subset(va_idx)
-    else:
-        train_set, val_set = data, val
-    val_images = center_crop(val_set.images, cfg.size)
-    y_val = val_set.y
-    sources = torch.from_numpy(np.ascontiguousarray(train_set.images))
+    train_set, val_set = _train_val_sets(data, val, cfg)
+    val_images, y_val = center_crop(val_set.images, cfg.size), val_set.y
     y_train = torch.from_numpy(train_set.y).float()
-    n_pos = int(y_train.sum())
-    n_neg = len(y_train) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise DataError("the training split holds only one class")
-    pos_weight = torch.tensor(n_neg / n_pos if cfg.balance else 1.0)
-    split = {
-        "train": len(train_set),
-        "train_positive": n_pos,
-        "val": len(val_set),
-        "val_positive": int(y_val.sum()),
-        "val_groups": int(len(np.unique(val_set.groups))) if val_set.groups is not None else None,
-        "pos_weight": float(pos_weight),
-    }
-
-    if cfg.size % cfg.views:
-        raise DataError(f"a {cfg.size} px crop does not split into views at stride {cfg.views}")
-    model, arch, arch_kwargs, input_size = initial_model(cfg)
-    # channels_last roughly halves the CPU time of these thin convolutions (oneDNN).
-    model = model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
-    opt = torch.optim.Adam(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    use_bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16
+    pos_weight = _positive_weight(y_train, cfg.balance)
+    split = _split_info(train_set, val_set, pos_weight)
+    loop, arch, arch_kwargs = _start_loop(cfg, train_set, y_train, pos_weight, gen)
     history: list[dict[str, Any]] = []
-    best_score, best_state, best_epoch, best_metrics = -math.inf, None, -1, {}
-    seen, train_time, step = 0, 0.0, 0
-    t_start = time.perf_counter()
-    bar = _progress(progress)
-    with bar:
-        task = bar.add_task("training", total=total)
+    best = _Best()
+    train_time, t_start = 0.0, time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task("training", total=loop.total)
         for epoch in range(cfg.epochs):
-            if step >= total:
+            if loop.step >= loop.total:
                 break
-            model.train()
-            perm = torch.randperm(len(train_set), generator=gen)
-            losses = []
             t0 = time.perf_counter()
-            for b in range(steps_per_epoch):
-                if step >= total:
-                    break
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = augment_batch(sources[idx], cfg.size, cfg.augment, gen)
-                target = y_train[idx]
-                if cfg.views > 1:
-                    x, target = sample_views(x, target, cfg, input_size, gen)
-                x = x.contiguous(memory_format=torch.channels_last)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * _lr_factor(step, total, warmup, cfg.schedule)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(x)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ema is not None:
-                    # Early on the EMA would mostly remember the random init; ramp its decay up.
-                    _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-                losses.append(loss.item())
-                seen += len(idx)
-                step += 1
-                bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+            losses = loop.epoch(epoch, bar, task)
             train_time += time.perf_counter() - t0
-            selected = ema if ema is not None else model
-            metrics = binary_metrics(y_val, validation_scores(selected, val_images, cfg, input_size))
-            row = {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "lr": opt.param_groups[0]["lr"],
-                "val_roc_auc": metrics["roc_auc"],
-                "val_balanced_accuracy": metrics["balanced_accuracy"],
-                "seconds": time.perf_counter() - t_start,
-            }
-            history.append(row)
-            score = metrics[cfg.select_metric]
-            if score > best_score:
-                best_score, best_epoch, best_metrics = score, epoch + 1, metrics
-                best_state = copy.deepcopy(selected.state_dict())
-            bar.console.print(
-                f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  val AUC {metrics['roc_auc']:.4f}  "
-                f"val bal.acc {metrics['balanced_accuracy']:.4f}" + ("  *" if best_epoch == epoch + 1 else "")
+            metrics = binary_metrics(
+                y_val, validation_scores(loop.selected, val_images, cfg, loop.input_size)
             )
+            row = _epoch_row(epoch + 1, losses, loop, metrics, t_start)
+            history.append(row)
+            best.offer(metrics[cfg.select_metric], epoch + 1, metrics, loop.selected)
+            bar.console.print(_epoch_line(row, best.epoch == epoch + 1))
             if on_epoch is not None:
                 on_epoch(row)
     final = create_model(arch, **arch_kwargs)
-    final.load_state_dict(best_state if best_state is not None else model.state_dict())
+    final.load_state_dict(best.state if best.state is not None else loop.model.state_dict())
     final.eval()
     return TrainResult(
         model=final,
         history=history,
-        best_epoch=best_epoch,
-        val_metrics=best_metrics,
-        images_per_second=seen / train_time if train_time else float("nan"),
+        best_epoch=best.epoch,
+        val_metrics=best.metrics,
+        images_per_second=loop.seen / train_time if train_time else float("nan"),
         seconds=time.perf_counter() - t_start,
         split=split,
         arch=arch,
         arch_kwargs=arch_kwargs,
-        input_size=input_size,
+        input_size=loop.input_size,
     )
 
 
@@ -461,21 +562,52 @@ def build_meta(
     )
 
 
-def fit_amibr(
+def fit_data(
     root: str | Path,
     cfg: TrainConfig,
     out: str | Path,
     *,
     name: str = "resnet_custom_amibr",
+    split: str | None = None,
+    positive: str | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> tuple[Path, ModelMeta]:
-    """Train on the AMi-Br train split at ``root``, score the test split, save; return (path, meta)."""
-    from onepixel.data.amibr import load_amibr
-    from onepixel.data.download import AMIBR_COMMIT, AMIBR_REPO
+    """Train on the data folder ``root`` and save the weights; return ``(path, meta)``.
 
-    train = load_amibr(root, "train", size=None)
-    test = load_amibr(root, "test")
+    :func:`onepixel.data.open.open_patches` decides the layout: AMi-Br trains on its train split
+    and is scored on its test split; any other folder is read as class folders (under its
+    ``split`` folder when given, ``positive`` naming the positive class).
+    """
+    from onepixel.data.open import open_patches
+
+    opened = open_patches(root, split, input_size=None, positive=positive, amibr_split="train")
+    if opened.layout == "amibr":
+        if opened.split != "train":
+            raise DataError(
+                f"{opened.root} is AMi-Br: a model trains on its train split, not {opened.split!r}",
+                settings=("split",),
+            )
+        return _fit_amibr(opened.root, opened.patches, cfg, out, name, progress, command)
+    return _fit_folder(opened.root, split, opened.patches, cfg, out, name, progress, command)
+
+
+def _fit_amibr(
+    root: Path,
+    train: PatchSet,
+    cfg: TrainConfig,
+    out: str | Path,
+    name: str,
+    progress: bool,
+    command: str | None,
+) -> tuple[Path, ModelMeta]:
+    """Train on the AMi-Br train split ``train`` of ``root``, score the test split, save; return
+    (path, meta)."""
+    from onepixel.data.download import AMIBR_COMMIT, AMIBR_REPO
+    from onepixel.data.open import open_patches
+    from onepixel.models.registry import save_model
+
+    test = open_patches(root, "test").patches
     result = train_classifier(train, cfg, progress=progress)
     test_metrics = binary_metrics(
         test.y, validation_scores(result.model, test.images, cfg, result.input_size)
@@ -495,27 +627,23 @@ def fit_amibr(
     meta = build_meta(
         name, train, cfg, result, data_info=data_info, test_metrics=test_metrics, command=command
     )
-    from onepixel.models.registry import save_model
-
     return save_model(result.model, meta, out), meta
 
 
-def fit_folder(
-    root: str | Path,
+def _fit_folder(
+    root: Path,
+    split: str | None,
+    data: PatchSet,
     cfg: TrainConfig,
     out: str | Path,
-    *,
     name: str,
-    split: str | None = None,
-    positive: str | None = None,
-    progress: bool = True,
-    command: str | None = None,
+    progress: bool,
+    command: str | None,
 ) -> tuple[Path, ModelMeta]:
-    """Train on a class-per-folder set (optionally its ``split`` folder), save; return (path, meta)."""
-    from onepixel.data.patches import load_folder
+    """Train on a class-per-folder set ``data`` read from ``root`` (its ``split`` folder), save;
+    return (path, meta)."""
     from onepixel.models.registry import save_model
 
-    data = load_folder(root, split=split, positive=positive, size=None)
     result = train_classifier(data, cfg, progress=progress)
     data_info = {
         "name": str(root),

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from onepixel._version import __version__
+from onepixel.attack.summary import RunFindings, RunSummary, run_findings, run_summary
 from onepixel.direction import Direction
 from onepixel.report.html import (
     ConfmapView,
@@ -201,33 +203,43 @@ def split_card(text: str) -> tuple[str, str]:
     return "".join(shown).strip() + "\n", "".join(folded).strip()
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    from onepixel.attack.run_folder import read_run
-
-    config = read_run(run_dir).config
-    return config.raw if config is not None else {}
-
-
 def run_kind(config: dict[str, Any]) -> str:
     """Return "confident" for a run with the confidence filter on, else "borderline"."""
     return "confident" if config.get("filter", True) else "borderline (no confidence filter)"
 
 
-def run_title(summary: dict[str, Any], config: dict[str, Any]) -> str:
+def run_title(summary: RunSummary, config: dict[str, Any]) -> str:
     """Return a run's section title: direction, objective (with its detector), method when not
     plain DE, k and confident vs borderline images."""
     from onepixel.attack.summary import direction_title
 
-    objective = summary.get("objective") or "plain"
+    objective = summary.objective or "plain"
     against = (config.get("objective_options") or {}).get("detector")
     if against:
         objective += f" (against {against})"
-    method = summary.get("method")
+    method = summary.method
     how = f" by {method}" if method and method != "de" else ""
     return (
-        f"Attack {direction_title(summary)}: {objective}{how}, "
-        f"k = {summary.get('pixels', 1)}, {run_kind(config)} images"
+        f"Attack {direction_title(summary.labels())}: {objective}{how}, "
+        f"k = {summary.pixels}, {run_kind(config)} images"
     )
+
+
+@dataclass
+class RunView:
+    """A run as the report shows it: its typed summary and findings, stored config (empty for a
+    CSV-only run), kind and section title."""
+
+    summary: RunSummary
+    findings: RunFindings
+    config: dict[str, Any]
+    kind: str
+    title: str
+
+    @property
+    def name(self) -> str:
+        """Return the run's folder name (how guard evaluations name it)."""
+        return Path(self.summary.run_dir).name
 
 
 # Settings that never tell two runs apart for a reader (paths, hashes, batching).
@@ -270,135 +282,127 @@ def distinct_run_titles(titles: list[str], configs: list[dict[str, Any]], names:
     return out
 
 
-def run_findings(run_dir: Path) -> dict[str, Any]:
-    """Return the headline facts of a run from its records.
-
-    A flip is an attack whose clean score was on the true label's side of 0.5 and whose
-    adversarial score is across it; an image already misclassified is never a flip. The worst
-    case is the lowest score after a 'lower' attack (highest after 'raise') and its image, among
-    the images right before the attack (None when there is none).
-    """
+def _run_view(run_dir: Path) -> RunView:
+    """Return the typed summary, findings, config, kind and title of one run folder."""
     from onepixel.attack.run_folder import read_run
 
     run = read_run(run_dir)
-    records, direction = run.records, run.direction
-    before = np.array([r.score_before for r in records], dtype=np.float64)
-    after = np.array([r.score_after for r in records], dtype=np.float64)
-    right = direction.true_side(before)
-    flips = direction.flipped(before, after)
-    out: dict[str, Any] = {
-        "direction": direction,
-        "attacked": len(records),
-        "flips": int(flips.sum()),
-        "already_wrong": int((~right).sum()),
-        "flipped_ids": [r.image_id for r, f in zip(records, flips, strict=True) if f],
-        "worst": None,
-    }
-    if right.any():  # the worst case among images the model got right before the attack
-        candidates = np.flatnonzero(right)
-        pick = int(candidates[direction.worst(after[candidates])])
-        out["worst"] = {
-            "image_id": records[pick].image_id,
-            "score_before": float(before[pick]),
-            "score_after": float(after[pick]),
-        }
-    return out
+    summary = run_summary(run)
+    config = run.config.raw if run.config is not None else {}
+    return RunView(summary, run_findings(run), config, run_kind(config), run_title(summary, config))
 
 
-def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, dict[str, Any]]:
-    from onepixel.attack.figures import make_figures
-    from onepixel.attack.methods import method_title
-    from onepixel.attack.summary import summarize_run
-
-    s = summarize_run(run_dir)
-    config = _run_config(run_dir)
-    s["kind"] = run_kind(config)
-    s["config"] = config
-    s["title"] = run_title(s, config)
-    s["findings"] = run_findings(run_dir)
+def _run_settings(run_dir: Path, view: RunView, method_name: str, on_de: bool) -> dict[str, Any]:
+    """Return the settings table of a run section: folder, target, seed, filter, method and its options."""
+    s, config = view.summary, view.config
     settings = {
         "run": Path(run_dir).name,
-        "target": strip_paths(str(s.get("target"))),
-        "seed": s.get("seed"),
+        "target": strip_paths(str(s.target)),
+        "seed": s.seed,
         "confidence filter": config.get("filter", True),
+        "method": method_name,
     }
-    method_name, _, on_de = method_title(s.get("method"))
-    settings["method"] = method_name
     if on_de:
-        settings.update({f"DE {k}": v for k, v in (s.get("de") or {}).items()})
+        settings.update({f"DE {k}": v for k, v in (s.de or {}).items()})
     else:
         settings.update({f"{k}": v for k, v in (config.get("method_options") or {}).items()})
         settings["budget (queries per image)"] = config.get("budget")
-    sign = Direction.from_str(s["direction"]).sign
-    paper = PAPER_PLAIN.get(s["direction"]) if on_de and s.get("objective") in (None, "plain") else None
-    rows = [
-        ["attacked", s["attacked"], "", paper and paper["attacked"]],
+    return settings
+
+
+def _count_rows(s: RunSummary, paper: dict[str, Any] | None) -> list[list[Any]]:
+    """Return the counts table of a run (with the paper's numbers in a fourth column)."""
+    sign = s.direction.sign
+    return [
+        ["attacked", s.attacked, "", paper and paper["attacked"]],
         [
             "early-converged (failed)",
-            s["early_converged"],
-            _share(s["early_converged_share"]),
+            s.early_converged,
+            _share(s.early_converged_share),
             paper and _share(paper["early_converged_share"]),
         ],
-        ["non-early", s["non_early"], "", None],
+        ["non-early", s.non_early, "", None],
         [
             f"success (score {sign} 0.5)",
-            s["success"]["count"],
-            _share(s["success"]["share"]),
+            s.success.count,
+            _share(s.success.share),
             paper and _share(paper["success_share"]),
         ],
         [
-            f"strong success (score {sign} {s['strong_success']['threshold']})",
-            s["strong_success"]["count"],
-            _share(s["strong_success"]["share"]),
+            f"strong success (score {sign} {s.strong_success.threshold})",
+            s.strong_success.count,
+            _share(s.strong_success.share),
             paper and _share(paper["strong_share"]),
         ],
-        ["mean generations (non-early)", s["mean_generations_non_early"], "", None],
-        ["mean evaluations per attack", s["mean_evaluations"], "", None],
-        ["mean wall time per attack (s)", s["mean_wall_time_s"], "", None],
+        ["mean generations (non-early)", s.mean_generations_non_early, "", None],
+        ["mean evaluations per attack", s.mean_evaluations, "", None],
+        ["mean wall time per attack (s)", s.mean_wall_time_s, "", None],
     ]
-    f = s["findings"]
+
+
+def _findings_lead(f: RunFindings) -> str:
+    """Return the sentence that opens a run section: attacked, flipped, the worst case."""
     lead = (
-        f"{f['attacked']} images attacked, {f['flips']} flipped"
+        f"{f.attacked} images attacked, {f.flips} flipped"
         + (
-            f" ({f['already_wrong']} already misclassified before the attack, never a flip)"
-            if f["already_wrong"]
+            f" ({f.already_wrong} already misclassified before the attack, never a flip)"
+            if f.already_wrong
             else ""
         )
         + "."
     )
-    if f["worst"]:
-        w = f["worst"]
-        lead += f" Worst case: {w['image_id']}, score {w['score_before']:.4f} \u2192 {w['score_after']:.4f}."
+    if f.worst:
+        w = f.worst
+        lead += f" Worst case: {w.image_id}, score {w.score_before:.4f} \u2192 {w.score_after:.4f}."
+    return lead
+
+
+def _run_figures(run_dir: Path, s: RunSummary, make_figs: bool) -> list[Figure]:
+    """Return the run's figures (drawn first when ``make_figs`` and the run has attacks)."""
+    from onepixel.attack.figures import make_figures
+
+    fig_dir = run_dir / "figures"
+    if make_figs and s.attacked:
+        make_figures(run_dir)
+    return [
+        Figure(figure_caption(png.stem, s.method), png, wide=png.stem == "convergence")
+        for png in (sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else [])
+        if not png.name.startswith("analysis_")
+    ]
+
+
+def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, RunView]:
+    """Return a run's section (lead, figures, folded settings and tables) and its view."""
+    from onepixel.attack.methods import method_title
+
+    view = _run_view(run_dir)
+    s, f = view.summary, view.findings
+    method_name, _, on_de = method_title(s.method)
+    paper = PAPER_PLAIN.get(s.direction) if on_de and s.objective in (None, "plain") else None
+    rows = _count_rows(s, paper)
     raw: list[Any] = [
-        KeyValues("Settings", settings),
+        KeyValues("Settings", _run_settings(run_dir, view, method_name, on_de)),
         Table(
             "Counts (shares of the non-early attacks, as in the paper)"
             if paper
-            else f"Counts ({method_name}; flips: {f['flips']}, already wrong: {f['already_wrong']})",
+            else f"Counts ({method_name}; flips: {f.flips}, already wrong: {f.already_wrong})",
             ["", "count", "share", "paper (MAX, TUPAC16)"] if paper else ["", "count", "share"],
             rows if paper else [row[:3] for row in rows],
         ),
         Table(
-            f"Scores before / after ({s['stats_over']}, n = {s['non_early']})",
+            f"Scores before / after ({s.stats_over}, n = {s.non_early})",
             ["", "before", "after"],
-            [[label, s["before"][key], s["after"][key]] for key, label in STAT_ROWS],
+            [[label, s.before[key], s.after[key]] for key, label in STAT_ROWS],
             empty="every attack converged right after the initial population (counted as failed), "
             "so there are no non-early scores to summarise.",
         ),
     ]
-    fig_dir = run_dir / "figures"
-    if make_figs and s["attacked"]:
-        make_figures(run_dir)
-    figures = [
-        Figure(figure_caption(png.stem, s.get("method")), png, wide=png.stem == "convergence")
-        for png in (sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else [])
-        if not png.name.startswith("analysis_")
-    ]
-    blocks: list[Any] = [Text(lead)]
+    figures = _run_figures(run_dir, s, make_figs)
+    blocks: list[Any] = [Text(_findings_lead(f))]
     if figures:
         blocks.append(Grid(figures))
     blocks.append(Details("Settings and raw tables", raw))
-    return Section(s["title"], blocks), s
+    return Section(view.title, blocks), view
 
 
 RUN_FIGURES = {
@@ -630,17 +634,18 @@ def guard_by_run(guards: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
 GUARD_KINDS = ("plain", "adaptive", "exhaustive")
 
 
-def attack_kind(row: dict[str, Any], summary: dict[str, Any] | None) -> str:
-    """Return the kind of attack of a guard-evaluation row (see ``onepixel.attack.methods.attack_kind``)."""
+def attack_kind(row: dict[str, Any], run_method: str | None) -> str:
+    """Return the kind of attack of a guard-evaluation row (see ``onepixel.attack.methods.attack_kind``);
+    ``run_method`` is the method of the run the row names, when the report has that run."""
     from onepixel.attack.methods import attack_kind as kind_of
 
-    return kind_of(row.get("method") or (summary or {}).get("method"), row.get("objective"))
+    return kind_of(row.get("method") or run_method, row.get("objective"))
 
 
-def guard_section(guards: list[Path], summaries: list[dict[str, Any]]) -> Section | None:
+def guard_section(guards: list[Path], views: list[RunView]) -> Section | None:
     """Return the guard section: per guard its clean false-positive rate and how many flips got
     through it, per kind of attack (plain, adaptive, exhaustive...), then per run, folded."""
-    by_name = {Path(str(s["run_dir"])).name: s for s in summaries}
+    method_of = {v.name: v.summary.method for v in views}
     rows: dict[str, dict[str, Any]] = {}
     per_run: list[list[Any]] = []
     kinds: set[str] = set()
@@ -651,7 +656,7 @@ def guard_section(guards: list[Path], summaries: list[dict[str, Any]]) -> Sectio
             rows[names[name]] = {"guard": g, "through": {}}
         for run in doc["runs"]:
             folder = Path(str(run.get("run", ""))).name
-            kind = attack_kind(run, by_name.get(folder))
+            kind = attack_kind(run, method_of.get(folder))
             kinds.add(kind)
             for name, counts in (run.get("guards") or {}).items():
                 through, flips = _flips_through(counts)
@@ -742,37 +747,37 @@ def _flips_through(counts: dict[str, int]) -> tuple[int, int]:
     return through, flips
 
 
-def findings_section(summaries: list[dict[str, Any]], guards: dict[str, Any], pooled: str) -> Section:
+def findings_section(views: list[RunView], guards: dict[str, Any], pooled: str) -> Section:
     """Return the opening section: one row per run and a sentence over all of them."""
     rows = []
     total = flips = 0
-    for s in summaries:
-        f = s["findings"]
-        total += f["attacked"]
-        flips += f["flips"]
-        w = f["worst"]
+    for v in views:
+        f = v.findings
+        total += f.attacked
+        flips += f.flips
+        w = f.worst
         worst = (
-            f"{w['score_before']:.4f} \u2192 {w['score_after']:.4f} ({w['image_id']})"
+            f"{w.score_before:.4f} \u2192 {w.score_after:.4f} ({w.image_id})"
             if w
-            else ("none right before" if f["attacked"] else "no attack")
+            else ("none right before" if f.attacked else "no attack")
         )
         rows.append(
             [
-                Path(s["run_dir"]).name,
-                s["title"].removeprefix("Attack "),
-                f["attacked"],
-                f"{f['flips']}" + (f" (+{f['already_wrong']} already wrong)" if f["already_wrong"] else ""),
+                v.name,
+                v.title.removeprefix("Attack "),
+                f.attacked,
+                f"{f.flips}" + (f" (+{f.already_wrong} already wrong)" if f.already_wrong else ""),
                 worst,
-                guard_verdict(guards.get(Path(s["run_dir"]).name), pooled),
+                guard_verdict(guards.get(v.name), pooled),
             ]
         )
     lead = (
-        f"{flips} of {total} attacked images flipped across {len(summaries)} run(s) "
+        f"{flips} of {total} attacked images flipped across {len(views)} run(s) "
         "(a flip: the clean score on the true label's side of 0.5, the attacked score across it)."
     )
     totals: dict[str, list[int]] = {}
-    for s in summaries:
-        for name, counts in (guards.get(Path(s["run_dir"]).name) or {}).items():
+    for v in views:
+        for name, counts in (guards.get(v.name) or {}).items():
             through, run_flips = _flips_through(counts)
             total_of = totals.setdefault(name, [0, 0])
             total_of[0] += through
@@ -850,17 +855,17 @@ def build_report(
         check_certify_folder(Path(folder))
     out = Path(out)
     sections: list[Section] = []
-    summaries = []
+    views = []
     run_sections = []
     for run in run_dirs:
-        section, summary = _run_section(run, make_figures)
+        section, view = _run_section(run, make_figures)
         run_sections.append(section)
-        summaries.append(summary)
+        views.append(view)
     titles = distinct_run_titles(
-        [s["title"] for s in summaries], [s["config"] for s in summaries], [r.name for r in run_dirs]
+        [v.title for v in views], [v.config for v in views], [r.name for r in run_dirs]
     )
-    for section, summary, run_title_, run in zip(run_sections, summaries, titles, run_dirs, strict=True):
-        section.title = summary["title"] = run_title_
+    for section, view, run_title_, run in zip(run_sections, views, titles, run_dirs, strict=True):
+        section.title = view.title = run_title_
         section.nav = run.name
     detector_folders = [Path(d) for d in detectors]
     pooled = " ".join(
@@ -868,9 +873,9 @@ def build_report(
         for d in detector_folders
         if (d / "detector.json").is_file()
     ).strip()
-    sections.append(findings_section(summaries, guard_by_run([Path(g) for g in guards]), pooled))
+    sections.append(findings_section(views, guard_by_run([Path(g) for g in guards]), pooled))
     sections.append(_overview(run_dirs, data))
-    model = _model_section(summaries[0].get("target") if summaries else None)
+    model = _model_section(views[0].summary.target if views else None)
     if model:
         sections.append(model)
     sections.extend(run_sections)
@@ -879,13 +884,13 @@ def build_report(
         if analysis:
             sections.append(analysis)
     for extra in (
-        guard_section([Path(g) for g in guards], summaries),
+        guard_section([Path(g) for g in guards], views),
         _confmap_section([Path(c) for c in confmaps]),
         _detector_section(detector_folders),
         certified_section([Path(c) for c in certified], _attacked_images(run_dirs)),
     ):
         if extra:
             sections.append(extra)
-    labels = {(s.get("positive"), s.get("negative")) for s in summaries}
+    labels = {(v.summary.positive, v.summary.negative) for v in views}
     subtitle = ", ".join(f"positive label: {p}, negative: {n}" for p, n in labels if p) or ""
     return write(Report(title, subtitle, sections), out)
