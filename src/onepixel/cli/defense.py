@@ -39,6 +39,15 @@ MseReductionOpt = Annotated[
 ResumeOpt = Annotated[
     Path | None, typer.Option(help="Continue from these VAE weights (fresh optimiser state).")
 ]
+VaeSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--image-size",
+        min=32,
+        max=512,
+        help="Side of the images the VAE takes: your model's input size, a multiple of 16 (32 to 512).",
+    ),
+]
 
 
 def _vae_progress() -> Any:
@@ -77,13 +86,25 @@ def _train_command(
     kl_weight: float,
     mse_reduction: str,
     resume: Path | None,
+    image_size: int,
 ) -> str:
     """Return the ``onepixel train-detector`` command line stored with the weights."""
     return (
         f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
         f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
+        + (f" --image-size {image_size}" if image_size != 64 else "")
         + (f" --resume {resume}" if resume is not None else "")
     )
+
+
+def _vae_config(image_size: int) -> Any:
+    """Return the VAE config for ``--image-size``; a clear CLI error for sizes it cannot take."""
+    from onepixel.defense.vae import VAEConfig, check_image_size
+
+    try:
+        return VAEConfig(image_size=check_image_size(image_size))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc}.", param_hint="--image-size") from None
 
 
 def train_detector(
@@ -97,8 +118,10 @@ def train_detector(
     kl_weight: KlWeightOpt = 1e-3,
     mse_reduction: MseReductionOpt = "keras",
     resume: ResumeOpt = None,
+    image_size: VaeSizeOpt = 64,
 ) -> None:
-    """Train the VAE detector on clean AMi-Br train-split patches and write its weights."""
+    """Train the VAE detector on clean train-split patches (centre crops of --image-size px) and
+    write its weights."""
     from onepixel.defense.train import BundledWeightsError, TrainConfig, check_out_path, heldout_mask
     from onepixel.defense.train import train_detector as train
 
@@ -106,6 +129,7 @@ def train_detector(
         check_out_path(out, force=force)
     except BundledWeightsError as exc:
         raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
+    vae_config = _vae_config(image_size)
     root, patches = _open_clean(data, amibr_split="train", input_size=None)
     cfg = TrainConfig(
         epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
@@ -114,9 +138,9 @@ def train_detector(
     n_train = len(patches) - (int(held.sum()) if held is not None else 0)
     console.print(
         f"training VAE on {n_train} clean patches from {root} ({len(patches) - n_train} held out), "
-        f"{epochs} epochs -> {out}"
+        f"{epochs} epochs at {image_size} px -> {out}"
     )
-    command = _train_command(epochs, seed, heldout, threads, kl_weight, mse_reduction, resume)
+    command = _train_command(epochs, seed, heldout, threads, kl_weight, mse_reduction, resume, image_size)
     with _vae_progress() as progress:
         task = progress.add_task("train", total=epochs * n_train, epoch=0, loss=0.0, mse=0.0, kl=0.0)
 
@@ -131,6 +155,7 @@ def train_detector(
                 heldout=heldout,
                 resume=resume,
                 force=force,
+                vae_config=vae_config,
                 data=str(root),
                 command=command,
                 on_epoch=on_epoch,
@@ -147,7 +172,13 @@ def train_detector(
 DetectorRunsArg = Annotated[
     list[Path] | None, typer.Argument(help="Campaign folders (attacks.sqlite + adversarial/*.png).")
 ]
-DetectorOpt = Annotated[str, typer.Option(help="Bundled VAE name or a .safetensors file.")]
+DetectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="VAE: a bundled name or a .safetensors file. Default vae_amibr (64 px); at other image "
+        "sizes the residual detectors are evaluated alone unless a VAE trained at that size is given."
+    ),
+]
 DetectorOutOpt = Annotated[
     Path | None, typer.Option(help="Folder for detector.json and figures. Default: runs/detector.")
 ]
@@ -156,30 +187,73 @@ SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the validation/test spl
 SyntheticOpt = Annotated[
     int, typer.Option(help="Without campaigns: this many random one-pixel changes of test images.")
 ]
+DetectorSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        min=8,
+        help="Side the clean patches are fitted to. Default: the campaigns' size (64 with --synthetic).",
+    ),
+]
 SummaryJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
 def _detector_inputs(
-    runs: list[Path] | None, data: Path | None, detector: str, p: float, synthetic: int, seed: int
-) -> tuple[Any, Any, Any]:
-    """Return ``(clean patches, adversarial set, VAE detector)``; exit with the error otherwise."""
+    runs: list[Path] | None, data: Path | None, size: int | None, resize: bool, synthetic: int, seed: int
+) -> tuple[Any, Any]:
+    """Return ``(clean patches, adversarial set)`` at the campaigns' image size (or ``size``);
+    exit with the error otherwise."""
+    from onepixel.config import IMAGE_SIZE
     from onepixel.data.patches import DataError
-    from onepixel.defense.detector import VAEDetector
-    from onepixel.defense.evaluate import adversarial_inputs
+    from onepixel.defense.evaluate import load_runs, synthetic_attacks
 
     if not runs and synthetic <= 0:
         raise fail("give campaign folders (RUN_DIR...) or --synthetic N")
-    _, clean = _open_clean(data)
     try:
-        adversarial = adversarial_inputs(runs, clean.images, clean.names, synthetic, seed)
-        vae = VAEDetector.from_pretrained(detector, p=p)
+        adversarial = load_runs(runs) if runs else None
     except (DataError, FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
-    return clean, adversarial, vae
+    found = int(adversarial.images.shape[1]) if adversarial is not None else None
+    if size is not None and found is not None and size != found:
+        raise fail(f"--image-size {size}: the campaigns' images are {found}x{found} (leave --image-size out)")
+    size = size or found or IMAGE_SIZE
+    _, clean = _open_clean(data, input_size=size, resize=resize)
+    if adversarial is None:
+        adversarial = synthetic_attacks(clean.images, clean.names, synthetic, seed)
+    return clean, adversarial
+
+
+def vae_size_note(vae_size: int, image_size: int, name: str) -> str:
+    """Return the sentence saying that the VAE ``name`` (trained at ``vae_size`` px) cannot score
+    ``image_size``-px images, and the command that trains one that can."""
+    return (
+        f"the VAE {name} takes {vae_size}x{vae_size} images and these are {image_size}x{image_size}: "
+        f"train one at this size with `onepixel train-detector --image-size {image_size} --out FILE` "
+        "and pass it as --detector FILE"
+    )
+
+
+def _detector_vae(detector: str | None, p: float, size: int) -> tuple[Any, str | None]:
+    """Return ``(VAE detector or None, note)``: the VAE when it takes ``size``-px images; without
+    an explicit ``detector`` a VAE of another size is left out with a note, an explicit one fails."""
+    from onepixel.defense.detector import VAEDetector
+    from onepixel.defense.train import DEFAULT_DETECTOR
+
+    name = detector or DEFAULT_DETECTOR
+    try:
+        vae = VAEDetector.from_pretrained(name, p=p)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    if vae.image_size == size:
+        return vae, None
+    note = vae_size_note(vae.image_size, size, name)
+    if detector is not None:
+        raise typer.BadParameter(f"{note}.", param_hint="--detector")
+    return None, f"VAE not evaluated: {note}; the residual detectors need no training"
 
 
 def _print_detector_table(report: dict, seed: int) -> None:
-    """Print one row per detector and the VAE's detected / not-detected table."""
+    """Print one row per detector and the VAE's detected / not-detected table (when evaluated)."""
     from rich.table import Table
 
     from onepixel.defense.evaluate import summary_rows
@@ -198,6 +272,8 @@ def _print_detector_table(report: dict, seed: int) -> None:
             f"{r['clean_fpr']:.3f}",
         )
     console.print(table)
+    if "vae" not in report:
+        return
     t = report["vae"]["table"]
     console.print(
         f"VAE table: {t['total']} adversarial; detected {t['detected']} "
@@ -209,16 +285,19 @@ def _print_detector_table(report: dict, seed: int) -> None:
 def evaluate_detector(
     runs: DetectorRunsArg = None,
     data: DataOption = None,
-    detector: DetectorOpt = "vae_amibr",
+    detector: DetectorOpt = None,
     out: DetectorOutOpt = None,
     p: DetectorPOpt = 7.0,
     seed: SplitSeedOpt = 0,
     synthetic: SyntheticOpt = 0,
+    image_size: DetectorSizeOpt = None,
+    resize: ResizeOption = False,
     as_json: SummaryJsonOpt = False,
 ) -> None:
     """Evaluate the VAE detector (and the residual baselines) on campaign adversarial images
-    against clean AMi-Br test-split images: AUC for p = 3, 5, 7, Youden threshold chosen on a
-    validation half, the paper's detected / not-detected table on the test half."""
+    against clean test-split images fitted to the campaigns' size: AUC for p = 3, 5, 7, Youden
+    threshold chosen on a validation half, the paper's detected / not-detected table on the test
+    half. At a size the VAE was not trained for, the residual detectors are evaluated alone."""
     import json
 
     import torch
@@ -231,13 +310,19 @@ def evaluate_detector(
     )
 
     torch.set_num_threads(1)
-    clean, adversarial, vae = _detector_inputs(runs, data, detector, p, synthetic, seed)
+    clean, adversarial = _detector_inputs(runs, data, image_size, resize, synthetic, seed)
+    size = int(clean.images.shape[1])
+    vae, note = _detector_vae(detector, p, size)
+    if note is not None:
+        console.print(f"[yellow]note:[/] {note}")
+    names = ("VAE and " if vae is not None else "") + "residual detectors"
     console.print(
-        f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial images with {detector}"
+        f"scoring {len(clean)} clean and {len(adversarial.images)} adversarial {size}-px images: {names}"
     )
     report, arrays = evaluate_detectors(
-        vae, residual_baselines(), clean.images, clean.names, adversarial, seed=seed, p=p
+        vae, residual_baselines(size), clean.images, clean.names, adversarial, seed=seed, p=p
     )
+    report["note"] = note
     folder = out or Path("runs") / "detector"
     paths = write_evaluation(report, arrays, vae, clean.images, adversarial, folder)
     if as_json:

@@ -66,6 +66,12 @@ def load_runs(run_dirs: Sequence[str | Path]) -> AdversarialSet:
         runs.extend(str(run_dir) for _ in records)
     if not images:
         raise DataError(f"no attacks found in {list(map(str, run_dirs))}")
+    sizes = sorted({image.shape[0] for image in images})
+    if len(sizes) > 1:
+        raise DataError(
+            f"the campaigns {list(map(str, run_dirs))} hold images of several sizes ({sizes} px): "
+            "evaluate the campaigns of each size apart"
+        )
     return AdversarialSet(
         np.stack(images),
         np.array(ids, dtype=object),
@@ -138,8 +144,23 @@ def evaluate_scores(
     }
 
 
+def _split_halves(
+    clean_ids: np.ndarray, adversarial: AdversarialSet, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the validation masks ``(clean, adversarial)`` of the split by image id."""
+    val_ids = split_ids(list(clean_ids) + list(adversarial.ids), seed)
+    cval = np.array([i in val_ids for i in clean_ids], dtype=bool)
+    aval = np.array([i in val_ids for i in adversarial.ids], dtype=bool)
+    return cval, aval
+
+
+def _halves(scores: dict[float, np.ndarray], val: np.ndarray) -> tuple[dict, dict]:
+    """Return ``(validation, test)`` scores per order."""
+    return {q: s[val] for q, s in scores.items()}, {q: s[~val] for q, s in scores.items()}
+
+
 def evaluate_detectors(
-    vae: Any,
+    vae: Any | None,
     residuals: Sequence[Any],
     clean_images: np.ndarray,
     clean_ids: Sequence[str],
@@ -149,14 +170,10 @@ def evaluate_detectors(
     ps: Sequence[float] = PS,
     p: float | None = 7.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return ``(report, arrays)``: the JSON-ready evaluation of the VAE (and residual baselines)
-    and the raw scores/masks the figures need."""
+    """Return ``(report, arrays)``: the JSON-ready evaluation of the VAE (left out when ``vae`` is
+    None) and the residual baselines, and the raw scores/masks the figures need."""
     clean_ids = np.asarray(list(clean_ids), dtype=object)
-    val_ids = split_ids(list(clean_ids) + list(adversarial.ids), seed)
-    cval = np.array([i in val_ids for i in clean_ids])
-    aval = np.array([i in val_ids for i in adversarial.ids])
-    vae_clean = vae.score_all(clean_images, tuple(ps))
-    vae_adv = vae.score_all(adversarial.images, tuple(ps))
+    cval, aval = _split_halves(clean_ids, adversarial, seed)
     report: dict[str, Any] = {
         "split": {
             "seed": seed,
@@ -167,23 +184,18 @@ def evaluate_detectors(
             "successful_test": int(adversarial.success[~aval].sum()),
         },
         "runs": sorted(set(adversarial.run.tolist())),
+        "image_size": int(clean_images.shape[1]),
     }
-    report["vae"] = evaluate_scores(
-        {q: s[cval] for q, s in vae_clean.items()},
-        {q: s[aval] for q, s in vae_adv.items()},
-        {q: s[~cval] for q, s in vae_clean.items()},
-        {q: s[~aval] for q, s in vae_adv.items()},
-        adversarial.success[~aval],
-        p,
-    )
-    arrays: dict[str, Any] = {
-        "vae_clean": vae_clean,
-        "vae_adv": vae_adv,
-        "clean_val": cval,
-        "adv_val": aval,
-        "vae_p": report["vae"]["p"],
-        "vae_threshold": report["vae"]["threshold"],
-    }
+    arrays: dict[str, Any] = {"clean_val": cval, "adv_val": aval}
+    if vae is not None:
+        vae_clean = vae.score_all(clean_images, tuple(ps))
+        vae_adv = vae.score_all(adversarial.images, tuple(ps))
+        (clean_val, clean_test), (adv_val, adv_test) = _halves(vae_clean, cval), _halves(vae_adv, aval)
+        report["vae"] = evaluate_scores(
+            clean_val, adv_val, clean_test, adv_test, adversarial.success[~aval], p
+        )
+        arrays.update(vae_clean=vae_clean, vae_adv=vae_adv, vae_p=report["vae"]["p"])
+        arrays["vae_threshold"] = report["vae"]["threshold"]
     for det in residuals:
         rc, ra = det.score(clean_images), det.score(adversarial.images)
         inf = float("inf")
@@ -266,53 +278,48 @@ def adversarial_inputs(
     return synthetic_attacks(clean_images, clean_ids, synthetic, seed)
 
 
-def residual_baselines() -> list[Any]:
-    """Return the residual detectors evaluated beside the VAE: plain and normalised."""
-    return [ResidualDetector(), ResidualDetector(normalise=True)]
+def residual_baselines(image_size: int = 64) -> list[Any]:
+    """Return the residual detectors evaluated beside the VAE, plain and normalised, for images
+    of ``image_size`` px (they need no training, so they work at any size)."""
+    return [ResidualDetector(image_size=image_size), ResidualDetector(normalise=True, image_size=image_size)]
 
 
 def evaluation_summary(report: dict[str, Any], files: Sequence[Path]) -> dict[str, Any]:
-    """Return the JSON-ready summary of an evaluation: per-detector rows, the VAE's table, the
-    split and the written ``files``."""
+    """Return the JSON-ready summary of an evaluation: per-detector rows, the VAE's table (None
+    when the VAE was not evaluated), the split, the image size and the written ``files``."""
     return jsonable(
         {
             "summary": summary_rows(report),
-            "vae_table": report["vae"]["table"],
+            "vae_table": report["vae"]["table"] if "vae" in report else None,
             "split": report["split"],
+            "image_size": report.get("image_size"),
+            "note": report.get("note"),
             "files": [str(x) for x in files],
         }
     )
 
 
-def write_evaluation(
-    report: dict[str, Any],
-    arrays: dict[str, Any],
-    vae: Any,
-    clean_images: np.ndarray,
-    adversarial: AdversarialSet,
-    out: Path,
-) -> list[Path]:
-    """Write ``detector.json`` (flat summary + per-detector tables + full details) and the figures
-    into ``out``; return the written paths."""
-    import json
-
-    from onepixel.defense.figures import outside_images, reconstruction_figure, roc_figure, threshold_figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    vae_res = report["vae"]
-    p, t = vae_res["p"], vae_res["threshold"]
-    summary = {
-        "p": p,
-        "threshold": t,
-        "adversarial (test half)": vae_res["table"]["total"],
-        "detected": vae_res["table"]["detected"],
-        "not detected": vae_res["table"]["not_detected"],
-        "successful attacks not detected": vae_res["table"]["not_detected_success"],
-        "clean false positive rate": vae_res["test_rates"]["fpr"],
-    }
-    summary.update({f"VAE AUC p={k}": v for k, v in vae_res["auc_test"].items()})
-    doc: dict[str, Any] = dict(summary)
-    doc["vae_table"] = vae_res["table"]
+def _evaluation_doc(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the content of ``detector.json``: the VAE's flat summary (when it was evaluated,
+    else the note saying why not), one summary per detector, the split and the details."""
+    doc: dict[str, Any] = {"image size": report.get("image_size")}
+    vae_res = report.get("vae")
+    if vae_res is not None:
+        doc.update(
+            {
+                "p": vae_res["p"],
+                "threshold": vae_res["threshold"],
+                "adversarial (test half)": vae_res["table"]["total"],
+                "detected": vae_res["table"]["detected"],
+                "not detected": vae_res["table"]["not_detected"],
+                "successful attacks not detected": vae_res["table"]["not_detected_success"],
+                "clean false positive rate": vae_res["test_rates"]["fpr"],
+            }
+        )
+        doc.update({f"VAE AUC p={k}": v for k, v in vae_res["auc_test"].items()})
+        doc["vae_table"] = vae_res["table"]
+    elif report.get("note"):
+        doc["note"] = report["note"]
     for row in summary_rows(report):
         doc[f"{row['detector']}_summary"] = {k: v for k, v in row.items() if k != "detector"}
     doc["split"] = report["split"]
@@ -321,18 +328,26 @@ def write_evaluation(
         for k, v in report.items()
         if isinstance(v, dict) and "table" in v
     }
-    paths = [out / "detector.json"]
-    paths[0].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
+    return doc
 
-    paths.append(roc_figure(report, out / "roc_curves.png"))
+
+def _vae_figures(
+    report: dict[str, Any],
+    arrays: dict[str, Any],
+    vae: Any,
+    clean_images: np.ndarray,
+    adversarial: AdversarialSet,
+    out: Path,
+) -> tuple[list[Path], dict[str, Any] | None]:
+    """Write the VAE's threshold and reconstruction figures; return ``(paths, scores of the
+    outside images or None)``."""
+    from onepixel.defense.figures import outside_images, reconstruction_figure, threshold_figure
+
+    p, t = report["vae"]["p"], report["vae"]["threshold"]
     cval, aval = arrays["clean_val"], arrays["adv_val"]
-    paths.append(
-        threshold_figure(
-            arrays["vae_clean"][p][cval], arrays["vae_adv"][p][aval], t, p, out / "threshold.png"
-        )
-    )
-    # reconstructions: detected attacks (successful first), a clean pass and clean false positives
     cs, as_ = arrays["vae_clean"][p], arrays["vae_adv"][p]
+    paths = [threshold_figure(cs[cval], as_[aval], t, p, out / "threshold.png")]
+    # reconstructions: detected attacks (successful first), a clean pass and clean false positives
     test_adv = np.flatnonzero(~aval)
     order = test_adv[np.lexsort((-as_[test_adv], ~adversarial.success[test_adv]))]
     picks, titles = [], []
@@ -355,13 +370,35 @@ def write_evaluation(
             reconstruction_figure(stack, vae.reconstruct(stack), titles, out / "reconstructions.png", p)
         )
     other, names = outside_images(vae.image_size)
-    if len(other):
-        paths.append(
-            reconstruction_figure(other, vae.reconstruct(other), names, out / "outside_images.png", p)
-        )
-        scores = vae.score(other, p)
-        doc["outside_images"] = {
-            n: {"score": float(s), "flagged": bool(s > t)} for n, s in zip(names, scores, strict=True)
-        }
-        paths[0].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
+    if not len(other):
+        return paths, None
+    paths.append(reconstruction_figure(other, vae.reconstruct(other), names, out / "outside_images.png", p))
+    scores = vae.score(other, p)
+    outside = {n: {"score": float(s), "flagged": bool(s > t)} for n, s in zip(names, scores, strict=True)}
+    return paths, outside
+
+
+def write_evaluation(
+    report: dict[str, Any],
+    arrays: dict[str, Any],
+    vae: Any | None,
+    clean_images: np.ndarray,
+    adversarial: AdversarialSet,
+    out: Path,
+) -> list[Path]:
+    """Write ``detector.json`` (flat summary + per-detector tables + full details) and the figures
+    (the VAE's only when it was evaluated) into ``out``; return the written paths."""
+    import json
+
+    from onepixel.defense.figures import roc_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = _evaluation_doc(report)
+    paths = [out / "detector.json", roc_figure(report, out / "roc_curves.png")]
+    if vae is not None and "vae" in report:
+        figures, outside = _vae_figures(report, arrays, vae, clean_images, adversarial, out)
+        paths.extend(figures)
+        if outside is not None:
+            doc["outside_images"] = outside
+    paths[0].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
     return paths

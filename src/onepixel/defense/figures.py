@@ -15,19 +15,22 @@ from onepixel.defense.scores import minkowski  # noqa: E402
 
 
 def roc_figure(report: dict[str, Any], path: Path) -> Path:
-    """Write one ROC panel per Minkowski order (test half), residual baselines dashed; return path."""
-    vae = report["vae"]
-    ps = list(vae["roc_test"])
+    """Write one ROC panel per Minkowski order (test half), residual baselines dashed (one panel of
+    the residual baselines alone when the VAE was not evaluated); return path."""
+    vae = report.get("vae")
+    ps = list(vae["roc_test"]) if vae is not None else [None]
     fig, axes = plt.subplots(1, len(ps), figsize=(3.6 * len(ps), 3.6), squeeze=False)
     for ax, key in zip(axes[0], ps, strict=True):
-        roc = vae["roc_test"][key]
-        ax.plot(roc["fpr"], roc["tpr"], label=f"VAE p={key} (AUC {vae['auc_test'][key]:.3f})")
+        if vae is not None:
+            roc = vae["roc_test"][key]
+            ax.plot(roc["fpr"], roc["tpr"], label=f"VAE p={key} (AUC {vae['auc_test'][key]:.3f})")
         for name, res in report.items():
             if isinstance(res, dict) and name != "vae" and "roc_test" in res:
                 r = res["roc_test"]["inf"]
                 ax.plot(r["fpr"], r["tpr"], "--", lw=1, label=f"{name} (AUC {res['auc_test']['inf']:.3f})")
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"p = {key}")
+        title = f"p = {key}" if key is not None else "residual detectors"
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -4,8 +4,9 @@
 after every epoch, metadata); it refuses to write over the bundled weights unless forced.
 
 Training images are the clean AMi-Br TRAIN split minus a seeded set of held-out slides (kept as
-clean validation data for choosing detector thresholds). Each step takes 64x64 crops around the
-patch centre (jittered by up to ``jitter`` px when the originals are larger than 64 px), random
+clean validation data for choosing detector thresholds). Each step takes crops of the VAE's image
+size (64x64 by default) around the patch centre (jittered by up to ``jitter`` px when the
+originals are larger), random
 horizontal/vertical flips and transposes (together: the 8 rotations/reflections).
 """
 
@@ -90,6 +91,13 @@ def to_unit(images_nhwc: torch.Tensor) -> torch.Tensor:
     return images_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def build_vae(config: VAEConfig | None, seed: int) -> VAE:
+    """Return a fresh VAE whose initial weights depend on ``seed`` alone (the global torch RNG is
+    seeded with it, as :func:`train_vae` does before it trains)."""
+    torch.manual_seed(seed)
+    return VAE(config or VAEConfig())
+
+
 def train_vae(
     images: np.ndarray,
     config: TrainConfig | None = None,
@@ -99,7 +107,8 @@ def train_vae(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train a VAE on clean uint8 NHWC ``images`` (size >= 64) and return a :class:`TrainResult`.
+    """Train a VAE on clean uint8 NHWC ``images`` (at least the VAE's image size) and return a
+    :class:`TrainResult`. A fresh VAE is built from ``cfg.seed`` (:func:`build_vae`).
 
     ``on_step(n_images)`` is called after every batch, ``on_epoch(epoch, stats)`` after every epoch.
     """
@@ -109,14 +118,18 @@ def train_vae(
         raise DataError(f"training images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     vcfg = model.config if model is not None else (vae_config or VAEConfig())
     if min(images.shape[1:3]) < vcfg.image_size:
-        raise DataError(f"training images of {images.shape[1:3]} are smaller than {vcfg.image_size}")
+        raise DataError(
+            f"training images of {images.shape[1]}x{images.shape[2]} are smaller than the VAE's "
+            f"{vcfg.image_size}x{vcfg.image_size}: train a VAE of a smaller image size",
+            settings=("image_size",),
+        )
     if len(images) == 0:
         raise DataError("no training images")
+    model = model if model is not None else build_vae(vcfg, cfg.seed)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
-    model = model if model is not None else VAE(vcfg)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     data = torch.from_numpy(np.ascontiguousarray(images))
@@ -223,6 +236,10 @@ class BundledWeightsError(OnePixelError, ValueError):
     """A training run would overwrite the weights bundled with onepixel."""
 
 
+class WeightsSizeError(OnePixelError, ValueError):
+    """Weights to resume from were trained at another image size than the one asked for."""
+
+
 def check_out_path(out: str | Path, *, force: bool = False) -> Path:
     """Return ``out`` as a path; BundledWeightsError when it is a bundled weights file and not ``force``."""
     path = Path(out).expanduser()
@@ -242,6 +259,7 @@ def train_detector(
     heldout: float = 0.1,
     resume: str | Path | None = None,
     force: bool = False,
+    vae_config: VAEConfig | None = None,
     data: str = "",
     command: str | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -253,7 +271,8 @@ def train_detector(
 
     The weights are saved after every epoch (``info["partial_epochs"]``) so an interrupted run
     leaves usable weights. ``resume`` continues from earlier weights (fresh optimiser state,
-    history carried on). ``out`` may not be a bundled weights file unless ``force``.
+    history carried on). ``out`` may not be a bundled weights file unless ``force``. A fresh VAE
+    (``vae_config``, default 64 px) is built from ``cfg.seed``, so equal runs give equal weights.
     """
     cfg = cfg or TrainConfig()
     path = check_out_path(out, force=force)
@@ -267,8 +286,14 @@ def train_detector(
         previous.extend(old_info.get("history", []))
         earlier = old_info.get("command")
         earlier_seconds = float(old_info.get("seconds_total", old_info.get("seconds", 0.0)) or 0.0)
+        if vae_config is not None and vae_config.image_size != model.config.image_size:
+            raise WeightsSizeError(
+                f"the weights {resume} to resume were trained at {model.config.image_size} px, not "
+                f"the {vae_config.image_size} px asked for",
+                settings=("image_size", "resume"),
+            )
     else:
-        model = VAE()
+        model = build_vae(vae_config, cfg.seed)
     history: list[dict[str, float]] = list(previous)
 
     def record(epoch: int, stats: dict[str, float]) -> None:

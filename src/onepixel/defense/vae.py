@@ -1,4 +1,5 @@
-"""Convolutional variational autoencoder for 64x64 RGB patches (the detector of paper 001).
+"""Convolutional variational autoencoder for RGB patches (the detector of paper 001; 64x64 by default,
+any multiple of 16 px with ``VAEConfig.image_size``).
 
 Encoder: four stride-2 convolutions (64 -> 4 px) and a dense layer to (mu, log var) in R^H
 (H = 500 as in the paper). Decoder: a dense layer back to a 4x4 feature map, four transposed
@@ -51,6 +52,18 @@ class VAEConfig:
         )
 
 
+def check_image_size(size: int, stages: int = 4) -> int:
+    """Return ``size`` when a VAE of ``stages`` stride-2 stages takes it (a positive multiple of
+    ``2**stages``: 16 for the default four); ValueError naming the sizes it takes otherwise."""
+    step = 2**stages
+    if size < step or size % step:
+        raise ValueError(
+            f"the VAE cannot take {size}x{size} images: its {stages} stride-2 stages need a multiple "
+            f"of {step} (e.g. {max(step, size // step * step)} or {(size // step + 1) * step})"
+        )
+    return size
+
+
 def _down(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
@@ -69,9 +82,7 @@ class VAE(nn.Module):
         self.config = config or VAEConfig()
         ch = list(self.config.channels)
         n = len(ch)
-        self.feat = self.config.image_size // 2**n
-        if self.feat < 1 or self.config.image_size % 2**n:
-            raise ValueError(f"image size {self.config.image_size} does not halve {n} times")
+        self.feat = check_image_size(self.config.image_size, n) // 2**n
         flat = ch[-1] * self.feat * self.feat
         self.encoder = nn.Sequential(
             nn.Conv2d(3, ch[0] // 2, 3, padding=1),
