@@ -157,6 +157,29 @@ def test_three_class_onnx_model_attacked_at_96_px_untargeted_and_targeted(
         assert [r.score_before >= 0.5 for r in run.records] == right
     for record, flip in zip(run.records, flips, strict=True):
         assert (record.extra["predicted_after"] == "normal") == flip or not flip
+    assert_target_reached_counts(tmp_path / "targeted", tmp_path / "untargeted", files["onnx"])
+
+
+def assert_target_reached_counts(targeted: Path, untargeted: Path, onnx: Path) -> None:
+    """The summary (JSON and table) and the report count the images that reached the target class
+    (flips the model predicts as the target after, judged again here); untargeted runs say nothing."""
+    run = read_run(targeted)
+    with open_target(str(onnx)) as tgt:
+        labels = tgt.info.labels
+        after = [labels[int(tgt.predict_proba(run.image(r.image_id)[None])[0].argmax())] for r in run.records]
+    reached = sum(bool(r.flip) and a == "normal" for r, a in zip(run.records, after, strict=True))
+    assert reached >= 1
+    summary = json.loads(invoke("run", "summary", targeted, "--json"))
+    assert (summary["target_class"], summary["reached_target"]) == ("normal", reached)
+    row = re.search(r"reached the target class normal │ (\d+) │", invoke("run", "summary", targeted))
+    assert row is not None and int(row[1]) == reached
+    plain = json.loads(invoke("run", "summary", untargeted, "--json"))
+    assert "target_class" not in plain and "reached the target" not in invoke("run", "summary", untargeted)
+    report = targeted.parent / "targeted.html"
+    invoke("report", targeted, "--out", report)
+    html = " ".join(unescape(re.sub(r"<[^>]+>", " ", report.read_text())).split())
+    assert f"; {reached} reached the target class normal." in html
+    assert f"; {reached} to normal" in html
 
 
 @pytest.fixture(scope="module")

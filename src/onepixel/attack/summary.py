@@ -146,6 +146,17 @@ def flip_stats(records: Sequence[AttackRecord]) -> dict[str, Any]:
     }
 
 
+def target_reached(records: Sequence[AttackRecord], config: dict[str, Any]) -> tuple[str | None, int | None]:
+    """Return ``(target class, images that reached it)`` of a targeted run, ``(None, None)`` for
+    any other. An image reached the target when it was right before the attack (a flip) and the
+    model predicts the target class after it (the record's ``extra["predicted_after"]``)."""
+    target = (config.get("objective_options") or {}).get("target_class")
+    if config.get("objective") != "targeted" or target is None:
+        return None, None
+    reached = sum(record_flip(r) and r.extra.get("predicted_after") == target for r in records)
+    return str(target), int(reached)
+
+
 def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
     """Return :func:`summarize` of a run folder (path or read :class:`RunFolder`) plus its labels,
     config and progress."""
@@ -155,6 +166,9 @@ def summarize_run(run_dir: str | Path | RunFolder) -> dict[str, Any]:
     if isinstance(run_dir, RunFolder):
         run_dir = run.path
     summary = summarize(records, run.direction)
+    target_class, reached = target_reached(records, config)
+    if target_class is not None:  # targeted runs only
+        summary.update(target_class=target_class, reached_target=reached)
     summary.update(
         run_dir=str(run_dir),
         selected=len(selected),
@@ -211,6 +225,8 @@ class RunSummary:
     pixels: int | None
     de: dict[str, Any] | None
     seed: int | None
+    target_class: str | None = None  # targeted runs only: the class the attack pushed toward
+    reached_target: int | None = None  # targeted runs only: flips predicted as target_class after
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
@@ -250,6 +266,8 @@ class RunFindings:
     already_wrong: int
     flipped_ids: list[str]
     worst: WorstCase | None
+    target_class: str | None = None  # targeted runs only
+    reached_target: int | None = None  # targeted runs only: flips predicted as target_class after
 
 
 def run_findings(run_dir: str | Path | RunFolder) -> RunFindings:
@@ -258,10 +276,12 @@ def run_findings(run_dir: str | Path | RunFolder) -> RunFindings:
     A flip is an attack whose clean score was on the true label's side of 0.5 and whose
     adversarial score is across it; an image already misclassified is never a flip. The worst
     case is the lowest score after a 'lower' attack (highest after 'raise') and its image, among
-    the images right before the attack (None when there is none).
+    the images right before the attack (None when there is none). A targeted run also counts
+    the images that reached its target class (:func:`target_reached`).
     """
     run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir)
     records, direction = run.records, run.direction
+    target_class, reached = target_reached(records, run.config.raw if run.config is not None else {})
     before = np.array([r.score_before for r in records], dtype=np.float64)
     after = np.array([r.score_after for r in records], dtype=np.float64)
     right = direction.true_side(before)
@@ -278,6 +298,8 @@ def run_findings(run_dir: str | Path | RunFolder) -> RunFindings:
         already_wrong=int((~right).sum()),
         flipped_ids=[r.image_id for r, f in zip(records, flips, strict=True) if f],
         worst=worst,
+        target_class=target_class,
+        reached_target=reached,
     )
 
 
@@ -322,6 +344,10 @@ def render_summary(summary: dict[str, Any]) -> list[Any]:
     counts.add_row("mean wall time per attack (s)", _fmt(summary["mean_wall_time_s"], 3), "")
     if "flips" in summary:
         counts.add_row("flips (right before, wrong after)", str(summary["flips"]), "")
+        if summary.get("target_class") is not None:
+            counts.add_row(
+                f"reached the target class {summary['target_class']}", str(summary["reached_target"]), ""
+            )
         counts.add_row("median queries to flip", _fmt(summary["queries_to_flip_median"], 6), "")
         counts.add_row("CPU seconds", _fmt(summary["cpu_seconds"], 4), "")
     counts.caption = "shares of success are of the non-early attacks, as in the paper"

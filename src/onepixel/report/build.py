@@ -349,6 +349,11 @@ def _findings_lead(f: RunFindings) -> str:
             if f.already_wrong
             else ""
         )
+        + (
+            f"; {f.reached_target} reached the target class {f.target_class}"
+            if f.target_class is not None
+            else ""
+        )
         + "."
     )
     if f.worst:
@@ -766,7 +771,9 @@ def findings_section(views: list[RunView], guards: dict[str, Any], pooled: str) 
                 v.name,
                 v.title.removeprefix("Attack "),
                 f.attacked,
-                f"{f.flips}" + (f" (+{f.already_wrong} already wrong)" if f.already_wrong else ""),
+                f"{f.flips}"
+                + (f" (+{f.already_wrong} already wrong)" if f.already_wrong else "")
+                + (f"; {f.reached_target} to {f.target_class}" if f.target_class is not None else ""),
                 worst,
                 guard_verdict(guards.get(v.name), pooled),
             ]
