@@ -267,12 +267,13 @@ def test_analysis_figures_are_captioned_and_empty_groups_said(study: dict[str, P
 
 
 def test_a_csv_only_run_folder_makes_a_report(study: dict[str, Path], tmp_path: Path) -> None:
-    """A folder holding only the ``attacks.csv`` export (no attacks.sqlite, no config) is read
-    as read_run reads it: its findings row counts the flips its records hold."""
+    """A folder holding only the ``attacks.csv`` export (no attacks.sqlite, no config, no
+    adversarial PNGs) is read as read_run reads it: its findings row counts the flips its records
+    hold, and the figures that need no image are drawn while the image pairs are left out (said)."""
     folder = tmp_path / "csv-only"
     folder.mkdir()
     (folder / "attacks.csv").write_bytes((study["lower-a"] / "attacks.csv").read_bytes())
-    report = build_report([folder], tmp_path / "report.html", make_figures=False)
+    report = build_report([folder], tmp_path / "report.html", make_figures=True)
     findings = report.read_text().split("<h2>Findings</h2>", 1)[1].split("</section>", 1)[0]
     row = re.search(r'<td data-label="run">csv-only</td>(.*?)</tr>', findings)
     assert row
@@ -280,3 +281,7 @@ def test_a_csv_only_run_folder_makes_a_report(study: dict[str, Path], tmp_path: 
     flips, wrong = flips_of(study["lower-a"])
     assert values["flips"] == f"{flips}" + (f" (+{wrong} already wrong)" if wrong else "")
     assert values["images attacked"] == "4"
+    drawn = sorted(png.name for png in (folder / "figures").glob("*.png"))
+    assert drawn == ["colours.png", "convergence.png", "scores_boxplot.png"]
+    text = " ".join(re.sub(r"<[^>]+>", " ", report.read_text()).split())
+    assert "4 of 4 attacks have no adversarial image in this folder" in text

@@ -228,7 +228,8 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     """Write every campaign figure into ``RUN_DIR/figures`` and return their paths.
 
     ``ids`` picks the attacks of the convergence plot (default: the few most successful and a
-    failed one); pairs are drawn for the first ``n_pairs`` of those.
+    failed one); pairs are drawn for the first ``n_pairs`` of those that have an adversarial
+    image in the folder (a folder holding only the CSV export has none, so no pairs).
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
@@ -241,7 +242,7 @@ def make_figures(run_dir: str | Path, ids: Sequence[str] | None = None, n_pairs:
     chosen = list(ids) if ids else default_convergence_ids(records)
     paths.append(convergence_plot(records, chosen, summary, out / "convergence.png"))
     by_id = {r.image_id: r for r in records}
-    for image_id in chosen[:n_pairs]:
+    for image_id in [i for i in chosen if run.has_image(i)][:n_pairs]:
         adversarial = run.image(image_id)
         paths.append(pair_figure(by_id[image_id], adversarial, summary, out / f"pair_{image_id}.png"))
     paths.append(colour_chart(records, summary, out / "colours.png"))

@@ -109,6 +109,12 @@ class RunFolder:
         """Return True when every selected image has a stored attack."""
         return len(self.records) == len(self.selected)
 
+    def has_image(self, image_id: str) -> bool:
+        """Return True when the adversarial PNG of ``image_id`` is in the folder (a CSV export alone
+        has none)."""
+        path = self.pngs.get(image_id)
+        return path is not None and path.is_file()
+
     def png_path(self, image_id: str) -> Path:
         """Return the adversarial PNG path of ``image_id``; RunLoadError when it has none."""
         path = self.pngs.get(image_id)

@@ -235,6 +235,7 @@ class RunView:
     config: dict[str, Any]
     kind: str
     title: str
+    missing_images: int = 0  # records without an adversarial PNG (a folder holding only the CSV)
 
     @property
     def name(self) -> str:
@@ -289,7 +290,8 @@ def _run_view(run_dir: Path) -> RunView:
     run = read_run(run_dir)
     summary = run_summary(run)
     config = run.config.raw if run.config is not None else {}
-    return RunView(summary, run_findings(run), config, run_kind(config), run_title(summary, config))
+    missing = sum(not run.has_image(r.image_id) for r in run.records)
+    return RunView(summary, run_findings(run), config, run_kind(config), run_title(summary, config), missing)
 
 
 def _run_settings(run_dir: Path, view: RunView, method_name: str, on_de: bool) -> dict[str, Any]:
@@ -404,6 +406,13 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, RunView]:
     ]
     figures = _run_figures(run_dir, s, make_figs)
     blocks: list[Any] = [Text(_findings_lead(f))]
+    if view.missing_images:
+        blocks.append(
+            Text(
+                f"{view.missing_images} of {f.attacked} attacks have no adversarial image in this folder "
+                "(an attacks.csv export): the clean and attacked image pairs are left out."
+            )
+        )
     if figures:
         blocks.append(Grid(figures))
     blocks.append(Details("Settings and raw tables", raw))
