@@ -14,6 +14,7 @@ from conftest import write_class_folders
 from onepixel.analysis.loading import load_run, load_runs
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.attack.de import paper_de_config
+from onepixel.attack.records import record_flip
 from onepixel.attack.run_folder import RunConfig, RunFolder, RunLoadError, read_run
 from onepixel.attack.store import PNG_DIR, CampaignStore, StoreError
 from onepixel.attack.summary import run_findings, run_summary, summarize, summarize_run
@@ -78,11 +79,11 @@ def test_former_readers_give_what_the_store_holds(runs: dict[str, Path]) -> None
     table = load_runs(dirs)
     assert list(table.image_id) == [r.image_id for _, recs, _ in views for r in recs]
     assert list(table.direction) == ["lower"] * 3 + ["raise"] * 3
-    # defense: images in record order, ids, success flags, runs
+    # defense: images in record order, ids, success flags (flips: an image wrong before never counts), runs
     adv = load_adversarial(dirs)
     expected = [read_png(p[r.image_id]) for _, recs, p in views for r in recs]
     np.testing.assert_array_equal(adv.images, np.stack(expected))
-    assert list(adv.success) == [bool(r.success) for _, recs, _ in views for r in recs]
+    assert list(adv.success) == [record_flip(r) for _, recs, _ in views for r in recs]
     assert list(adv.run) == [str(dirs[0])] * 3 + [str(dirs[1])] * 3
     # guard evaluation
     campaign = load_campaign(dirs[1])
