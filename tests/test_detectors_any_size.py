@@ -73,6 +73,8 @@ def test_a_vae_trained_at_96_px_scores_96_px_images(folders: dict[str, Path], tm
     train = ["detector", "train", "--data", str(folders["clean"]), "--epochs", "1", "--out", str(weights)]
     refused = CliRunner().invoke(app, [*train, "--image-size", "100"])
     assert refused.exit_code == 2 and "multiple of 16" in plain(refused.output)
+    refused = CliRunner().invoke(app, [*train, "--mse-reduction", "median"])
+    assert refused.exit_code == 2 and "'median' is not one of 'keras', 'mean', 'sum'" in plain(refused.output)
     result = CliRunner().invoke(app, [*train, "--image-size", "96"])
     assert result.exit_code == 0, result.output
     vae, meta = load_vae(weights)

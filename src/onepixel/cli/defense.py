@@ -17,6 +17,7 @@ from onepixel.cli.common import (
     fail,
     stdout_console,
 )
+from onepixel.defense.vae import Reduction
 
 EpochsOpt = Annotated[int, typer.Option(help="Passes over the training images.")]
 TrainSeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")]
@@ -33,7 +34,7 @@ HeldoutOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option(help="PyTorch CPU threads.")]
 KlWeightOpt = Annotated[float, typer.Option(help="Lambda, the KL weight of the loss.")]
 MseReductionOpt = Annotated[
-    str,
+    Reduction,
     typer.Option(help="Reconstruction term per image: keras (sum over pixels of channel mean), mean, sum."),
 ]
 ResumeOpt = Annotated[
@@ -84,7 +85,7 @@ def _train_command(
     heldout: float,
     threads: int,
     kl_weight: float,
-    mse_reduction: str,
+    mse_reduction: Reduction,
     resume: Path | None,
     image_size: int,
 ) -> str:
