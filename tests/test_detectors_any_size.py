@@ -61,6 +61,16 @@ def test_detector_evaluate_at_96_px_scores_the_residual_detectors(
     assert saved["image size"] == 96 and "train-detector --image-size 96" in saved["note"]
     assert (tmp_path / "roc_curves.png").stat().st_size > 1000
     assert not (tmp_path / "reconstructions.png").exists()
+    # Without campaigns: seeded random one-pixel changes of the clean patches, at --image-size.
+    args = ("--data", folders["clean"], "--synthetic", 10, "--image-size", 96, "--positive", "Atypical")
+    code, output, stdout = evaluate(*args, "--out", tmp_path / "synthetic", "--json")
+    assert code == 0, output
+    synthetic = json.loads(stdout)
+    assert (
+        synthetic["image_size"] == 96
+        and synthetic["split"]["adversarial_val"] + synthetic["split"]["adversarial_test"] == 10
+    )
+    assert {row["detector"] for row in synthetic["summary"]} == {"residual", "residual-norm"}
     # Naming the 64-px VAE for 96-px images is refused with the command that fixes it.
     code, output, _ = evaluate(folders["run"], "--data", folders["clean"], "--detector", "vae_amibr")
     text = plain(output)

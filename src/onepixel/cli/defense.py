@@ -19,6 +19,14 @@ from onepixel.cli.common import (
 )
 from onepixel.defense.vae import Reduction
 
+CleanPositiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--positive",
+        help="A class folder of interest, when the data folder's classes do not tell (e.g. three "
+        "classes); the detectors use no labels, so any class will do.",
+    ),
+]
 EpochsOpt = Annotated[int, typer.Option(help="Passes over the training images.")]
 TrainSeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, batches, augmentation, split.")]
 VaeOutOpt = Annotated[
@@ -98,10 +106,16 @@ def _train_command(
     )
 
 
-def _vae_config(image_size: int) -> Any:
-    """Return the VAE config for ``--image-size``; a clear CLI error for sizes it cannot take."""
+def _vae_config(image_size: int, out: Path, force: bool) -> Any:
+    """Return the VAE config for ``--image-size``; a clear CLI error for sizes it cannot take, or
+    for an ``--out`` that is a bundled weights file (without ``--force``)."""
+    from onepixel.defense.train import BundledWeightsError, check_out_path
     from onepixel.defense.vae import VAEConfig, check_image_size
 
+    try:
+        check_out_path(out, force=force)
+    except BundledWeightsError as exc:
+        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
     try:
         return VAEConfig(image_size=check_image_size(image_size))
     except ValueError as exc:
@@ -120,18 +134,15 @@ def train_detector(
     mse_reduction: MseReductionOpt = "keras",
     resume: ResumeOpt = None,
     image_size: VaeSizeOpt = 64,
+    positive: CleanPositiveOpt = None,
 ) -> None:
     """Train the VAE detector on clean train-split patches (centre crops of --image-size px) and
     write its weights."""
-    from onepixel.defense.train import BundledWeightsError, TrainConfig, check_out_path, heldout_mask
+    from onepixel.defense.train import TrainConfig, heldout_mask
     from onepixel.defense.train import train_detector as train
 
-    try:
-        check_out_path(out, force=force)
-    except BundledWeightsError as exc:
-        raise typer.BadParameter(f"{exc} (pass --force).", param_hint="--out") from None
-    vae_config = _vae_config(image_size)
-    root, patches = _open_clean(data, amibr_split="train", input_size=None)
+    vae_config = _vae_config(image_size, out, force)
+    root, patches = _open_clean(data, amibr_split="train", input_size=None, positive=positive)
     cfg = TrainConfig(
         epochs=epochs, seed=seed, threads=threads, kl_weight=kl_weight, mse_reduction=mse_reduction
     )
@@ -200,10 +211,15 @@ SummaryJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary 
 
 
 def _detector_inputs(
-    runs: list[Path] | None, data: Path | None, size: int | None, resize: bool, synthetic: int, seed: int
+    runs: list[Path] | None,
+    data: Path | None,
+    size: int | None,
+    fit: dict[str, Any],
+    synthetic: int,
+    seed: int,
 ) -> tuple[Any, Any]:
-    """Return ``(clean patches, adversarial set)`` at the campaigns' image size (or ``size``);
-    exit with the error otherwise."""
+    """Return ``(clean patches, adversarial set)`` at the campaigns' image size (or ``size``),
+    the clean patches opened with ``fit`` (resize, positive); exit with the error otherwise."""
     from onepixel.config import IMAGE_SIZE
     from onepixel.data.patches import DataError
     from onepixel.defense.evaluate import load_runs, synthetic_attacks
@@ -218,7 +234,7 @@ def _detector_inputs(
     if size is not None and found is not None and size != found:
         raise fail(f"--image-size {size}: the campaigns' images are {found}x{found} (leave --image-size out)")
     size = size or found or IMAGE_SIZE
-    _, clean = _open_clean(data, input_size=size, resize=resize)
+    _, clean = _open_clean(data, input_size=size, **fit)
     if adversarial is None:
         adversarial = synthetic_attacks(clean.images, clean.names, synthetic, seed)
     return clean, adversarial
@@ -293,6 +309,7 @@ def evaluate_detector(
     synthetic: SyntheticOpt = 0,
     image_size: DetectorSizeOpt = None,
     resize: ResizeOption = False,
+    positive: CleanPositiveOpt = None,
     as_json: SummaryJsonOpt = False,
 ) -> None:
     """Evaluate the VAE detector (and the residual baselines) on campaign adversarial images
@@ -311,7 +328,8 @@ def evaluate_detector(
     )
 
     torch.set_num_threads(1)
-    clean, adversarial = _detector_inputs(runs, data, image_size, resize, synthetic, seed)
+    fit = {"resize": resize, "positive": positive}
+    clean, adversarial = _detector_inputs(runs, data, image_size, fit, synthetic, seed)
     size = int(clean.images.shape[1])
     vae, note = _detector_vae(detector, p, size)
     if note is not None:
