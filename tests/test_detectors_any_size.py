@@ -51,14 +51,14 @@ def test_detector_evaluate_at_96_px_scores_the_residual_detectors(
     assert code == 0, output
     doc = json.loads(stdout)
     assert doc["image_size"] == 96 and doc["vae_table"] is None
-    assert "onepixel train-detector --image-size 96" in doc["note"]
+    assert "onepixel detector train --image-size 96" in doc["note"]
     rows = {row["detector"]: row for row in doc["summary"]}
     assert set(rows) == {"residual", "residual-norm"}
     assert doc["split"]["clean_val"] + doc["split"]["clean_test"] == 40
     # One saturated yellow pixel is what the residual detector sees best.
     assert rows["residual"]["auc_test"] > 0.9
     saved = json.loads((tmp_path / "detector.json").read_text())
-    assert saved["image size"] == 96 and "train-detector --image-size 96" in saved["note"]
+    assert saved["image size"] == 96 and "detector train --image-size 96" in saved["note"]
     assert (tmp_path / "roc_curves.png").stat().st_size > 1000
     assert not (tmp_path / "reconstructions.png").exists()
     # Without campaigns: seeded random one-pixel changes of the clean patches, at --image-size.
@@ -75,7 +75,7 @@ def test_detector_evaluate_at_96_px_scores_the_residual_detectors(
     code, output, _ = evaluate(folders["run"], "--data", folders["clean"], "--detector", "vae_amibr")
     text = plain(output)
     assert code == 2 and "takes 64x64 images and these are 96x96" in text
-    assert "onepixel train-detector --image-size 96" in text
+    assert "onepixel detector train --image-size 96" in text
 
 
 def test_a_vae_trained_at_96_px_scores_96_px_images(folders: dict[str, Path], tmp_path: Path) -> None:
@@ -115,3 +115,22 @@ def test_equal_seeds_train_equal_vae_weights(test_split: PatchSet, tmp_path: Pat
         weights.append(load_vae(tmp_path / f"{name}.safetensors")[0].state_dict())
     assert all(np.array_equal(weights[0][k].numpy(), weights[1][k].numpy()) for k in weights[0])
     assert not all(np.array_equal(weights[0][k].numpy(), weights[2][k].numpy()) for k in weights[0])
+
+
+def test_a_guard_sized_for_a_96_px_model_inspects_and_repairs_96_px_images(
+    folders: dict[str, Path],
+) -> None:
+    """The service's path: a bundled residual guard given a threshold, sized to the model's 96 px,
+    flags a saturated pixel in a real 96-px patch, locates it and repairs it at that size."""
+    from onepixel.defense.guard_file import build_guard, sized_detector
+
+    clean = open_patches(folders["clean"], input_size=96).patches.images[:4]
+    guard = build_guard("residual", threshold=0.3)
+    sized_detector(guard.detector, 96, "--guard residual")
+    attacked = clean.copy()
+    attacked[:, 70, 20] = [255, 255, 0]
+    verdicts = guard.inspect(np.concatenate([clean, attacked]))
+    assert [v["suspected_pixel"] for v in verdicts[4:]] == [[20, 70]] * 4
+    assert all(v["adversarial"] for v in verdicts[4:])
+    repaired = guard.locator.repair(attacked, np.tile([20, 70], (4, 1)))
+    assert repaired.shape == (4, 96, 96, 3) and not (repaired[:, 70, 20] == [255, 255, 0]).all()

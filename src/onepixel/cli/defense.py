@@ -97,9 +97,9 @@ def _train_command(
     resume: Path | None,
     image_size: int,
 ) -> str:
-    """Return the ``onepixel train-detector`` command line stored with the weights."""
+    """Return the ``onepixel detector train`` command line stored with the weights."""
     return (
-        f"onepixel train-detector --epochs {epochs} --seed {seed} --heldout {heldout} "
+        f"onepixel detector train --epochs {epochs} --seed {seed} --heldout {heldout} "
         f"--threads {threads} --kl-weight {kl_weight} --mse-reduction {mse_reduction}"
         + (f" --image-size {image_size}" if image_size != 64 else "")
         + (f" --resume {resume}" if resume is not None else "")
@@ -245,7 +245,7 @@ def vae_size_note(vae_size: int, image_size: int, name: str) -> str:
     ``image_size``-px images, and the command that trains one that can."""
     return (
         f"the VAE {name} takes {vae_size}x{vae_size} images and these are {image_size}x{image_size}: "
-        f"train one at this size with `onepixel train-detector --image-size {image_size} --out FILE` "
+        f"train one at this size with `onepixel detector train --image-size {image_size} --out FILE` "
         "and pass it as --detector FILE"
     )
 

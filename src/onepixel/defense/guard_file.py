@@ -69,7 +69,16 @@ class Guard:
         if detector.threshold is None:
             raise ValueError("the guard's detector has no threshold: pass threshold= or infer one first")
         self.detector = detector
-        self.locator = locator or ResidualDetector()
+        self._locator = locator or ResidualDetector()
+
+    @property
+    def locator(self) -> ResidualDetector:
+        """Return the residual locator, at the detector's image size (a guard sized for another
+        model's input, see :func:`sized_detector`, locates pixels at that size too)."""
+        size = getattr(self.detector, "image_size", None)
+        if size is not None and self._locator.image_size != size:
+            self._locator.image_size = int(size)
+        return self._locator
 
     @property
     def threshold(self) -> float:
