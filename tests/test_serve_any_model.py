@@ -216,7 +216,14 @@ def test_serve_refuses_a_guard_calibrated_for_another_size(
     result = runner.invoke(cli, calibrate)
     assert result.exit_code == 0, result.output
     assert json.loads(guard96.read_text())["input_size"] == 96
-    assert open_guard(str(guard96), None, 96).info["input_size"] == 96  # the right size: served
+    served = open_guard(str(guard96), None, 96)  # the right size: served, and it inspects 96 px
+    assert served.info["input_size"] == 96
+    from onepixel.data.open import open_patches
+
+    images = open_patches(amibr_root, input_size=96).patches.images[:2].copy()
+    images[1, 10, 80] = [255, 255, 0]
+    verdicts = served.inspect(images)
+    assert verdicts[1]["suspected_pixel"] == [80, 10] and verdicts[1]["adversarial"]
     # The bundled 64-px model with a 96-px guard file, and the 96-px model with 64-px guards.
     cases = [
         (["--model", "bundled", "--guard", str(guard96)], "calibrated on 96x96 px", "takes 64x64"),
