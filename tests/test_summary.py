@@ -186,3 +186,25 @@ def test_figures_and_export_commands(real_run: Path) -> None:
     assert fig.exit_code == 0 and (real_run / "figures" / f"pair_{first}.png").is_file()
     bad = CliRunner().invoke(app, ["figures", str(real_run), "--id", "not-an-image"])
     assert bad.exit_code == 2 and "not-an-image" in bad.output
+
+
+@pytest.mark.parametrize("method", ["de", "sparse-rs", "exhaustive"])
+def test_the_console_shows_de_convergence_rows_only_for_de(method: str) -> None:
+    """Early convergence and generations are DE's notions; a Sparse-RS or exhaustive run's
+    summary table leaves them out (they would read "early-converged 0, mean generations 1")."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from onepixel.attack.summary import render_summary
+
+    records = [r.__class__(**{**r.__dict__, "method": method}) for r in synthetic()]
+    summary = summarize(records)
+    summary["methods"] = [method]
+    out = StringIO()
+    for table in render_summary(summary):
+        Console(file=out, width=200).print(table)
+    text = out.getvalue()
+    on_de = method == "de"
+    assert ("early-converged" in text) == on_de and ("mean generations" in text) == on_de
+    assert "flips (right before, wrong after)" in text

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from onepixel.attack.methods import method_title
 from onepixel.attack.objectives import strong_threshold
 from onepixel.attack.records import AttackRecord, record_flip, record_queries
 from onepixel.attack.run_folder import RunFolder, read_run
@@ -331,14 +332,16 @@ def render_summary(summary: dict[str, Any]) -> list[Any]:
     counts.add_row("attacked", str(summary["attacked"]), "")
     if summary.get("selected") and summary["selected"] != summary["attacked"]:
         counts.add_row("selected (campaign not finished)", str(summary["selected"]), "")
-    counts.add_row(
-        "early-converged (failed)", str(summary["early_converged"]), _pct(summary["early_converged_share"])
-    )
-    counts.add_row("non-early", str(summary["non_early"]), "")
+    on_de = all(method_title(m)[2] for m in summary.get("methods") or ["de"])  # DE-only rows
+    if on_de:
+        early, share = str(summary["early_converged"]), _pct(summary["early_converged_share"])
+        counts.add_row("early-converged (failed)", early, share)
+        counts.add_row("non-early", str(summary["non_early"]), "")
     s, st = summary["success"], summary["strong_success"]
     counts.add_row(f"success (score {sign} {s['threshold']})", str(s["count"]), _pct(s["share"]))
     counts.add_row(f"strong success (score {sign} {st['threshold']})", str(st["count"]), _pct(st["share"]))
-    counts.add_row("mean generations (non-early)", _fmt(summary["mean_generations_non_early"], 3), "")
+    if on_de:
+        counts.add_row("mean generations (non-early)", _fmt(summary["mean_generations_non_early"], 3), "")
     counts.add_row("median |score change| (non-early)", _fmt(summary["median_score_change_non_early"]), "")
     counts.add_row("mean evaluations per attack", _fmt(summary["mean_evaluations"], 5), "")
     counts.add_row("mean wall time per attack (s)", _fmt(summary["mean_wall_time_s"], 3), "")

@@ -312,10 +312,14 @@ def _run_settings(run_dir: Path, view: RunView, method_name: str, on_de: bool) -
     return settings
 
 
-def _count_rows(s: RunSummary, paper: dict[str, Any] | None) -> list[list[Any]]:
-    """Return the counts table of a run (with the paper's numbers in a fourth column)."""
+DE_ONLY_ROWS = ("early-converged (failed)", "non-early", "mean generations (non-early)")
+
+
+def _count_rows(s: RunSummary, paper: dict[str, Any] | None, on_de: bool) -> list[list[Any]]:
+    """Return the counts table of a run (with the paper's numbers in a fourth column); the rows
+    about DE's convergence and generations only for a run of DE."""
     sign = s.direction.sign
-    return [
+    rows = [
         ["attacked", s.attacked, "", paper and paper["attacked"]],
         [
             "early-converged (failed)",
@@ -340,6 +344,7 @@ def _count_rows(s: RunSummary, paper: dict[str, Any] | None) -> list[list[Any]]:
         ["mean evaluations per attack", s.mean_evaluations, "", None],
         ["mean wall time per attack (s)", s.mean_wall_time_s, "", None],
     ]
+    return rows if on_de else [row for row in rows if row[0] not in DE_ONLY_ROWS]
 
 
 def _findings_lead(f: RunFindings) -> str:
@@ -386,7 +391,7 @@ def _run_section(run_dir: Path, make_figs: bool) -> tuple[Section, RunView]:
     s, f = view.summary, view.findings
     method_name, _, on_de = method_title(s.method)
     paper = PAPER_PLAIN.get(s.direction) if on_de and s.objective in (None, "plain") else None
-    rows = _count_rows(s, paper)
+    rows = _count_rows(s, paper, on_de)
     raw: list[Any] = [
         KeyValues("Settings", _run_settings(run_dir, view, method_name, on_de)),
         Table(
