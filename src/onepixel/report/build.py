@@ -48,6 +48,7 @@ PAPER_PLAIN = {
     "raise": {"attacked": 80725, "early_converged_share": 0.997, "success_share": 0.84, "strong_share": 0.0},
 }
 PAPER_MEDIANS_LOWER = {"X": 32, "Y": 30, "R": 255, "G": 255, "B": 37}
+PAPER_IMAGE_SIZE = 64  # the MAX model's input, where the paper's X and Y were measured
 PAPER_EVEN_SHARE = {"lower": 5334 / 5343, "raise": 0.614}
 # What of a model's metadata the report shows: headline facts, not every training knob.
 CARD_KEYS = ("command", "epochs", "best_epoch", "seed", "train_seconds", "code_commit")
@@ -464,10 +465,16 @@ def _analysis_section(runs: list[Path], out_dir: Path) -> Section | None:
     for key, group in result["groups"].items():
         stats = group["chromatic"].get("stats") or group["chromatic"].get("coordinates") or {}
         rows = []
+        lower = Direction.from_str(group["direction"]).is_lower
+        # The paper's positions are on 64-px images: at another size compare relative positions.
+        native = (group.get("spatial") or {}).get("size", PAPER_IMAGE_SIZE) == PAPER_IMAGE_SIZE
         for channel in ("X", "Y", "R", "G", "B"):
-            row = stats.get(channel) or stats.get(channel.lower()) or {}
-            paper = PAPER_MEDIANS_LOWER[channel] if Direction.from_str(group["direction"]).is_lower else None
-            rows.append([channel, row.get("mean"), row.get("median"), row.get("sd"), paper])
+            stat = channel if native or channel not in "XY" else f"{channel}_rel"
+            row = stats.get(stat) or stats.get(stat.lower()) or {}
+            paper = PAPER_MEDIANS_LOWER[channel] if lower else None
+            if paper is not None and stat != channel:
+                paper = paper / PAPER_IMAGE_SIZE
+            rows.append([stat, row.get("mean"), row.get("median"), row.get("sd"), paper])
         blocks.append(
             Table(
                 f"{key}: attack position and colour ({group['partly_successful']} partly successful of "
