@@ -1122,7 +1122,7 @@ def guard_finding(data: list[dict[str, Any]]) -> str:
     through = sum(p["flips"] for p in plain)
     attacks = sum(p["attacks"] for p in plain)
     bare_flips = sum(bare[k]["flips"] for k in ("plain k=1", "plain k=3") if k in bare)
-    stops = "stops every" if through == 0 else f"lets {through} of {attacks} through of the"
+    stops = "stops every" if through == 0 else "does not stop every"
     median_ba = g["median 3x3"]["balanced_accuracy"]
     bare_ba = d["guard"]["balanced_accuracy_bare"]
     c = d["images"]["campaigns_per_direction"]

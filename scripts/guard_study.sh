@@ -4,6 +4,8 @@
 # trade-off, one step after another on one core; then one result JSON with provenance.
 #
 #   bash scripts/guard_study.sh OUT [CAMPAIGN_IMAGES] [WORST_CASE_IMAGES]  > OUT.log
+# (env: ONEPIXEL_DATA, PYTHON, ONEPIXEL for the interpreter and console script, FIGURE for the
+# trade-off PNG, default docs/figures/guard_tradeoff.png)
 #
 # Every step prints "=== NAME start", "+ COMMAND" and "=== NAME done rc=R S s" (the results
 # script reads the wall times and commands from that log).
@@ -41,5 +43,5 @@ step evaluate "$OP" guard evaluate "$OUT"/de40/* --data "$D" --detector "$OUT/gu
   --site-study "$OUT/site_study.json" --out "$OUT/guard_table.json"
 step tradeoff "$PY" scripts/guard_tradeoff.py --data "$D" \
   --worst-case "$OUT/worst-lower.json" "$OUT/worst-raise.json" \
-  --png docs/figures/guard_tradeoff.png --out "$OUT/tradeoff.json"
+  --png "${FIGURE:-docs/figures/guard_tradeoff.png}" --out "$OUT/tradeoff.json"
 echo "then: $PY scripts/guard_study_results.py $OUT --log LOG --runner scripts/guard_study.sh"
