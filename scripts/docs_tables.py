@@ -895,8 +895,10 @@ def guard_study_table(data: list[dict[str, Any]]) -> str:
     ]
     c = d["images"]["campaigns_per_direction"]
     w = d["images"]["worst_case_per_direction"]
+    de = next(x["de"] for x in d["campaigns"] if x["campaign"] == "plain-k1")
     note = (
-        f"Campaigns: {c['lower']} lower + {c['raise']} raise images; "
+        f"Campaigns: {c['lower']} lower + {c['raise']} raise images, DE {de['popsize']} members x "
+        f"{de['maxiter']} generations; "
         f"exhaustive: {w['lower']} + {w['raise']}. "
         "Adaptive k=1 sums every campaign aimed at the guard (the residual and VAE rows count "
         "the campaign aimed at both as well); exhaustive: images whose worst case flips through / "
