@@ -1021,6 +1021,422 @@ def detector_finding(data: list[dict[str, Any]]) -> str:
     )
 
 
+# --- guard study (docs/results.md, README) --------------------------------------------------
+
+GUARD_KINDS = ("plain k=1", "plain k=3", "adaptive k=1", "exhaustive k=1")
+
+
+def wilson_ci(successes: int, n: int) -> str:
+    """Return the 95% Wilson interval of ``successes`` of ``n`` as "[a%, b%]" ("-" when n = 0)."""
+    if n == 0:
+        return "-"
+    z = 1.959964
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return f"[{100 * max(0.0, centre - half):.0f}%, {100 * min(1.0, centre + half):.0f}%]"
+
+
+def count_ci(successes: int, n: int) -> str:
+    """Return "a / n [lo%, hi%]"."""
+    return f"{successes} / {n} {wilson_ci(successes, n)}"
+
+
+def rate_ci(rate: float, n: int) -> str:
+    """Return a rate measured on ``n`` images as "0.056 [4%, 7%]" (its count is rate x n)."""
+    return f"{rate:.3f} {wilson_ci(round(rate * n), n)}"
+
+
+def _adaptive_runs(d: dict[str, Any]) -> dict[str, dict[str, dict[str, int]]]:
+    """Return per campaign (lower + raise pooled) per guard the attacks and flips through it."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for run in d["guard"]["runs"]:
+        name = Path(run["run"]).name.rpartition("-")[0]
+        per = out.setdefault(name, {})
+        for guard, c in run["guards"].items():
+            t = per.setdefault(guard, {"attacks": 0, "flips": 0})
+            t["attacks"] += c["attacks"]
+            t["flips"] += c["flips"]
+    return out
+
+
+# which guard each campaign of scripts/guard_attacks.py is aimed at (guard-table row names)
+AIMED = {
+    "adaptive-residual": ("residual",),
+    "adaptive-robust": ("residual-robust",),
+    "adaptive-vae": ("vae p=7",),
+    "adaptive-both": ("residual + vae p=7",),
+    "through-repair1": ("repair-always k=1",),
+    "through-repair3": ("repair-always k=3",),
+    "through-median": ("median 3x3",),
+}
+
+
+def _wc_images(d: dict[str, Any]) -> int:
+    """Return the number of images of the exhaustive worst case (both directions)."""
+    return sum(int(w["images"]) for w in d["worst_case"].values())
+
+
+@generator("guard_study_table")
+def guard_study_table(data: list[dict[str, Any]]) -> str:
+    """Return the guard table: clean FPR in and out of domain, balanced accuracy, and the flips
+    through each guard of plain, adaptive and exhaustive k = 1 attacks with 95% Wilson intervals."""
+    (d,) = data
+    g = d["guard"]
+    clean_n = int(next(iter(g["guards"].values()))["clean_images"])
+    test_n = d["site_study"]["test_images"]
+    body = []
+    for name, row in g["guards"].items():
+        ood = row.get("clean_fpr_out_of_domain")
+        if ood:
+            worst = max(ood["cells"], key=lambda c: c["fpr"])
+            ood_txt = rate_ci(worst["fpr"], int(test_n[worst["tested_on"]]))
+        else:
+            ood_txt = "-"
+        fpr = row.get("clean_fpr_in_domain")
+        cells = [
+            name,
+            "-" if fpr is None else rate_ci(fpr, clean_n),
+            ood_txt,
+            f"{row['balanced_accuracy']:.4f}",
+        ]
+        for k in GUARD_KINDS:
+            t = row["through"].get(k)
+            if t is None:
+                cells.append("-")
+            elif k.startswith("exhaustive"):
+                cap = f" (lower bound, capped on {t['capped']})" if t.get("capped") else ""
+                cells.append(count_ci(t["flips"], t["on_true_side"]) + cap)
+            else:
+                cells.append(count_ci(t["flips"], t["attacks"]))
+        body.append(cells)
+    bare, be = g["bare"], g["bare_exhaustive"]
+    body.append(
+        ["no guard", "-", "-", f"{g['balanced_accuracy_bare']:.4f}"]
+        + [count_ci(bare[k]["flips"], bare[k]["attacks"]) if k in bare else "-" for k in GUARD_KINDS[:3]]
+        + [count_ci(be["flips"], be["attacks"])]
+    )
+    header = [
+        "guard",
+        f"clean FPR in domain ({clean_n} test patches) [95% Wilson]",
+        "clean FPR out of domain (worst leave-one-source-out)",
+        "clean balanced accuracy",
+        *[f"flips through: {k}" for k in GUARD_KINDS],
+    ]
+    c = d["images"]["campaigns_per_direction"]
+    w = d["images"]["worst_case_per_direction"]
+    de = next(x["de"] for x in d["campaigns"] if x["campaign"] == "plain-k1")
+    note = (
+        f"Campaigns: {c['lower']} lower + {c['raise']} raise images, DE {de['popsize']} members x "
+        f"{de['maxiter']} generations; "
+        f"exhaustive: {w['lower']} + {w['raise']}. "
+        "Adaptive k=1 sums every campaign aimed at the guard (the residual and VAE rows count "
+        "the campaign aimed at both as well); exhaustive: images whose worst case flips through / "
+        "images on their true side as served."
+    )
+    return note + "\n\n" + table(header, body)
+
+
+@generator("guard_study_campaigns")
+def guard_study_campaigns(data: list[dict[str, Any]]) -> str:
+    """Return per campaign the flips it reaches on the target it attacked and through every guard
+    (lower + raise pooled; the guard it was aimed at in bold)."""
+    (d,) = data
+    per = _adaptive_runs(d)
+    guards = list(d["guard"]["guards"])
+    own: dict[str, list[int]] = {}
+    for c in d["campaigns"]:
+        t = own.setdefault(c["campaign"], [0, 0])
+        t[0] += c["flips"]
+        t[1] += c["on_true_side"]
+    body = []
+    for name, by_guard in per.items():
+        aimed = AIMED.get(name, ())
+        cells = [name, ", ".join(aimed) or "bare classifier", count_ci(*own[name])]
+        for guard in guards:
+            t = by_guard[guard]
+            cell = f"{t['flips']} / {t['attacks']}"
+            cells.append(f"**{cell}**" if guard in aimed else cell)
+        body.append(cells)
+    header = ["campaign", "aimed at", "flips on the target it attacked", *[f"through {g}" for g in guards]]
+    return table(header, body)
+
+
+def _at_fpr(curve: dict[str, Any], fpr: float) -> int:
+    """Return the flips through a reject detector at the swept clean FPR closest to ``fpr``."""
+    gaps = [abs(f - fpr) for f in curve["fpr"]]
+    return int(curve["flips"][gaps.index(min(gaps))])
+
+
+@generator("guard_tradeoff")
+def guard_tradeoff(data: list[dict[str, Any]]) -> str:
+    """Return the trade-off table: worst-case flips through each reject detector at clean FPRs of
+    1, 5, 10 and 20 % and the first swept FPR with none; the other guards at FPR 0."""
+    (d,) = data
+    t = d["tradeoff"]
+    n = int(t["images"])
+    levels = (0.01, 0.05, 0.1, 0.2)
+    body = []
+    for name, g in t["guards"].items():
+        if isinstance(g["fpr"], list):
+            zero = [f for f, k in zip(g["fpr"], g["flips"], strict=True) if k == 0]
+            first = (
+                pct(min(zero)) if zero else f"none up to {pct(max(g['fpr']))} ({int(g['flips'][-1])} left)"
+            )
+            label = name + (" (lower bound)" if g.get("capped") else "")
+            body.append([label, *[f"{_at_fpr(g, f)} / {n}" for f in levels], first])
+        else:
+            body.append([name + " (never rejects)", *[f"{g['flips']} / {n}"] * len(levels), "-"])
+    body.append(["no guard", *[f"{t['bare_flips']} / {n}"] * len(levels), "-"])
+    header = [
+        "guard",
+        *[f"flips through at clean FPR {100 * f:g} %" for f in levels],
+        "first FPR with 0 flips",
+    ]
+    return table(header, body)
+
+
+@generator("guard_site_n")
+def guard_site_n(data: list[dict[str, Any]]) -> str:
+    """Return the site-calibration sample-size table of the residual detector and how far the
+    other detectors' mean FPRs lie from it."""
+    (d,) = data
+    s = d["site_study"]
+    sites = list(s["images"])
+    res = s["sample_size"]["residual"]
+    body = []
+    for i, row in enumerate(res[sites[0]]):
+        cells = [str(row["n"])]
+        for site in sites:
+            r = res[site][i]
+            cells += [f"{r['mean_fpr']:.3f} ({r['p5']:.3f}-{r['p95']:.3f})", f"{r['within_2pt']:.2f}"]
+        body.append(cells)
+    header = ["n clean patches"]
+    for site in sites:
+        header += [f"{site} ({s['images'][site]:,} patches): mean FPR (5-95 %)", "draws within +-2 pt"]
+    others = [n for n in s["sample_size"] if n != "residual"]
+    gap = max(
+        (
+            abs(a["mean_fpr"] - b["mean_fpr"])
+            for n in others
+            for site in sites
+            for a, b in zip(s["sample_size"][n][site], res[site], strict=True)
+        ),
+        default=0.0,
+    )
+    draws = s["command"].split("--draws ")[1].split()[0]
+    intro = (
+        f"{draws} draws per n; residual detector. The other detectors ({', '.join(others)}) give mean "
+        f"FPRs within {gap:.3f} of these at every n and site (all rows in the JSON)."
+    )
+
+    def smallest(share: float) -> str:
+        ok = [
+            res[sites[0]][i]["n"]
+            for i in range(len(res[sites[0]]))
+            if all(res[site][i]["within_2pt"] >= share for site in sites)
+        ]
+        return f"{min(ok):,}" if ok else f"none up to {res[sites[0]][-1]['n']:,}"
+
+    answer = (
+        "Smallest n that puts the FPR within +-2 points of the target in at least 9 draws of 10 "
+        f"on both sites: **{smallest(0.9)}**; in at least 19 of 20: **{smallest(0.95)}**."
+    )
+    return intro + "\n\n" + table(header, body) + "\n\n" + answer
+
+
+@generator("guard_site_loso")
+def guard_site_loso(data: list[dict[str, Any]]) -> str:
+    """Return the leave-one-source-out table: clean FPR on the other source's test patches with
+    its 95% Wilson interval, on the same source's test patches, and saturated pixels detected."""
+    (d,) = data
+    rows = list(d["site_study"]["leave_one_source_out"])
+    test_n = d["site_study"]["test_images"]
+    exploratory = d.get("site_study_rank", {}).get("leave_one_source_out", [])
+    rows += [r for r in exploratory if r["detector"] == "residual-rank"]
+    body = []
+    for r in rows:
+        name = r["detector"] + (" (exploratory)" if r["detector"] == "residual-rank" else "")
+        body.append(
+            [
+                name,
+                r["calibrated_on"],
+                f"{r['tested_on']} ({test_n[r['tested_on']]})",
+                rate_ci(r["clean_fpr_other_source"], int(test_n[r["tested_on"]])),
+                rate_ci(r["clean_fpr_same_source_test"], int(test_n[r["calibrated_on"]])),
+                f"{r['saturated_pixel_detected_other_source']:.3f}",
+            ]
+        )
+    header = [
+        "detector",
+        "calibrated on (all its patches)",
+        "tested on (test patches)",
+        "clean FPR, other source [95% Wilson]",
+        "clean FPR, same source (test)",
+        "saturated pixel detected, other source",
+    ]
+    return table(header, body)
+
+
+@generator("guard_worst_colours")
+def guard_worst_colours(data: list[dict[str, Any]]) -> str:
+    """Return the colours of the worst cases that flip through each reject guard at its
+    threshold: how many are black, white or another RGB-cube corner."""
+    (d,) = data
+    names = {"(0, 0, 0)": "black", "(255, 255, 255)": "white"}
+    body = []
+    for guard in ("residual", "residual-robust"):
+        colours: dict[str, int] = {}
+        for w in d["worst_case"].values():
+            gd = w["guards"][guard]
+            for flipped, vec in zip(gd["flipped"], gd["worst_vector"], strict=True):
+                if flipped:
+                    rgb = str(tuple(vec[2:5]))
+                    key = f"{names[rgb]} {rgb}" if rgb in names else rgb
+                    colours[key] = colours.get(key, 0) + 1
+        cells = ", ".join(f"{c} x {n}" for c, n in sorted(colours.items(), key=lambda kv: -kv[1]))
+        body.append([guard, str(sum(colours.values())), cells or "-"])
+    return table(["guard", "worst cases through", "colour of the worst pixel x images"], body)
+
+
+@generator("guard_bundled")
+def guard_bundled(data: list[dict[str, Any]]) -> str:
+    """Return the bundled guard thresholds, their calibration patches and their test-split FPR."""
+    (d,) = data
+    rows = d["guard"]["guards"]
+    clean_n = int(next(iter(rows.values()))["clean_images"])
+    body = []
+    for det, b in d["bundled_guards"].items():
+        fpr = rows.get(det, {}).get("clean_fpr_in_domain")
+        body.append(
+            [
+                f"`{det}`",
+                f"{b['threshold']:.4g}",
+                f"{b['calibration_images']:,} ({b['calibration_selection']})",
+                f"{100 * b['target_fpr']:g} %",
+                "-" if fpr is None else rate_ci(fpr, clean_n),
+            ]
+        )
+    header = ["guard", "threshold", "calibrated on", "target FPR", f"clean FPR, test split ({clean_n})"]
+    return table(header, body)
+
+
+def _fpr_range(d: dict[str, Any], detectors: tuple[str, ...]) -> tuple[float, float]:
+    """Return the lowest and highest worst out-of-domain FPR among ``detectors``."""
+    worst: dict[str, float] = {}
+    for r in d["site_study"]["leave_one_source_out"]:
+        if r["detector"] in detectors:
+            worst[r["detector"]] = max(worst.get(r["detector"], 0.0), r["clean_fpr_other_source"])
+    return min(worst.values()), max(worst.values())
+
+
+@generator("guard_finding")
+def guard_finding(data: list[dict[str, Any]]) -> str:
+    """Return the README's guard finding: plain flips stopped by the residual guard, the adaptive
+    and exhaustive flips through each guard, and the out-of-domain false-alarm range."""
+    (d,) = data
+    g = d["guard"]["guards"]
+    per = _adaptive_runs(d)
+    res = g["residual"]["through"]
+    plain = [res[k] for k in ("plain k=1", "plain k=3")]
+    bare = d["guard"]["bare"]
+    wc = {name: row["through"].get("exhaustive k=1") for name, row in g.items()}
+
+    def adaptive(campaign: str, guard: str) -> str:
+        t = per[campaign][guard]
+        return count_ci(t["flips"], t["attacks"])
+
+    def exhaustive(guard: str) -> str:
+        t = wc[guard]
+        return count_ci(t["flips"], t["on_true_side"])
+
+    lo, hi = _fpr_range(d, ("residual", "residual-robust", "vae"))
+    through = sum(p["flips"] for p in plain)
+    attacks = sum(p["attacks"] for p in plain)
+    bare_flips = sum(bare[k]["flips"] for k in ("plain k=1", "plain k=3") if k in bare)
+    stops = "stops every" if through == 0 else "does not stop every"
+    median_ba = g["median 3x3"]["balanced_accuracy"]
+    bare_ba = d["guard"]["balanced_accuracy_bare"]
+    c = d["images"]["campaigns_per_direction"]
+    w = d["images"]["worst_case_per_direction"]
+    fpr = pct(g["residual"]["clean_fpr_in_domain"])
+    sizes = f"DE on the {c['lower']} + {c['raise']} borderline test images"
+    sizes += f", exhaustive k = 1 on {w['lower']} + {w['raise']}"
+    return (
+        f"  In the guard study (`docs/results.md`; {sizes}) the one-pixel residual guard {stops}\n"
+        f"  plain DE flip ({bare_flips} flips on the bare classifier at k = 1 and 3; "
+        f"{through} of {attacks} through, {fpr} clean false alarms). "
+        "**No guard holds against an attacker who knows\n"
+        f"  it**: adaptive DE gets {adaptive('adaptive-residual', 'residual')} flips past the "
+        "residual guard, and the exhaustive worst case\n"
+        f"  {exhaustive('residual')}; the 3x3 median pre-filter lets "
+        f"{adaptive('through-median', 'median 3x3')} adaptive and {exhaustive('median 3x3')} "
+        "worst-case flips through\n"
+        f"  (clean balanced accuracy {median_ba:.3f}, bare {bare_ba:.3f}). Out of domain "
+        "(calibrated on one AMi-Br source, tested on the other) the worst false-alarm rate of the "
+        f"reject\n  detectors is {pct(lo)}-{pct(hi)}, against a 5% target."
+    )
+
+
+@generator("guard_goals")
+def guard_goals(data: list[dict[str, Any]]) -> str:
+    """Return the guard goals of the issue, each with its measured result and met / fails."""
+    (d,) = data
+    g = d["guard"]["guards"]
+    bare_ba = d["guard"]["balanced_accuracy_bare"]
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**fails**"
+
+    worst: dict[str, float] = {}
+    for r in d["site_study"]["leave_one_source_out"]:
+        worst[r["detector"]] = max(worst.get(r["detector"], 0.0), r["clean_fpr_other_source"])
+    ood = ", ".join(f"{name} {pct(v)}" for name, v in worst.items())
+    flips = []
+    all_zero = True
+    for name, row in g.items():
+        parts = []
+        for k in ("plain k=1", "adaptive k=1", "exhaustive k=1"):
+            t = row["through"].get(k)
+            if t is not None:
+                parts.append(f"{k.split()[0]} {t['flips']}")
+                all_zero = all_zero and t["flips"] == 0
+        flips.append(f"{name}: {', '.join(parts)}")
+    gaps = {name: row["balanced_accuracy"] - bare_ba for name, row in g.items()}
+    ba_ok = all(abs(v) <= 0.01 for v in gaps.values())
+    lo = min(gaps, key=lambda n: gaps[n])
+    hi = max(gaps, key=lambda n: gaps[n])
+    per_dir: dict[str, int] = {}
+    for c in d["campaigns"]:
+        if c["campaign"] == "plain-k1":
+            per_dir[c["direction"]] = c["flips"]
+    wc = {dr: int(w["bare"]["flips"]) for dr, w in d["worst_case"].items()}
+    size_ok = all(v >= 50 for v in per_dir.values())
+    rows = [
+        [
+            "clean FPR <= 5 % on the source a detector was not calibrated on (worst leave-one-source-out)",
+            f"{verdict(all(v <= 0.05 for v in worst.values()))}: {ood}",
+        ],
+        [
+            "0 flips through from plain, adaptive and exhaustive k = 1",
+            f"{verdict(all_zero)}: " + "; ".join(flips),
+        ],
+        [
+            f"clean balanced accuracy within 0.01 of the bare classifier ({bare_ba:.4f})",
+            f"{verdict(ba_ok)}: from {g[lo]['balanced_accuracy']:.4f} ({lo}) to "
+            f"{g[hi]['balanced_accuracy']:.4f} ({hi})",
+        ],
+        [
+            "at least 50 real flips per direction",
+            f"{verdict(size_ok)}: plain DE k = 1 "
+            + ", ".join(f"{dr} {n}" for dr, n in per_dir.items())
+            + "; exhaustive k = 1 "
+            + ", ".join(f"{dr} {n}" for dr, n in wc.items()),
+        ],
+    ]
+    return table(["goal", "result"], rows)
+
+
 def render(name: str, files: list[str]) -> str:
     """Return the generated Markdown of table ``name`` from ``files``, source line included."""
     if name not in GENERATORS:
