@@ -1,6 +1,6 @@
 """Plain and adaptive DE campaigns on the borderline test patches, for the guard study.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_attacks.py --limit 10 --out /work/runs/guard2
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_attacks.py --limit 10 --out runs/guard2
 
 Images: per direction the ``--limit`` AMi-Br test patches of the attacked label on their true
 side of 0.5 and closest to it (as scripts/guard_worst_case.py). Campaigns (one run folder each,

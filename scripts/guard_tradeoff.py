@@ -1,8 +1,8 @@
 """Trade-off of the reject guards: clean false-alarm rate against flips that get through.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_tradeoff.py \\
-        --worst-case /work/runs/guard2/worst-lower.json /work/runs/guard2/worst-raise.json \\
-        --png docs/figures/guard_tradeoff.png --out /work/runs/guard2/tradeoff.json
+        --worst-case runs/guard2/worst-lower.json runs/guard2/worst-raise.json \\
+        --png docs/figures/guard_tradeoff.png --out runs/guard2/tradeoff.json
 
 For every reject detector of the worst-case files (residual, residual-robust, VAE p = 7), the
 threshold is swept over clean FPRs 0-30 % on the AMi-Br test split; at each threshold an image

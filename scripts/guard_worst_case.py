@@ -1,7 +1,7 @@
 """Exhaustive k = 1 worst case (every pixel x the 8 RGB-cube corners) through each guard.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_worst_case.py --direction lower \\
-        --limit 20 --out /work/runs/guard2/worst-lower.json
+        --limit 20 --out runs/guard2/worst-lower.json
 
 Images: the ``--limit`` AMi-Br test patches of the attacked label that are on their true side
 of 0.5 and closest to it (``lower``: atypical, score >= 0.5; ``raise``: normal, score < 0.5), where
