@@ -628,6 +628,16 @@ def attack_vs_peers(data: list[dict[str, Any]]) -> str:
     return intro + "\n\n" + table(header, rows)
 
 
+def _campaign_budget(r: dict[str, Any]) -> str:
+    """Return a study campaign's budget: DE's members x generations, the exhaustive search's
+    grid, or the query budget."""
+    if r["method"] == "de" and r.get("de"):
+        return f"{r['de']['popsize']} x {r['de']['maxiter']}"
+    if r["method"] == "exhaustive" and r["budget"] is None:
+        return "every pixel x 8 colours"
+    return "-" if r["budget"] is None else f"{r['budget']:,}"
+
+
 @generator("study_campaigns")
 def study_campaigns(data: list[dict[str, Any]]) -> str:
     """Return the study's campaign table: flips with Wilson intervals, queries and CPU per flip."""
@@ -648,11 +658,7 @@ def study_campaigns(data: list[dict[str, Any]]) -> str:
     rows = sorted(d["campaigns"], key=key)
     body = []
     for r in rows:
-        budget = "-" if r["budget"] is None else f"{r['budget']:,}"
-        if r["method"] == "de" and r.get("de"):
-            budget = f"{r['de']['popsize']} x {r['de']['maxiter']}"
-        elif r["method"] == "exhaustive" and r["budget"] is None:
-            budget = "every pixel x 8 colours"
+        budget = _campaign_budget(r)
         done = "" if r["complete"] else " (part)"
         body.append(
             [
@@ -845,6 +851,8 @@ def study_guard(data: list[dict[str, Any]]) -> str:
         for k in kinds:
             c = row["through"].get(k)
             proven = "" if c is None or "proven_safe" not in c else f", {c['proven_safe']} proven safe"
+            if c is not None and "certificates_broken" in c:
+                proven += f", {c['certificates_broken']} certificates broken"
             cells.append("-" if c is None else f"{c['flips']} / {c['attacks']}{proven}")
         body.append([name, fmt(row.get("clean_fpr_in_domain")), fmt(row.get("balanced_accuracy")), *cells])
     bare = g.get("bare", {})
@@ -924,58 +932,62 @@ def geometry_finding(data: list[dict[str, Any]]) -> str:
     return textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  ")
 
 
+def _colour_pairs(d: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Return each colour campaign with plain DE's campaign on the same filter, k and direction."""
+    plain = {
+        (r["direction"], r["filter"], r["pixels"]): r
+        for r in d["campaigns"]
+        if r["objective"] == "plain" and r["method"] == "de"
+    }
+    colour = [r for r in d["campaigns"] if r["objective"] == "colour"]
+    return [(r, plain.get((r["direction"], r["filter"], r["pixels"]))) for r in colour]
+
+
+def _median_txt(value: float | None, digits: int) -> str:
+    """Return a median for a table, '-' when there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 @generator("study_colour")
 def study_colour(data: list[dict[str, Any]]) -> str:
-    """Return the colour-optimised attack against plain DE: campaigns, flips, the changed pixel's
-    colour distance to its neighbourhood (RMSE, median) and the score change (median) of the
-    partly successful attacks, per direction."""
+    """Return the colour-optimised attack beside plain DE on the same filter and k, per direction:
+    images, flips, and over every attack the median colour distance (RMSE) of the changed pixel to
+    its neighbourhood and the median score change."""
     (d,) = data
-    flips = {
-        (r["objective"], r["direction"], r["method"], r["pixels"], r["filter"]): r for r in d["campaigns"]
-    }
     rows = []
-    for key, objective in (("analysis", "colour"), ("analysis-de", "plain")):
-        for _, g in _groups(d, key, objective):
-            chrom = g["chromatic"]
-            camp = flips.get((objective, g["direction"], "de", 1, True))
+    for colour, plain in _colour_pairs(d):
+        for label, r in (("colour-optimised DE", colour), ("plain DE", plain)):
+            if r is None:
+                continue
             rows.append(
                 [
-                    g["direction"],
-                    "colour-optimised DE (k = 1, paper's filter)"
-                    if objective == "colour"
-                    else "plain DE (k = 1, 3, 5)",
-                    str(g["attacks"]),
-                    "-"
-                    if camp is None or objective == "plain"
-                    else f"{camp['flips']} / {camp['on_true_side']}",
-                    str(g["partly_successful"]),
-                    "-" if not chrom["colour_error"]["n"] else f"{chrom['colour_error']['median']:.3f}",
-                    "-" if not chrom["score_change"]["n"] else f"{chrom['score_change']['median']:.4f}",
+                    r["direction"],
+                    f"{label} ({_campaign_budget(r)})",
+                    str(r["attacked"]),
+                    f"{r['flips']} / {r['on_true_side']}",
+                    _median_txt(r.get("colour_error_median"), 3),
+                    _median_txt(r.get("score_change_median"), 4),
                 ]
             )
-    header = ["direction", "attack", "attacks", "flips", "partly successful"]
-    header += ["colour RMSE to the neighbourhood (median)", "score change (median)"]
+    header = ["direction", "attack (k = 1, paper's filter)", "images", "flips", "colour RMSE (median)"]
+    header += ["score change (median)"]
     return table(header, rows)
 
 
 @generator("colour_finding")
 def colour_finding(data: list[dict[str, Any]]) -> str:
-    """Return the README's colour-attack sentence from the study's colour campaigns and analysis."""
+    """Return the README's colour-attack sentence from the study's colour campaigns beside plain DE."""
     (d,) = data
-    runs = [r for r in d["campaigns"] if r["objective"] == "colour"]
-    colour = [g for _, g in _groups(d, "analysis", "colour")]
-    plain = [g for _, g in _groups(d, "analysis-de", "plain")]
-
-    def medians(groups: list[dict[str, Any]], key: str) -> list[float]:
-        return [g["chromatic"][key]["median"] for g in groups if g["chromatic"][key]["n"]]
-
-    err_c, err_p = medians(colour, "colour_error"), medians(plain, "colour_error")
+    pairs = _colour_pairs(d)
+    colour = [c["colour_error_median"] for c, _ in pairs]
+    plain = [p["colour_error_median"] for _, p in pairs if p is not None]
+    change = [c["score_change_median"] for c, _ in pairs]
     text = (
-        f"the colour-optimised attack ({sum(r['attacked'] for r in runs)} confident images, both "
-        f"directions) flips {sum(r['flips'] for r in runs)}; its pixels stay within a colour RMSE of "
-        f"{max(err_c, default=float('nan')):.3f} of their neighbourhood where plain DE's are at "
-        f"{min(err_p):.2f}-{max(err_p):.2f}: on this model the colour term wins and the pixel hides "
-        "without moving the score."
+        f"the colour-optimised attack ({sum(c['attacked'] for c, _ in pairs)} confident images, both "
+        f"directions) flips {sum(c['flips'] for c, _ in pairs)}; its pixels differ from their "
+        f"neighbourhood by a colour RMSE of {min(colour):.3f}-{max(colour):.3f} (median), plain DE's on "
+        f"the same filter by {min(plain):.2f}-{max(plain):.2f}, and its median score change is at most "
+        f"{max(change):.4f}: on this model the colour term wins and the pixel hides without moving the score."
     )
     return textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  ")
 

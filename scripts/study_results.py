@@ -3,8 +3,10 @@
 Per campaign: method, k, direction, filter, budget, images attacked, flips (on the true label's
 side of 0.5 before and across it after; an image already wrong is never a flip) with a 95%
 Wilson interval over the images on their true side, already-wrong images, median queries to a
-flip with its n, CPU seconds per flip, and the mean score before and after. Beside them, the
-study's analysis, certificates, detector and guard-table JSON when present. The docs' tables
+flip with its n, CPU seconds per flip, the mean score before and after, and over every attack
+the median colour distance of the changed pixel to its neighbourhood and the median score
+change. Beside them, the study's analysis, certificates, detector and guard-table JSON when
+present. The docs' tables
 (``scripts/docs_tables.py``) are generated from this file.
 
     .venv/bin/python scripts/study_results.py runs/study [--stem study]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,22 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from provenance import finish, new_result_path, provenance  # noqa: E402
 from stats import wilson  # noqa: E402
 
+from onepixel.attack.run_folder import read_run  # noqa: E402
 from onepixel.attack.summary import summarize_run  # noqa: E402
 
 SIDE_FILES = ("analysis.json", "analysis-de.json", "certify.json", "detector.json", "guard.json")
 
 
+def _median(values: list[float]) -> float | None:
+    """Return the median of ``values``, None when there are none."""
+    return float(statistics.median(values)) if values else None
+
+
 def campaign(run: Path) -> dict[str, Any]:
     """Return one campaign's row (see the module doc)."""
     s = summarize_run(run)
+    records = read_run(run).records
+    colour = [r.colour_error for r in records if r.colour_error is not None]
     on_side = s["attacked"] - s["wrong_before"]
     cpu = s.get("cpu_seconds")
     return {
@@ -53,6 +64,8 @@ def campaign(run: Path) -> dict[str, Any]:
         "cpu_seconds_per_flip": cpu / s["flips"] if cpu and s["flips"] else None,
         "score_before_mean": s["all_before"]["mean"],
         "score_after_mean": s["all_after"]["mean"],
+        "colour_error_median": _median(colour),
+        "score_change_median": _median([abs(r.score_after - r.score_before) for r in records]),
         "positive": s["positive"],
         "negative": s["negative"],
     }

@@ -271,7 +271,8 @@ def certified_row(
     ``balanced_accuracy`` is the vote's on the clean patches (it never rejects); per attack kind,
     ``through`` counts the stored adversarial images served through the ensemble exactly as
     :func:`through_counts` does for a guard, and adds ``proven_safe``: the attacked images (on
-    their true side before) whose clean certificate covers the attack's k pixels. Campaigns run
+    their true side before) whose clean certificate covers the attack's k pixels, and
+    ``certificates_broken``: flips of such images (a bug whenever it is not 0). Campaigns run
     against the ensemble itself count as ``adaptive`` (aimed at it). Campaigns whose records lack
     the original pixel colours are skipped (their clean images cannot be rebuilt).
     """
@@ -296,14 +297,15 @@ def certified_row(
         served = ensemble.predict(c.images)
         ok = np.asarray(crossed(served, c.direction))
         radius = ensemble.certify(c.clean).radius
-        total = row["through"].setdefault(
-            kind, {"attacks": 0, "successes": 0, "already_misclassified": 0, "flips": 0, "proven_safe": 0}
-        )
+        zero = {"attacks": 0, "successes": 0, "already_misclassified": 0, "flips": 0, "proven_safe": 0}
+        total = row["through"].setdefault(kind, {**zero, "certificates_broken": 0})
         total["attacks"] += int(len(served))
         total["successes"] += int(ok.sum())
         total["already_misclassified"] += int((ok & ~on_side).sum())
         total["flips"] += int((ok & on_side).sum())
         total["proven_safe"] += int((on_side & (radius >= c.pixels)).sum())
+        # a flip of an image certified at >= k pixels would be a broken promise: counted, never hidden
+        total["certificates_broken"] += int((ok & on_side & (radius >= c.pixels)).sum())
     return row
 
 
