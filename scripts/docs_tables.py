@@ -920,12 +920,13 @@ def geometry_finding(data: list[dict[str, Any]]) -> str:
     pixels = sum(g["chromatic"]["stats"]["X"]["n"] for g in groups)
 
     def span(values: list[float]) -> str:
-        return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}-{values[-1]:g}"
+        lo, hi = min(values), max(values)
+        return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
     text = (
         f"DE's changed pixels ({pixels} from partly successful attacks, both directions, k = 1, 3, 5) "
         f"sit at the centre (median X {span(xs)}, Y {span(ys)} of {size}) and on even-even "
-        f"coordinates {100 * min(s for s, _, _ in shares):.0f}-{100 * max(s for s, _, _ in shares):.0f}% "
+        f"coordinates {span([round(100 * s) for s, _, _ in shares])}% "
         f"of the time (chance 25%, binomial p <= {max(p for _, _, p in shares):.0e}): the stride-2 "
         "checkerboard the analysis paper describes."
     )
@@ -943,9 +944,10 @@ def _colour_pairs(d: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
     return [(r, plain.get((r["direction"], r["filter"], r["pixels"]))) for r in colour]
 
 
-def _median_txt(value: float | None, digits: int) -> str:
-    """Return a median for a table, '-' when there is none."""
-    return "-" if value is None else f"{value:.{digits}f}"
+def _median_txt(value: float | None, digits: int, kind: str = "f") -> str:
+    """Return a median for a table (``digits`` decimals, or significant digits with ``kind="g"``),
+    '-' when there is none."""
+    return "-" if value is None else f"{value:.{digits}{kind}}"
 
 
 @generator("study_colour")
@@ -966,7 +968,7 @@ def study_colour(data: list[dict[str, Any]]) -> str:
                     str(r["attacked"]),
                     f"{r['flips']} / {r['on_true_side']}",
                     _median_txt(r.get("colour_error_median"), 3),
-                    _median_txt(r.get("score_change_median"), 4),
+                    _median_txt(r.get("score_change_median"), 2, "g"),
                 ]
             )
     header = ["direction", "attack (k = 1, paper's filter)", "images", "flips", "colour RMSE (median)"]
@@ -987,7 +989,7 @@ def colour_finding(data: list[dict[str, Any]]) -> str:
         f"directions) flips {sum(c['flips'] for c, _ in pairs)}; its pixels differ from their "
         f"neighbourhood by a colour RMSE of {min(colour):.3f}-{max(colour):.3f} (median), plain DE's on "
         f"the same filter by {min(plain):.2f}-{max(plain):.2f}, and its median score change is at most "
-        f"{max(change):.4f}: on this model the colour term wins and the pixel hides without moving the score."
+        f"{max(change):.2g}: on this model the colour term wins and the pixel hides without moving the score."
     )
     return textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  ")
 
