@@ -267,6 +267,10 @@ def test_evaluate_on_a_split_folder_and_label_mismatch(tmp_path: Path, amibr_roo
                 shutil.copy(path, dest / path.name)
     result = evaluate_model("resnet_custom_amibr", tmp_path, "val")
     assert (result["n"], result["n_positive"], result["split"]) == (6, 3, "val")
+    # A folder of class folders without splits is evaluated whole, and the title says so.
+    assert evaluate_model("resnet_custom_amibr", tmp_path / "val", "test")["split"] is None
+    out = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "val")])
+    assert out.exit_code == 0 and "on the whole folder" in out.output and "test split" not in out.output
     out = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path), "--split", "other"])
     assert out.exit_code == 2
     assert "positive label 'Atypical' is not among" in " ".join(out.output.split())

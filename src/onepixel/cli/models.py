@@ -218,7 +218,10 @@ def evaluate_model(
         if len(target.info.labels) > 2:
             predicted = target.predict_proba(data.images).argmax(axis=1)
             result["top1_accuracy"] = float(np.mean(predicted == data.labels))
-    return {**result, "model": target.info.name, "split": split}
+    from onepixel.data.open import evaluation_choice
+
+    chosen, _ = evaluation_choice(root, split, target.info.positive)
+    return {**result, "model": target.info.name, "split": chosen}  # None: a plain folder, whole
 
 
 def evaluate(
@@ -247,7 +250,8 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{result['model']} on the {split} split (threshold {result['threshold']})")
+    on = "the whole folder" if result["split"] is None else f"the {result['split']} split"
+    table = Table(title=f"{result['model']} on {on} (threshold {result['threshold']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     keys = ("balanced_accuracy", "roc_auc", "accuracy", "top1_accuracy", "sensitivity", "specificity")
