@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,17 @@ def target() -> TorchTarget:
     """Return the bundled classifier in-process (default inference paths), one per test module
     so that each module's query counts start at 0."""
     return TorchTarget.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """Start one local Ray cluster (2 CPUs) for a module; its workers inherit this environment."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def write_class_folders(split: PatchSet, root: Path, per_class: int) -> Path:

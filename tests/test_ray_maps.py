@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +29,6 @@ from onepixel.attack.executors import RayExecutor  # noqa: E402
 pytestmark = pytest.mark.slow
 
 ROWS = [0, 31, 63]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """Start one local Ray cluster (2 CPUs) for the module; its workers inherit this environment."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

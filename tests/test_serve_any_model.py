@@ -34,22 +34,9 @@ from onepixel.targets.base import Target
 from onepixel.targets.http import image_id
 from onepixel.targets.local import TOLERANCE
 from onepixel.targets.pixels import paint
+from test_any_model_targets import FEATURE_MEAN, FEATURE_SD, LABELS, SPEC
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = ["normal", "atypical", "other"]
-SPEC = {
-    "name": "tiny96",
-    "layout": "NCHW",
-    "value_range": [0, 1],
-    "mean": [0.7, 0.5, 0.7],
-    "std": [0.2, 0.25, 0.2],
-    "output": "softmax",
-    "positive_index": 1,
-    "labels": LABELS,
-}
-
-FEATURE_MEAN = [0.01, 0.159, 0.088, 0.144, 0.001, 0.084, 0.035, 0.017, 0.096, 0.053, 0.044, 0.085]
-FEATURE_SD = [0.01, 0.099, 0.065, 0.048, 0.01, 0.027, 0.016, 0.01, 0.027, 0.042, 0.016, 0.046]
 
 
 class Tiny96(nn.Module):
