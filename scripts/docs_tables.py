@@ -1028,6 +1028,44 @@ def study_detector(data: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
+@generator("serve_abuse")
+def serve_abuse(data: list[dict[str, Any]]) -> str:
+    """Return the soak benchmark's rows, one per run: honest clients' p99 and errors quiet, under
+    the attack and after it, the 100 MB header's refusal time quiet and under the attack, 5xx and
+    tracebacks in the server log, and the goals (p99 <= 500 ms, 0 errors, header <= 50 ms)."""
+    rows = []
+    for d in data:
+        h, s, log = d["honest"], d["settings"], d["server_log"]
+        quiet, attacked, after = h["quiet"], h["attacked"], h["after"]
+        probe_q, probe_a = d["header_probe_quiet"], d["header_probe_under_attack"]
+        load = d["provenance"].get("load_average_start", [None])[0]
+        rows.append(
+            [
+                f"{s['heavy_pause']:g} s",
+                "-" if load is None else f"{load:.1f}",
+                f"{quiet['p99_ms']:.0f}",
+                f"{attacked['p99_ms']:.0f}",
+                f"{after['p99_ms']:.0f}",
+                f"{attacked['errors']} / {attacked['requests']:,}",
+                f"{probe_q['max_ms']:.0f} (n = {probe_q['n']})",
+                f"{probe_a['p50_ms']:.0f} / {probe_a['max_ms']:.0f} (n = {probe_a['n']})",
+                f"{log['status_5xx']} / {log['tracebacks']}",
+                yes(d["goals"]["honest_p99_le_500ms_under_attack"]),
+            ]
+        )
+    d0 = data[0]["settings"]
+    note = (
+        f"{d0['honest']} honest single-image clients (`hey`, keep-alive) for {d0['duration']:g} s quiet, "
+        f"then under {d0['slow']} slow-body, {d0['big']} big-header and {d0['heavy']} heavy "
+        f"({d0['heavy_queries']:,} x {d0['heavy_pixels']}-pixel queries, leaving after 50 ms) clients, "
+        "then after them; the server and every client on the same 2 cores."
+    )
+    header = ["heavy clients' pause", "load at start", "honest p99 quiet (ms)", "p99 attacked (ms)"]
+    header += ["p99 after (ms)", "honest errors attacked", "100 MB header quiet: max ms"]
+    header += ["... attacked: p50 / max ms", "5xx / tracebacks", "p99 <= 500 ms attacked"]
+    return note + "\n\n" + table(header, rows)
+
+
 @generator("detector_finding")
 def detector_finding(data: list[dict[str, Any]]) -> str:
     """Return the README's detection sentence from the study's detector evaluation."""
