@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from conftest import write_class_folders
 from onepixel.cli.main import app
-from onepixel.cli.models import evaluate_model
 from onepixel.data.amibr import CLASSES, read_train_rows
 from onepixel.data.errors import DataError
 from onepixel.data.patches import PatchSet, load_folder
@@ -265,10 +264,14 @@ def test_evaluate_on_a_split_folder_and_label_mismatch(tmp_path: Path, amibr_roo
             source = "Atypical" if label.lower() in ("atypical", "mitosis") else "Normal"
             for path in sorted((amibr_root / source).glob("*.png"))[:3]:
                 shutil.copy(path, dest / path.name)
-    result = evaluate_model("resnet_custom_amibr", tmp_path, "val")
+    from onepixel.targets import open_target
+    from onepixel.targets.evaluate import evaluate_target
+
+    bundled = open_target("resnet_custom_amibr")
+    result = evaluate_target(bundled, tmp_path, "val")[0]
     assert (result["n"], result["n_positive"], result["split"]) == (6, 3, "val")
     # A folder of class folders without splits is evaluated whole, and the title says so.
-    assert evaluate_model("resnet_custom_amibr", tmp_path / "val", "test")["split"] is None
+    assert evaluate_target(bundled, tmp_path / "val", "test")[0]["split"] is None
     out = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "val")])
     assert out.exit_code == 0 and "on the whole folder" in out.output and "test split" not in out.output
     out = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path), "--split", "other"])

@@ -183,47 +183,6 @@ def fit_and_report(
             )
 
 
-def load_eval_set(root: Path, split: str, target_info: Any, fit: dict[str, Any]) -> Any:
-    """Return the images to evaluate (an AMi-Br split, a split folder, or the whole folder) as
-    :class:`~onepixel.data.open.OpenedData`, fitted to the target; ``fit`` holds resize,
-    label_map and skip_bad."""
-    from onepixel.cli.opening import open_data_for
-    from onepixel.data.open import evaluation_choice
-    from onepixel.data.patches import DataError
-
-    positive = target_info.positive
-    chosen, named = evaluation_choice(root, split, positive, fit.get("label_map"))
-    opened = open_data_for(target_info, root, chosen, positive=named, **fit)
-    if positive not in opened.patches.classes:
-        raise DataError(
-            f"the model's positive label {positive!r} is not among the data's labels "
-            f"{opened.patches.classes}",
-            settings=("label_map",),
-        )
-    return opened
-
-
-def evaluate_model(
-    model: str, root: Path, split: str, *, device: str = "auto", fit: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Return the metrics of ``model`` (any target spec) on ``split`` of the data at ``root``:
-    the positive class against the rest at 0.5, plus top-1 accuracy for more than two classes."""
-    from onepixel.models.metrics import binary_metrics
-    from onepixel.targets import open_target
-
-    with open_target(model, device=device) as target:
-        data = load_eval_set(root, split, target.info, fit or {}).patches
-        y = (data.labels == data.classes.index(target.info.positive)).astype(np.int64)
-        result: dict[str, Any] = dict(binary_metrics(y, target.predict(data.images)))
-        if len(target.info.labels) > 2:
-            predicted = target.predict_proba(data.images).argmax(axis=1)
-            result["top1_accuracy"] = float(np.mean(predicted == data.labels))
-    from onepixel.data.open import evaluation_choice
-
-    chosen, _ = evaluation_choice(root, split, target.info.positive)
-    return {**result, "model": target.info.name, "split": chosen}  # None: a plain folder, whole
-
-
 def evaluate(
     model: ScoredModelOption = "resnet_custom_amibr",
     data: DataOption = None,
@@ -240,13 +199,18 @@ def evaluate(
     from rich.table import Table
 
     from onepixel.cli.data import data_root
+    from onepixel.cli.opening import show_opened
     from onepixel.errors import OnePixelError
+    from onepixel.targets import open_target
+    from onepixel.targets.evaluate import evaluate_target
 
     fit = {"resize": resize, "label_map": label_map, "skip_bad": skip_bad}
     try:
-        result = evaluate_model(model, data_root(data), split, device=device, fit=fit)
+        with open_target(model, device=device) as target:
+            result, opened = evaluate_target(target, data_root(data), split, **fit)
     except (OnePixelError, FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
+    show_opened(opened)  # on stderr, as every command says once how it opened its data
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

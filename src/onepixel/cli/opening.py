@@ -45,25 +45,27 @@ def open_data_for(
     """Open the data folder for a target already open: fitted to ``target_info.input_size``, in the
     model's class order when it names more than two classes; print what was done once (unless
     ``quiet``) and return the :class:`~onepixel.data.open.OpenedData`."""
-    import dataclasses
-
     from onepixel.cli.data import data_root
-    from onepixel.data.open import open_patches, resolved_split
+    from onepixel.data.open import open_for_model
 
     root = data_root(data)  # downloads AMi-Br into the cache when no data is given
-    opened = open_patches(
+    opened = open_for_model(
         root,
-        resolved_split(root, split),
+        split,
         input_size=target_info.input_size,
-        resize=resize,
+        labels=target_info.labels,
         positive=positive,
         label_map=label_map,
+        resize=resize,
         skip_bad=skip_bad,
     )
-    if len(target_info.labels) > 2 or len(opened.patches.classes) > 2:
-        opened = dataclasses.replace(opened, patches=opened.patches.in_class_order(target_info.labels))
     if not quiet:
-        console.print(escape(opened.describe()))
-        for skipped in opened.patches.skipped:
-            console.print(f"  skipped {escape(skipped.path)}: {escape(skipped.reason)}")
+        show_opened(opened)
     return opened
+
+
+def show_opened(opened: Any) -> None:
+    """Print once what opening the data did (source, counts, fit) and every skipped file."""
+    console.print(escape(opened.describe()))
+    for skipped in opened.patches.skipped:
+        console.print(f"  skipped {escape(skipped.path)}: {escape(skipped.reason)}")

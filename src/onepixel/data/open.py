@@ -8,6 +8,8 @@ in its config and the console shows once.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +121,34 @@ def open_patches(
         skip_bad=skip_bad,
     )
     return OpenedData(root, "folder", split, patches, label_map)
+
+
+def open_for_model(
+    root: str | Path,
+    split: str | None,
+    *,
+    input_size: int,
+    labels: Sequence[str],
+    positive: str | None = None,
+    label_map: LabelMap | None = None,
+    resize: bool = False,
+    skip_bad: bool = False,
+) -> OpenedData:
+    """Return the data folder ``root`` (its ``split``, see :func:`resolved_split`) opened for a
+    model of ``input_size`` px whose classes are ``labels``: fitted to that size, and in the
+    model's class order when either names more than two classes. Raises :class:`DataError`."""
+    opened = open_patches(
+        root,
+        resolved_split(root, split),
+        input_size=input_size,
+        resize=resize,
+        positive=positive,
+        label_map=label_map,
+        skip_bad=skip_bad,
+    )
+    if len(labels) > 2 or len(opened.patches.classes) > 2:
+        opened = dataclasses.replace(opened, patches=opened.patches.in_class_order(labels))
+    return opened
 
 
 def resolved_split(root: str | Path, split: str | None, amibr_split: str = DEFAULT_AMIBR_SPLIT) -> str | None:
