@@ -146,4 +146,3 @@ def adaptive_factory(
     return AdaptiveObjective(
         direction, images, first.detector, weight=float(weight), margin=float(margin), also=also
     )
-

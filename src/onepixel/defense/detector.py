@@ -145,8 +145,6 @@ class VAEDetector:
         return out
 
 
-
-
 def saturated_attacks(images: np.ndarray, seed: int) -> np.ndarray:
     """Return copies of uint8 images, each with one random pixel set to a random RGB-cube corner
     (black, white, yellow, ...: the saturated colours one-pixel attacks pick most)."""
@@ -191,4 +189,3 @@ def save_calibration(
         **result,
     }
     return save_vae(detector.model, weights, info)  # type: ignore[arg-type]
-
