@@ -24,6 +24,7 @@ from onepixel.cli.common import (
     console,
     fail,
 )
+from onepixel.cli.work_options import RayAddressOption, RayWorkersOption, executor_option
 from onepixel.direction import Direction
 from onepixel.errors import OnePixelError
 
@@ -182,21 +183,7 @@ ForceNewOpt = Annotated[
     bool, typer.Option("--force-new", help="Delete an existing campaign in --out and start over.")
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
-ExecutorOpt = Annotated[
-    str,
-    typer.Option(
-        "--executor",
-        help="Where batches run: local (this process) or ray (a Ray cluster; "
-        "needs pip install 'onepixel\\[ray]').",
-    ),
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Ray cluster to join (auto, ray://head:10001); default: start one."),
-]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=1, help="Ray workers (default: one per CPU of the cluster).")
-]
+ExecutorOpt = executor_option("batches of images")
 
 TargetClassOpt = Annotated[
     str | None,
@@ -280,8 +267,8 @@ def attack(
     force_new: ForceNewOpt = False,
     progress: ProgressOpt = True,
     executor: ExecutorOpt = "local",
-    address: AddressOpt = None,
-    workers: WorkersOpt = None,
+    address: RayAddressOption = None,
+    workers: RayWorkersOption = None,
     resize: ResizeOption = False,
     label_map: LabelMapOption = None,
     skip_bad: SkipBadOption = False,
