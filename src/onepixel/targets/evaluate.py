@@ -68,8 +68,7 @@ def evaluate_target(
     if len(target.info.labels) > 2:
         predicted = target.predict_proba(data.images).argmax(axis=1)
         result["top1_accuracy"] = float(np.mean(predicted == data.labels))
-    chosen, _ = evaluation_choice(root, split, target.info.positive)
-    return {**result, "model": target.info.name, "split": chosen}, opened
+    return {**result, "model": target.info.name, "split": opened.split}, opened
 
 
 __all__ = ["evaluate_target", "evaluation_data"]
