@@ -39,8 +39,9 @@ def _median(values: list[float]) -> float | None:
 
 def campaign(run: Path) -> dict[str, Any]:
     """Return one campaign's row (see the module doc)."""
-    s = summarize_run(run)
-    records = read_run(run).records
+    folder = read_run(run)
+    s = summarize_run(folder)
+    records = folder.records
     colour = [r.colour_error for r in records if r.colour_error is not None]
     on_side = s["attacked"] - s["wrong_before"]
     cpu = s.get("cpu_seconds")
