@@ -813,7 +813,9 @@ def attack_power_finding(data: list[dict[str, Any]]) -> str:
         f"{', '.join(f'{b:,}' for b in data[0]['budgets'])} queries), our most-flipping method flips "
         f"at least as many images as the best of the four peers in {at_least} of {len(cells)} "
         f"(direction, k, budget) cells, {verdict}. Per flip, the cheapest peer needs "
-        f"{ratios[0]}-{ratios[-1]}x the CPU time of our cheapest method{cheaper}."
+        f"{ratios[0]}-{ratios[-1]}x the CPU time of our cheapest method{cheaper}; one thread, "
+        "each method's piece timed in its own process at its own time, so the ratio is a guide "
+        "(`benchmarks/pieces.md`)."
     )
     return textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  ")
 
