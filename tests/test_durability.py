@@ -8,6 +8,7 @@ exactly one row per image, equal to the uninterrupted campaign.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import subprocess
@@ -29,6 +30,13 @@ pytestmark = pytest.mark.slow
 N_IMAGES = 8
 
 
+def copy_if_present(src: str, dst: str) -> None:
+    """Copy ``src`` unless the running campaign renamed it away since the listing (a PNG's
+    temporary file becomes the PNG): the snapshot then misses it, as one a moment later would."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copy2(src, dst)
+
+
 def snapshot(run: Path, dest: Path, rng: np.random.Generator) -> None:
     """Copy ``run`` to ``dest`` (database and WAL first, PNGs after) and tear the WAL's tail."""
     dest.mkdir()
@@ -36,7 +44,7 @@ def snapshot(run: Path, dest: Path, rng: np.random.Generator) -> None:
         if (run / name).exists():
             shutil.copyfile(run / name, dest / name)
     if (run / PNG_DIR).is_dir():
-        shutil.copytree(run / PNG_DIR, dest / PNG_DIR)
+        shutil.copytree(run / PNG_DIR, dest / PNG_DIR, copy_function=copy_if_present)
     wal = dest / f"{DB_NAME}-wal"
     if wal.exists() and wal.stat().st_size > 4096:
         # A write in flight at the power cut: the last frame is only partly on disk.
