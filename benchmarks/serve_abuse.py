@@ -20,11 +20,18 @@ to ``/model/predict``; their p50/p99/max latency, requests/s and errors (any non
 transport error) come from hey's own summary. Before the phases, ``--header-probes`` single
 100 MB headers are sent to the quiet server and timed (goal: refused within 50 ms). After the run,
 the server's log is searched for 5xx answers and tracebacks (goal: none), and the refusals it
-logged (408, 431, 499) are counted. The attackers run in a child process of their own; during
+logged (408, 429, 431, 499) are counted. The attackers run in a child process of their own; during
 the attacked phase one more 100 MB header a second is timed from this process.
 
+``--attackers-from own`` (the default) connects each kind of attacker from a loopback address of
+its own (slow 127.0.0.2, big headers 127.0.0.3, heavy 127.0.0.4; the timed 100 MB headers under
+attack from 127.0.0.5), as clients on other machines would be, so the server's per-client
+connection limits (``--client-connections``, ``--client-rate``) apply to each; honest clients stay
+on 127.0.0.1. ``--attackers-from shared`` sends everything from 127.0.0.1 (the earlier rounds).
+
     python benchmarks/serve_abuse.py [--duration 25] [--honest 32] [--slow 256] [--big 4]
-        [--heavy 40] [--heavy-pause 0] [--threads 1] [--server-arg=--flag ...] [--out-stem serve_abuse]
+        [--heavy 40] [--heavy-pause 0] [--attackers-from own|shared] [--threads 1]
+        [--server-arg=--flag ...] [--out-stem serve_abuse]
 
 Writes ``benchmarks/results/<out-stem>.json`` (never overwriting) with provenance.
 
@@ -69,7 +76,15 @@ BOUNDARY = "onepixel-abuse-boundary"
 HEADER_BYTES = 100 << 20
 CHUNK = 1 << 20
 ATTACK_SETTINGS = ("slow", "big", "heavy", "heavy_queries", "heavy_pixels", "heavy_pause")
-SETTINGS = ("duration", "warmup", "honest", *ATTACK_SETTINGS)
+SETTINGS = ("duration", "warmup", "honest", *ATTACK_SETTINGS, "attackers_from")
+OWN_ADDRESSES = {"slow": "127.0.0.2", "big": "127.0.0.3", "heavy": "127.0.0.4", "probe": "127.0.0.5"}
+
+
+def source_addresses(attackers_from: str) -> dict[str, str | None]:
+    """Return the loopback address each attacker kind (and the timed probe) connects from."""
+    if attackers_from == "own":
+        return dict(OWN_ADDRESSES)
+    return dict.fromkeys(OWN_ADDRESSES)
 
 
 def patches(n: int = 8) -> np.ndarray:
@@ -199,9 +214,16 @@ class Attack:
     """The attackers, on their own event loop in a background thread."""
 
     def __init__(
-        self, address: tuple[str, int], plan: dict[str, int], single: bytes, pixels: bytes, pause: float
+        self,
+        address: tuple[str, int],
+        plan: dict[str, int],
+        single: bytes,
+        pixels: bytes,
+        pause: float,
+        sources: dict[str, str | None],
     ):
         (self.host, self.port), self.pause = address, pause
+        self.sources = sources
         self.counts = {"slow": Counter(), "big": Counter(), "heavy": Counter()}
         self.big_refusal_ms: list[float] = []
         self.plan = plan
@@ -209,6 +231,12 @@ class Attack:
         self.stop = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.main(),), daemon=True)
+
+    async def open(self, kind: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Return a connection to the server from the ``kind`` attacker's address."""
+        source = self.sources.get(kind)
+        local = (source, 0) if source else None
+        return await asyncio.open_connection(self.host, self.port, local_addr=local)
 
     async def main(self) -> None:
         tasks = [self.slow_client() for _ in range(self.plan["slow"])]
@@ -224,7 +252,7 @@ class Attack:
         ).encode()
         while not self.stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await self.open("slow")
             except OSError:
                 self.counts["slow"]["connect_error"] += 1
                 await asyncio.sleep(0.1)
@@ -249,7 +277,7 @@ class Attack:
         chunk = b"a" * CHUNK
         while not self.stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await self.open("big")
             except OSError:
                 self.counts["big"]["connect_error"] += 1
                 await asyncio.sleep(0.1)
@@ -283,7 +311,7 @@ class Attack:
         ).encode()
         while not self.stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await self.open("heavy")
             except OSError:
                 self.counts["heavy"]["connect_error"] += 1
                 await asyncio.sleep(0.1)
@@ -317,7 +345,8 @@ def run_attack(args: argparse.Namespace) -> None:
     plan = {"slow": args.slow, "big": args.big, "heavy": args.heavy}
     single = single_image_body(png_of(images[0]))
     pixels = heavy_body(images[1], args.heavy_queries, args.heavy_pixels)
-    attack = Attack((host, int(port)), plan, single, pixels, args.heavy_pause)
+    sources = source_addresses(args.attackers_from)
+    attack = Attack((host, int(port)), plan, single, pixels, args.heavy_pause, sources)
     started = time.monotonic()
     attack.start()
     time.sleep(args.attack_seconds)
@@ -334,15 +363,15 @@ def run_attack(args: argparse.Namespace) -> None:
 class Probes:
     """Times one 100 MB request head a second in a background thread (:func:`probe_big_header`)."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, source: str | None = None):
+        self.host, self.port, self.source = host, port, source
         self.times: list[tuple[float, str]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(1.0):
-            self.times.append(probe_big_header(self.host, self.port))
+            self.times.append(probe_big_header(self.host, self.port, self.source))
 
     def __enter__(self) -> Probes:
         self.thread.start()
@@ -353,9 +382,10 @@ class Probes:
         self.thread.join(60)
 
 
-def probe_big_header(host: str, port: int) -> tuple[float, str]:
-    """Send one 100 MB request head; return (ms from its first byte to the answer, status)."""
-    sock = socket.create_connection((host, port), timeout=30)
+def probe_big_header(host: str, port: int, source: str | None = None) -> tuple[float, str]:
+    """Send one 100 MB request head (from the address ``source`` when given); return (ms from its
+    first byte to the answer, status)."""
+    sock = socket.create_connection((host, port), timeout=30, source_address=(source, 0) if source else None)
     chunk = b"a" * CHUNK
     started = time.perf_counter()
     answer = b""
@@ -421,7 +451,14 @@ def compare_parsers(args: argparse.Namespace, prov: dict[str, Any]) -> dict[str,
                     time.sleep(0.2)
         for _ in range(args.rounds):
             for kind, (_, port) in servers.items():
-                command = ["hey", "-z", f"{args.duration:g}s", "-c", str(args.honest), f"http://127.0.0.1:{port}/"]
+                command = [
+                    "hey",
+                    "-z",
+                    f"{args.duration:g}s",
+                    "-c",
+                    str(args.honest),
+                    f"http://127.0.0.1:{port}/",
+                ]
                 out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 rows[kind]["requests_per_s"].append(parse_hey(out)["requests_per_s"])
         for kind, (_, port) in servers.items():
@@ -448,8 +485,25 @@ def compare_parsers(args: argparse.Namespace, prov: dict[str, Any]) -> dict[str,
     }
 
 
+def client_limits_of(server_args: list[str]) -> str:
+    """Return the per-client connection limits the server runs with: its defaults unless
+    ``server_args`` set them (then those flags as given)."""
+    flags = [
+        arg
+        for arg in server_args
+        if arg.startswith(("--client-connections", "--client-rate", "--client-burst"))
+    ]
+    if flags:
+        return " ".join(flags)
+    from onepixel.serve.connections import ClientLimits
+
+    d = ClientLimits()
+    return f"defaults: {d.max_connections} open, {d.rate:g} new a second, burst {d.burst}"
+
+
 def log_counts(text: str) -> dict[str, int]:
-    """Return the counts of 5xx answers, tracebacks and 408/431/499 refusals in the server's log."""
+    """Return the counts of 5xx answers, tracebacks and 408/431/499 refusals in the server's log,
+    and its lines on 429 refusals (one per client and 10 s at most: the attackers count the 429s)."""
     return {
         "status_5xx": len(re.findall(r"access \S+ \S+ 5\d\d ", text)),
         "tracebacks": text.count("Traceback"),
@@ -458,6 +512,7 @@ def log_counts(text: str) -> dict[str, int]:
         "status_408_head": text.count("Request head not received"),
         "status_499_client_left": len(re.findall(r"access \S+ \S+ 499 ", text)),
         "status_503": len(re.findall(r"access \S+ \S+ 503 ", text)),
+        "lines_429_connections": text.count("connection(s) from"),
         "status_413": len(re.findall(r"access \S+ \S+ 413 ", text)),
         "lines": text.count("\n"),
     }
@@ -482,6 +537,7 @@ def markdown(phases: dict[str, dict[str, Any]]) -> str:
         "| phase | requests | req/s | p50 ms | p99 ms | max ms | errors | error rate |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
     def cell(value: float | None, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
@@ -509,6 +565,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--heavy-pixels", type=int, default=64)
     parser.add_argument("--heavy-pause", type=float, default=0.0, help="seconds between heavy tries")
     parser.add_argument("--header-probes", type=int, default=20)
+    parser.add_argument(
+        "--attackers-from",
+        choices=("own", "shared"),
+        default="own",
+        help="attackers on loopback addresses of their own (127.0.0.2-5) or all on 127.0.0.1",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `onepixel serve` flag")
     parser.add_argument("--server-src", default=None, help="serve the onepixel package of this src folder")
@@ -559,9 +621,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [sys.executable, __file__, "--attack", f"{host}:{port}", "--attack-result", str(attack_file)]
             + ["--attack-seconds", str(args.warmup + args.duration + 1)]
             + [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in ATTACK_SETTINGS]
+            + [f"--attackers-from={args.attackers_from}"]
         )
         time.sleep(args.warmup)
-        with Probes(host, port) as under_attack:
+        with Probes(host, port, source_addresses(args.attackers_from)["probe"]) as under_attack:
             phases["attacked"] = run_hey(url, args.honest, args.duration, body_file)
         attack.wait(120)
         attackers = json.loads(attack_file.read_text())
@@ -591,6 +654,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "honest_request": "POST /model/predict, one real AMi-Br 64x64 PNG (multipart), hey keep-alive",
             "heavy_body_bytes": len(heavy_body(images[1], args.heavy_queries, args.heavy_pixels)),
             "attackers": "a child process (asyncio), started --warmup s before the attacked phase",
+            "source_addresses": source_addresses(args.attackers_from),
+            "client_limits": client_limits_of(extra),
             "server_src": args.server_src or "this checkout",
         },
         "honest": phases,

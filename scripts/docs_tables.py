@@ -1041,9 +1041,13 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
         quiet, attacked, after = h["quiet"], h["attacked"], h["after"]
         probe_q, probe_a = d["header_probe_quiet"], d["header_probe_under_attack"]
         load = d["provenance"].get("load_average_start", [None])[0]
+        attackers = "own addresses" if s.get("attackers_from") == "own" else "127.0.0.1, as honest"
+        limits = s.get("client_limits", "none (before them)").removeprefix("defaults: ")
         rows.append(
             [
                 f"{s['heavy_pause']:g} s",
+                attackers,
+                limits,
                 "-" if load is None else f"{load:.1f}",
                 f"{quiet['p99_ms']:.0f}",
                 f"{attacked['p99_ms']:.0f}",
@@ -1053,6 +1057,7 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
                 f"{probe_a['p50_ms']:.0f} / {probe_a['max_ms']:.0f} (n = {probe_a['n']})",
                 f"{log['status_5xx']} / {log['tracebacks']}",
                 yes(d["goals"]["honest_p99_le_500ms_under_attack"]),
+                yes(d["goals"]["100MB_header_refused_le_50ms_under_attack"]),
             ]
         )
     d0 = data[0]["settings"]
@@ -1062,9 +1067,11 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
         f"({d0['heavy_queries']:,} x {d0['heavy_pixels']}-pixel queries, leaving after 50 ms) clients, "
         "then after them; the server and every client on the same 2 cores."
     )
-    header = ["heavy clients' pause", "load at start", "honest p99 quiet (ms)", "p99 attacked (ms)"]
+    header = ["heavy clients' pause", "attackers from", "per-client connection limits", "load at start"]
+    header += ["honest p99 quiet (ms)", "p99 attacked (ms)"]
     header += ["p99 after (ms)", "honest errors attacked", "100 MB header quiet: max ms"]
     header += ["... attacked: p50 / max ms", "5xx / tracebacks", "p99 <= 500 ms attacked"]
+    header += ["header <= 50 ms attacked"]
     return note + "\n\n" + table(header, rows)
 
 

@@ -139,6 +139,25 @@ LargeBodyOpt = Annotated[
     ),
 ]
 LargeBodyLaneOpt = Annotated[int, typer.Option(help="How many large bodies are read at once.")]
+ClientConnectionsOpt = Annotated[
+    int,
+    typer.Option(
+        help="Most connections one client address may hold open; past it a new one gets 429 "
+        "(Retry-After) and is closed unread. 0: no cap.",
+    ),
+]
+ClientRateOpt = Annotated[
+    float,
+    typer.Option(
+        help="New connections a second one client address may open (sustained; --client-burst "
+        "at once); past it 429 and closed unread, so a connection flood costs the server an accept "
+        "and a close each. 0: no cap. Keep-alive clients open one connection and are not paced.",
+    ),
+]
+ClientBurstOpt = Annotated[
+    int,
+    typer.Option(help="New connections one client address may open at once before --client-rate paces it."),
+]
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,9 @@ class Limits:
     body_min_rate: int
     large_body: int
     large_body_lane: int
+    client_connections: int = 256
+    client_rate: float = 100.0
+    client_burst: int = 200
 
     def check(self) -> None:
         """Raise typer.BadParameter naming the flags when a bound cannot work."""
@@ -177,6 +199,16 @@ class Limits:
             return HeadLimits(self.max_header_bytes, self.max_headers, self.header_timeout)
         except ValueError as exc:
             hint = "--max-header-bytes / --max-headers / --header-timeout"
+            raise typer.BadParameter(str(exc), param_hint=hint) from exc
+
+    def clients(self) -> Any:
+        """Return the per-client connection limits (typer.BadParameter naming the flags when invalid)."""
+        from onepixel.serve.connections import ClientLimits
+
+        try:
+            return ClientLimits(self.client_connections, self.client_rate, self.client_burst)
+        except ValueError as exc:
+            hint = "--client-connections / --client-rate / --client-burst"
             raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
     def body(self) -> Any:
@@ -323,7 +355,9 @@ def run_service(
         err=True,
     )
     # Our request log (no bodies) replaces uvicorn's access log.
-    config = server_config(app, host, port, limits=limits.head(), log_level=options["log_level"])
+    config = server_config(
+        app, host, port, limits=limits.head(), clients=limits.clients(), log_level=options["log_level"]
+    )
     uvicorn.Server(config).run()
 
 
@@ -358,16 +392,19 @@ def serve(
     body_min_rate: BodyMinRateOpt = 32 << 10,
     large_body: LargeBodyOpt = 1 << 20,
     large_body_lane: LargeBodyLaneOpt = 4,
+    client_connections: ClientConnectionsOpt = 256,
+    client_rate: ClientRateOpt = 100.0,
+    client_burst: ClientBurstOpt = 200,
 ) -> None:
     """Serve a classifier with the IBM MAX REST API (plus batch and pixel routes) on HOST:PORT."""
     token = resolve_token(token)
     limits = Limits(
         max_request_images, max_upload, batch_max, batch_wait_ms, max_in_flight, max_reading,
         max_cost, max_header_bytes, max_headers, header_timeout, body_timeout, body_min_rate,
-        large_body, large_body_lane,
+        large_body, large_body_lane, client_connections, client_rate, client_burst,
     )  # fmt: skip
     limits.check()
-    limits.head(), limits.body()  # refuse bad bounds before loading the model
+    limits.head(), limits.body(), limits.clients()  # refuse bad bounds before loading the model
     if threads is not None:
         import torch
 

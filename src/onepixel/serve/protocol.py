@@ -13,6 +13,8 @@ read timeout on the head either (its keep-alive timeout only runs between reques
 
 A refused connection is logged as one warning line on ``uvicorn.error`` (no traceback). The body
 is limited in the ASGI app (:mod:`onepixel.serve.limits`), where a route's handler reads it.
+Before any of that, a connection from a client over its connection limits
+(:mod:`onepixel.serve.connections`) gets ``429`` and is closed unread.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from onepixel.serve.connections import LOG_EVERY, ClientLimits, ClientTable
+
 DEFAULT_MAX_HEADER_BYTES = 32 << 10
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_HEADER_TIMEOUT = 10.0
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {408: b"Request Timeout", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HeadLimits` (set by :func:`limited_protocol`)."""
 
     limits = HeadLimits()
+    clients = ClientTable(ClientLimits())
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._admitted: str | None = None  # the client address counted in ``clients``
         self._in_head = False
         self._head_bytes = 0
         self._header_count = 0
@@ -88,26 +94,51 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._refuse(408, f"Request head not received within {self.limits.header_timeout:g} s.")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, *, log: bool = True, extra: bytes = b"") -> None:
         """Answer ``status`` with a plain-text ``message`` and close the connection."""
         self._in_head = False
         self._cancel_head_timer()
-        self.logger.warning("%s from %s; connection closed", message, _client(self.client))
+        if log:
+            self.logger.warning("%s from %s; connection closed", message, _client(self.client))
         body = message.encode("ascii", "replace")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
+            b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), extra, body)
         )
         self.transport.close()
+
+    def _admit_client(self) -> bool:
+        """Count this connection against its client's limits; refuse it (429, unread) when over them."""
+        address = self.client[0] if self.client else "-"
+        reason = self.clients.admit(address)
+        if reason is None:
+            self._admitted = address
+            return True
+        refused = self.clients.refusals_to_log(address)
+        if refused:
+            self.logger.warning(
+                "refused %d connection(s) from %s in the last %g s or less: %s",
+                refused,
+                address,
+                LOG_EVERY,
+                reason,
+            )
+        message = f"Too many connections from this client: {reason}."
+        self._refuse(429, message, log=False, extra=b"retry-after: 1\r\n")
+        return False
 
     # -- uvicorn protocol hooks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._begin_head()
+        if self._admit_client():
+            self._begin_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._admitted is not None:
+            self.clients.release(self._admitted)
+            self._admitted = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -163,9 +194,13 @@ def _client(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def limited_protocol(limits: HeadLimits) -> type[LimitedHttpToolsProtocol]:
-    """Return a protocol class (for ``uvicorn.Config(http=...)``) that enforces ``limits``."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+def limited_protocol(
+    limits: HeadLimits, clients: ClientLimits | None = None
+) -> type[LimitedHttpToolsProtocol]:
+    """Return a protocol class (for ``uvicorn.Config(http=...)``) that enforces the head ``limits``
+    and, with one table of clients per class (so per server), the per-client ``clients`` limits."""
+    table = ClientTable(clients or ClientLimits())
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "clients": table})
 
 
 def server_config(
@@ -174,10 +209,12 @@ def server_config(
     port: int = 5000,
     *,
     limits: HeadLimits | None = None,
+    clients: ClientLimits | None = None,
     log_level: str = "info",
     access_log: bool = False,
 ) -> uvicorn.Config:
-    """Return the uvicorn config serving ``app`` on ``host:port`` with the request-head ``limits``.
+    """Return the uvicorn config serving ``app`` on ``host:port`` with the request-head ``limits``
+    and the per-client connection limits ``clients`` (defaults of each when None).
 
     uvicorn's own access log is off by default: the service's request log replaces it.
     """
@@ -185,7 +222,7 @@ def server_config(
         app,
         host=host,
         port=port,
-        http=limited_protocol(limits or HeadLimits()),
+        http=limited_protocol(limits or HeadLimits(), clients),
         log_level=log_level,
         access_log=access_log,
     )

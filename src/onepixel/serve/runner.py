@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from onepixel.serve.connections import ClientLimits
 from onepixel.serve.protocol import HeadLimits, server_config
 
 
@@ -24,15 +25,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerThread:
     """A uvicorn server for ``app`` on ``host:port`` in a daemon thread; ``url`` once started.
 
-    It runs with the service's request-head limits (``limits``, see :mod:`onepixel.serve.protocol`).
+    It runs with the service's request-head limits (``limits``, see :mod:`onepixel.serve.protocol`)
+    and per-client connection limits (``clients``, see :mod:`onepixel.serve.connections`).
     """
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int | None = None, limits: HeadLimits | None = None
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        limits: HeadLimits | None = None,
+        clients: ClientLimits | None = None,
     ):
         self.host = host
         self.port = port or free_port(host)
-        config = server_config(app, host, self.port, limits=limits, log_level="warning")
+        config = server_config(app, host, self.port, limits=limits, clients=clients, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 
@@ -59,10 +66,14 @@ class ServerThread:
 
 @contextmanager
 def serving(
-    app: Any, host: str = "127.0.0.1", port: int | None = None, limits: HeadLimits | None = None
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    limits: HeadLimits | None = None,
+    clients: ClientLimits | None = None,
 ) -> Iterator[str]:
     """Yield the URL of ``app`` served in a background thread; stop it on exit."""
-    server = ServerThread(app, host, port, limits).start()
+    server = ServerThread(app, host, port, limits, clients).start()
     try:
         yield server.url
     finally:
