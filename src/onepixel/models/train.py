@@ -78,6 +78,11 @@ class TrainConfig:
     # Weights to start from (a bundled name or .safetensors file) instead of a fresh model; their
     # architecture and input size are kept, views are upsampled (nearest) to that input.
     init_from: str | None = None
+    # Distillation: weights (bundled name or .safetensors) whose score of the whole augmented crop
+    # is mixed into every example's target, ``teacher_weight`` of it and the rest the label. A view
+    # then learns what the full-resolution model makes of its image, a softer and less noisy target.
+    teacher: str | None = None
+    teacher_weight: float = 0.5
 
     @property
     def view_size(self) -> int:
@@ -305,6 +310,7 @@ class _Loop:
     total: int
     warmup: int
     use_bf16: bool
+    teacher: Teacher | None = None
     step: int = 0
     seen: int = 0
 
@@ -318,8 +324,13 @@ class _Loop:
         cfg = self.cfg
         x = augment_batch(self.sources[idx], cfg.size, cfg.augment, self.gen)
         target = self.y_train[idx]
+        teacher = self.teacher
+        if teacher is not None and teacher.sees == "crop":
+            target = teacher.targets(x, target, cfg.teacher_weight)
         if cfg.views > 1:
             x, target = sample_views(x, target, cfg, self.input_size, self.gen)
+        if teacher is not None and teacher.sees == "view":
+            target = teacher.targets(x, target, cfg.teacher_weight)
         x = x.contiguous(memory_format=torch.channels_last)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(self.step, self.total, self.warmup, cfg.schedule)
@@ -382,8 +393,59 @@ def _start_loop(
         total=total,
         warmup=int(cfg.warmup_epochs * steps_per_epoch),
         use_bf16=bf16_supported() if cfg.bf16 is None else cfg.bf16,
+        teacher=load_teacher(cfg),
     )
     return loop, arch, arch_kwargs
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation teacher: its model (eval mode), what it scores and its input side.
+
+    ``sees`` is ``"crop"`` (the whole augmented crop: a full-resolution model) or ``"view"`` (the
+    same view as the student, upsampled to ``input_size``: a model trained on views).
+    """
+
+    model: nn.Module
+    sees: Literal["crop", "view"]
+    input_size: int
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+        """Return soft targets (N,): ``weight`` x the teacher's score of ``x`` + the rest x ``labels``."""
+        if x.shape[-1] != self.input_size:
+            factor = self.input_size // x.shape[-1]
+            x = x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+        scores = torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last)).float())
+        return weight * scores + (1.0 - weight) * labels
+
+
+def load_teacher(cfg: TrainConfig) -> Teacher | None:
+    """Return ``cfg.teacher`` (None without one): a model trained on views at ``cfg.views`` scores
+    the student's views, any other model of ``cfg.size`` px input the whole crop.
+
+    Raises :class:`DataError` when it fits neither or the weight is not in [0, 1].
+    """
+    if cfg.teacher is None:
+        return None
+    if not 0.0 <= cfg.teacher_weight <= 1.0:
+        raise DataError(
+            f"the teacher's weight must be in [0, 1], got {cfg.teacher_weight}", settings=("teacher",)
+        )
+    from onepixel.models.registry import load_model
+
+    model, meta = load_model(cfg.teacher)
+    model = model.eval().to(memory_format=torch.channels_last)
+    views = meta.info.get("views") if isinstance(meta.info, dict) else None
+    if cfg.views > 1 and views and views.get("stride") == cfg.views and meta.input_size % cfg.view_size == 0:
+        return Teacher(model, "view", meta.input_size)
+    if meta.input_size == cfg.size:
+        return Teacher(model, "crop", meta.input_size)
+    raise DataError(
+        f"the teacher {cfg.teacher} takes {meta.input_size} px images: neither the {cfg.size} px crops "
+        f"nor, as a model trained on views at stride {cfg.views}, their {cfg.view_size} px views",
+        settings=("teacher",),
+    )
 
 
 def _epoch_row(
