@@ -95,6 +95,50 @@ InitFromOpt = Annotated[
     ),
 ]
 
+TeacherOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="Distil from these weights (bundled name or .safetensors): each example's target mixes "
+        "the teacher's score with the label (--teacher-weight). A model trained on views at the same "
+        "--views scores the student's own view (upsampled); any other model the whole crop.",
+    ),
+]
+TeacherWeightOpt = Annotated[
+    float, typer.Option("--teacher-weight", help="Share of the teacher's score in each target (0-1).")
+]
+StemStrideOpt = Annotated[
+    int,
+    typer.Option(
+        "--stem-stride",
+        help="Stride of resnet_custom's first convolution (2 in the original; 1 keeps a 16 px view's "
+        "resolution through the first stage). Fresh models only.",
+    ),
+]
+DepthsOpt = Annotated[
+    str,
+    typer.Option(
+        "--depths",
+        help="Channels of resnet_custom's three stages, comma-separated (32,64,128 in the original; "
+        "16,32,64 with --stem-stride 1 costs about what the original does per 64 px image, per "
+        "16 views of 16 px). Fresh models only.",
+    ),
+]
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    """Return ``--depths`` as channel counts (typer.BadParameter naming the flag when malformed)."""
+    try:
+        depths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        depths = ()
+    if len(depths) != 3 or any(d < 4 or d % 4 for d in depths):
+        raise typer.BadParameter(
+            f"need three channel counts, multiples of 4, such as 32,64,128; got {text!r}",
+            param_hint="--depths",
+        )
+    return depths
+
 
 def train(
     data: DataOption = None,
@@ -120,6 +164,10 @@ def train(
     views: ViewsOpt = 1,
     views_per_image: ViewsPerImageOpt = 4,
     init_from: InitFromOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_weight: TeacherWeightOpt = 0.5,
+    stem_stride: StemStrideOpt = 2,
+    depths: DepthsOpt = "32,64,128",
 ) -> None:
     """Train resnet_custom the deep-histopath way and write weights with full metadata.
 
@@ -135,27 +183,46 @@ def train(
     from onepixel.models.augment import AugmentConfig
     from onepixel.models.train import TrainConfig
 
+    check_train_choices(schedule, select, views, teacher_weight)
+    arch_kwargs = architecture(depths, stem_stride, init_from)
+    torch.set_num_threads(threads)
+    augment = AugmentConfig(max_shift, brightness / 255.0, (contrast_min, 1.0), (saturation_min, 1.0), hue)
+    cfg = TrainConfig(
+        **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay},
+        **{"schedule": schedule, "ema_decay": ema, "val_fraction": val_fraction, "select_metric": select},
+        **{"seed": seed, "views": views, "views_per_image": views_per_image, "init_from": init_from},
+        **{"teacher": teacher, "teacher_weight": teacher_weight, "arch_kwargs": arch_kwargs},
+        augment=augment,
+    )
+    fit_and_report(data, cfg, out, name=name, split=split, positive=positive)
+
+
+def check_train_choices(schedule: str, select: str, views: int, teacher_weight: float) -> None:
+    """Raise a clear error naming the flag when --schedule, --select, --views or --teacher-weight is bad."""
     if schedule not in ("cosine", "constant"):
         raise fail(f"--schedule must be cosine or constant, got {schedule!r}")
     if select not in ("roc_auc", "balanced_accuracy"):
         raise fail(f"--select must be roc_auc or balanced_accuracy, got {select!r}")
     if views < 1 or 64 % views:
         raise fail(f"--views must divide the 64 px crop (1, 2, 4, 8, 16, ...), got {views}")
-    torch.set_num_threads(threads)
-    augment = AugmentConfig(
-        max_shift=max_shift,
-        brightness=brightness / 255.0,
-        contrast=(contrast_min, 1.0),
-        saturation=(saturation_min, 1.0),
-        hue=hue,
-    )
-    cfg = TrainConfig(
-        **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay},
-        **{"schedule": schedule, "ema_decay": ema, "val_fraction": val_fraction, "select_metric": select},
-        **{"seed": seed, "views": views, "views_per_image": views_per_image, "init_from": init_from},
-        augment=augment,
-    )
-    fit_and_report(data, cfg, out, name=name, split=split, positive=positive)
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise fail(f"--teacher-weight must be between 0 and 1, got {teacher_weight}")
+
+
+def architecture(depths_text: str, stem_stride: int, init_from: str | None) -> dict[str, Any]:
+    """Return resnet_custom's keyword arguments that differ from the original's (empty: the original);
+    a clear error for a bad --stem-stride or --depths, or either with --from."""
+    if stem_stride not in (1, 2):
+        raise fail(f"--stem-stride must be 1 or 2, got {stem_stride}")
+    depths = parse_depths(depths_text)
+    if init_from is not None and (stem_stride != 2 or depths != (32, 64, 128)):
+        raise fail("--depths / --stem-stride shape a fresh model; --from keeps its weights' architecture")
+    kwargs: dict[str, Any] = {}
+    if depths != (32, 64, 128):
+        kwargs["depths"] = list(depths)
+    if stem_stride != 2:
+        kwargs["stem_stride"] = stem_stride
+    return kwargs
 
 
 def fit_and_report(

@@ -718,6 +718,18 @@ def _fit_folder(
     return save_model(result.model, meta, out), meta
 
 
+def teacher_lines(cfg: dict[str, Any]) -> list[str]:
+    """Return the model card's line on distillation (none when trained without a teacher)."""
+    if not cfg.get("teacher"):
+        return []
+    weight = cfg.get("teacher_weight", 0.5)
+    return [
+        f"- distilled from `{cfg['teacher']}`: each target is {weight:g} x the teacher's score + "
+        f"{1 - weight:g} x the label (a model trained on views scores the same view, upsampled; any "
+        "other model the whole crop)"
+    ]
+
+
 def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> list[str]:
     """Return the model card lines on training on views and, given ``onepixel certify --json``'s
     output, what the ensemble certifies."""
@@ -771,7 +783,8 @@ def model_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
         "",
         f"`{meta.arch}` (deep-histopath's pre-activation bottleneck ResNet, {meta.input_size}x"
         f"{meta.input_size} RGB input, one logit; score = sigmoid = probability of `{meta.positive}`).",
-        f"Classes: {', '.join(meta.classes)}; positive: `{meta.positive}`.",
+        f"Classes: {', '.join(meta.classes)}; positive: `{meta.positive}`."
+        + (f" Architecture changed from the original: {meta.arch_kwargs}." if meta.arch_kwargs else ""),
         "",
         "## Data",
         "",
@@ -792,6 +805,7 @@ def model_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
         "weights",
         f"- loss: BCE with pos_weight {split.get('pos_weight', 0):.3f} (= negatives / positives), so the "
         "0.5 threshold suits balanced accuracy",
+        *teacher_lines(cfg),
         f"- EMA of weights (decay {cfg['ema_decay']}); the epoch with the best validation "
         f"{cfg['select_metric']} is kept (epoch {info.get('best_epoch')})",
         f"- augmentation: 64 px crop of the 128 px source with its centre within {aug['max_shift']} px "
