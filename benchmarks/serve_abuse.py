@@ -21,7 +21,9 @@ transport error) come from hey's own summary. Before the phases, ``--header-prob
 100 MB headers are sent to the quiet server and timed (goal: refused within 50 ms). After the run,
 the server's log is searched for 5xx answers and tracebacks (goal: none), and the refusals it
 logged (408, 429, 431, 499) are counted. The attackers run in a child process of their own; during
-the attacked phase one more 100 MB header a second is timed from this process.
+the attacked phase one more 100 MB header a second is timed from this process, and between them
+a metadata request on a new connection from the same address (the control: how long any new
+connection waits for the server under the attack).
 
 ``--attackers-from own`` (the default) connects each kind of attacker from a loopback address of
 its own (slow 127.0.0.2, big headers 127.0.0.3, heavy 127.0.0.4; the timed 100 MB headers under
@@ -124,15 +126,22 @@ def heavy_body(image: np.ndarray, queries: int, pixels: int, seed: int = 0) -> b
 
 
 def start_server(
-    port: int, threads: int, log: Path, extra: list[str] | None = None, src: str | None = None
+    port: int,
+    threads: int,
+    log: Path,
+    extra: list[str] | None = None,
+    src: str | None = None,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen:
     """Start ``onepixel serve`` on 127.0.0.1:``port`` (stderr to ``log``, ``extra`` flags; the
-    package from ``src`` when given, e.g. another checkout's ``src`` for a before/after) and return it."""
+    package from ``src`` when given, e.g. another checkout's ``src`` for a before/after; on the
+    CPUs ``cpus`` when given) and return it."""
     extra = extra or []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if src:
         env["PYTHONPATH"] = src
-    command = [sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    command = [*pin, sys.executable, "-m", "onepixel.cli.main", "serve", "--port", str(port)]
     command += ["--threads", str(threads), "--log-level", "info", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
@@ -361,17 +370,23 @@ def run_attack(args: argparse.Namespace) -> None:
 
 
 class Probes:
-    """Times one 100 MB request head a second in a background thread (:func:`probe_big_header`)."""
+    """Times, in a background thread, one 100 MB request head a second (:func:`probe_big_header`)
+    and, half a second later each time, the control: a metadata request on a new connection from
+    the same address (:func:`probe_new_connection`), which shows how long any new connection waits."""
 
     def __init__(self, host: str, port: int, source: str | None = None):
         self.host, self.port, self.source = host, port, source
         self.times: list[tuple[float, str]] = []
+        self.control: list[tuple[float, str]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(0.5):
             self.times.append(probe_big_header(self.host, self.port, self.source))
+            if self.stop.wait(0.5):
+                break
+            self.control.append(probe_new_connection(self.host, self.port, self.source))
 
     def __enter__(self) -> Probes:
         self.thread.start()
@@ -380,6 +395,21 @@ class Probes:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(60)
+
+
+def probe_new_connection(host: str, port: int, source: str | None = None) -> tuple[float, str]:
+    """Ask for the metadata on a new connection (from ``source`` when given); return (ms from
+    connecting to the answer's first bytes, status)."""
+    started = time.perf_counter()
+    answer = b""
+    with contextlib.suppress(OSError):
+        sock = socket.create_connection(
+            (host, port), timeout=30, source_address=(source, 0) if source else None
+        )
+        with sock:
+            sock.sendall(b"GET /model/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = sock.recv(4096)
+    return (time.perf_counter() - started) * 1000, status_of(answer)
 
 
 def probe_big_header(host: str, port: int, source: str | None = None) -> tuple[float, str]:
@@ -485,6 +515,16 @@ def compare_parsers(args: argparse.Namespace, prov: dict[str, Any]) -> dict[str,
     }
 
 
+def cpu_split(pin: bool) -> tuple[set[int], set[int]]:
+    """Return (server CPUs, client CPUs): CPU 0 and the rest when ``pin``, else two empty sets."""
+    if not pin:
+        return set(), set()
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least two CPUs")
+    return {cpus[0]}, set(cpus[1:])
+
+
 def client_limits_of(server_args: list[str]) -> str:
     """Return the per-client connection limits the server runs with: its defaults unless
     ``server_args`` set them (then those flags as given)."""
@@ -566,6 +606,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--heavy-pause", type=float, default=0.0, help="seconds between heavy tries")
     parser.add_argument("--header-probes", type=int, default=20)
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server on CPU 0, every client (hey, attackers, probes) on the other CPUs, as if the "
+        "clients ran on other machines; without it all share every CPU",
+    )
+    parser.add_argument(
         "--attackers-from",
         choices=("own", "shared"),
         default="own",
@@ -607,7 +653,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     body_file.write_bytes(single)
     log = workdir / "server.log"
     extra = args.server_arg
-    proc = start_server(port, args.threads, log, extra, args.server_src)
+    server_cpus, client_cpus = cpu_split(args.pin)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)  # hey and the attackers inherit it
+    proc = start_server(port, args.threads, log, extra, args.server_src, server_cpus)
     phases: dict[str, dict[str, Any]] = {}
     attackers: dict[str, Any] = {}
     attack: subprocess.Popen | None = None
@@ -657,18 +706,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "source_addresses": source_addresses(args.attackers_from),
             "client_limits": client_limits_of(extra),
             "server_src": args.server_src or "this checkout",
+            "cpus": {"server": sorted(server_cpus), "clients": sorted(client_cpus)} if args.pin else "shared",
         },
         "honest": phases,
         "header_probe_quiet": quantiles(probe_ms) | {"statuses": dict(Counter(s for _, s in probes))},
         "header_probe_under_attack": quantiles(attack_ms)
         | {"statuses": dict(Counter(s for _, s in under_attack.times))},
+        "new_connection_under_attack": quantiles([ms for ms, _ in under_attack.control])
+        | {"statuses": dict(Counter(s for _, s in under_attack.control))},
         "attackers": attackers,
         "server_log": counts,
         "goals": goals,
     }
     print(json.dumps(phases, indent=2))
     print(markdown(phases))
-    shown = ("header_probe_quiet", "header_probe_under_attack", "attackers", "server_log", "goals")
+    shown = ("header_probe_quiet", "header_probe_under_attack", "new_connection_under_attack")
+    shown += ("attackers", "server_log", "goals")
     print(json.dumps({k: result[k] for k in shown}, indent=2))
     out = new_result_path(args.out_stem)
     out.write_text(json.dumps(result, indent=2) + "\n")
