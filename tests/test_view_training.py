@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from typer.testing import CliRunner
 
 from conftest import randomise_batch_norm
@@ -19,7 +20,18 @@ from onepixel.data.patches import DataError, PatchSet, load_folder
 from onepixel.models import create_model, load_model
 from onepixel.models.augment import AugmentConfig
 from onepixel.models.registry import ModelMeta
-from onepixel.models.train import TrainConfig, load_teacher, model_card, split_views, train_classifier
+from onepixel.models.train import (
+    TrainConfig,
+    fold_vote_threshold,
+    load_teacher,
+    model_card,
+    predict_view_scores,
+    sample_views,
+    split_views,
+    train_classifier,
+    training_loss,
+)
+from onepixel.models.votes import certified_balanced_accuracy, tune_view_threshold
 from onepixel.targets import TorchTarget
 from onepixel.targets.local import TOLERANCE
 from onepixel.targets.pixels import paint
@@ -66,18 +78,42 @@ def test_teachers_score_the_crop_or_the_same_view() -> None:
     view = load_teacher(TrainConfig(views=4, teacher="resnet_custom_amibr_views4"))
     assert view is not None and view.sees == "view" and view.input_size == 64
     x = torch.rand(3, 3, 16, 16)
-    labels = torch.tensor([1.0, 0.0, 1.0])
-    torch.testing.assert_close(view.targets(x, labels, 0.0), labels)
     up = x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
     with torch.no_grad():
-        scores = torch.sigmoid(view.model(up))
-    torch.testing.assert_close(view.targets(x, labels, 1.0), scores)
-    torch.testing.assert_close(view.targets(x, labels, 0.25), 0.25 * scores + 0.75 * labels)
+        expected = torch.sigmoid(view.model(up))
+    torch.testing.assert_close(view.scores(x), expected)  # the view, upsampled to the teacher
+    with torch.no_grad():
+        whole = torch.sigmoid(crop.model(up))
+    torch.testing.assert_close(crop.scores(up), whole)
     assert load_teacher(TrainConfig()) is None
     with pytest.raises(DataError, match="teacher"):
         load_teacher(TrainConfig(size=32, teacher="resnet_custom_amibr"))
     with pytest.raises(DataError, match="weight"):
         load_teacher(TrainConfig(teacher="resnet_custom_amibr", teacher_weight=1.5))
+
+
+def test_the_loss_balances_the_labels_and_not_the_teacher() -> None:
+    logits = torch.tensor([0.3, -1.2, 2.0])
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    taught = torch.tensor([0.8, 0.1, 0.6])
+    pos_weight = torch.tensor(3.0)
+    plain = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+    torch.testing.assert_close(training_loss(logits, labels, pos_weight), plain)
+    torch.testing.assert_close(training_loss(logits, labels, pos_weight, taught, 0.0), plain)
+    distil = F.binary_cross_entropy_with_logits(logits, taught)
+    torch.testing.assert_close(training_loss(logits, labels, pos_weight, taught, 1.0), distil)
+    torch.testing.assert_close(
+        training_loss(logits, labels, pos_weight, taught, 0.25), 0.75 * plain + 0.25 * distil
+    )
+
+
+def test_a_crop_score_travels_with_each_of_its_views() -> None:
+    cfg = TrainConfig(views=4, views_per_image=3)
+    x = torch.rand(2, 3, 8, 8)
+    rows = torch.tensor([[1.0, 0.9], [0.0, 0.2]])
+    views, target = sample_views(x, rows, cfg, 2, torch.Generator().manual_seed(0))
+    assert views.shape == (6, 3, 2, 2)
+    torch.testing.assert_close(target, rows.repeat_interleave(3, dim=0))
 
 
 def tiny_amibr(amibr_root: Path) -> PatchSet:
@@ -107,7 +143,7 @@ def test_a_native_view_model_distils_from_the_bundled_model(amibr_root: Path) ->
     _, views4 = load_model("resnet_custom_amibr_views4")
     info = {**views4.info, "training": cfg.to_dict()}
     card = model_card(dataclasses.replace(views4, input_size=16, arch_kwargs=dict(NATIVE), info=info))
-    assert "distilled from `resnet_custom_amibr`: each target is 0.5 x the teacher's score" in card
+    assert "distilled from `resnet_custom_amibr`: 0.5 of the loss is on the teacher's score" in card
     assert "'stem_stride': 1" in card
 
 
@@ -127,3 +163,35 @@ def test_bad_view_model_flags_name_the_flag(flags: list[str], message: str, tmp_
     assert result.exit_code != 0
     assert message in result.output
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_certified_balanced_accuracy_counts_right_and_certified_votes() -> None:
+    # 4 views; image 0 positive with 4 positive votes (radius 2), image 1 positive with 2 (a tie:
+    # positive, radius 0), image 2 negative with 0 (radius 1), image 3 negative with 3 (wrong).
+    scores = np.array([[0.9] * 4, [0.9, 0.9, 0.1, 0.1], [0.1] * 4, [0.9, 0.9, 0.9, 0.1]])
+    positive = np.array([True, True, False, False])
+    got = certified_balanced_accuracy(scores, positive, (0, 1, 2))
+    np.testing.assert_allclose(got, [0.5 * (2 / 2 + 1 / 2), 0.5 * (1 / 2 + 1 / 2), 0.5 * (1 / 2 + 0)])
+    # a threshold of 0.95 turns every vote negative: the negatives are right, the positives not
+    np.testing.assert_allclose(certified_balanced_accuracy(scores, positive, (0,), 0.95), [0.5 * (0 + 1)])
+
+
+def test_the_tuned_threshold_is_folded_into_the_bias(test_split: PatchSet) -> None:
+    rng = np.random.default_rng(0)
+    positive = rng.random(200) < 0.3
+    # view scores that separate the classes around 0.7, not 0.5
+    scores = np.clip(np.where(positive[:, None], 0.85, 0.55) + rng.normal(0, 0.08, (200, 16)), 0, 1)
+    threshold, mean = tune_view_threshold(scores, positive)
+    assert 0.6 <= threshold <= 0.8 and mean > 0.9
+    assert mean >= certified_balanced_accuracy(scores, positive, (0, 1, 2, 3, 4, 5), 0.5).mean()
+    torch.manual_seed(0)
+    model = create_model("resnet_custom", **NATIVE).eval()
+    images, y = test_split.images[:24, :64, :64], test_split.y[:24]
+    before = predict_view_scores(model, images, 4, 16)
+    vote = fold_vote_threshold(model, images, y, 4, 16)
+    after = predict_view_scores(model, images, 4, 16)
+    t = vote["threshold"]
+    assert ((after >= 0.5) == (before >= t)).mean() > 0.999  # equal but for float rounding at t
+    np.testing.assert_allclose(
+        np.log(after / (1 - after)), np.log(before / (1 - before)) - np.log(t / (1 - t)), atol=1e-4
+    )

@@ -115,6 +115,14 @@ StemStrideOpt = Annotated[
         "resolution through the first stage). Fresh models only.",
     ),
 ]
+TuneVoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tune-vote-threshold/--no-tune-vote-threshold",
+        help="With --views: pick the view-score threshold with the best certified balanced accuracy on "
+        "the validation split and fold it into the model's bias (the vote then uses it).",
+    ),
+]
 DepthsOpt = Annotated[
     str,
     typer.Option(
@@ -168,6 +176,7 @@ def train(
     teacher_weight: TeacherWeightOpt = 0.5,
     stem_stride: StemStrideOpt = 2,
     depths: DepthsOpt = "32,64,128",
+    tune_vote_threshold: TuneVoteOpt = True,
 ) -> None:
     """Train resnet_custom the deep-histopath way and write weights with full metadata.
 
@@ -192,6 +201,7 @@ def train(
         **{"schedule": schedule, "ema_decay": ema, "val_fraction": val_fraction, "select_metric": select},
         **{"seed": seed, "views": views, "views_per_image": views_per_image, "init_from": init_from},
         **{"teacher": teacher, "teacher_weight": teacher_weight, "arch_kwargs": arch_kwargs},
+        tune_vote_threshold=tune_vote_threshold,
         augment=augment,
     )
     fit_and_report(data, cfg, out, name=name, split=split, positive=positive)

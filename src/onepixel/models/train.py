@@ -78,11 +78,15 @@ class TrainConfig:
     # Weights to start from (a bundled name or .safetensors file) instead of a fresh model; their
     # architecture and input size are kept, views are upsampled (nearest) to that input.
     init_from: str | None = None
-    # Distillation: weights (bundled name or .safetensors) whose score of the whole augmented crop
-    # is mixed into every example's target, ``teacher_weight`` of it and the rest the label. A view
-    # then learns what the full-resolution model makes of its image, a softer and less noisy target.
+    # Distillation: weights (bundled name or .safetensors) whose score of each example (the whole
+    # augmented crop, or the same view for a model trained on views) is a second target,
+    # ``teacher_weight`` of the loss and the rest the label's: a softer and less noisy target.
     teacher: str | None = None
     teacher_weight: float = 0.5
+    # With views: choose the view-score threshold on the validation split that gives the highest
+    # certified balanced accuracy (mean over k = 0..5), and fold it into the head's bias, so the
+    # usual 0.5 rule votes with it.
+    tune_vote_threshold: bool = True
 
     @property
     def view_size(self) -> int:
@@ -110,6 +114,7 @@ class TrainResult:
     arch: str = "resnet_custom"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: int = 64
+    vote_threshold: dict[str, Any] | None = None
 
 
 def grouped_split(
@@ -165,7 +170,8 @@ def sample_views(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(views, labels)`` for a training batch: ``cfg.views_per_image`` random views per image.
 
-    Each image keeps its label on every view; offsets are drawn without replacement per image.
+    Each image keeps its label (a row of ``y``) on every view; offsets are drawn without replacement
+    per image.
     """
     per = cfg.views**2
     views = split_views(x, cfg.views, input_size).reshape(len(x), per, *x.shape[1:2], input_size, input_size)
@@ -173,7 +179,7 @@ def sample_views(
     if take < per:
         picks = torch.rand(len(x), per, generator=gen).argsort(dim=1)[:, :take]
         views = views[torch.arange(len(x))[:, None], picks]
-    return views.reshape(len(x) * take, *views.shape[2:]), y.repeat_interleave(take)
+    return views.reshape(len(x) * take, *views.shape[2:]), y.repeat_interleave(take, dim=0)
 
 
 @torch.inference_mode()
@@ -324,19 +330,23 @@ class _Loop:
         cfg = self.cfg
         x = augment_batch(self.sources[idx], cfg.size, cfg.augment, self.gen)
         target = self.y_train[idx]
-        teacher = self.teacher
+        teacher, taught = self.teacher, None
         if teacher is not None and teacher.sees == "crop":
-            target = teacher.targets(x, target, cfg.teacher_weight)
+            taught = teacher.scores(x)
         if cfg.views > 1:
+            if taught is not None:  # the crop's score goes with each of its views, as its label does
+                target = torch.stack([target, taught], dim=1)
             x, target = sample_views(x, target, cfg, self.input_size, self.gen)
+            if taught is not None:
+                target, taught = target[:, 0], target[:, 1]
         if teacher is not None and teacher.sees == "view":
-            target = teacher.targets(x, target, cfg.teacher_weight)
+            taught = teacher.scores(x)
         x = x.contiguous(memory_format=torch.channels_last)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(self.step, self.total, self.warmup, cfg.schedule)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
             logits = self.model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=self.pos_weight)
+        loss = training_loss(logits.float(), target, self.pos_weight, taught, cfg.teacher_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -411,13 +421,29 @@ class Teacher:
     input_size: int
 
     @torch.no_grad()
-    def targets(self, x: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
-        """Return soft targets (N,): ``weight`` x the teacher's score of ``x`` + the rest x ``labels``."""
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the teacher's scores (N,) of ``x`` (upsampled to its input when smaller)."""
         if x.shape[-1] != self.input_size:
             factor = self.input_size // x.shape[-1]
             x = x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-        scores = torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last)).float())
-        return weight * scores + (1.0 - weight) * labels
+        return torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last)).float())
+
+
+def training_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    pos_weight: torch.Tensor,
+    teacher_scores: torch.Tensor | None = None,
+    teacher_weight: float = 0.0,
+) -> torch.Tensor:
+    """Return the batch loss: BCE on the labels with ``pos_weight`` (class balance) and, given a
+    teacher's scores, ``teacher_weight`` of it replaced by BCE on those scores unweighted (the
+    teacher was trained balanced already: weighting its scores again would skew towards positives)."""
+    loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+    if teacher_scores is None or teacher_weight == 0.0:
+        return loss
+    distil = F.binary_cross_entropy_with_logits(logits, teacher_scores)
+    return (1.0 - teacher_weight) * loss + teacher_weight * distil
 
 
 def load_teacher(cfg: TrainConfig) -> Teacher | None:
@@ -517,11 +543,16 @@ def train_classifier(
     final = create_model(arch, **arch_kwargs)
     final.load_state_dict(best.state if best.state is not None else loop.model.state_dict())
     final.eval()
+    vote, val_metrics = None, best.metrics
+    if cfg.views > 1 and cfg.tune_vote_threshold:
+        vote = fold_vote_threshold(final, val_images, y_val, cfg.views, loop.input_size)
+        val_metrics = binary_metrics(y_val, validation_scores(final, val_images, cfg, loop.input_size))
     return TrainResult(
         model=final,
         history=history,
         best_epoch=best.epoch,
-        val_metrics=best.metrics,
+        val_metrics=val_metrics,
+        vote_threshold=vote,
         images_per_second=loop.seen / train_time if train_time else float("nan"),
         seconds=time.perf_counter() - t_start,
         split=split,
@@ -529,6 +560,25 @@ def train_classifier(
         arch_kwargs=arch_kwargs,
         input_size=loop.input_size,
     )
+
+
+@torch.no_grad()
+def fold_vote_threshold(
+    model: nn.Module, images: np.ndarray, y: np.ndarray, stride: int, input_size: int
+) -> dict[str, Any]:
+    """Choose the view-score threshold on ``images`` (validation) with :func:`tune_view_threshold`,
+    fold it into ``model``'s head bias (a score >= 0.5 afterwards is one >= the threshold before)
+    and return what was chosen."""
+    from onepixel.models.votes import tune_view_threshold
+
+    scores = predict_view_scores(model, images, stride, input_size)
+    threshold, mean = tune_view_threshold(scores, np.asarray(y) == 1)
+    model.head.bias -= math.log(threshold / (1.0 - threshold))
+    return {
+        "threshold": threshold,
+        "validation_certified_balanced_accuracy_mean_k0_5": round(mean, 4),
+        "folded_into": "the head's bias (logit of the threshold subtracted)",
+    }
 
 
 def initial_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict[str, Any], int]:
@@ -612,6 +662,7 @@ def build_meta(
             "input_size": cfg.size,
             "view_size": cfg.view_size,
             "init_from": cfg.init_from,
+            "vote_threshold": result.vote_threshold,
         }
     return ModelMeta(
         name=name,
@@ -724,9 +775,22 @@ def teacher_lines(cfg: dict[str, Any]) -> list[str]:
         return []
     weight = cfg.get("teacher_weight", 0.5)
     return [
-        f"- distilled from `{cfg['teacher']}`: each target is {weight:g} x the teacher's score + "
-        f"{1 - weight:g} x the label (a model trained on views scores the same view, upsampled; any "
-        "other model the whole crop)"
+        f"- distilled from `{cfg['teacher']}`: {weight:g} of the loss is on the teacher's score (plain "
+        f"BCE), {1 - weight:g} on the label (BCE with pos_weight); a model trained on views scores the "
+        "same view, upsampled, any other model the whole crop"
+    ]
+
+
+def vote_threshold_lines(vote: dict[str, Any] | None) -> list[str]:
+    """Return the model card's lines on the tuned view threshold (none when it was not tuned)."""
+    if not vote:
+        return []
+    return [
+        f"A view votes positive when its trained score is >= {vote['threshold']:g}, the threshold with the "
+        "highest certified balanced accuracy (mean over k = 0..5) on the validation split "
+        f"({vote['validation_certified_balanced_accuracy_mean_k0_5']:.4f}); it is folded into the head's "
+        "bias, so the saved model's score is >= 0.5 exactly then and every tool's 0.5 rule votes with it.",
+        "",
     ]
 
 
@@ -751,6 +815,7 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
         + (f"; fine-tuned from `{views['init_from']}`" if views.get("init_from") else "")
         + ".",
         "",
+        *vote_threshold_lines(views.get("vote_threshold")),
         f"Use: `onepixel certify --target certified` (or `--target certified:<this file>`). Each of the "
         f"{stride**2} views votes; k changed pixels change at most k votes, so a vote won by a margin "
         "above 2k (ties go to the positive label) is certified against every k-pixel change. The scores "

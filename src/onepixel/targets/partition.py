@@ -41,6 +41,7 @@ import numpy as np
 
 from onepixel.direction import DECISION
 from onepixel.errors import OnePixelError
+from onepixel.models.votes import certified_radius
 from onepixel.targets.base import Target, TargetInfo
 from onepixel.targets.pixels import last_wins_mask
 
@@ -97,17 +98,6 @@ class Partition:
     def view_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Return the view index of pixels at columns ``x`` and rows ``y`` (same shape, int64)."""
         return (np.asarray(y, dtype=np.int64) % self.stride) * self.stride + np.asarray(x) % self.stride
-
-
-def certified_radius(positive_votes: np.ndarray, n_views: int) -> np.ndarray:
-    """Return the certified radius (int64, same shape) for ``positive_votes`` out of ``n_views``.
-
-    The largest k such that no change of k pixels can flip the vote, under the tie rule of the
-    module docstring (ties go to the positive label).
-    """
-    pos = np.asarray(positive_votes, dtype=np.int64)
-    neg = n_views - pos
-    return np.where(pos >= neg, (pos - neg) // 2, (neg - pos - 1) // 2)
 
 
 @dataclass(frozen=True)
