@@ -1080,7 +1080,7 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
     header += ["p99 after (ms)", "honest errors attacked", "100 MB header quiet: max ms"]
     header += [
         "... attacked: p50 / max ms",
-        "control, a metadata request on a new connection, attacked: p50 / max ms",
+        "new connection attacked (control): p50 / max ms",
     ]
     header += ["5xx / tracebacks", "p99 <= 500 ms attacked"]
     header += ["header <= 50 ms attacked"]

@@ -184,9 +184,12 @@ def test_the_tuned_threshold_is_folded_into_the_bias(test_split: PatchSet) -> No
     threshold, mean = tune_view_threshold(scores, positive)
     assert 0.6 <= threshold <= 0.8 and mean > 0.9
     assert mean >= certified_balanced_accuracy(scores, positive, (0, 1, 2, 3, 4, 5), 0.5).mean()
+    with pytest.raises(ValueError, match="both classes"):
+        tune_view_threshold(scores, np.ones(200, dtype=bool))
     torch.manual_seed(0)
     model = create_model("resnet_custom", **NATIVE).eval()
-    images, y = test_split.images[:24, :64, :64], test_split.y[:24]
+    pick = np.concatenate([np.flatnonzero(test_split.y == 1)[:12], np.flatnonzero(test_split.y == 0)[:12]])
+    images, y = test_split.images[pick, :64, :64], test_split.y[pick]
     before = predict_view_scores(model, images, 4, 16)
     vote = fold_vote_threshold(model, images, y, 4, 16)
     after = predict_view_scores(model, images, 4, 16)

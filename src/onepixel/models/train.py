@@ -544,7 +544,7 @@ def train_classifier(
     final.load_state_dict(best.state if best.state is not None else loop.model.state_dict())
     final.eval()
     vote, val_metrics = None, best.metrics
-    if cfg.views > 1 and cfg.tune_vote_threshold:
+    if cfg.views > 1 and cfg.tune_vote_threshold and 0 < int(np.sum(y_val)) < len(y_val):
         vote = fold_vote_threshold(final, val_images, y_val, cfg.views, loop.input_size)
         val_metrics = binary_metrics(y_val, validation_scores(final, val_images, cfg, loop.input_size))
     return TrainResult(

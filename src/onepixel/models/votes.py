@@ -44,7 +44,13 @@ def certified_balanced_accuracy(
 def tune_view_threshold(view_scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
     """Return ``(threshold, mean)``: the view-score threshold of :data:`THRESHOLD_GRID` whose votes
     give the highest certified balanced accuracy averaged over k = 0..5 (:data:`TUNED_PIXELS`) on
-    these images (a validation split), and that mean; the threshold nearest 0.5 among equals."""
+    these images (a validation split), and that mean; the threshold nearest 0.5 among equals.
+
+    Raises ValueError when ``positive`` does not hold both classes.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        raise ValueError("choosing a vote threshold needs images of both classes")
     means = np.array(
         [certified_balanced_accuracy(view_scores, positive, TUNED_PIXELS, t).mean() for t in THRESHOLD_GRID]
     )
