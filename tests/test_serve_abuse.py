@@ -115,9 +115,9 @@ def address(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def connect(url: str) -> socket.socket:
-    """Return a TCP connection to the server at ``url``."""
-    sock = socket.create_connection(address(url), timeout=10)
+def connect(url: str, source: str | None = None) -> socket.socket:
+    """Return a TCP connection to the server at ``url`` (from the loopback address ``source``)."""
+    sock = socket.create_connection(address(url), timeout=10, source_address=(source, 0) if source else None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from onepixel.serve.connections import LOG_EVERY, PRUNE_EVERY, ClientLimits, Cli
 from onepixel.serve.runner import serving
 from onepixel.serve.security import harden
 from onepixel.targets import TorchTarget
+from test_serve_abuse import connect, read_answer
 
 
 class Clock:
@@ -91,25 +91,6 @@ def test_bad_limits_are_refused(bad: tuple[int, float, int]) -> None:
         ClientLimits(*bad)
 
 
-def connect_from(source: str, url: str) -> socket.socket:
-    """Return a TCP connection to the server at ``url`` from the loopback address ``source``."""
-    host, port = url.split("://", 1)[1].split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def answer_of(sock: socket.socket) -> bytes:
-    """Return what the server sends on ``sock`` until it closes (or 10 s pass)."""
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return b"".join(chunks)
-
-
 METADATA = b"GET /model/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
@@ -146,26 +127,26 @@ def test_a_client_past_its_open_connections_gets_429_unread_and_others_are_serve
     app = harden(create_app(target), log_requests=False)
     with serving(app, clients=ClientLimits(max_connections=4, rate=0.0)) as url:
         warnings.attach()
-        held = [connect_from("127.0.0.2", url) for _ in range(4)]
+        held = [connect(url, "127.0.0.2") for _ in range(4)]
         time.sleep(0.2)  # the server has counted them
-        extra = connect_from("127.0.0.2", url)
+        extra = connect(url, "127.0.0.2")
         started = time.perf_counter()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             extra.sendall(b"GET /model/metadata HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 << 20))
-        refused = answer_of(extra)
+        refused = read_answer(extra)
         took = time.perf_counter() - started
         assert refused.startswith(b"HTTP/1.1 429 "), refused[:100]
         assert b"retry-after: 1" in refused.lower() and b"more than 4 open connections" in refused
         assert took < 5
         # Another client is served meanwhile; so is the first once it closes one connection.
-        other = connect_from("127.0.0.3", url)
+        other = connect(url, "127.0.0.3")
         other.sendall(METADATA)
-        assert answer_of(other).startswith(b"HTTP/1.1 200 ")
+        assert read_answer(other).startswith(b"HTTP/1.1 200 ")
         held.pop().close()
         time.sleep(0.2)
-        again = connect_from("127.0.0.2", url)
+        again = connect(url, "127.0.0.2")
         again.sendall(METADATA)
-        assert answer_of(again).startswith(b"HTTP/1.1 200 ")
+        assert read_answer(again).startswith(b"HTTP/1.1 200 ")
         for sock in (*held, extra, other, again):
             sock.close()
     lines = warnings.refusal_lines()
@@ -181,9 +162,9 @@ def test_a_connection_flood_is_paced_to_the_rate_and_logged_as_one_line(
         warnings.attach()
         statuses = []
         for _ in range(40):
-            sock = connect_from("127.0.0.4", url)
+            sock = connect(url, "127.0.0.4")
             sock.sendall(METADATA)
-            statuses.append(answer_of(sock)[:12])
+            statuses.append(read_answer(sock)[:12])
             sock.close()
         assert 5 <= statuses.count(b"HTTP/1.1 200") <= 5 + 2 * 10  # the burst, plus what refilled
         assert statuses.count(b"HTTP/1.1 429") >= 15
