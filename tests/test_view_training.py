@@ -19,7 +19,9 @@ from onepixel.data.amibr import CLASSES, read_train_rows
 from onepixel.data.patches import DataError, PatchSet, load_folder
 from onepixel.models import create_model, load_model
 from onepixel.models.augment import AugmentConfig
-from onepixel.models.registry import ModelMeta
+from onepixel.models.ensemble import ensemble_card
+from onepixel.models.logit_mean import shift_logit
+from onepixel.models.registry import ModelMeta, save_model
 from onepixel.models.train import (
     TrainConfig,
     fold_vote_threshold,
@@ -32,8 +34,9 @@ from onepixel.models.train import (
     training_loss,
 )
 from onepixel.models.votes import certified_balanced_accuracy, tune_view_threshold
-from onepixel.targets import TorchTarget
+from onepixel.targets import TorchTarget, open_target
 from onepixel.targets.local import TOLERANCE
+from onepixel.targets.partition import PartitionEnsemble
 from onepixel.targets.pixels import paint
 
 NATIVE = {"depths": [16, 32, 64], "stem_stride": 1}
@@ -198,3 +201,67 @@ def test_the_tuned_threshold_is_folded_into_the_bias(test_split: PatchSet) -> No
     np.testing.assert_allclose(
         np.log(after / (1 - after)), np.log(before / (1 - before)) - np.log(t / (1 - t)), atol=1e-4
     )
+
+
+def test_logit_mean_averages_logits_and_shifts_them_and_saves_by_name(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    members = [create_model("resnet_custom", **NATIVE).eval() for _ in range(2)]
+    spec = [{"arch": "resnet_custom", "kwargs": dict(NATIVE)}] * 2
+    ensemble = create_model("logit_mean", members=spec).eval()
+    for mine, theirs in zip(ensemble.members, members, strict=True):
+        mine.load_state_dict(theirs.state_dict())
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = (members[0](x) + members[1](x)) / 2
+        torch.testing.assert_close(ensemble(x), expected)
+        shift_logit(ensemble, -0.75)
+        torch.testing.assert_close(ensemble(x), expected - 0.75)
+    meta = ModelMeta("pair", "logit_mean", ("Atypical", "Normal"), "Atypical", 16, {"members": spec})
+    loaded, _ = load_model(save_model(ensemble, meta, tmp_path / "pair.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected - 0.75)
+    with pytest.raises(TypeError, match="no head"):
+        shift_logit(torch.nn.Identity(), 1.0)
+
+
+def view_member(tmp_path: Path, seed: int, views: dict | None) -> Path:
+    """Write a fresh native view model with the training settings a trained one stores; return it."""
+    torch.manual_seed(seed)
+    model = create_model("resnet_custom", **NATIVE).eval()
+    info = {
+        "training": {"val_fraction": 0.15, "seed": 0, "size": 64},
+        "command": f"member {seed}",
+        "validation": {"roc_auc": 0.5},
+    }
+    if views is not None:
+        info["views"] = views
+    meta = ModelMeta(
+        f"member{seed}", "resnet_custom", ("Atypical", "Normal"), "Atypical", 16, dict(NATIVE), info
+    )
+    return save_model(model, meta, tmp_path / f"m{seed}.safetensors")
+
+
+def test_model_ensemble_tunes_the_vote_and_certifies(tmp_path: Path, amibr_root: Path) -> None:
+    views = {"stride": 4, "input_size": 64, "view_size": 16}
+    a, b = view_member(tmp_path, 1, views), view_member(tmp_path, 2, views)
+    out = tmp_path / "pair.safetensors"
+    result = CliRunner().invoke(
+        app, ["model", "ensemble", str(a), str(b), "--data", str(amibr_root), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    model, meta = load_model(out)
+    assert meta.arch == "logit_mean" and len(model.members) == 2
+    assert meta.info["validation"]["n"] == 457 and meta.info["test"]["n"] == 826  # the members' split
+    assert 0.05 <= meta.info["views"]["vote_threshold"]["threshold"] <= 0.95
+    card = ensemble_card(meta)
+    assert "| `member1` |" in card and "`member 2`" in card and "the view votes once" in card
+    ensemble = open_target(f"certified:{out}")
+    assert isinstance(ensemble, PartitionEnsemble) and not ensemble.upsampled and ensemble.n_views == 16
+    # members trained on other views (or none) are refused, naming the file
+    plain = view_member(tmp_path, 3, None)
+    bad = CliRunner().invoke(
+        app, ["model", "ensemble", str(a), str(plain), "--out", str(tmp_path / "x.safetensors")]
+    )
+    assert bad.exit_code != 0 and "m3.safetensors" in bad.output and "other views" in bad.output
+    one = CliRunner().invoke(app, ["model", "ensemble", str(a), "--out", str(tmp_path / "y.safetensors")])
+    assert one.exit_code != 0 and "at least two" in one.output

@@ -63,7 +63,7 @@ def version() -> None:
 # so that scripts written against them keep working.
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "model": (
-        "The classifier: train, evaluate, predict, export.",
+        "The classifier: train, evaluate, predict, export, ensemble.",
         {"train": "train", "evaluate": "evaluate", "predict": "predict"},
     ),
     "run": (

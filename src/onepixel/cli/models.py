@@ -251,13 +251,7 @@ def fit_and_report(
     except DataError as exc:
         raise fail(exc) from exc
     console.print(f"wrote [bold]{path}[/] (best epoch {meta.info['best_epoch']})")
-    for part in ("validation", "test"):
-        m = meta.info.get(part)
-        if m:
-            console.print(
-                f"{part}: balanced accuracy {m['balanced_accuracy']:.4f}, "
-                f"ROC AUC {m['roc_auc']:.4f} (n={m['n']})"
-            )
+    print_scores(meta.info)
 
 
 def evaluate(
@@ -399,6 +393,49 @@ def export(
         console.print(f"wrote [bold]{written}[/] and its spec [bold]{sidecar}[/]")
 
 
+def ensemble(
+    weights: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more trained weights (bundled names or .safetensors) of one input size and labels."
+        ),
+    ],
+    data: DataOption = None,
+    out: WeightsOutOpt = Path("runs/models/ensemble.safetensors"),
+    name: NameOpt = "ensemble",
+) -> None:
+    """Combine trained classifiers into one model whose logit is the mean of theirs.
+
+    For view models (`model train --views`) every view is scored by each member and still votes
+    once, so the certificate is unchanged while the vote is steadier. The ensemble's vote threshold
+    is tuned again on the members' validation split of --data (whole slides held out from their
+    training), and validation and AMi-Br test scores go into its metadata, as `model train` does.
+    Use it with `--target certified:<out>`; it costs one pass per member.
+    """
+    from onepixel.cli.data import data_root
+    from onepixel.data.patches import DataError
+    from onepixel.models.ensemble import ensemble_on_data
+
+    command = "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
+    try:
+        path, meta = ensemble_on_data(data_root(data), weights, out, name=name, command=command)
+    except (DataError, FileNotFoundError) as exc:
+        raise fail(exc) from exc
+    console.print(f"wrote [bold]{path}[/] ({len(weights)} members)")
+    print_scores(meta.info)
+
+
+def print_scores(info: dict[str, Any]) -> None:
+    """Print the validation and test scores a weights file's metadata holds."""
+    for part in ("validation", "test"):
+        m = info.get(part)
+        if m:
+            console.print(
+                f"{part}: balanced accuracy {m['balanced_accuracy']:.4f}, "
+                f"ROC AUC {m['roc_auc']:.4f} (n={m['n']})"
+            )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     app.command("train")(train)
@@ -406,3 +443,4 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
     group = command_group(app, "model", "Act on a classifier: export it (ONNX, TorchScript).")
     group.command("export")(export)
+    group.command("ensemble")(ensemble)

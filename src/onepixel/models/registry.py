@@ -41,6 +41,14 @@ def resnet_custom(**kwargs: Any) -> nn.Module:
     return ResNetCustom(**kwargs)
 
 
+@register_architecture("logit_mean")
+def logit_mean(members: list[dict[str, Any]]) -> nn.Module:
+    """Return an ensemble whose logit is the mean of its members' (``{"arch", "kwargs"}`` each)."""
+    from onepixel.models.logit_mean import LogitMean
+
+    return LogitMean([create_model(m["arch"], **m.get("kwargs", {})) for m in members])
+
+
 def list_architectures() -> list[str]:
     """Return the names of the registered architectures."""
     return sorted(_ARCHITECTURES)

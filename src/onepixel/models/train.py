@@ -569,11 +569,12 @@ def fold_vote_threshold(
     """Choose the view-score threshold on ``images`` (validation) with :func:`tune_view_threshold`,
     fold it into ``model``'s head bias (a score >= 0.5 afterwards is one >= the threshold before)
     and return what was chosen."""
+    from onepixel.models.logit_mean import shift_logit
     from onepixel.models.votes import tune_view_threshold
 
     scores = predict_view_scores(model, images, stride, input_size)
     threshold, mean = tune_view_threshold(scores, np.asarray(y) == 1)
-    model.head.bias -= math.log(threshold / (1.0 - threshold))
+    shift_logit(model, -math.log(threshold / (1.0 - threshold)))
     return {
         "threshold": threshold,
         "validation_certified_balanced_accuracy_mean_k0_5": round(mean, 4),
@@ -802,7 +803,12 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
     lines = [
         "## Views: a base model for certified pixel-partition voting",
         "",
-        f"Trained on strided views: every {size} px crop splits into {stride} x {stride} = {stride**2} views "
+        (
+            "Each member was trained on strided views (its command above)"
+            if "members" in meta.info
+            else "Trained on strided views"
+        )
+        + f": every {size} px crop splits into {stride} x {stride} = {stride**2} views "
         f"of {view} x {view} px (view (dy, dx) holds the pixels with y % {stride} == dy and "
         f"x % {stride} == dx), "
         "each an example with the image's label"
@@ -811,7 +817,11 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
             if meta.input_size != view
             else ""
         )
-        + f"; {meta.info['training'].get('views_per_image') or stride**2} random views per image and step"
+        + (
+            f"; {meta.info['training'].get('views_per_image') or stride**2} random views per image and step"
+            if "members" not in meta.info
+            else "; the ensemble scores each view with every member, and the view votes once"
+        )
         + (f"; fine-tuned from `{views['init_from']}`" if views.get("init_from") else "")
         + ".",
         "",
@@ -819,7 +829,7 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
         f"Use: `onepixel certify --target certified` (or `--target certified:<this file>`). Each of the "
         f"{stride**2} views votes; k changed pixels change at most k votes, so a vote won by a margin "
         "above 2k (ties go to the positive label) is certified against every k-pixel change. The scores "
-        "below are of the mean view score; the vote's are in the certified table.",
+        "above are of the mean view score; the vote's are in the certified table.",
         "",
     ]
     if certified:

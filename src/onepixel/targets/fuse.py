@@ -12,6 +12,7 @@ The other ``bn1``s and the final ``bn`` sit after a residual sum that is also pa
 folded BN follows its conv, and zero padding happens on the conv's input. 3x3 stride-1 convs
 use the conv's own symmetric padding (TF 'same' is symmetric there); the stride-2 stem keeps
 TF's bottom/right padding. Input normalisation is done while converting from uint8.
+A ``logit_mean`` ensemble of such models is fused member by member (:class:`FusedMean`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from onepixel.models.logit_mean import LogitMean
 from onepixel.models.resnet_custom import PreActBottleneck, ResNetCustom
 
 
@@ -108,16 +110,41 @@ def _stem_padding(conv: nn.Conv2d, size: int) -> tuple[int, int, int, int]:
     return (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)
 
 
-def can_fuse(model: nn.Module) -> bool:
-    """Return True when ``model`` is a :class:`ResNetCustom` that :class:`FusedResNet` rebuilds."""
+class FusedMean(nn.Module):
+    """Inference-only ``LogitMean``: the mean logit of its fused members (inputs in [-1, 1])."""
+
+    def __init__(self, members: list[FusedResNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the mean of the members' logits for ``x`` (N, 3, H, W) normalised to [-1, 1]."""
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
+def _fusable_resnet(model: nn.Module) -> bool:
     return isinstance(model, ResNetCustom) and all(isinstance(b, PreActBottleneck) for b in model.stages)
 
 
-def fuse(model: nn.Module, input_size: int = 64) -> FusedResNet:
-    """Return the BN-folded inference copy of a ``ResNetCustom`` for ``input_size`` inputs."""
+def can_fuse(model: nn.Module) -> bool:
+    """Return True when ``model`` is a :class:`ResNetCustom` that :class:`FusedResNet` rebuilds, or
+    a :class:`LogitMean` of them."""
+    if isinstance(model, LogitMean):
+        return all(_fusable_resnet(m) for m in model.members)
+    return _fusable_resnet(model)
+
+
+def fuse(model: nn.Module, input_size: int = 64) -> FusedResNet | FusedMean:
+    """Return the BN-folded inference copy of a ``ResNetCustom`` (or of a ``LogitMean`` of them)
+    for ``input_size`` inputs."""
     if not can_fuse(model):
-        raise TypeError(f"cannot fuse {type(model).__name__}: only ResNetCustom is supported")
-    fused = FusedResNet(model, input_size).eval()
+        raise TypeError(
+            f"cannot fuse {type(model).__name__}: only ResNetCustom (or a mean of them) is supported"
+        )
+    if isinstance(model, LogitMean):
+        fused: nn.Module = FusedMean([FusedResNet(m, input_size) for m in model.members]).eval()
+    else:
+        fused = FusedResNet(model, input_size).eval()
     for p in fused.parameters():
         p.requires_grad_(False)
-    return fused
+    return fused  # type: ignore[return-value]
