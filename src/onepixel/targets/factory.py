@@ -59,7 +59,7 @@ def _open(text: str, **kwargs: Any) -> Target:
     return TorchTarget.from_pretrained(name, **kwargs)
 
 
-BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4"
+BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4_pair"
 
 
 def canonical_spec(spec: str) -> str:
