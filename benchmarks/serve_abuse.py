@@ -525,9 +525,12 @@ def cpu_split(pin: bool) -> tuple[set[int], set[int]]:
     return {cpus[0]}, set(cpus[1:])
 
 
-def client_limits_of(server_args: list[str]) -> str:
+def client_limits_of(server_args: list[str], server_src: str | None = None) -> str:
     """Return the per-client connection limits the server runs with: its defaults unless
-    ``server_args`` set them (then those flags as given)."""
+    ``server_args`` set them (then those flags as given), or none for a ``server_src`` from before
+    them."""
+    if server_src and not (Path(server_src) / "onepixel/serve/connections.py").is_file():
+        return "none (before them)"
     flags = [
         arg
         for arg in server_args
@@ -704,7 +707,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "heavy_body_bytes": len(heavy_body(images[1], args.heavy_queries, args.heavy_pixels)),
             "attackers": "a child process (asyncio), started --warmup s before the attacked phase",
             "source_addresses": source_addresses(args.attackers_from),
-            "client_limits": client_limits_of(extra),
+            "client_limits": client_limits_of(extra, args.server_src),
             "server_src": args.server_src or "this checkout",
             "cpus": {"server": sorted(server_cpus), "clients": sorted(client_cpus)} if args.pin else "shared",
         },
