@@ -138,7 +138,7 @@ def _scores(model: nn.Module, images: np.ndarray, stride: int, input_size: int) 
 def ensemble_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
     """Return a Markdown model card for a ``logit_mean`` ensemble built from its metadata (and,
     for view models, ``onepixel certify --json``'s output)."""
-    from onepixel.models.train import views_section
+    from onepixel.models.train import scores_section, views_section
 
     info = meta.info
     lines = [
@@ -161,19 +161,9 @@ def ensemble_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> s
         "",
         f"Combined with: `{info.get('command')}` (code commit {info.get('code_commit')}).",
         "",
-        "## Scores (threshold 0.5)",
+        *scores_section(info),
         "",
-        "| split | n | positive | balanced accuracy | ROC AUC | sensitivity | specificity |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for part in ("validation", "test"):
-        m = info.get(part)
-        if m:
-            lines.append(
-                f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
-                f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
-            )
-    lines.append("")
     if "views" in info:
         lines += ["Scores of the mean view score.", "", *views_section(meta, certified)]
     return "\n".join(lines)

@@ -848,6 +848,24 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
     return lines
 
 
+def scores_section(info: dict[str, Any]) -> list[str]:
+    """Return a model card's "Scores" heading and table (validation and test rows in ``info``)."""
+    lines = [
+        "## Scores (threshold 0.5)",
+        "",
+        "| split | n | positive | balanced accuracy | ROC AUC | sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for part in ("validation", "test"):
+        m = info.get(part)
+        if m:
+            lines.append(
+                f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
+                f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
+            )
+    return lines
+
+
 def model_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
     """Return a Markdown model card for trained weights, built from their metadata (and, for a
     view-trained model, what it certifies)."""
@@ -890,18 +908,8 @@ def model_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:
         f"{info.get('torch_threads')} CPU thread(s), bf16 autocast {info.get('bf16_autocast')}",
         f"- {info.get('images_per_second')} training images/s; {info.get('train_seconds')} s in all",
         "",
-        "## Scores (threshold 0.5)",
-        "",
-        "| split | n | positive | balanced accuracy | ROC AUC | sensitivity | specificity |",
-        "|---|---|---|---|---|---|---|",
+        *scores_section(info),
     ]
-    for part in ("validation", "test"):
-        m = info.get(part)
-        if m:
-            lines.append(
-                f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
-                f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
-            )
     lines += [
         "",
         "Reproduce the test row: `onepixel evaluate --split test` (bundled weights, AMi-Br test split)."

@@ -308,7 +308,8 @@ table{border-collapse:collapse;margin:12px 0;font-size:14px}caption{text-align:l
 padding:4px 0;color:#3b1f4a}th,td{border:1px solid #dde0e6;padding:4px 10px;text-align:right}
 th{background:#f0edf3}table.kv th{text-align:left}td:first-child{text-align:left}
 table.findings{font-size:15px}table.findings td,table.findings th{text-align:left}
-p,figcaption,caption{overflow-wrap:anywhere}p.lead{font-size:17px;margin:6px 0 4px}p.empty{color:#555;font-style:italic}
+p,figcaption,caption{overflow-wrap:anywhere}
+p.lead{font-size:17px;margin:6px 0 4px}p.empty{color:#555;font-style:italic}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,340px),1fr));gap:16px;margin:12px 0}
 figure{margin:0}figure img{width:100%;height:auto;border:1px solid #e3e5ea;background:#fff}
 figcaption{font-size:13px;color:#555}
