@@ -1055,6 +1055,7 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
         limits = s.get("client_limits", "none (before them)").removeprefix("defaults: ")
         rows.append(
             [
+                f"{s['duration']:g} s",
                 f"{s['heavy_pause']:g} s",
                 attackers,
                 limits,
@@ -1073,12 +1074,18 @@ def serve_abuse(data: list[dict[str, Any]]) -> str:
         )
     d0 = data[0]["settings"]
     note = (
-        f"{d0['honest']} honest single-image clients (`hey`, keep-alive) for {d0['duration']:g} s quiet, "
+        f"{d0['honest']} honest single-image clients (`hey`, keep-alive) for a phase quiet, "
         f"then under {d0['slow']} slow-body, {d0['big']} big-header and {d0['heavy']} heavy "
         f"({d0['heavy_queries']:,} x {d0['heavy_pixels']}-pixel queries, leaving after 50 ms) clients, "
         "then after them; the server and every client on the same 2 cores."
     )
-    header = ["heavy clients' pause", "attackers from", "per-client connection limits", "load at start"]
+    header = [
+        "phase",
+        "heavy clients' pause",
+        "attackers from",
+        "per-client connection limits",
+        "load at start",
+    ]
     header += ["honest p99 quiet (ms)", "p99 attacked (ms)"]
     header += ["p99 after (ms)", "honest errors attacked", "100 MB header quiet: max ms"]
     header += [
