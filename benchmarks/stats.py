@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
@@ -13,3 +14,23 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def flip_counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """Return a campaign summary's (``summarize_run``) flip counts as the study scripts report them:
+    images attacked, on the true side before, already wrong, flips (an image already wrong is never
+    one) with their 95% Wilson interval over the images on their true side, the median queries to
+    a flip, and the settings that qualify them (pixels, objective, DE settings, complete)."""
+    on_side = summary["attacked"] - summary["wrong_before"]
+    return {
+        "pixels": summary["pixels"],
+        "objective": summary["objective"],
+        "de": summary.get("de"),
+        "complete": summary["complete"],
+        "attacked": summary["attacked"],
+        "on_true_side": on_side,
+        "wrong_before": summary["wrong_before"],
+        "flips": summary["flips"],
+        "flips_ci95": wilson(summary["flips"], on_side),
+        "queries_to_flip_median": summary["queries_to_flip_median"],
+    }

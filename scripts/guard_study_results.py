@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from provenance import finish, new_result_path, provenance  # noqa: E402
-from stats import wilson  # noqa: E402
+from stats import flip_counts  # noqa: E402
 
 from onepixel.attack.summary import summarize_run  # noqa: E402
 
@@ -38,22 +38,12 @@ BUNDLED = REPO / "src" / "onepixel" / "defense" / "weights"
 def campaign(run: Path) -> dict[str, Any]:
     """Return one campaign's summary against the bare classifier (or the pipeline it ran through)."""
     s = summarize_run(run)
-    on_side = s["attacked"] - s["wrong_before"]
     name = run.name.rpartition("-")[0]
     return {
         "run": run.name,
         "campaign": name,
         "direction": str(getattr(s["direction"], "value", s["direction"])),
-        "pixels": s["pixels"],
-        "objective": s["objective"],
-        "de": s.get("de"),
-        "complete": s["complete"],
-        "attacked": s["attacked"],
-        "on_true_side": on_side,
-        "wrong_before": s["wrong_before"],
-        "flips": s["flips"],
-        "flips_ci95": wilson(s["flips"], on_side),
-        "queries_to_flip_median": s["queries_to_flip_median"],
+        **flip_counts(s),
         "cpu_seconds": s.get("cpu_seconds"),
     }
 

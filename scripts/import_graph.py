@@ -84,8 +84,10 @@ def string_plugins(tree: ast.AST, module: str, is_package: bool) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_STRING.match(node.value):
             found.append(node.value.split(":")[0])
-        if is_package and isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets
+        if (
+            is_package
+            and isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets)
         ):
             for value in getattr(node.value, "values", []):
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):

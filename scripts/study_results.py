@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from provenance import finish, new_result_path, provenance  # noqa: E402
-from stats import wilson  # noqa: E402
+from stats import flip_counts  # noqa: E402
 
 from onepixel.attack.run_folder import read_run  # noqa: E402
 from onepixel.attack.summary import summarize_run  # noqa: E402
@@ -43,24 +43,14 @@ def campaign(run: Path) -> dict[str, Any]:
     s = summarize_run(folder)
     records = folder.records
     colour = [r.colour_error for r in records if r.colour_error is not None]
-    on_side = s["attacked"] - s["wrong_before"]
     cpu = s.get("cpu_seconds")
     return {
         "run": run.name,
         "method": (s["methods"] or [s["method"]])[0],
-        "pixels": s["pixels"],
         "direction": s["direction"],
         "filter": "nofilter" not in run.name,
-        "objective": s["objective"],
         "budget": s["budget"],
-        "de": s.get("de"),
-        "complete": s["complete"],
-        "attacked": s["attacked"],
-        "on_true_side": on_side,
-        "wrong_before": s["wrong_before"],
-        "flips": s["flips"],
-        "flips_ci95": wilson(s["flips"], on_side),
-        "queries_to_flip_median": s["queries_to_flip_median"],
+        **flip_counts(s),
         "queries_to_flip_n": s["flips"],
         "cpu_seconds_per_flip": cpu / s["flips"] if cpu and s["flips"] else None,
         "score_before_mean": s["all_before"]["mean"],
