@@ -178,9 +178,9 @@ class Limits:
     body_min_rate: int
     large_body: int
     large_body_lane: int
-    client_connections: int = 256
-    client_rate: float = 100.0
-    client_burst: int = 200
+    client_connections: int
+    client_rate: float
+    client_burst: int
 
     def check(self) -> None:
         """Raise typer.BadParameter naming the flags when a bound cannot work."""

@@ -9,11 +9,9 @@ written like a trained model's.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,8 +24,7 @@ from onepixel.models.train import (
     _train_val_sets,
     fold_vote_threshold,
     git_commit,
-    predict_scores,
-    predict_view_scores,
+    validation_scores,
 )
 
 SHARED = ("input_size", "classes", "positive")
@@ -108,31 +105,31 @@ def ensemble_on_data(
 
     models, metas = load_members(sources)
     ensemble, meta = combine(models, metas, name)
-    training = meta.info["training"]
-    cfg = TrainConfig(val_fraction=training["val_fraction"] or 0.15, seed=training["seed"] or 0)
-    cfg = dataclasses.replace(cfg, size=training["size"] or meta.info.get("views", {}).get("input_size", 64))
+    training, stride = meta.info["training"], _stride(meta)
+    cfg = TrainConfig(
+        val_fraction=training["val_fraction"] or 0.15,
+        seed=training["seed"] or 0,
+        size=training["size"] or meta.info.get("views", {}).get("input_size", 64),
+        views=stride,
+    )
     opened = open_patches(root, None, input_size=None, positive=metas[0].positive, amibr_split="train")
     _, val = _train_val_sets(opened.patches, None, cfg)
     val_images = center_crop(val.images, cfg.size)
-    stride = _stride(meta)
     if stride > 1 and 0 < int(val.y.sum()) < len(val.y):
         meta.info["views"]["vote_threshold"] = fold_vote_threshold(
             ensemble, val_images, val.y, stride, meta.input_size
         )
-    meta.info["validation"] = binary_metrics(val.y, _scores(ensemble, val_images, stride, meta.input_size))
+    meta.info["validation"] = binary_metrics(
+        val.y, validation_scores(ensemble, val_images, cfg, meta.input_size)
+    )
     if opened.layout == "amibr":
         test = open_patches(opened.root, "test").patches
         test_images = center_crop(test.images, cfg.size)
-        meta.info["test"] = binary_metrics(test.y, _scores(ensemble, test_images, stride, meta.input_size))
+        meta.info["test"] = binary_metrics(
+            test.y, validation_scores(ensemble, test_images, cfg, meta.input_size)
+        )
     meta.info["command"] = command
     return save_model(ensemble, meta, out), meta
-
-
-def _scores(model: nn.Module, images: np.ndarray, stride: int, input_size: int) -> np.ndarray:
-    """Return one score per image: the model's, or the mean view score for a view model."""
-    if stride == 1:
-        return predict_scores(model, images)
-    return predict_view_scores(model, images, stride, input_size).mean(axis=1)
 
 
 def ensemble_card(meta: ModelMeta, certified: dict[str, Any] | None = None) -> str:

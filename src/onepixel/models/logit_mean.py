@@ -26,18 +26,15 @@ class LogitMean(nn.Module):
         """Return the mean of the members' logits for ``x`` (N, 3, H, W) in [0, 1]."""
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
-    def shift_logit(self, delta: float) -> None:
-        """Add ``delta`` to the ensemble's logit (to every member's head bias: the mean moves by it)."""
-        for member in self.members:
-            shift_logit(member, delta)
-
 
 @torch.no_grad()
 def shift_logit(model: nn.Module, delta: float) -> None:
-    """Add ``delta`` to ``model``'s output logit: through its own ``shift_logit`` when it has one,
-    else its ``head``'s bias. Raises TypeError for a model with neither."""
+    """Add ``delta`` to ``model``'s output logit: to its ``head``'s bias, or for a
+    :class:`LogitMean` to every member's (the mean moves by ``delta``). Raises TypeError for a model
+    with neither."""
     if isinstance(model, LogitMean):
-        model.shift_logit(delta)
+        for member in model.members:
+            shift_logit(member, delta)
         return
     head = getattr(model, "head", None)
     if head is None or getattr(head, "bias", None) is None:

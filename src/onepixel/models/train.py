@@ -159,10 +159,16 @@ def split_views(x: torch.Tensor, stride: int, out_size: int | None = None) -> to
     n, c, size = x.shape[0], x.shape[1], x.shape[2]
     v = size // stride
     views = x.reshape(n, c, v, stride, v, stride).permute(0, 3, 5, 1, 2, 4).reshape(n * stride**2, c, v, v)
-    if out_size is not None and out_size != v:
-        factor = out_size // v
-        views = views.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-    return views
+    return views if out_size is None else upsample_nearest(views, out_size)
+
+
+def upsample_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Return images ``x`` (N, C, s, s) upsampled to ``size`` by repeating each pixel (``size``
+    a whole multiple of ``s``); ``x`` itself when it is that size already."""
+    factor = size // x.shape[-1]
+    if factor == 1:
+        return x
+    return x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
 
 
 def sample_views(
@@ -423,10 +429,8 @@ class Teacher:
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Return the teacher's scores (N,) of ``x`` (upsampled to its input when smaller)."""
-        if x.shape[-1] != self.input_size:
-            factor = self.input_size // x.shape[-1]
-            x = x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-        return torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last)).float())
+        x = upsample_nearest(x, self.input_size).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.model(x).float())
 
 
 def training_loss(
@@ -462,7 +466,7 @@ def load_teacher(cfg: TrainConfig) -> Teacher | None:
 
     model, meta = load_model(cfg.teacher)
     model = model.eval().to(memory_format=torch.channels_last)
-    views = meta.info.get("views") if isinstance(meta.info, dict) else None
+    views = meta.info.get("views")
     if cfg.views > 1 and views and views.get("stride") == cfg.views and meta.input_size % cfg.view_size == 0:
         return Teacher(model, "view", meta.input_size)
     if meta.input_size == cfg.size:
