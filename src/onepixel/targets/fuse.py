@@ -12,7 +12,8 @@ The other ``bn1``s and the final ``bn`` sit after a residual sum that is also pa
 folded BN follows its conv, and zero padding happens on the conv's input. 3x3 stride-1 convs
 use the conv's own symmetric padding (TF 'same' is symmetric there); the stride-2 stem keeps
 TF's bottom/right padding. Input normalisation is done while converting from uint8.
-A ``logit_mean`` ensemble of such models is fused member by member (:class:`FusedMean`).
+A ``logit_mean`` ensemble of such models is fused member by member (a ``LogitMean`` of the
+fused members).
 """
 
 from __future__ import annotations
@@ -110,18 +111,6 @@ def _stem_padding(conv: nn.Conv2d, size: int) -> tuple[int, int, int, int]:
     return (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)
 
 
-class FusedMean(nn.Module):
-    """Inference-only ``LogitMean``: the mean logit of its fused members (inputs in [-1, 1])."""
-
-    def __init__(self, members: list[FusedResNet]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the mean of the members' logits for ``x`` (N, 3, H, W) normalised to [-1, 1]."""
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
-
-
 def _fusable_resnet(model: nn.Module) -> bool:
     return isinstance(model, ResNetCustom) and all(isinstance(b, PreActBottleneck) for b in model.stages)
 
@@ -134,7 +123,7 @@ def can_fuse(model: nn.Module) -> bool:
     return _fusable_resnet(model)
 
 
-def fuse(model: nn.Module, input_size: int = 64) -> FusedResNet | FusedMean:
+def fuse(model: nn.Module, input_size: int = 64) -> FusedResNet | LogitMean:
     """Return the BN-folded inference copy of a ``ResNetCustom`` (or of a ``LogitMean`` of them)
     for ``input_size`` inputs."""
     if not can_fuse(model):
@@ -142,7 +131,7 @@ def fuse(model: nn.Module, input_size: int = 64) -> FusedResNet | FusedMean:
             f"cannot fuse {type(model).__name__}: only ResNetCustom (or a mean of them) is supported"
         )
     if isinstance(model, LogitMean):
-        fused: nn.Module = FusedMean([FusedResNet(m, input_size) for m in model.members]).eval()
+        fused: nn.Module = LogitMean([FusedResNet(m, input_size) for m in model.members]).eval()
     else:
         fused = FusedResNet(model, input_size).eval()
     for p in fused.parameters():
