@@ -99,13 +99,13 @@ TeacherOpt = Annotated[
     str | None,
     typer.Option(
         "--teacher",
-        help="Distil from these weights (bundled name or .safetensors): each example's target mixes "
-        "the teacher's score with the label (--teacher-weight). A model trained on views at the same "
-        "--views scores the student's own view (upsampled); any other model the whole crop.",
+        help="Distil from these weights (bundled name or .safetensors): part of the loss (--teacher-weight) "
+        "is on the teacher's score, the rest on the label. A model trained on views at the same --views "
+        "scores the student's own view (upsampled); any other model the whole crop.",
     ),
 ]
 TeacherWeightOpt = Annotated[
-    float, typer.Option("--teacher-weight", help="Share of the teacher's score in each target (0-1).")
+    float, typer.Option("--teacher-weight", help="Share of the loss on the teacher's score (0-1).")
 ]
 StemStrideOpt = Annotated[
     int,
@@ -244,7 +244,7 @@ def fit_and_report(
     from onepixel.data.patches import DataError
     from onepixel.models.train import fit_data
 
-    command = "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
+    command = typed_command()
     try:
         root = data_root(data)
         path, meta = fit_data(root, cfg, out, name=name, split=split, positive=positive, command=command)
@@ -416,13 +416,19 @@ def ensemble(
     from onepixel.data.patches import DataError
     from onepixel.models.ensemble import ensemble_on_data
 
-    command = "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
+    command = typed_command()
     try:
         path, meta = ensemble_on_data(data_root(data), weights, out, name=name, command=command)
     except (DataError, FileNotFoundError) as exc:
         raise fail(exc) from exc
     console.print(f"wrote [bold]{path}[/] ({len(weights)} members)")
     print_scores(meta.info)
+
+
+def typed_command() -> str | None:
+    """Return the command line as typed (``onepixel ...``) for a weights file's metadata, None when
+    there is none (called from Python)."""
+    return "onepixel " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else None
 
 
 def print_scores(info: dict[str, Any]) -> None:
