@@ -14,11 +14,12 @@ from torch import nn
 from conftest import randomise_batch_norm
 from onepixel.data.patches import PatchSet
 from onepixel.models import DEFAULT_MODEL, create_model, load_model
+from onepixel.models.logit_mean import LogitMean
 from onepixel.models.registry import weights_path
 from onepixel.serve import create_app
 from onepixel.serve.runner import ServerThread, free_port, serving
 from onepixel.targets import HttpTarget, TargetError, TorchTarget, open_target
-from onepixel.targets.fuse import fuse
+from onepixel.targets.fuse import SideBySide, fuse
 from onepixel.targets.local import MODES, TOLERANCE, to_normalised, to_tensor
 
 
@@ -57,6 +58,32 @@ def test_bn_folding_exact_with_nontrivial_statistics(images: np.ndarray) -> None
     assert (torch.sigmoid(eager) - torch.sigmoid(folded)).abs().max().item() < TOLERANCE
     batch_norms = sum(isinstance(m, nn.BatchNorm2d) for m in fuse(model).modules())
     assert batch_norms == 9  # 28 in the original: 19 folded, bn1 of blocks 2-9 and the head stay
+
+
+def test_members_of_one_architecture_run_side_by_side_exactly(images: np.ndarray) -> None:
+    # Three members with their own non-trivial statistics; 16 px views of real images.
+    generator = torch.Generator().manual_seed(3)
+    kwargs = {"depths": [16, 32, 64], "stem_stride": 1}
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(create_model("resnet_custom", **kwargs).eval())
+        randomise_batch_norm(members[-1], generator)
+    ensemble = LogitMean(members).eval()
+    views = np.ascontiguousarray(images[:, ::4, ::4])
+    side = fuse(ensemble, 16)
+    assert isinstance(side, SideBySide)
+    convs = [m for m in side.modules() if isinstance(m, nn.Conv2d)]
+    assert {c.groups for c in convs} == {1, 3}  # the stem reads the shared image; the rest are grouped
+    with torch.inference_mode():
+        eager = ensemble(to_tensor(views))
+        stacked = side(to_normalised(views))
+    assert (eager - stacked).abs().max().item() < 1e-4
+    # members of different shapes stay a mean of fused members, as exact
+    mixed = LogitMean([members[0], create_model("resnet_custom", **kwargs, blocks=2).eval()]).eval()
+    assert isinstance(fuse(mixed, 16), LogitMean)
+    with torch.inference_mode():
+        assert (mixed(to_tensor(views)) - fuse(mixed, 16)(to_normalised(views))).abs().max().item() < 1e-4
 
 
 class Doubler(nn.Module):

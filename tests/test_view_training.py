@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import randomise_batch_norm
 from onepixel.cli.main import app
+from onepixel.cli.models import architecture
 from onepixel.data.amibr import CLASSES, read_train_rows
 from onepixel.data.patches import DataError, PatchSet, load_folder
 from onepixel.models import create_model, load_model
@@ -150,12 +151,22 @@ def test_a_native_view_model_distils_from_the_bundled_model(amibr_root: Path) ->
     assert "'stem_stride': 1" in card
 
 
+def test_architecture_flags_shape_only_what_differs_from_the_original() -> None:
+    assert architecture("32,64,128", 2, 3, None) == {}
+    kwargs = architecture("16,32,64", 1, 2, None)
+    assert kwargs == {"depths": [16, 32, 64], "stem_stride": 1, "blocks": 2}
+    model = create_model("resnet_custom", **kwargs)
+    assert len(model.stages) == 6 and model.stem.stride == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--depths", "16,32"], "--depths"),
         (["--stem-stride", "3"], "--stem-stride"),
         (["--stem-stride", "1", "--from", "resnet_custom_amibr"], "--from keeps"),
+        (["--blocks", "0"], "--blocks must be between 1 and 8"),
+        (["--blocks", "2", "--from", "resnet_custom_amibr"], "--from keeps"),
         (["--teacher-weight", "2"], "--teacher-weight"),
     ],
 )
