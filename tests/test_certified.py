@@ -14,6 +14,8 @@ from onepixel.data.patches import PatchSet
 from onepixel.defense.certify import certify_set
 from onepixel.defense.partition_attack import attack_partition
 from onepixel.targets import open_target
+from onepixel.targets.factory import VIEW_CHUNK
+from onepixel.targets.local import DEFAULT_BATCH_SIZE
 from onepixel.targets.partition import (
     Partition,
     PartitionEnsemble,
@@ -97,6 +99,17 @@ def test_spec_parsing_and_errors() -> None:
         parse_certified_spec("certified:")
     with pytest.raises(PartitionError, match="stride that divides 64"):
         open_target("certified@5:bundled")
+
+
+def test_view_models_score_a_chunk_of_views_per_pass_unless_told(views_ensemble, test_split) -> None:
+    assert views_ensemble.base.batch_size == VIEW_CHUNK
+    small = open_target("certified", batch_size=5)
+    assert small.base.batch_size == 5
+    images = test_split.images[:7]  # 112 views: several chunks of either size, one partial
+    a, b = small.certify(images), views_ensemble.certify(images)
+    np.testing.assert_array_equal(a.positive_votes, b.positive_votes)
+    np.testing.assert_array_equal(a.radius, b.radius)
+    assert open_target("certified:bundled").base.batch_size == DEFAULT_BATCH_SIZE  # zero-shot: images
 
 
 def _random_changes(rng: np.random.Generator, q: int, k: int, size: int) -> np.ndarray:

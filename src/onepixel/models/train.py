@@ -830,7 +830,8 @@ def views_section(meta: ModelMeta, certified: dict[str, Any] | None = None) -> l
         + ".",
         "",
         *vote_threshold_lines(views.get("vote_threshold")),
-        f"Use: `onepixel certify --target certified` (or `--target certified:<this file>`). Each of the "
+        f"Use: `onepixel certify --target certified:{meta.name}` (a bundled name; any weights file works "
+        "as `certified:<file>`, and `--target certified` is the bundled default view model). Each of the "
         f"{stride**2} views votes; k changed pixels change at most k votes, so a vote won by a margin "
         "above 2k (ties go to the positive label) is certified against every k-pixel change. The scores "
         "above are of the mean view score; the vote's are in the certified table.",

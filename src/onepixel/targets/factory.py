@@ -60,6 +60,10 @@ def _open(text: str, **kwargs: Any) -> Target:
 
 
 BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4_pair"
+# Views per forward pass of a base trained on views (three 64 px images' worth at stride 4): 16 px
+# views are small, so 32 per pass leaves the CPU on per-call overhead and 64 or more spill the
+# cache; 48 was fastest for the bundled view models at 1 and 2 threads (`certify_cost.py --chunks`).
+VIEW_CHUNK = 48
 
 
 def canonical_spec(spec: str) -> str:
@@ -102,8 +106,9 @@ def open_certified(spec: str, stride: int | None = None, **kwargs: Any) -> Targe
     """Return the :class:`~onepixel.targets.partition.PartitionEnsemble` a ``certified`` spec names.
 
     A base model whose weights say they were trained on views (``info["views"]``) is used at its
-    own stride and the ensemble takes ``view size x stride`` images; any other base is used
-    zero-shot at ``stride`` (default 4) on images of its own size.
+    own stride and the ensemble takes ``view size x stride`` images, scoring :data:`VIEW_CHUNK`
+    views per forward pass unless ``batch_size=`` says otherwise; any other base is used zero-shot
+    at ``stride`` (default 4) on images of its own size.
     """
     from onepixel.targets.partition import (
         DEFAULT_STRIDE,
@@ -121,6 +126,8 @@ def open_certified(spec: str, stride: int | None = None, **kwargs: Any) -> Targe
     base = open_target(BUNDLED_VIEWS_MODEL if inner is None else inner, **kwargs)
     trained = getattr(getattr(base, "meta", None), "info", {}).get("views")
     if trained:
+        if "batch_size" not in kwargs and hasattr(base, "batch_size"):
+            base.batch_size = VIEW_CHUNK
         if stride is not None and stride != trained["stride"]:
             raise PartitionError(
                 f"{base.info.name} was trained on views at stride {trained['stride']}, not {stride}: "
