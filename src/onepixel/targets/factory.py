@@ -60,10 +60,10 @@ def _open(text: str, **kwargs: Any) -> Target:
 
 
 BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4_pair"
-# Views per forward pass of a base trained on views (three 64 px images' worth at stride 4): 16 px
-# views are small, so 32 per pass leaves the CPU on per-call overhead and 64 or more spill the
-# cache; 48 was fastest for the bundled view models at 1 and 2 threads (`certify_cost.py --chunks`).
-VIEW_CHUNK = 48
+# Views per forward pass of a base trained on views (six 64 px images' worth at stride 4): 16 px
+# views are small, and 32 per pass left the CPU on per-call overhead. Of 16-96, 96 was fastest for
+# both bundled view models at 1 and 2 threads (benchmarks/results/certify_cost_warm_t1.json, _t2).
+VIEW_CHUNK = 96
 
 
 def canonical_spec(spec: str) -> str:
