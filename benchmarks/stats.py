@@ -34,3 +34,23 @@ def flip_counts(summary: dict[str, Any]) -> dict[str, Any]:
         "flips_ci95": wilson(summary["flips"], on_side),
         "queries_to_flip_median": summary["queries_to_flip_median"],
     }
+
+
+def best_chunks(rounds: list[dict[str, float]], target: str) -> dict[str, Any]:
+    """Return each side at its fastest forward chunk (lowest median seconds of the ``target@c`` and
+    ``bare@b`` keys of ``rounds``) and the median, min and max of their per-round time ratio."""
+    import numpy as np
+
+    def fastest(name: str) -> int:
+        chunks = [int(k.rsplit("@", 1)[1]) for k in rounds[0] if k.rsplit("@", 1)[0] == name]
+        return min(chunks, key=lambda c: float(np.median([row[f"{name}@{c}"] for row in rounds])))
+
+    c, b = fastest(target), fastest("bare")
+    ratios = np.array([row[f"{target}@{c}"] / row[f"bare@{b}"] for row in rounds])
+    return {
+        "chunk": c,
+        "bare_chunk": b,
+        "ratio_median": float(np.median(ratios)),
+        "ratio_min": float(ratios.min()),
+        "ratio_max": float(ratios.max()),
+    }
