@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from stats import best_chunks  # noqa: E402
-
 DOCS = ("README.md", "docs/benchmarks.md", "docs/results.md", "docs/certified.md")
 BLOCK = re.compile(
     r"(?P<open><!-- table: (?P<name>[\w-]+)(?P<files>(?: [^\s>]+)*) -->\n)"
@@ -181,9 +178,6 @@ def certify_cost(data: list[dict[str, Any]]) -> str:
     swept forward chunks, each at its fastest against the bare model at its fastest)."""
     (d,) = data
     swept = all("best" in e for e in d["ensembles"].values())
-    if swept:  # recomputed from the rounds, so every file reads the same way
-        for spec, e in d["ensembles"].items():
-            e["best"] = best_chunks(d["rounds"], spec)
 
     def ratio(e: dict[str, Any]) -> str:
         return f"{e['ratio_median']:.1f}x ({e['ratio_min']:.1f}-{e['ratio_max']:.1f})"

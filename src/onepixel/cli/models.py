@@ -448,13 +448,12 @@ def typed_command() -> str | None:
 
 def print_scores(info: dict[str, Any]) -> None:
     """Print the validation and test scores a weights file's metadata holds."""
-    for part in ("validation", "test"):
-        m = info.get(part)
-        if m:
-            console.print(
-                f"{part}: balanced accuracy {m['balanced_accuracy']:.4f}, "
-                f"ROC AUC {m['roc_auc']:.4f} (n={m['n']})"
-            )
+    from onepixel.models.metrics import scored_splits
+
+    for part, m in scored_splits(info):
+        console.print(
+            f"{part}: balanced accuracy {m['balanced_accuracy']:.4f}, ROC AUC {m['roc_auc']:.4f} (n={m['n']})"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 
 class LogitMean(nn.Module):
-    """Members' logits (N,) averaged; ``build`` makes each member from its architecture name."""
+    """Members' logits (N,) averaged (the registry's ``logit_mean`` builds the members by name)."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()

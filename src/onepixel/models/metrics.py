@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -39,3 +41,9 @@ def binary_metrics(y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
         "specificity": spec,
         "threshold": float(threshold),
     }
+
+
+def scored_splits(info: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Return ``(split, metrics)`` for the validation and test scores a weights file's metadata
+    ``info`` holds, in that order (a split without scores is left out)."""
+    return [(part, info[part]) for part in ("validation", "test") if info.get(part)]

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from onepixel.data.patches import DataError, PatchSet, center_crop
 from onepixel.models.augment import AugmentConfig, augment_batch
-from onepixel.models.metrics import binary_metrics
+from onepixel.models.metrics import binary_metrics, scored_splits
 from onepixel.models.registry import ModelMeta, create_model
 
 Schedule = Literal["cosine", "constant"]
@@ -861,13 +861,11 @@ def scores_section(info: dict[str, Any]) -> list[str]:
         "| split | n | positive | balanced accuracy | ROC AUC | sensitivity | specificity |",
         "|---|---|---|---|---|---|---|",
     ]
-    for part in ("validation", "test"):
-        m = info.get(part)
-        if m:
-            lines.append(
-                f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
-                f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
-            )
+    for part, m in scored_splits(info):
+        lines.append(
+            f"| {part} | {m['n']} | {m['n_positive']} | {m['balanced_accuracy']:.4f} | "
+            f"{m['roc_auc']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} |"
+        )
     return lines
 
 
