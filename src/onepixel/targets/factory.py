@@ -59,11 +59,12 @@ def _open(text: str, **kwargs: Any) -> Target:
     return TorchTarget.from_pretrained(name, **kwargs)
 
 
-BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4_pair"
-# Views per forward pass of a base trained on views (six 64 px images' worth at stride 4): 16 px
-# views are small, and 32 per pass left the CPU on per-call overhead. Of 16-96, 96 was fastest for
-# both bundled view models at 1 and 2 threads (benchmarks/results/certify_cost_warm_t1.json, _t2).
-VIEW_CHUNK = 96
+BUNDLED_VIEWS_MODEL = "resnet_custom_amibr_views4_w40"
+# Views per forward pass of a base trained on views (24 64 px images' worth at stride 4): 16 px views
+# are small, and few per pass leave the CPU on per-call overhead. Of 16-768, 384 was the fastest for
+# the default view model on one thread (benchmarks/results/certify_cost_w40_t1.json); the thinner
+# stride-1 pairs are fastest at 96-192 (set ``batch_size`` to override).
+VIEW_CHUNK = 384
 
 
 def canonical_spec(spec: str) -> str:
