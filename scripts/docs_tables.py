@@ -208,6 +208,57 @@ def certify_cost(data: list[dict[str, Any]]) -> str:
     return intro + "\n\n" + table(headers, rows)
 
 
+def _candidate_shape(c: dict[str, Any]) -> str:
+    """Return a candidate's shape: members, stage widths, first-conv stride, blocks, recipe."""
+    kw, recipe = c["arch_kwargs"], c["recipe"]
+    if c["members"] > 1:
+        member = kw["members"][0]["kwargs"]
+        shape = f"{c['members']} x ({','.join(map(str, member.get('depths', (32, 64, 128))))})"
+        stride, blocks = member.get("stem_stride", 2), member.get("blocks", 3)
+    else:
+        shape = ",".join(map(str, kw.get("depths", (32, 64, 128))))
+        stride, blocks = kw.get("stem_stride", 2), kw.get("blocks", 3)
+    extra = [f"stride {stride}", f"{blocks} blocks"]
+    if recipe.get("epochs"):
+        extra.append(f"{recipe['epochs']} epochs")
+    if recipe.get("views_per_image") not in (None, 4):
+        extra.append(f"{recipe['views_per_image']} views per image")
+    return f"{shape}; {', '.join(extra)}"
+
+
+@generator("certify_candidates")
+def certify_candidates(data: list[dict[str, Any]]) -> str:
+    """Return the view-model candidates: validation certified accuracy (k = 0..5 and mean) from the
+    first JSON and, for those the second JSON scored on test, the test's clean vote, k = 1, 3, 5."""
+    val, *tests = data
+    tested = {c["sha256"]: c["test"] for t in tests for c in t["candidates"] if "test" in c}
+    header = [
+        "candidate",
+        "stages; first conv, blocks, training",
+        "validation k = 0..5",
+        "mean",
+        "test: clean / k = 1 / 3 / 5",
+    ]
+    rows = []
+    for c in val["candidates"]:
+        test = tested.get(c["sha256"])
+        rows.append(
+            [
+                f"`{c['name']}`",
+                _candidate_shape(c),
+                " ".join(f"{v:.3f}" for v in c["validation"]),
+                f"{c['validation_mean']:.4f}",
+                " / ".join(f"{test[k]:.3f}" for k in (0, 1, 3, 5)) if test else "not read",
+            ]
+        )
+    v = val["validation"]
+    intro = (
+        f"Certified balanced accuracy of each candidate's vote, validation split (n = {v['n']}, "
+        f"{v['positive']} positive); test split (n = 826) only where it was read."
+    )
+    return intro + "\n\n" + table(header, rows)
+
+
 @generator("certified_finding")
 def certified_finding(data: list[dict[str, Any]]) -> str:
     """Return the README's certified-defence finding as indented prose from the accuracy JSON, one
