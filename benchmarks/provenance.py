@@ -80,11 +80,16 @@ def finish(prov: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_result_path(stem: str, suffix: str = ".json") -> Path:
-    """Return a path under benchmarks/results/ named after ``stem`` that no file holds yet."""
+    """Return a path under benchmarks/results/ named after ``stem`` that no file holds yet: the
+    stem itself, else ``<stem>_<n>`` numbered after the highest existing ``n`` (never into a gap,
+    so a larger number is always a later run)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{stem}{suffix}"
-    n = 2
-    while path.exists():
-        path = RESULTS / f"{stem}_{n}{suffix}"
-        n += 1
-    return path
+    if not path.exists():
+        return path
+    numbers = [
+        int(tail)
+        for p in RESULTS.glob(f"{stem}_*{suffix}")
+        if (tail := p.name[len(stem) + 1 : len(p.name) - len(suffix)]).isdigit()
+    ]
+    return RESULTS / f"{stem}_{max(numbers, default=1) + 1}{suffix}"
