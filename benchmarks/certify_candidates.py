@@ -29,9 +29,10 @@ from provenance import finish, new_result_path, provenance  # noqa: E402
 from onepixel.data.amibr import load_amibr  # noqa: E402
 from onepixel.data.open import open_patches  # noqa: E402
 from onepixel.models.registry import read_meta, weights_path  # noqa: E402
-from onepixel.models.train import center_crop, grouped_split  # noqa: E402
+from onepixel.models.train import center_crop, held_out_split  # noqa: E402
 from onepixel.models.votes import certified_balanced_accuracy  # noqa: E402
 from onepixel.targets import open_target  # noqa: E402
+from onepixel.targets.partition import PartitionEnsemble  # noqa: E402
 
 PIXELS = (0, 1, 2, 3, 4, 5)
 RECIPE_KEYS = ("epochs", "views_per_image", "teacher", "teacher_weight", "arch_kwargs", "lr", "seed")
@@ -40,14 +41,12 @@ RECIPE_KEYS = ("epochs", "views_per_image", "teacher", "teacher_weight", "arch_k
 def validation_images(root: Path, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the 64 px centre crops and positive flags of ``model train``'s validation split."""
     train = open_patches(root, None, input_size=None, amibr_split="train").patches
-    _, val_idx = grouped_split(train.groups, train.y, val_fraction, seed)
-    val = train.subset(val_idx)
+    _, val = held_out_split(train, val_fraction, seed)
     return center_crop(val.images, 64), val.y == 1
 
 
-def certified_curve(spec: str, images: np.ndarray, positive: np.ndarray) -> list[float]:
-    """Return the certified balanced accuracy at each k in :data:`PIXELS` of ``spec``'s vote."""
-    ensemble = open_target(f"certified:{spec}")
+def certified_curve(ensemble: PartitionEnsemble, images: np.ndarray, positive: np.ndarray) -> list[float]:
+    """Return the certified balanced accuracy at each k in :data:`PIXELS` of ``ensemble``'s vote."""
     scores = ensemble.view_scores(images)
     return [float(v) for v in certified_balanced_accuracy(scores, positive, PIXELS, 0.5)]
 
@@ -89,10 +88,11 @@ def main() -> None:
     rows = []
     for spec in args.weights:
         row = describe(spec)
-        row["validation"] = certified_curve(spec, val_images, val_positive)
+        ensemble = open_target(f"certified:{spec}")
+        row["validation"] = certified_curve(ensemble, val_images, val_positive)
         row["validation_mean"] = float(np.mean(row["validation"]))
         if args.test:
-            row["test"] = certified_curve(spec, test_images, test_positive)
+            row["test"] = certified_curve(ensemble, test_images, test_positive)
         rows.append(row)
         shown = " ".join(f"{v:.3f}" for v in row["validation"])
         line = f"{row['name']}: validation k=0..5 {shown} (mean {row['validation_mean']:.4f})"

@@ -258,8 +258,14 @@ def _train_val_sets(data: PatchSet, val: PatchSet | None, cfg: TrainConfig) -> t
     """
     if val is not None:
         return data, val
+    return held_out_split(data, cfg.val_fraction, cfg.seed)
+
+
+def held_out_split(data: PatchSet, val_fraction: float, seed: int) -> tuple[PatchSet, PatchSet]:
+    """Return ``(train, validation)`` of ``data`` as training splits it: whole groups held out by
+    :func:`grouped_split` (without groups every image is its own group)."""
     groups = data.groups if data.groups is not None else np.asarray(data.names, dtype=object)
-    tr_idx, va_idx = grouped_split(groups, data.y, cfg.val_fraction, cfg.seed)
+    tr_idx, va_idx = grouped_split(groups, data.y, val_fraction, seed)
     return data.subset(tr_idx), data.subset(va_idx)
 
 
